@@ -1,0 +1,21 @@
+"""Entry point of the `hypercore` command."""
+
+from __future__ import annotations
+
+import click
+
+from hypercore import __version__
+from hypercore.cli.policy import policy_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hypercore")
+def cli() -> None:
+    """Policy-driven workload placement for decentralized compute clusters."""
+
+
+cli.add_command(policy_group)
+
+
+def main() -> None:
+    cli(prog_name="hypercore")

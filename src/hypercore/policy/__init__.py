@@ -1,0 +1,44 @@
+"""The policy language and the pure placement engine.
+
+Public API:
+  Policy, Rules, Scoring, Scales      the policy model (pydantic)
+  load_policy_file, loads_policy, parse_policy
+  NodeRecord, NodeTable, parse_node_records
+  decide, decide_or_raise, Decision   the engine and what it returns
+  PolicyEngine, PolicyMetrics         current cluster policy + counters
+  PolicyError, NoQualifyingNode       errors
+"""
+
+from hypercore.policy.decision import Decision, RankedNode, RejectedNode
+from hypercore.policy.engine import decide, decide_or_raise
+from hypercore.policy.errors import NoQualifyingNode, PolicyError, Problem
+from hypercore.policy.loader import load_policy_file, loads_policy, parse_json_strict, parse_policy
+from hypercore.policy.model import PERMISSIVE_DEFAULT, Policy, Rules, Scales, Scoring
+from hypercore.policy.nodes import METRICS, NodeRecord, NodeTable, parse_node_records
+from hypercore.policy.service import PolicyEngine, PolicyMetrics
+
+__all__ = [
+    "METRICS",
+    "PERMISSIVE_DEFAULT",
+    "Decision",
+    "NoQualifyingNode",
+    "NodeRecord",
+    "NodeTable",
+    "Policy",
+    "PolicyEngine",
+    "PolicyError",
+    "PolicyMetrics",
+    "Problem",
+    "RankedNode",
+    "RejectedNode",
+    "Rules",
+    "Scales",
+    "Scoring",
+    "decide",
+    "decide_or_raise",
+    "load_policy_file",
+    "loads_policy",
+    "parse_json_strict",
+    "parse_node_records",
+    "parse_policy",
+]
