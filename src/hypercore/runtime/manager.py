@@ -1,0 +1,323 @@
+"""The node's workload manager: accepts, records, watches and stops workloads.
+
+It ties the drivers (what runs) to the store (what should run). Every state
+change is written to the store *before* it is acted on where that matters (a
+workload is PENDING in the registry before a driver starts it), so that an
+agent killed at any point leaves a record that :meth:`WorkloadManager.adopt`
+can reconcile at the next start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from hypercore.runtime.base import Driver, Handle, RuntimeRefused, WorkloadNotFound
+from hypercore.store import DuplicateWorkload, WorkloadRecord, WorkloadStore
+from hypercore.workload import (
+    WorkloadSpec,
+    WorkloadState,
+    is_workload_id,
+    new_workload_id,
+)
+
+__all__ = ["LOG_FILENAME", "LOST_ERROR", "WorkloadManager"]
+
+log = logging.getLogger(__name__)
+
+LOG_FILENAME: Final = "output.log"
+LOST_ERROR: Final = "lost while the agent was down"
+# How long stop() waits for the watcher to collect the exit code after the
+# driver reported the workload stopped.
+_EXIT_COLLECT_TIMEOUT: Final = 5.0
+
+
+class WorkloadManager:
+    """Runs workloads on this node with the given drivers and records them in ``store``."""
+
+    def __init__(
+        self,
+        store: WorkloadStore,
+        data_dir: str | os.PathLike[str],
+        drivers: Mapping[str, Driver],
+        node_name: str,
+        *,
+        max_workloads: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.node_name = node_name
+        self.max_workloads = max_workloads
+        self._drivers = dict(drivers)
+        self._clock = clock
+        self._workloads_dir = Path(data_dir) / "workloads"
+        self._workloads_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._watchers: dict[str, asyncio.Task[int | None]] = {}
+        self._stops: dict[str, asyncio.Task[WorkloadRecord]] = {}
+        # Ids whose end was requested: their watcher must not record EXITED.
+        self._stop_requested: set[str] = set()
+        self._closed = False
+
+    # -- introspection ---------------------------------------------------------
+
+    @property
+    def capabilities(self) -> list[str]:
+        return sorted(self._drivers)
+
+    def queue_depth(self) -> int:
+        """Workloads accepted and not finished (the beacon's queue-depth metric)."""
+        return self.store.count_unfinished()
+
+    def get(self, workload_id: str) -> WorkloadRecord:
+        self._check_id(workload_id)
+        record = self.store.get(workload_id)
+        if record is None:
+            raise WorkloadNotFound(f"no workload {workload_id} on node {self.node_name}")
+        return record
+
+    def list(self) -> list[WorkloadRecord]:
+        return self.store.list()
+
+    def logs_path(self, workload_id: str) -> Path:
+        self.get(workload_id)  # validates the id before any path is built
+        return self._workdir(workload_id) / LOG_FILENAME
+
+    def read_logs(self, workload_id: str, tail_bytes: int | None = None) -> bytes:
+        """The workload's combined stdout+stderr, or its last ``tail_bytes`` bytes."""
+        path = self.logs_path(workload_id)
+        try:
+            with open(path, "rb") as fh:
+                if tail_bytes is not None:
+                    size = fh.seek(0, os.SEEK_END)
+                    fh.seek(max(0, size - max(0, tail_bytes)))
+                return fh.read()
+        except FileNotFoundError:
+            return b""  # accepted but the driver never opened the log
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def accept(
+        self,
+        spec: WorkloadSpec,
+        workload_id: str | None = None,
+        request_id: str | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> WorkloadRecord:
+        """Start ``spec`` here and return its RUNNING record.
+
+        A retried request (same ``request_id``, or the same ``workload_id`` and
+        spec) returns the first attempt's record instead of a second copy.
+        Raises RuntimeRefused when this node will not run it.
+        """
+        if self._closed:
+            raise RuntimeRefused(f"node {self.node_name} is shutting down")
+        if request_id is not None:
+            existing = self.store.get_by_request_id(request_id)
+            if existing is not None:
+                return self._replay(existing)
+        driver = self._drivers.get(spec.capability)
+        if driver is None:
+            offered = ", ".join(self.capabilities) or "none"
+            raise RuntimeRefused(
+                f"node {self.node_name} has no '{spec.capability}' capability "
+                f"(it offers: {offered}); run it on a node that has one"
+            )
+        if workload_id is None:
+            workload_id = new_workload_id()
+        elif not is_workload_id(workload_id):
+            raise RuntimeRefused(f"workload id {workload_id!r} is not a canonical UUID")
+        else:
+            existing = self.store.get(workload_id)
+            if existing is not None:
+                if existing.spec != spec:
+                    raise RuntimeRefused(f"workload {workload_id} already exists here with a different spec")
+                return self._replay(existing)
+        if self.max_workloads is not None and self.queue_depth() >= self.max_workloads:
+            raise RuntimeRefused(
+                f"node {self.node_name} is at capacity ({self.max_workloads} workloads running or pending)"
+            )
+
+        record = WorkloadRecord(
+            id=workload_id,
+            request_id=request_id,
+            spec=spec,
+            state=WorkloadState.PENDING,
+            driver=driver.name,
+            node=self.node_name,
+            created_at=self._clock(),
+            policy=dict(policy) if policy is not None else None,
+        )
+        try:
+            self.store.insert(record)
+        except DuplicateWorkload:
+            # Another agent process (or thread) won the race for this request.
+            winner = self.store.get_by_request_id(request_id) if request_id is not None else None
+            if winner is None:
+                winner = self.store.get(workload_id)
+                if winner is None or winner.spec != spec:
+                    raise RuntimeRefused(f"workload {workload_id} already exists here with a different spec")
+            return self._replay(winner)
+
+        workdir = self._workdir(workload_id)
+        try:
+            workdir.mkdir(mode=0o700, exist_ok=True)
+            handle = await driver.start(workload_id, spec, workdir / LOG_FILENAME)
+        except BaseException as exc:
+            # Includes cancellation (placement deadline): the record must not
+            # stay PENDING forever.
+            error = str(exc) or type(exc).__name__
+            self._stop_requested.discard(workload_id)
+            self._finish(workload_id, WorkloadState.FAILED, error=error)
+            if isinstance(exc, OSError):
+                raise RuntimeRefused(f"node {self.node_name} could not start the workload: {exc}") from exc
+            raise
+
+        updated = self._update(
+            workload_id, state=WorkloadState.RUNNING, handle=handle, started_at=self._clock()
+        )
+        self._watch(workload_id, driver, handle)
+        if workload_id in self._stop_requested:
+            # stop() came in while the driver was starting it.
+            return await self.stop(workload_id)
+        return updated
+
+    async def stop(self, workload_id: str, grace: float = 5.0) -> WorkloadRecord:
+        """End a workload (SIGTERM, then SIGKILL after ``grace``) and return its record.
+
+        Idempotent: a finished workload is returned unchanged, and concurrent
+        calls for one id share one stop.
+        """
+        record = self.get(workload_id)
+        if record.state.finished:
+            return record
+        running = self._stops.get(workload_id)
+        if running is None:
+            running = asyncio.ensure_future(self._stop(record, grace))
+            self._stops[workload_id] = running
+            running.add_done_callback(lambda _t: self._stops.pop(workload_id, None))
+        return await asyncio.shield(running)
+
+    async def _stop(self, record: WorkloadRecord, grace: float) -> WorkloadRecord:
+        self._stop_requested.add(record.id)
+        if record.handle is None:
+            # Still PENDING: accept() will see the request once start returns.
+            return self._finish(record.id, WorkloadState.STOPPED)
+        driver = self._drivers.get(record.driver)
+        if driver is None:
+            raise RuntimeRefused(
+                f"workload {record.id} was started by the '{record.driver}' driver, "
+                f"which node {self.node_name} no longer has; it cannot be stopped from here"
+            )
+        # Take the watcher first: it forgets itself as soon as the process ends.
+        watcher = self._watchers.get(record.id)
+        await driver.stop(record.handle, grace)
+        exit_code: int | None = None
+        if watcher is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                exit_code = await asyncio.wait_for(asyncio.shield(watcher), _EXIT_COLLECT_TIMEOUT)
+        stopped = self._finish(record.id, WorkloadState.STOPPED, exit_code=exit_code)
+        if watcher is None or watcher.done():
+            self._stop_requested.discard(record.id)
+        else:  # keep the mark until the watcher is done, so it cannot record EXITED
+            watcher.add_done_callback(lambda _t: self._stop_requested.discard(record.id))
+        return stopped
+
+    async def adopt(self) -> builtins.list[WorkloadRecord]:
+        """Reconcile the registry with reality after a (re)start of the agent.
+
+        Every PENDING/RUNNING workload whose driver is known is either
+        re-attached to a watcher (still running) or marked as lost. Returns the
+        records examined, in their new state.
+        """
+        examined: builtins.list[WorkloadRecord] = []
+        for record in self.store.list(states=(WorkloadState.PENDING, WorkloadState.RUNNING)):
+            driver = self._drivers.get(record.driver)
+            if driver is None or record.id in self._watchers:
+                continue  # another driver set may know it; already watched
+            if record.handle is not None and driver.is_running(record.handle):
+                self._watch(record.id, driver, record.handle)
+                if record.state is WorkloadState.PENDING:
+                    record = self._update(record.id, state=WorkloadState.RUNNING, started_at=self._clock())
+                log.info("adopted workload %s (driver %s)", record.id, record.driver)
+            elif record.handle is None:
+                # The agent died between recording and starting it: nothing
+                # reliable says whether it ever ran.
+                record = self._finish(record.id, WorkloadState.FAILED, error="the agent stopped before it started")
+            else:
+                record = self._finish(record.id, WorkloadState.EXITED, error=LOST_ERROR)
+                log.warning("workload %s was %s", record.id, LOST_ERROR)
+            examined.append(record)
+        return examined
+
+    async def close(self) -> None:
+        """Stop watching; the workloads keep running, for adopt() to find later."""
+        self._closed = True
+        tasks = [*self._watchers.values(), *self._stops.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._watchers.clear()
+
+    # -- internals -------------------------------------------------------------
+
+    def _replay(self, existing: WorkloadRecord) -> WorkloadRecord:
+        # A retry gets the first attempt's answer: its record, or the same
+        # refusal if the driver refused to start it (so the scheduler moves on).
+        if existing.state is WorkloadState.FAILED and existing.started_at is None:
+            raise RuntimeRefused(existing.error or f"workload {existing.id} could not be started here")
+        return existing
+
+    def _check_id(self, workload_id: str) -> None:
+        # Ids become directory names; only canonical UUIDs ever reach a path.
+        if not isinstance(workload_id, str) or not is_workload_id(workload_id):
+            raise WorkloadNotFound(f"{workload_id!r} is not a workload id")
+
+    def _workdir(self, workload_id: str) -> Path:
+        self._check_id(workload_id)
+        return self._workloads_dir / workload_id
+
+    def _update(self, workload_id: str, **fields: Any) -> WorkloadRecord:
+        record = self.store.update(workload_id, **fields)
+        if record is None:
+            raise WorkloadNotFound(f"workload {workload_id} vanished from the registry")
+        return record
+
+    def _finish(
+        self, workload_id: str, state: WorkloadState, *, exit_code: int | None = None, error: str | None = None
+    ) -> WorkloadRecord:
+        return self._update(
+            workload_id, state=state, exit_code=exit_code, error=error, finished_at=self._clock()
+        )
+
+    def _watch(self, workload_id: str, driver: Driver, handle: Handle) -> None:
+        task = asyncio.ensure_future(self._wait_for_exit(workload_id, driver, handle))
+        self._watchers[workload_id] = task
+
+        def forget(done: asyncio.Task[int | None]) -> None:
+            if self._watchers.get(workload_id) is done:
+                del self._watchers[workload_id]
+
+        task.add_done_callback(forget)
+
+    async def _wait_for_exit(self, workload_id: str, driver: Driver, handle: Handle) -> int | None:
+        try:
+            exit_code = await driver.wait(handle)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a driver bug must not leave the record RUNNING forever
+            log.exception("waiting for workload %s failed", workload_id)
+            if workload_id not in self._stop_requested:
+                self._finish(workload_id, WorkloadState.FAILED, error=f"lost track of the workload: {exc}")
+            return None
+        if workload_id not in self._stop_requested:
+            # Ended by itself; a requested stop records STOPPED in _stop().
+            self._finish(workload_id, WorkloadState.EXITED, exit_code=exit_code)
+            log.info("workload %s exited with code %s", workload_id, exit_code)
+        return exit_code

@@ -1,0 +1,100 @@
+"""What a workload is: the spec a user submits and the record a node keeps.
+
+Shared by the API, the scheduler, the runtime drivers and the store, so that a
+spec is validated once, at the edge, with clear errors.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PORT = re.compile(r"^(\d{1,5}):(\d{1,5})(/(tcp|udp))?$")
+# An OCI reference: [registry[:port]/]path[:tag][@digest], no spaces or shell metacharacters.
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@+-]*$", re.IGNORECASE)
+
+
+class WorkloadState(str, Enum):
+    PENDING = "pending"  # accepted, not yet started by the driver
+    RUNNING = "running"
+    EXITED = "exited"  # ended by itself; exit_code says how
+    STOPPED = "stopped"  # ended on request
+    FAILED = "failed"  # the driver could not start it, or it was lost
+
+    @property
+    def finished(self) -> bool:
+        return self in (WorkloadState.EXITED, WorkloadState.STOPPED, WorkloadState.FAILED)
+
+
+class WorkloadSpec(BaseModel):
+    """A workload: a shell command (exec driver) or a container image (container driver)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: Annotated[str, Field(min_length=1, max_length=8192)] | None = Field(
+        default=None, description="Shell command run with /bin/sh -c (needs the `exec` capability)."
+    )
+    image_ref: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
+        default=None, description="OCI image reference (needs the `container` capability)."
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=256, description="Command override for an image."
+    )
+    cpu: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] = Field(default=1.0, description="CPU cores.")
+    mem: Annotated[int, Field(gt=0, le=16 * 1024 * 1024)] = Field(default=256, description="Memory in MB.")
+    ports: list[str] = Field(default_factory=list, max_length=64, description="HOST:CONTAINER[/tcp|udp] mappings.")
+    env: dict[str, Annotated[str, Field(max_length=32768)]] = Field(default_factory=dict, max_length=256)
+
+    @field_validator("image_ref")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE_REF.match(value):
+            raise ValueError(f"{value!r} is not an image reference like 'nginx:latest' or 'registry:5000/app@sha256:...'")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: list[str]) -> list[str]:
+        for item in value:
+            m = _PORT.match(item)
+            if not m or not (1 <= int(m.group(1)) <= 65535 and 1 <= int(m.group(2)) <= 65535):
+                raise ValueError(f"port mapping {item!r} must be HOST:CONTAINER with ports 1-65535, e.g. 8080:80")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "WorkloadSpec":
+        if (self.command is None) == (self.image_ref is None):
+            raise ValueError("give exactly one of 'command' or 'image_ref'")
+        if self.args is not None and self.image_ref is None:
+            raise ValueError("'args' overrides an image's command; with 'command' put everything in the command")
+        return self
+
+    @property
+    def capability(self) -> Literal["exec", "container"]:
+        """The runtime capability a node needs to run this spec."""
+        return "exec" if self.command is not None else "container"
+
+
+def new_workload_id() -> str:
+    return str(uuid.uuid4())
+
+
+def is_workload_id(value: str) -> bool:
+    """True only for a canonical UUID string; such ids are safe in file paths."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except (ValueError, AttributeError, TypeError):
+        return False
