@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hypercore import __version__
+from hypercore.cli.cluster import cluster_group
 from hypercore.cli.policy import policy_group
 
 
@@ -15,6 +16,7 @@ def cli() -> None:
 
 
 cli.add_command(policy_group)
+cli.add_command(cluster_group)
 
 
 def main() -> None:

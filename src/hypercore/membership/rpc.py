@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import itertools
 import logging
@@ -214,7 +215,7 @@ def _event(raw: Any) -> dict[str, Any]:
         else:
             event["ID"] = int(_get(raw, "ID", 0))
         return event
-    decoded = _generic(raw)
+    decoded: dict[str, Any] = _generic(raw)
     decoded.setdefault("Event", kind or "unknown")
     return decoded
 
@@ -366,10 +367,8 @@ class EventStream:
         self._client._forget(self.seq)
         self._finish(None)
         if not self._client.closed:
-            try:
+            with contextlib.suppress(SerfConnectionError):
                 await self._client._request("stop", {"Stop": self.seq}, expects_body=False, timeout=timeout)
-            except SerfConnectionError:
-                pass
 
     async def __aenter__(self) -> EventStream:
         return self
@@ -446,14 +445,11 @@ class SerfRPC:
         self._shutdown(SerfConnectionError(f"serf RPC client for {self.address} was closed"), streams_fail=False)
         if self._read_task is not asyncio.current_task():
             self._read_task.cancel()
-            try:
-                await self._read_task
-            except (asyncio.CancelledError, Exception):
-                pass
-        try:
+            # wait() rather than await: the task's own CancelledError is
+            # expected, while a cancellation of close() itself must propagate.
+            await asyncio.wait([self._read_task])
+        with contextlib.suppress(OSError):
             await self._writer.wait_closed()
-        except (OSError, asyncio.CancelledError):
-            pass
 
     async def __aenter__(self) -> SerfRPC:
         return self
@@ -645,9 +641,7 @@ class SerfRPC:
         existing = [addrs] if isinstance(addrs, str) else list(addrs)
         if not existing:
             raise SerfInvalidRequest("join needs at least one address")
-        body = await self._request(
-            "join", {"Existing": existing, "Replay": replay}, expects_body=True, timeout=timeout
-        )
+        body = await self._request("join", {"Existing": existing, "Replay": replay}, expects_body=True, timeout=timeout)
         return int(_get(body, "Num", 0))
 
     async def leave(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -677,9 +671,7 @@ class SerfRPC:
         new_tags = {str(k): str(v) for k, v in (set or {}).items()}
         if isinstance(delete, str):
             raise SerfInvalidRequest("delete must be a sequence of tag names, not a string")
-        await self._request(
-            "tags", {"Tags": new_tags, "DeleteTags": list(delete)}, expects_body=False, timeout=timeout
-        )
+        await self._request("tags", {"Tags": new_tags, "DeleteTags": list(delete)}, expects_body=False, timeout=timeout)
 
     async def user_event(
         self,

@@ -1,0 +1,308 @@
+"""The node agent: supervises Serf, publishes the beacon, serves the API, runs workloads.
+
+One asyncio process per machine. Start-up order matters: the workload store
+and runtime first (so adopted workloads count in the first beacon), then Serf,
+then the HTTP API, then the beacon and the join — a peer that sees our tags
+can already reach our API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from hypercore.api.app import create_app
+from hypercore.beacon.keys import load_or_create_node_key
+from hypercore.beacon.probe import ProbeWindow
+from hypercore.beacon.publisher import BeaconPublisher, Prober
+from hypercore.errors import HypercoreError
+from hypercore.membership import SerfAgent, SerfError
+from hypercore.membership.view import ClusterView
+from hypercore.metrics import AgentMetrics
+from hypercore.policy import PERMISSIVE_DEFAULT, Policy, PolicyEngine, PolicyError, load_policy_file
+from hypercore.runtime.exec import ExecDriver
+from hypercore.runtime.manager import WorkloadManager
+from hypercore.scheduler import Scheduler
+from hypercore.store import WorkloadStore
+
+log = logging.getLogger("hypercore.agent")
+
+
+class ConfigError(HypercoreError):
+    """A flag has a value the agent cannot run with."""
+
+
+@dataclass
+class AgentConfig:
+    node_name: str | None = None
+    data_dir: Path = field(default_factory=lambda: Path.home() / ".local/share/hypercore")
+    cluster_bind_addr: str = "0.0.0.0:7946"
+    serf_rpc_addr: str = "127.0.0.1:7373"
+    http_bind_addr: str = "0.0.0.0:8001"
+    cluster_policy: Path | None = None
+    beacon_price: float = 0.01
+    beacon_reputation: float = 1.0
+    cluster_token: str | None = None
+    encrypt: str | None = None
+    enable_exec: bool = False
+    insecure: bool = False
+    join: tuple[str, ...] = ()
+    serf_profile: str = "lan"
+    probe_interval: float = 2.0
+
+
+def split_host_port(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{flag} {value!r} must be HOST:PORT, e.g. 127.0.0.1:8001")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _node_name(data_dir: Path, given: str | None) -> str:
+    """The given name, or one made from the hostname once and kept in the data dir."""
+    if given:
+        return given
+    path = data_dir / "node-name"
+    if path.exists():
+        return path.read_text().strip()
+    name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
+    path.write_text(name + "\n")
+    return name
+
+
+def _mem_total_mb() -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The agent owns SIGTERM/SIGINT/SIGHUP; uvicorn must not take them.
+        yield
+
+
+class NodeAgent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.http_host, self.http_port = split_host_port(config.http_bind_addr, "--http-bind-addr")
+        split_host_port(config.cluster_bind_addr, "--cluster-bind-addr")
+        if not is_loopback(self.http_host) and not config.cluster_token and not config.insecure:
+            raise ConfigError(
+                f"refusing to serve the API on {config.http_bind_addr} without a cluster token: "
+                "set --cluster-token (or HYPERCORE_CLUSTER_TOKEN), bind to 127.0.0.1, or pass --insecure"
+            )
+        if not 0 <= config.beacon_reputation <= 1:
+            raise ConfigError(f"--beacon-reputation {config.beacon_reputation} must be between 0 and 1")
+        if config.beacon_price < 0:
+            raise ConfigError(f"--beacon-price {config.beacon_price} must be 0 or more")
+        self.token = config.cluster_token
+        self.data_dir = config.data_dir.expanduser()
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.name = _node_name(self.data_dir, config.node_name)
+        self.metrics = AgentMetrics()
+        policy = PERMISSIVE_DEFAULT
+        if config.cluster_policy is not None:
+            policy = load_policy_file(config.cluster_policy)
+        self.engine = PolicyEngine(policy, self.metrics.policy)
+        self.view = ClusterView(self.metrics.beacon_invalid)
+        self.key = load_or_create_node_key(self.data_dir)
+        self.store = WorkloadStore(self.data_dir)
+        drivers: dict[str, Any] = {}
+        if config.enable_exec:
+            drivers["exec"] = ExecDriver()
+        self.manager = WorkloadManager(self.store, self.data_dir, drivers, self.name)
+        self.client = httpx.AsyncClient()
+        self.scheduler = Scheduler(
+            view=self.view, engine=self.engine, metrics=self.metrics, client=self.client, token=self.token
+        )
+        self.serf: SerfAgent | None = None
+        self.publisher: BeaconPublisher | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- helpers used by the API -------------------------------------------------
+
+    def log_policy(self, policy: Policy, how: str) -> None:
+        log.info("loaded policy", extra={"fields": {"name": policy.name, "mode": policy.mode, "how": how}})
+
+    def beacon_changed(self) -> None:
+        if self.publisher is not None:
+            self.publisher.force()
+
+    def refresh_gauges(self) -> None:
+        for status, count in self.view.status_counts().items():
+            self.metrics.members.labels(status=status).set(count)
+        counts: dict[str, int] = {}
+        for record in self.manager.list():
+            counts[record.state.value] = counts.get(record.state.value, 0) + 1
+        for state in ("pending", "running", "exited", "stopped", "failed"):
+            self.metrics.workloads.labels(state=state).set(counts.get(state, 0))
+
+    async def forward(self, method: str, url: str, text: bool = False) -> Any:
+        from hypercore.api.app import ApiError
+
+        try:
+            r = await self.client.request(method, url, headers=self.scheduler.headers(), timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise ApiError(502, "node_unreachable", f"{url}: {exc}") from None
+        if r.status_code != 200:
+            try:
+                err = r.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                err = {"code": "upstream", "message": r.text[:200]}
+            raise ApiError(r.status_code if r.status_code < 500 else 502, err.get("code", "upstream"), err.get("message", ""))
+        return r.text if text else r.json()
+
+    # -- beacon inputs -------------------------------------------------------------
+
+    def _sample(self) -> dict[str, Any]:
+        link = self.prober.window.stats()
+        cpu_total = float(os.cpu_count() or 1)
+        mem_total = _mem_total_mb()
+        cpu_used = mem_used = 0.0
+        for record in self.manager.list():
+            if not record.state.finished:
+                cpu_used += record.spec.cpu
+                mem_used += record.spec.mem
+        return {
+            "latency_ms": link.latency_ms,
+            "jitter_ms": link.jitter_ms,
+            "packet_loss": link.packet_loss,
+            "queue_depth": float(self.manager.queue_depth()),
+            "capabilities": tuple(self.manager.capabilities),
+            "cpu_total": cpu_total,
+            "cpu_free": max(0.0, cpu_total - cpu_used),
+            "mem_total_mb": mem_total,
+            "mem_free_mb": None if mem_total is None else max(0.0, mem_total - mem_used),
+        }
+
+    def _peers(self) -> list[str]:
+        nodes = [n for n in self.view.nodes() if n.status == "alive" and n.api_url]
+        others = [n.api_url for n in nodes if n.name != self.name]
+        # Alone, the node measures its own API so that its metrics are never unknown.
+        return [u for u in others if u] or [u for n in nodes if n.name == self.name and (u := n.api_url)]
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def _refresh_members(self) -> None:
+        assert self.serf is not None
+        while True:
+            try:
+                self.view.update(await self.serf.rpc.members())
+            except SerfError as exc:
+                log.warning("cannot read members from serf", extra={"error": str(exc)})
+                if not self.serf.running:
+                    log.error("serf agent exited; shutting down", extra={"log": self.serf.log_tail(5)})
+                    self._stop.set()
+                    return
+            await asyncio.sleep(1.0)
+
+    async def _join(self) -> None:
+        assert self.serf is not None
+        delay = 1.0
+        while True:
+            try:
+                n = await self.serf.rpc.join(list(self.config.join))
+                if n > 0:
+                    log.info("joined cluster", extra={"contacted": n, "addrs": ",".join(self.config.join)})
+                    return
+            except SerfError as exc:
+                log.warning("join failed; retrying", extra={"addrs": ",".join(self.config.join), "error": str(exc), "retry_in": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+    def _reload_policy(self) -> None:
+        path = self.config.cluster_policy
+        if path is None:
+            log.info("SIGHUP: no --cluster-policy to reload")
+            return
+        try:
+            policy = load_policy_file(path)
+        except PolicyError as exc:
+            log.error("policy reload failed; keeping the current policy",
+                      extra={"file": str(path), "error": str(exc), "current": self.engine.policy.name})
+            return
+        self.engine.swap(policy)
+        self.log_policy(policy, "reloaded on SIGHUP")
+
+    def _api_advertise(self) -> str:
+        wildcard = self.http_host in ("0.0.0.0", "::", "")
+        return f":{self.http_port}" if wildcard else f"{self.http_host}:{self.http_port}"
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
+        self.log_policy(self.engine.policy, "at start")
+        await self.manager.adopt()
+        self.serf = SerfAgent(
+            node_name=self.name,
+            data_dir=self.data_dir / "serf",
+            bind=self.config.cluster_bind_addr,
+            rpc_addr=self.config.serf_rpc_addr,
+            encrypt_key=self.config.encrypt,
+            profile=self.config.serf_profile,  # type: ignore[arg-type]
+        )
+        await self.serf.start()
+        server = _Server(uvicorn.Config(create_app(self), host=self.http_host, port=self.http_port,
+                                        log_config=None, access_log=False, lifespan="off"))
+        serve = asyncio.create_task(server.serve())
+        while not server.started:
+            if serve.done():
+                await self.serf.stop()
+                raise ConfigError(f"cannot serve the API on {self.config.http_bind_addr} (address in use?)")
+            await asyncio.sleep(0.02)
+        self.prober = Prober(self._peers, ProbeWindow(), interval=self.config.probe_interval)
+        self.publisher = BeaconPublisher(
+            node=self.name, key=self.key, api=self._api_advertise(),
+            price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation,
+            sample=self._sample, set_tags=lambda tags: self.serf.rpc.tags(set=tags),  # type: ignore[union-attr]
+            metrics=self.metrics,
+        )
+        await self.publisher.publish_if_due()
+        self.view.update(await self.serf.rpc.members())
+        self._tasks = [asyncio.create_task(c) for c in (self._refresh_members(), self.prober.run(), self.publisher.run())]
+        if self.config.join:
+            self._tasks.append(asyncio.create_task(self._join()))
+        log.info("node agent started", extra={
+            "node": self.name, "api": self.config.http_bind_addr, "gossip": self.config.cluster_bind_addr,
+            "beacon_id": self.publisher.beacon_id, "capabilities": ",".join(self.manager.capabilities) or "none"})
+        await self._stop.wait()
+        log.info("shutting down: leaving the cluster", extra={"node": self.name})
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(SerfError, OSError):
+            await self.serf.stop(leave=True)
+        server.should_exit = True
+        await serve
+        await self.manager.close()
+        await self.client.aclose()
+        log.info("node agent stopped", extra={"node": self.name})

@@ -1,0 +1,1 @@
+"""The node agent's HTTP API (server in app.py, client in client.py)."""

@@ -1,0 +1,150 @@
+"""Measure this node, sign the beacon and keep it published in Serf tags.
+
+Tags are re-published when a (rounded) value changes, at most every
+`min_interval` seconds so a jittery link does not flood the gossip layer, and
+at least every `refresh` seconds so readers never see it go stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hypercore.beacon.keys import fingerprint
+from hypercore.beacon.probe import ProbeWindow, choose_targets
+from hypercore.beacon.tags import MAX_AGE_S, Beacon, encode
+from hypercore.metrics import BEACON_GAUGES, AgentMetrics
+
+log = logging.getLogger("hypercore.beacon")
+
+
+class Prober:
+    """Probes a bounded sample of peers' APIs each round and records RTTs."""
+
+    def __init__(
+        self,
+        peers: Callable[[], Sequence[str]],
+        window: ProbeWindow | None = None,
+        *,
+        sample_size: int = 3,
+        interval: float = 2.0,
+        timeout: float = 1.0,
+    ) -> None:
+        self.window = window or ProbeWindow()
+        self._peers = peers
+        self.sample_size = sample_size
+        self.interval = interval
+        self.timeout = timeout
+
+    async def _probe(self, client: httpx.AsyncClient, url: str) -> None:
+        start = time.perf_counter()
+        try:
+            response = await client.get(f"{url}/v1/ping", timeout=self.timeout)
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        self.window.record((time.perf_counter() - start) * 1000.0 if ok else None)
+
+    async def round(self, client: httpx.AsyncClient) -> None:
+        targets = choose_targets(self._peers(), self.sample_size)
+        await asyncio.gather(*(self._probe(client, url) for url in targets))
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient() as client:
+            while True:
+                await self.round(client)
+                await asyncio.sleep(self.interval)
+
+
+class BeaconPublisher:
+    def __init__(
+        self,
+        *,
+        node: str,
+        key: Ed25519PrivateKey,
+        api: str,
+        price_per_gb: float,
+        reputation: float,
+        sample: Callable[[], dict[str, Any]],
+        set_tags: Callable[[dict[str, str]], Awaitable[None]],
+        metrics: AgentMetrics,
+        min_interval: float = 2.0,
+        refresh: float = 15.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self._key = key
+        self.api = api
+        self.price_per_gb = price_per_gb
+        self.reputation = reputation
+        self._sample = sample
+        self._set_tags = set_tags
+        self._metrics = metrics
+        self.min_interval = min_interval
+        self.refresh = refresh
+        self._clock = clock
+        self.published: Beacon | None = None
+        self._published_at = 0.0
+        self.beacon_id = fingerprint(key.public_key())
+
+    def measure(self) -> Beacon:
+        now = self._clock()
+        values = {"price_per_gb": self.price_per_gb, "reputation": self.reputation, **self._sample()}
+        return Beacon(api=self.api, timestamp=int(now), beacon_id=self.beacon_id, **values)
+
+    @staticmethod
+    def _rounded(beacon: Beacon) -> tuple[Any, ...]:
+        # Sub-0.1 ms wobble in RTT is not news worth gossiping.
+        r = lambda v: None if v is None else round(v, 1)  # noqa: E731
+        return (r(beacon.latency_ms), r(beacon.jitter_ms), r(beacon.packet_loss), beacon.queue_depth,
+                beacon.price_per_gb, beacon.reputation, beacon.cpu_free, beacon.mem_free_mb, beacon.capabilities, beacon.api)
+
+    def due(self, beacon: Beacon, now: float) -> bool:
+        if self.published is None:
+            return True
+        since = now - self._published_at
+        if since >= self.refresh:
+            return True
+        return since >= self.min_interval and self._rounded(beacon) != self._rounded(self.published)
+
+    async def publish_if_due(self) -> bool:
+        beacon = self.measure()
+        now = self._clock()
+        if not self.due(beacon, now):
+            self._update_connected(now)
+            return False
+        try:
+            await self._set_tags(encode(beacon, self.node, self._key))
+        except Exception as exc:  # noqa: BLE001 - Serf down or refusing: report, retry next tick
+            log.warning("could not publish beacon", extra={"error": str(exc)})
+            self._update_connected(now)
+            return False
+        self.published, self._published_at = beacon, now
+        for name in BEACON_GAUGES:
+            value = getattr(beacon, name)
+            if value is not None:
+                self._metrics.beacon[name].set(value)
+        self._update_connected(now)
+        return True
+
+    def _update_connected(self, now: float) -> None:
+        fresh = self.published is not None and now - self._published_at < MAX_AGE_S
+        self._metrics.beacon_connected.set(1 if fresh else 0)
+
+    async def run(self, tick: float = 1.0) -> None:
+        while True:
+            await self.publish_if_due()
+            await asyncio.sleep(tick)
+
+    def force(self) -> None:
+        """Make the next tick publish (e.g. right after the queue depth changed)."""
+        if self.published is not None:
+            self.published = replace(self.published, queue_depth=-1)
+            self._published_at = min(self._published_at, self._clock() - self.min_interval)

@@ -1,0 +1,177 @@
+"""Beacon metrics in Serf tags: a compact, signed encoding and its strict verification.
+
+Serf caps a member's encoded tags at 512 bytes, so the beacon is one short
+comma-separated field plus a raw ed25519 key and signature in base64url. The
+signature covers the node name too, so tags copied onto another member do not
+verify.
+
+  hc   protocol version ("1")
+  api  HTTP API address, "host:port", or ":port" meaning the member's own address
+  m    latency_ms,jitter_ms,packet_loss,queue_depth,price_per_gb,reputation,
+       cpu_total,cpu_free,mem_total_mb,mem_free_mb,timestamp   (empty = unknown)
+  c    capabilities, comma-separated
+  k    ed25519 public key (base64url, 32 bytes)
+  sig  signature over the above (base64url, 64 bytes)
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from hypercore.beacon.keys import fingerprint, public_bytes
+
+VERSION = "1"
+SERF_TAGS_LIMIT = 512
+MAX_AGE_S = 60.0  # a beacon older than this is stale (publishers refresh every ~15 s)
+MAX_FUTURE_S = 30.0  # tolerated clock skew
+BEACON_TAG_KEYS = ("hc", "api", "m", "c", "k", "sig")
+_CAPABILITY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_API = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[0-9A-Za-z.-]*):(\d{1,5})$")
+
+_FIELDS = (
+    "latency_ms",
+    "jitter_ms",
+    "packet_loss",
+    "queue_depth",
+    "price_per_gb",
+    "reputation",
+    "cpu_total",
+    "cpu_free",
+    "mem_total_mb",
+    "mem_free_mb",
+)
+# Upper bounds a sane beacon stays within; beyond them it is rejected as out of range.
+_LIMITS = {
+    "latency_ms": 3_600_000.0,
+    "jitter_ms": 3_600_000.0,
+    "packet_loss": 100.0,
+    "queue_depth": 1e9,
+    "price_per_gb": 1e6,
+    "reputation": 1.0,
+    "cpu_total": 1e6,
+    "cpu_free": 1e6,
+    "mem_total_mb": 1e12,
+    "mem_free_mb": 1e12,
+}
+
+
+class BeaconInvalid(Exception):
+    """A member's tags carry no usable beacon; `cause` is a short metric label."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        self.cause = cause
+        super().__init__(detail)
+
+
+@dataclass(frozen=True)
+class Beacon:
+    """What a node publishes about itself. None means not measured (yet)."""
+
+    api: str
+    timestamp: int
+    latency_ms: float | None = None
+    jitter_ms: float | None = None
+    packet_loss: float | None = None
+    queue_depth: float | None = None
+    price_per_gb: float | None = None
+    reputation: float | None = None
+    cpu_total: float | None = None
+    cpu_free: float | None = None
+    mem_total_mb: float | None = None
+    mem_free_mb: float | None = None
+    capabilities: tuple[str, ...] = field(default_factory=tuple)
+    beacon_id: str = ""
+
+    def metrics(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["capabilities"] = list(self.capabilities)
+        return out
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return ""
+    text = f"{value:.6g}"
+    return text
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _message(node: str, api: str, m: str, c: str) -> bytes:
+    return b"\0".join((b"hypercore-beacon-v" + VERSION.encode(), node.encode(), api.encode(), m.encode(), c.encode()))
+
+
+def encode(beacon: Beacon, node: str, key: Ed25519PrivateKey) -> dict[str, str]:
+    """Tags for `beacon`, signed by `key` for member `node`."""
+    m = ",".join([*(_num(getattr(beacon, f)) for f in _FIELDS), str(int(beacon.timestamp))])
+    c = ",".join(sorted(beacon.capabilities))
+    signature = key.sign(_message(node, beacon.api, m, c))
+    return {"hc": VERSION, "api": beacon.api, "m": m, "c": c, "k": _b64(public_bytes(key.public_key())), "sig": _b64(signature)}
+
+
+def encoded_size(tags: dict[str, str]) -> int:
+    """Bytes Serf needs for these tags (it msgpack-encodes the map)."""
+    return len(msgpack.packb(tags, use_bin_type=False))
+
+
+def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
+    """Verify and parse a member's beacon tags, or raise BeaconInvalid(cause)."""
+    if "sig" not in tags and "m" not in tags:
+        raise BeaconInvalid("missing", "no beacon tags")
+    if tags.get("hc") != VERSION:
+        raise BeaconInvalid("version", f"beacon version {tags.get('hc')!r}, this node reads {VERSION!r}")
+    try:
+        api, m, c, k, sig = (tags[key] for key in ("api", "m", "c", "k", "sig"))
+    except KeyError as exc:
+        raise BeaconInvalid("malformed", f"tag {exc.args[0]!r} missing") from None
+    if encoded_size(tags) > SERF_TAGS_LIMIT:
+        raise BeaconInvalid("oversized", f"tags take {encoded_size(tags)} bytes, over Serf's {SERF_TAGS_LIMIT}")
+    try:
+        raw_key, raw_sig = _unb64(k), _unb64(sig)
+        public = Ed25519PublicKey.from_public_bytes(raw_key)
+        public.verify(raw_sig, _message(node, api, m, c))
+    except (ValueError, InvalidSignature, TypeError):
+        raise BeaconInvalid("signature", "beacon signature does not verify") from None
+    if not _API.match(api) or not 1 <= int(_API.match(api).group(2)) <= 65535:  # type: ignore[union-attr]
+        raise BeaconInvalid("malformed", f"api address {api!r} is not host:port")
+    parts = m.split(",")
+    if len(parts) != len(_FIELDS) + 1:
+        raise BeaconInvalid("malformed", f"metrics field has {len(parts)} values, expected {len(_FIELDS) + 1}")
+    values: dict[str, float | None] = {}
+    for name, text in zip(_FIELDS, parts):
+        if text == "":
+            values[name] = None
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise BeaconInvalid("malformed", f"{name} {text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or value > _LIMITS[name]:
+            raise BeaconInvalid("range", f"{name} {text} is out of range 0..{_LIMITS[name]:g}")
+        values[name] = value
+    try:
+        ts = int(parts[-1])
+    except ValueError:
+        raise BeaconInvalid("malformed", f"timestamp {parts[-1]!r} is not an integer") from None
+    if ts < now - MAX_AGE_S:
+        raise BeaconInvalid("stale", f"beacon is {now - ts:.0f} s old (max {MAX_AGE_S:.0f} s)")
+    if ts > now + MAX_FUTURE_S:
+        raise BeaconInvalid("future", f"beacon timestamp is {ts - now:.0f} s in the future")
+    caps = tuple(x for x in c.split(",") if x)
+    if any(not _CAPABILITY.match(x) for x in caps):
+        raise BeaconInvalid("malformed", f"capabilities {c!r} are not all names")
+    return Beacon(api=api, timestamp=ts, capabilities=caps, beacon_id=fingerprint(raw_key), **values)

@@ -1,0 +1,3 @@
+from hypercore.cli.main import main
+
+main()

@@ -1,0 +1,226 @@
+"""`hypercore cluster …`: run the node agent, and the client commands that talk to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hypercore.api.client import ApiClient, ApiClientError
+from hypercore.cli.common import EXIT_NO_NODE, fail, print_json, user_errors
+from hypercore.policy import load_policy_file
+from hypercore.workload import WorkloadSpec
+
+_SUBCOMMANDS = {"run", "spawn", "list", "stop", "logs", "metrics"}
+
+
+class ClusterGroup(click.Group):
+    """`hypercore cluster [FLAGS] [JOIN_ADDR...]` runs the agent; a subcommand name runs that."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _client_options(func: Any) -> Any:
+    func = click.option("--token", envvar="HYPERCORE_TOKEN", default=None, help="Cluster token (env HYPERCORE_TOKEN).")(func)
+    func = click.option("--addr", envvar="HYPERCORE_ADDR", default="http://127.0.0.1:8001", show_default=True,
+                        help="Agent API address (env HYPERCORE_ADDR).")(func)
+    return func
+
+
+@click.group("cluster", cls=ClusterGroup)
+def cluster_group() -> None:
+    """Run a node agent (`hypercore cluster [FLAGS] [JOIN_ADDR...]`, see `cluster run -h`) or talk to one."""
+
+
+@cluster_group.command("run", context_settings={"auto_envvar_prefix": "HYPERCORE"})
+@click.argument("join", nargs=-1, metavar="[JOIN_ADDR]...")
+@click.option("--node-name", help="Unique node name (default: hostname plus a random suffix, kept in the data dir).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("~/.local/share/hypercore"), show_default=True)
+@click.option("--cluster-bind-addr", default="0.0.0.0:7946", show_default=True, help="Serf gossip address.")
+@click.option("--serf-rpc-addr", default="127.0.0.1:7373", show_default=True, help="Serf RPC address (loopback only).")
+@click.option("--http-bind-addr", default="0.0.0.0:8001", show_default=True, help="HTTP API and /metrics address.")
+@click.option("--cluster-policy", type=click.Path(path_type=Path), help="Default placement policy file (reloaded on SIGHUP).")
+@click.option("--beacon-price", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Price per GB this node asks.")
+@click.option("--beacon-reputation", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--cluster-token", help="Shared secret for mutating and node-to-node API calls.")
+@click.option("--encrypt", help="Serf gossip encryption key (base64, 16 or 32 bytes).")
+@click.option("--enable-exec", is_flag=True, help="Run `--command` workloads on this node.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback API without a cluster token.")
+@click.option("--serf-profile", type=click.Choice(["lan", "wan", "local"]), default="lan", show_default=True,
+              help="Serf timing profile; `local` detects failures fastest (one machine).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@user_errors
+def run(join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bind_addr: str, serf_rpc_addr: str,
+        http_bind_addr: str, cluster_policy: Path | None, beacon_price: float, beacon_reputation: float,
+        cluster_token: str | None, encrypt: str | None, enable_exec: bool, insecure: bool, serf_profile: str,
+        log_level: str) -> None:
+    """Run this machine's node agent and join the cluster through JOIN_ADDR (retried until it answers)."""
+    from hypercore import logfmt
+    from hypercore.agent import AgentConfig, NodeAgent
+    from hypercore.membership import find_serf_binary
+
+    logfmt.setup(log_level)
+    find_serf_binary()  # fail early, with the package to install
+    config = AgentConfig(
+        node_name=node_name, data_dir=data_dir.expanduser(), cluster_bind_addr=cluster_bind_addr,
+        serf_rpc_addr=serf_rpc_addr, http_bind_addr=http_bind_addr, cluster_policy=cluster_policy,
+        beacon_price=beacon_price, beacon_reputation=beacon_reputation, cluster_token=cluster_token,
+        encrypt=encrypt, enable_exec=enable_exec, insecure=insecure, join=join, serf_profile=serf_profile,
+    )
+    asyncio.run(NodeAgent(config).run())
+
+
+def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} must be KEY=VALUE", param_hint="--env")
+        env[key] = value
+    return env
+
+
+@cluster_group.command("spawn")
+@click.option("--command", "command", help="Shell command to run (needs a node with --enable-exec).")
+@click.option("--image-ref", help="Container image to run.")
+@click.option("--cpu", type=float, default=1.0, show_default=True)
+@click.option("--mem", type=int, default=256, show_default=True, help="Memory in MB.")
+@click.option("--ports", default="", help="HOST:CONTAINER mappings, comma-separated.")
+@click.option("--env", multiple=True, help="KEY=VALUE, repeatable.")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="Policy file for this spawn (read here, sent inline).")
+@click.option("--request-id", help="Idempotency key (default: a new UUID).")
+@click.option("--dry-run", is_flag=True, help="Show the placement decision; start nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@_client_options
+@user_errors
+def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, ports: str, env: tuple[str, ...],
+          policy_file: Path | None, request_id: str | None, dry_run: bool, as_json: bool, addr: str, token: str | None) -> None:
+    """Place a workload with the policy and start it on the chosen node."""
+    if (command is None) == (image_ref is None):
+        raise click.UsageError("give exactly one of --command or --image-ref")
+    from pydantic import ValidationError
+
+    try:
+        spec = WorkloadSpec(command=command, image_ref=image_ref, cpu=cpu, mem=mem,
+                            ports=[p.strip() for p in ports.split(",") if p.strip()], env=_parse_env(env))
+    except ValidationError as exc:
+        fail("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-') or 'spec'}: {e['msg']}" for e in exc.errors()))
+    body: dict[str, Any] = {"spec": spec.model_dump(mode="json", exclude_none=True), "dry_run": dry_run,
+                            "request_id": request_id or str(uuid.uuid4())}
+    if policy_file is not None:
+        body["policy"] = load_policy_file(policy_file).model_dump(mode="json")
+    try:
+        result = ApiClient(addr, token).request("POST", "/v1/workloads", json=body)
+    except ApiClientError as exc:
+        decision = exc.body.get("error", {}).get("decision")
+        if exc.status == 409 and decision is not None:
+            if as_json:
+                print_json({"id": None, "node": None, "decision": decision, "error": str(exc)})
+            fail(decision["summary"], EXIT_NO_NODE)
+        raise
+    if as_json:
+        print_json({"id": result.get("id"), "node": result.get("node"), "decision": result["decision"], "attempts": result.get("attempts", [])})
+        return
+    d = result["decision"]
+    if dry_run:
+        click.echo(f"dry run: would place on {result.get('node')} — {d['summary']}")
+    else:
+        click.echo(f"spawned {result['id']} on {result['node']} (policy '{d['policy']}')")
+        click.echo(d["summary"])
+    for a in result.get("attempts", []):
+        if a["outcome"] != "ok":
+            click.echo(f"  tried {a['node']}: {a['outcome']} ({a['detail']})")
+
+
+@cluster_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_client_options
+@user_errors
+def list_(as_json: bool, addr: str, token: str | None) -> None:
+    """List the workloads of every alive node."""
+    result = ApiClient(addr, token).request("GET", "/v1/workloads")
+    workloads = [{"id": w["id"], "node": w["node"], "state": w["state"], "spec": w["spec"],
+                  "exit_code": w.get("exit_code")} for w in result["workloads"]]
+    if as_json:
+        print_json({"workloads": workloads, "unreachable": result.get("unreachable", {})})
+        return
+    table = Table()
+    for col in ("id", "node", "state", "workload"):
+        table.add_column(col)
+    for w in workloads:
+        spec = w["spec"]
+        table.add_row(w["id"], w["node"], w["state"], spec.get("command") or spec.get("image_ref") or "")
+    Console().print(table)
+    for node, err in result.get("unreachable", {}).items():
+        click.echo(f"warning: node {node} did not answer: {err}", err=True)
+
+
+@cluster_group.command("stop")
+@click.option("--id", "workload_id", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@_client_options
+@user_errors
+def stop(workload_id: str, as_json: bool, addr: str, token: str | None) -> None:
+    """Stop a workload (idempotent)."""
+    result = ApiClient(addr, token).request("DELETE", f"/v1/workloads/{workload_id}")
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"{result['id']} on {result['node']}: {result['state']}")
+
+
+@cluster_group.command("logs")
+@click.option("--id", "workload_id", required=True)
+@click.option("--tail", type=click.IntRange(min=1), default=None, help="Only the last N bytes.")
+@_client_options
+@user_errors
+def logs(workload_id: str, tail: int | None, addr: str, token: str | None) -> None:
+    """Print a workload's output (also after it finished)."""
+    query = f"?tail={tail}" if tail else ""
+    sys.stdout.write(ApiClient(addr, token).request("GET", f"/v1/workloads/{workload_id}/logs{query}", text=True))
+
+
+@cluster_group.command("metrics")
+@click.option("--json", "as_json", is_flag=True, help="{\"nodes\": [...]} — feed it to `policy explain --nodes`.")
+@_client_options
+@user_errors
+def metrics(as_json: bool, addr: str, token: str | None) -> None:
+    """Show every node's beacon metrics."""
+    client = ApiClient(addr, token)
+    nodes = client.request("GET", "/v1/nodes")["nodes"]
+    counts: dict[str, int] = {}
+    try:
+        for w in client.request("GET", "/v1/workloads")["workloads"]:
+            if w["state"] in ("pending", "running"):
+                counts[w["node"]] = counts.get(w["node"], 0) + 1
+    except ApiClientError:
+        counts = {}
+    for n in nodes:
+        n["workloads"] = counts.get(n["name"], 0)
+    if as_json:
+        print_json({"nodes": nodes})
+        return
+    # The per-node block of the spec's testing guide.
+    for n in nodes:
+        fmt = lambda v, unit="": "unknown" if v is None else f"{v:g}{unit}"  # noqa: E731
+        click.echo(f"Node: {n['name']} ({n['status']})")
+        click.echo(f"  Beacon ID:    {n.get('beacon_id') or 'no beacon data'}" + (f" ({n['problem']})" if n.get("problem") else ""))
+        click.echo(f"  Latency:      {fmt(n['latency_ms'], ' ms')}")
+        click.echo(f"  Jitter:       {fmt(n['jitter_ms'], ' ms')}")
+        click.echo(f"  Packet Loss:  {fmt(n['packet_loss'], '%')}")
+        click.echo(f"  Queue Depth:  {fmt(n['queue_depth'])}")
+        click.echo(f"  Price/GB:     {fmt(n['price_per_gb'])}")
+        click.echo(f"  Reputation:   {fmt(n['reputation'])}")
+        click.echo(f"  Capabilities: {', '.join(n['capabilities'] or []) or 'none'}")
+        click.echo(f"  Workloads:    {n['workloads']}")
+        click.echo("")

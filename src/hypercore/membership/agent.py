@@ -1,0 +1,479 @@
+"""Supervision of a real ``serf agent`` subprocess.
+
+hypercore does not embed Serf: each node runs HashiCorp's ``serf`` binary and
+talks to it over its RPC port with :class:`~hypercore.membership.rpc.SerfRPC`.
+:class:`SerfAgent` owns that subprocess: it writes the agent's configuration,
+starts it, waits until the RPC port really answers, hands out a connected
+client, and on shutdown leaves the cluster gracefully before making sure the
+process is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import ctypes
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Literal
+
+from hypercore.membership.rpc import (
+    SerfConnectionError,
+    SerfError,
+    SerfRPC,
+    SerfRPCError,
+    SerfTimeoutError,
+)
+
+__all__ = [
+    "SerfAgent",
+    "SerfAgentError",
+    "SerfConfigError",
+    "SerfNotInstalled",
+    "find_serf_binary",
+]
+
+log = logging.getLogger(__name__)
+
+Profile = Literal["lan", "wan", "local"]
+_PROFILES: Final[frozenset[str]] = frozenset({"lan", "wan", "local"})
+_LOG_LEVELS: Final[frozenset[str]] = frozenset({"trace", "debug", "info", "warn", "err"})
+_ENCRYPT_KEY_SIZES: Final[frozenset[int]] = frozenset({16, 24, 32})
+_LOG_TAIL_LINES: Final[int] = 20
+
+NOT_INSTALLED_MESSAGE: Final[str] = (
+    "serf binary not found on PATH; install the Debian package 'serf' (apt-get install serf)"
+)
+
+
+class SerfNotInstalled(SerfError):
+    """The ``serf`` executable cannot be found."""
+
+    def __init__(self, message: str = NOT_INSTALLED_MESSAGE) -> None:
+        super().__init__(message)
+
+
+class SerfConfigError(SerfError, ValueError):
+    """The agent's configuration is invalid (refused before anything is started)."""
+
+
+class SerfAgentError(SerfError):
+    """The serf agent process could not be started or did not become ready."""
+
+
+def find_serf_binary(name: str = "serf") -> str:
+    """Absolute path of the serf executable, or :class:`SerfNotInstalled`."""
+    if os.sep in name:
+        if os.path.isfile(name) and os.access(name, os.X_OK):
+            return name
+        raise SerfNotInstalled(f"serf binary {name!r} does not exist or is not executable")
+    path = shutil.which(name)
+    if path is None:
+        raise SerfNotInstalled()
+    return path
+
+
+def _split_host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise SerfConfigError(f"{what} {value!r} must be host:port (IPv6 as [::1]:port)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise SerfConfigError(f"{what} {value!r} has an invalid port") from None
+    if not 0 < port < 65536:
+        raise SerfConfigError(f"{what} {value!r}: port must be within 1-65535")
+    return host, port
+
+
+def _require_loopback(rpc_addr: str) -> tuple[str, int]:
+    # Serf's RPC port can make the node leave, change its tags or join other
+    # clusters, and its only protection is a shared key sent in clear text, so
+    # it must never be reachable from the network.
+    host, port = _split_host_port(rpc_addr, "rpc_addr")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise SerfConfigError(
+            f"rpc_addr {rpc_addr!r} must be a loopback IP address (e.g. 127.0.0.1:7373), not a host name"
+        ) from None
+    if not ip.is_loopback:
+        raise SerfConfigError(
+            f"rpc_addr {rpc_addr!r} is not a loopback address; the serf RPC port must only listen "
+            "on 127.0.0.0/8 or ::1 because it controls the node"
+        )
+    return str(ip), port
+
+
+def _validate_encrypt_key(key: str) -> None:
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise SerfConfigError("encrypt_key must be base64 (generate one with 'serf keygen')") from None
+    if len(raw) not in _ENCRYPT_KEY_SIZES:
+        raise SerfConfigError(f"encrypt_key must decode to 16, 24 or 32 bytes, not {len(raw)}")
+
+
+def _validate_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    clean: dict[str, str] = {}
+    for key, value in tags.items():
+        key, value = str(key), str(value)
+        # Serf splits "-tag k=v" at the first '=', so a key can't contain one.
+        if not key or "=" in key:
+            raise SerfConfigError(f"invalid tag name {key!r}: must be non-empty and contain no '='")
+        if "\x00" in key or "\x00" in value:
+            raise SerfConfigError(f"tag {key!r} contains a NUL byte")
+        clean[key] = value
+    return clean
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved here, in the parent: loading libraries between fork and exec can
+# deadlock on locks held by other threads.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG: Final[int] = 1
+
+
+def _set_parent_death_signal() -> None:
+    """Runs in the child before exec: die together with the supervisor.
+
+    If the Python process is killed outright none of our cleanup runs; without
+    this the orphaned agent would keep its ports and stay "alive" in the
+    cluster.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
+def _signal(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Signal our child unless asyncio has already reaped it.
+
+    Not Process.send_signal(): it polls (waitpid) first, which races with
+    asyncio's child watcher for a process that just died; when the poll wins,
+    the watcher finds no child and reports exit status 255 instead of the
+    real one. Signalling a zombie is harmless; once returncode is set the pid
+    is never touched again (the pid would have to be reused within the instant
+    between the watcher's waitpid and returncode being set to misdirect this).
+    """
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, sig)
+
+
+class SerfAgent:
+    """One ``serf agent`` subprocess and a connected RPC client to it.
+
+    Usage::
+
+        agent = SerfAgent(node_name="n1", data_dir=path, bind="10.0.0.5:7946")
+        await agent.start()
+        members = await agent.rpc.members()
+        await agent.stop()
+
+    Secrets (the RPC auth key and the gossip encryption key) go into a
+    mode-0600 config file in *data_dir* rather than onto the command line,
+    where any local user could read them with ``ps``.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        data_dir: str | os.PathLike[str],
+        bind: str = "0.0.0.0:7946",
+        rpc_addr: str = "127.0.0.1:7373",
+        rpc_auth_key: str | None = None,
+        encrypt_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        profile: Profile = "lan",
+        log_level: str = "info",
+        extra_args: Sequence[str] = (),
+        serf_binary: str = "serf",
+        start_timeout: float = 10.0,
+        stop_grace: float = 5.0,
+    ) -> None:
+        if not node_name:
+            raise SerfConfigError("node_name must not be empty")
+        _split_host_port(bind, "bind")
+        self._rpc_host, self._rpc_port = _require_loopback(rpc_addr)
+        if profile not in _PROFILES:
+            raise SerfConfigError(f"profile must be one of {sorted(_PROFILES)}, not {profile!r}")
+        if log_level.lower() not in _LOG_LEVELS:
+            raise SerfConfigError(f"log_level must be one of {sorted(_LOG_LEVELS)}, not {log_level!r}")
+        if encrypt_key is not None:
+            _validate_encrypt_key(encrypt_key)
+        if rpc_auth_key is not None and not rpc_auth_key:
+            raise SerfConfigError("rpc_auth_key must not be empty (pass None to generate one)")
+
+        self.node_name = node_name
+        self.data_dir = Path(data_dir)
+        self.bind = bind
+        self.rpc_addr = rpc_addr
+        # Always authenticate: any local process can otherwise drive the node.
+        self.rpc_auth_key = rpc_auth_key or secrets.token_urlsafe(32)
+        self.encrypt_key = encrypt_key
+        self.tags = _validate_tags(tags or {})
+        self.profile = profile
+        self.log_level = log_level.lower()
+        self.extra_args = list(extra_args)
+        self.serf_binary = serf_binary
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+
+        self._process: asyncio.subprocess.Process | None = None
+        self._rpc: SerfRPC | None = None
+        self._log_offset = 0
+
+    # -- paths and state --------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "serf-agent.json"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.data_dir / "serf.snapshot"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "serf.log"
+
+    @property
+    def rpc_host(self) -> str:
+        return self._rpc_host
+
+    @property
+    def rpc_port(self) -> int:
+        return self._rpc_port
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
+
+    @property
+    def rpc(self) -> SerfRPC:
+        """The connected RPC client (only between :meth:`start` and :meth:`stop`)."""
+        if self._rpc is None or self._rpc.closed:
+            raise SerfConnectionError(f"serf agent {self.node_name!r} is not running or its RPC client is closed")
+        return self._rpc
+
+    def command_line(self, binary: str) -> list[str]:
+        """The argv used to start the agent (contains no secrets)."""
+        args = [
+            binary,
+            "agent",
+            f"-node={self.node_name}",
+            f"-bind={self.bind}",
+            f"-rpc-addr={self.rpc_addr}",
+            f"-config-file={self.config_path}",
+            f"-snapshot={self.snapshot_path}",
+            f"-log-level={self.log_level}",
+            f"-profile={self.profile}",
+        ]
+        for key, value in self.tags.items():
+            args.append(f"-tag={key}={value}")
+        args.extend(self.extra_args)
+        return args
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last *lines* lines serf wrote since the latest start."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset)
+                data = fh.read()
+        except OSError:
+            return ""
+        text_lines = data.decode("utf-8", errors="replace").rstrip().splitlines()
+        # On a bad flag serf prints the reason, then ~90 lines of usage text
+        # that would push the reason out of the tail.
+        for index, line in enumerate(text_lines):
+            if line.startswith("==> Usage: serf agent"):
+                text_lines = text_lines[:index]
+                break
+        return "\n".join(text_lines[-lines:])
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        config: dict[str, str] = {"rpc_auth": self.rpc_auth_key}
+        if self.encrypt_key:
+            config["encrypt_key"] = self.encrypt_key
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(config, fh)
+        # O_CREAT's mode doesn't apply to a file that already existed.
+        os.chmod(self.config_path, 0o600)
+
+    async def start(self) -> SerfRPC:
+        """Start the agent and return a connected, authenticated RPC client."""
+        if self.running:
+            raise SerfAgentError(f"serf agent {self.node_name!r} is already running (pid {self.pid})")
+        binary = find_serf_binary(self.serf_binary)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._write_config()
+
+        argv = self.command_line(binary)
+        with self.log_path.open("ab") as log_file:
+            self._log_offset = log_file.tell()
+            log_file.write(f"==> hypercore: starting {' '.join(argv)}\n".encode())
+            log_file.flush()
+            self._log_offset = log_file.tell()
+            self._process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                # A terminal's Ctrl-C goes to the whole foreground process
+                # group; serf would then leave and exit on its own while we
+                # are still shutting down. Only stop() decides when it leaves.
+                start_new_session=True,
+                preexec_fn=_set_parent_death_signal if _PRCTL is not None else None,
+            )
+        log.info("serf agent %s started (pid %s, rpc %s)", self.node_name, self._process.pid, self.rpc_addr)
+
+        try:
+            self._rpc = await self._wait_ready()
+        except BaseException:
+            await self._terminate(grace=0.0)
+            raise
+        return self._rpc
+
+    async def _wait_ready(self) -> SerfRPC:
+        assert self._process is not None
+        deadline = time.monotonic() + self.start_timeout
+        last_error: Exception | None = None
+        while True:
+            if self._process.returncode is not None:
+                raise SerfAgentError(
+                    f"serf agent {self.node_name!r} exited with status {self._process.returncode} "
+                    f"during start-up; last output:\n{self.log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SerfAgentError(
+                    f"serf agent {self.node_name!r} RPC at {self.rpc_addr} did not answer within "
+                    f"{self.start_timeout}s (last error: {last_error}); last output:\n{self.log_tail()}"
+                )
+            try:
+                client = await SerfRPC.connect(
+                    self._rpc_host, self._rpc_port, self.rpc_auth_key, timeout=min(2.0, remaining)
+                )
+            except (SerfConnectionError, SerfTimeoutError, SerfRPCError) as exc:
+                # Not listening yet, or someone else's agent holds the port
+                # (then ours will fail to bind and exit, which the loop sees).
+                last_error = exc
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                name = (await client.stats(timeout=min(2.0, max(remaining, 0.1))))["agent"].get("name")
+            except (SerfError, KeyError) as exc:
+                await client.close()
+                last_error = exc
+                await asyncio.sleep(0.05)
+                continue
+            if name != self.node_name:
+                await client.close()
+                last_error = SerfAgentError(f"RPC port answered by another agent ({name!r})")
+                await asyncio.sleep(0.05)
+                continue
+            return client
+
+    async def stop(self, *, leave: bool = True, leave_timeout: float = 15.0) -> None:
+        """Leave the cluster gracefully (unless *leave* is False), then make sure the process is gone.
+
+        The process is sent SIGTERM, then SIGKILL if it is still there after
+        ``stop_grace`` seconds, and is always reaped.
+        """
+        rpc, self._rpc = self._rpc, None
+        left = False
+        try:
+            if leave and rpc is not None and not rpc.closed and self.running:
+                try:
+                    await rpc.leave(timeout=leave_timeout)
+                    left = True
+                except SerfError as exc:
+                    log.warning("serf agent %s: graceful leave failed: %s", self.node_name, exc)
+            if rpc is not None:
+                await rpc.close()
+        finally:
+            # Serf exits by itself right after a successful leave; give it the
+            # grace period to do so before signalling it.
+            await self._terminate(grace=self.stop_grace, exiting=left)
+
+    async def kill(self) -> None:
+        """SIGKILL the agent without leaving: the cluster will see it fail."""
+        rpc, self._rpc = self._rpc, None
+        try:
+            await self._terminate(grace=0.0, sigterm=False)
+        finally:
+            if rpc is not None:
+                await rpc.close()
+
+    async def _terminate(self, *, grace: float, sigterm: bool = True, exiting: bool = False) -> None:
+        process = self._process
+        if process is None:
+            return
+        try:
+            if process.returncode is None and exiting and grace > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), timeout=grace)
+            if process.returncode is None and sigterm:
+                _signal(process, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), timeout=grace)
+            if process.returncode is None:
+                _signal(process, signal.SIGKILL)
+                await process.wait()
+        finally:
+            # Even if we were cancelled mid-way, don't leave the agent behind.
+            _signal(process, signal.SIGKILL)
+        log.info("serf agent %s (pid %s) exited with status %s", self.node_name, process.pid, process.returncode)
+
+    async def __aenter__(self) -> SerfAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"<SerfAgent {self.node_name!r} bind={self.bind} rpc={self.rpc_addr} {state}>"

@@ -1,0 +1,38 @@
+"""The agent's Prometheus metrics, in one registry served on /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from hypercore.policy.service import PolicyMetrics
+
+BEACON_GAUGES = ("latency_ms", "jitter_ms", "packet_loss", "queue_depth", "price_per_gb", "reputation")
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.policy = PolicyMetrics(r)
+        self.spawn_attempts = Counter(
+            "hypercore_spawn_attempts", "Placement attempts on a node, by outcome.", ["outcome"], registry=r
+        )
+        self.spawns = Counter("hypercore_spawns", "Spawn requests handled by this node, by result.", ["result"], registry=r)
+        self.decision_seconds = Histogram(
+            "hypercore_placement_decision_seconds",
+            "Time to build the candidate view and decide a placement.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        self.beacon_connected = Gauge(
+            "hypercore_ibrl_beacon_connected", "1 while this node's beacon is published and fresh.", registry=r
+        )
+        self.beacon = {
+            name: Gauge(f"hypercore_ibrl_beacon_{name}", f"This node's published {name}.", registry=r)
+            for name in BEACON_GAUGES
+        }
+        self.beacon_invalid = Counter(
+            "hypercore_beacon_invalid", "Peers' beacons rejected (no beacon data), by cause.", ["cause"], registry=r
+        )
+        self.members = Gauge("hypercore_cluster_members", "Cluster members by Serf status.", ["status"], registry=r)
+        self.workloads = Gauge("hypercore_workloads", "Workloads on this node by state.", ["state"], registry=r)

@@ -1,0 +1,180 @@
+"""Placement: cluster view → policy engine → try nodes in rank order.
+
+Each attempt is an HTTP call to the chosen node's local endpoint with a
+deadline; a refusal, an error or a timeout moves on to the next node. The
+result names the node that took the workload and carries the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from hypercore.errors import HypercoreError
+from hypercore.membership.view import ClusterView
+from hypercore.metrics import AgentMetrics
+from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
+from hypercore.workload import WorkloadSpec, new_workload_id
+
+log = logging.getLogger("hypercore.scheduler")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    node: str
+    outcome: str  # ok | refused | error | timeout
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"node": self.node, "outcome": self.outcome, "detail": self.detail}
+
+
+class PlacementFailed(HypercoreError):
+    """Every ranked node was tried and none took the workload."""
+
+    def __init__(self, decision: Decision, attempts: list[Attempt]) -> None:
+        self.decision = decision
+        self.attempts = attempts
+        tried = "; ".join(f"{a.node}: {a.outcome} ({a.detail})" for a in attempts)
+        super().__init__(f"no node took the workload after {len(attempts)} attempts: {tried}")
+
+
+@dataclass
+class Placement:
+    decision: Decision
+    workload: dict[str, Any] | None = None
+    node: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        view: ClusterView,
+        engine: PolicyEngine,
+        metrics: AgentMetrics,
+        client: httpx.AsyncClient,
+        token: str | None,
+        attempt_timeout: float = 15.0,
+    ) -> None:
+        self.view = view
+        self.engine = engine
+        self.metrics = metrics
+        self.client = client
+        self.token = token
+        self.attempt_timeout = attempt_timeout
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def decide(self, spec: WorkloadSpec | None, policy: Policy | None) -> Decision:
+        started = time.perf_counter()
+        nodes = self.view.nodes()
+        needs = [spec.capability] if spec is not None else []
+        decision = self.engine.evaluate([n.record() for n in nodes], policy, require_capabilities=needs)
+        self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        top = decision.top
+        log.info(
+            "policy-based node selection completed",
+            extra={
+                "policy": decision.policy,
+                "candidates": sum(1 for n in nodes if n.status == "alive"),
+                "selected": len(decision.ranked),
+                "top_node": top.node if top else "",
+                "fallback": decision.fallback,
+            },
+        )
+        return decision
+
+    async def place(
+        self,
+        spec: WorkloadSpec,
+        policy: Policy | None = None,
+        *,
+        request_id: str | None = None,
+        dry_run: bool = False,
+    ) -> Placement:
+        decision = self.decide(spec, policy)
+        if not len(decision.ranked):
+            self.metrics.spawns.labels(result="no_node").inc()
+            raise NoQualifyingNode(decision)
+        if dry_run:
+            return Placement(decision)
+        workload_id = new_workload_id()
+        used_policy = policy or self.engine.policy
+        placement = Placement(decision)
+        total = len(decision.ranked)
+        for priority, ranked in enumerate(decision.ranked, 1):
+            log.info(
+                "attempting to spawn on policy-selected node",
+                extra={"node": ranked.node, "priority": priority, "total": total},
+            )
+            attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id)
+            placement.attempts.append(attempt)
+            self.metrics.spawn_attempts.labels(outcome=attempt.outcome).inc()
+            if workload is not None:
+                log.info("successfully spawned VM on policy-selected node", extra={"node": ranked.node, "id": workload["id"]})
+                placement.workload, placement.node = workload, ranked.node
+                self.metrics.spawns.labels(result="placed").inc()
+                return placement
+            log.warning(
+                "spawn attempt failed; trying next node",
+                extra={"node": ranked.node, "outcome": attempt.outcome, "detail": attempt.detail},
+            )
+        self.metrics.spawns.labels(result="failed").inc()
+        raise PlacementFailed(decision, placement.attempts)
+
+    async def _attempt(
+        self, node: str, workload_id: str, spec: WorkloadSpec, policy: Policy, request_id: str | None
+    ) -> tuple[Attempt, dict[str, Any] | None]:
+        view = self.view.node(node)
+        url = view.api_url if view else None
+        if url is None:
+            return Attempt(node, "error", "node advertises no API address"), None
+        body = {
+            "id": workload_id,
+            "spec": spec.model_dump(mode="json"),
+            "request_id": request_id,
+            "policy": policy.model_dump(mode="json"),
+            "deadline": time.time() + self.attempt_timeout,
+        }
+        try:
+            response = await self.client.post(
+                f"{url}/v1/local/workloads", json=body, headers=self.headers(), timeout=self.attempt_timeout
+            )
+        except httpx.TimeoutException:
+            return Attempt(node, "timeout", f"no answer within {self.attempt_timeout:g} s"), None
+        except httpx.HTTPError as exc:
+            return Attempt(node, "error", f"{type(exc).__name__}: {exc}"), None
+        if response.status_code in (200, 201):
+            return Attempt(node, "ok"), response.json()
+        detail = _error_message(response)
+        outcome = "refused" if 400 <= response.status_code < 500 else "error"
+        return Attempt(node, outcome, f"HTTP {response.status_code}: {detail}"), None
+
+    async def gather(self, path: str, timeout: float = 5.0) -> list[tuple[str, Any]]:
+        """GET `path` from every alive node with an API, concurrently: [(node, json or error)]."""
+        nodes = [n for n in self.view.nodes() if n.status == "alive" and n.api_url]
+
+        async def one(name: str, url: str) -> tuple[str, Any]:
+            try:
+                r = await self.client.get(f"{url}{path}", headers=self.headers(), timeout=timeout)
+                return name, r.json() if r.status_code == 200 else HypercoreError(f"HTTP {r.status_code}: {_error_message(r)}")
+            except (httpx.HTTPError, ValueError) as exc:
+                return name, HypercoreError(f"{type(exc).__name__}: {exc}")
+
+        return list(await asyncio.gather(*(one(n.name, n.api_url) for n in nodes if n.api_url)))
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return str(body.get("error", {}).get("message") or body)
+    except (ValueError, AttributeError):
+        return response.text[:200]

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.harness import Cluster
+
+if shutil.which("serf") is None:
+    pytest.skip("the serf binary is not installed (apt-get install serf; `make test` does it)", allow_module_level=True)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three exec nodes with different prices and reputations, shared by a module's tests."""
+    c = Cluster(tmp_path_factory.mktemp("trio"))
+    try:
+        c.add("cheap", "--enable-exec", "--beacon-price", "0.006", "--beacon-reputation", "0.70")
+        c.add("mid", "--enable-exec", "--beacon-price", "0.020", "--beacon-reputation", "0.93")
+        c.add("trusted", "--enable-exec", "--beacon-price", "0.040", "--beacon-reputation", "0.99")
+        c.wait_converged()
+        yield c
+    finally:
+        c.close()

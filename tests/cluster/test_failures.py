@@ -1,0 +1,151 @@
+"""Refusals, killed nodes, rogue members and policy reloads on real clusters."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.harness import Cluster, free_port, wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+COST = json.loads((EXAMPLES / "cost-optimized.json").read_text())
+pytestmark = pytest.mark.cluster
+
+
+def test_spawn_moves_on_when_the_top_node_refuses_and_when_it_was_killed(cluster: Cluster) -> None:
+    # "refuser" is the cheapest node but was started with another cluster token:
+    # it answers every placement with 401, a refusal.
+    cluster.add("refuser", "--enable-exec", "--beacon-price", "0.005", token="another-token")
+    cluster.add("second", "--enable-exec", "--beacon-price", "0.010")
+    cluster.add("third", "--enable-exec", "--beacon-price", "0.030")
+    cluster.wait_converged()
+    r = cluster["third"].post("/v1/workloads", {"spec": {"command": "sleep 30"}, "policy": COST})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert [x["node"] for x in body["decision"]["ranked"]][:2] == ["refuser", "second"]
+    assert [(a["node"], a["outcome"]) for a in body["attempts"]] == [("refuser", "refused"), ("second", "ok")]
+    assert "401" in body["attempts"][0]["detail"]
+    assert body["node"] == "second"
+
+    # SIGKILL "second" and spawn at once, before Serf notices: the attempt on it
+    # fails with a connection error and "third" takes the workload.
+    cluster["second"].kill()
+    r = cluster["third"].post("/v1/workloads", {"spec": {"command": "sleep 30"}, "policy": COST})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["node"] == "third"
+    outcomes = {a["node"]: a["outcome"] for a in body["attempts"]}
+    assert outcomes["refuser"] == "refused" and outcomes["third"] == "ok"
+    assert outcomes.get("second", "error") == "error"
+
+    # Once Serf marks it failed, the killed node is no candidate at all.
+    wait_for(lambda: cluster["third"].nodes()["second"]["status"] == "failed", 30, "serf to mark 'second' failed")
+    decision = cluster["third"].post("/v1/placements", {"policy": COST, "spec": {"command": "true"}}).json()
+    assert "second" not in [x["node"] for x in decision["ranked"]]
+    assert {"node": "second", "reasons": ["not alive (status failed)"]} in decision["rejected"]
+    assert "1 not alive" in decision["summary"]
+
+
+def test_when_every_attempt_fails_the_error_lists_each_node(cluster: Cluster) -> None:
+    # Only b and c can run commands, and both were given other tokens than a.
+    cluster.add("a", token="token-a")
+    cluster.add("b", "--enable-exec", token="token-b")
+    cluster.add("c", "--enable-exec", token="token-c")
+    cluster.wait_converged()
+    r = cluster["a"].post("/v1/workloads", {"spec": {"command": "sleep 30"}})
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["code"] == "placement_failed"
+    assert sorted((a["node"], a["outcome"]) for a in err["attempts"]) == [("b", "refused"), ("c", "refused")]
+    assert "b: refused" in err["message"] and "c: refused" in err["message"]
+    assert {x["node"]: x["reasons"] for x in err["decision"]["rejected"]}["a"] == ["missing capability exec"]
+
+
+def _rogue_serf(tmp: Path, join: str, name: str, tags: dict[str, str]) -> subprocess.Popen[bytes]:
+    args = ["serf", "agent", f"-node={name}", f"-bind=127.0.0.1:{free_port()}", f"-rpc-addr=127.0.0.1:{free_port()}",
+            f"-join={join}", "-profile=local", "-log-level=warn"]
+    tagfile = tmp / f"{name}.tags.json"
+    tagfile.write_text(json.dumps(tags))
+    args.append(f"-tags-file={tagfile}")
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_forged_and_malformed_beacons_from_rogue_members_are_ignored(cluster: Cluster, tmp_path: Path) -> None:
+    honest = cluster.add("honest", "--enable-exec", "--beacon-price", "0.040")
+    cluster.wait_converged()
+    real = honest.nodes()["honest"]
+    # A rogue copies honest's signed tags but lowers the price: the signature
+    # no longer matches (it also covers the member name, so even an unmodified
+    # copy fails on another member).
+    serf_tags = json.loads(subprocess.run(
+        ["serf", "members", f"-rpc-addr=127.0.0.1:{honest.rpc_port}", "-format=json",
+         f"-rpc-auth={json.loads((honest.data_dir / 'serf' / 'serf-agent.json').read_text())['rpc_auth']}"],
+        capture_output=True, text=True, timeout=10, check=True).stdout)["members"]
+    tags = next(m["tags"] for m in serf_tags if m["name"] == "honest")
+    forged = dict(tags, m=tags["m"].replace("0.04", "0.0001"))
+    copied = dict(tags)
+    garbage = {"hc": "1", "api": "127.0.0.1:1", "m": "x" * 300, "c": "exec", "k": "A" * 43, "sig": "B" * 86}
+    rogues = [
+        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-forged", forged),
+        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-copied", copied),
+        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-garbage", garbage),
+    ]
+    try:
+        def rogues_seen() -> dict:
+            view = honest.nodes()
+            return view if all(f"rogue-{k}" in view for k in ("forged", "copied", "garbage")) else {}
+
+        view = wait_for(rogues_seen, 20, "rogue members to join")
+        for name in ("rogue-forged", "rogue-copied", "rogue-garbage"):
+            assert view[name]["status"] == "alive"
+            assert view[name]["beacon_id"] is None and view[name]["price_per_gb"] is None
+            assert view[name]["problem"].startswith("signature"), view[name]["problem"]
+        assert view["honest"]["beacon_id"] == real["beacon_id"]
+        metrics = honest.get("/metrics").text
+        assert 'hypercore_beacon_invalid_total{cause="signature"} 3.0' in metrics
+        # Placement never picks a node without verified beacon data.
+        for _ in range(3):
+            r = honest.post("/v1/workloads", {"spec": {"command": "sleep 30"}, "policy": COST})
+            assert r.status_code == 201 and r.json()["node"] == "honest", r.text
+        rejected = {x["node"]: x["reasons"] for x in r.json()["decision"]["rejected"]}
+        assert "price_per_gb unknown" in rejected["rogue-forged"]
+        # Logged once per node and cause, not on every read.
+        assert honest.log().count('msg="no beacon data for node" node=rogue-forged') == 1
+    finally:
+        for p in rogues:
+            p.kill()
+            p.wait(5)
+
+
+def test_sighup_reloads_the_cluster_policy_and_keeps_it_on_a_bad_file(cluster: Cluster, tmp_path: Path) -> None:
+    policy_file = tmp_path / "cluster-policy.json"
+    policy_file.write_text((EXAMPLES / "balanced.json").read_text())
+    node = cluster.add("solo", "--enable-exec", "--cluster-policy", str(policy_file))
+    assert node.get("/v1/policy").json()["name"] == "balanced"
+
+    policy_file.write_text((EXAMPLES / "high-trust.json").read_text())
+    node.signal(signal.SIGHUP)
+    wait_for(lambda: node.get("/v1/policy").json()["name"] == "high-trust", 10, "reload of a good file")
+    assert 'msg="loaded policy" name=high-trust mode=enforce' in node.log()
+
+    policy_file.write_text('{"name": "broken", "rules": {"max_latncy_ms": 5}}')
+    node.signal(signal.SIGHUP)
+    wait_for(lambda: "policy reload failed" in node.log(), 10, "the reload failure to be logged")
+    assert node.get("/v1/policy").json()["name"] == "high-trust"
+    assert "max_latncy_ms" in node.log()
+    assert node.proc is not None and node.proc.poll() is None
+
+
+def test_sigterm_leaves_the_cluster_and_exits_zero(cluster: Cluster) -> None:
+    a = cluster.add("a", "--enable-exec")
+    b = cluster.add("b", "--enable-exec")
+    cluster.wait_converged()
+    started = time.monotonic()
+    assert b.stop() == 0
+    assert time.monotonic() - started < 15
+    wait_for(lambda: a.nodes()["b"]["status"] == "left", 15, "b to be seen as left")
