@@ -1,0 +1,119 @@
+"""The signed beacon encoding in Serf tags: round trip, tampering, freshness, range, size."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hypercore.beacon.keys import fingerprint, load_or_create_node_key
+from hypercore.beacon.probe import ProbeWindow, choose_targets
+from hypercore.beacon.tags import MAX_AGE_S, SERF_TAGS_LIMIT, Beacon, BeaconInvalid, decode, encode, encoded_size
+
+NOW = 1_800_000_000
+
+
+def beacon(**kw: object) -> Beacon:
+    values = dict(api="127.0.0.1:8001", timestamp=NOW, latency_ms=12.5, jitter_ms=1.25, packet_loss=0.5,
+                  queue_depth=3, price_per_gb=0.02, reputation=0.95, capabilities=("exec",))
+    values.update(kw)
+    return Beacon(**values)  # type: ignore[arg-type]
+
+
+def test_round_trip_keeps_every_value_and_names_the_key() -> None:
+    key = Ed25519PrivateKey.generate()
+    got = decode(encode(beacon(), "n1", key), "n1", NOW)
+    assert (got.latency_ms, got.jitter_ms, got.packet_loss, got.queue_depth) == (12.5, 1.25, 0.5, 3)
+    assert (got.price_per_gb, got.reputation, got.capabilities, got.api) == (0.02, 0.95, ("exec",), "127.0.0.1:8001")
+    assert got.beacon_id == fingerprint(key.public_key())
+
+
+def test_unknown_metrics_stay_unknown() -> None:
+    got = decode(encode(beacon(latency_ms=None, jitter_ms=None), "n1", Ed25519PrivateKey.generate()), "n1", NOW)
+    assert got.latency_ms is None and got.jitter_ms is None and got.price_per_gb == 0.02
+
+
+@pytest.mark.parametrize(
+    "mutate, cause",
+    [
+        (lambda t: {**t, "m": t["m"].replace("0.02", "0.01")}, "signature"),
+        (lambda t: {**t, "api": "127.0.0.1:9999"}, "signature"),
+        (lambda t: {**t, "c": "exec,container"}, "signature"),
+        (lambda t: {**t, "k": encode(beacon(), "n1", Ed25519PrivateKey.generate())["k"]}, "signature"),
+        (lambda t: {**t, "sig": "AAAA"}, "signature"),
+        (lambda t: {k: v for k, v in t.items() if k != "sig"}, "malformed"),
+        (lambda t: {**t, "hc": "2"}, "version"),
+        (lambda t: {"role": "web"}, "missing"),
+        (lambda t: {**t, "pad": "x" * 400}, "oversized"),
+    ],
+)
+def test_tampered_or_foreign_tags_are_rejected_with_a_cause(mutate, cause) -> None:  # type: ignore[no-untyped-def]
+    tags = encode(beacon(), "n1", Ed25519PrivateKey.generate())
+    with pytest.raises(BeaconInvalid) as err:
+        decode(mutate(tags), "n1", NOW)
+    assert err.value.cause == cause
+
+
+def test_tags_copied_to_another_member_do_not_verify() -> None:
+    tags = encode(beacon(), "n1", Ed25519PrivateKey.generate())
+    with pytest.raises(BeaconInvalid) as err:
+        decode(tags, "n2", NOW)
+    assert err.value.cause == "signature"
+
+
+def test_stale_and_future_beacons_are_rejected() -> None:
+    key = Ed25519PrivateKey.generate()
+    with pytest.raises(BeaconInvalid) as err:
+        decode(encode(beacon(timestamp=NOW - int(MAX_AGE_S) - 1), "n1", key), "n1", NOW)
+    assert err.value.cause == "stale"
+    with pytest.raises(BeaconInvalid) as err:
+        decode(encode(beacon(timestamp=NOW + 3600), "n1", key), "n1", NOW)
+    assert err.value.cause == "future"
+
+
+@pytest.mark.parametrize("field, value", [("reputation", 1.5), ("packet_loss", 101.0), ("latency_ms", -1.0),
+                                          ("price_per_gb", float("inf")), ("queue_depth", float("nan"))])
+def test_signed_but_out_of_range_values_are_rejected(field: str, value: float) -> None:
+    tags = encode(beacon(**{field: value}), "n1", Ed25519PrivateKey.generate())
+    with pytest.raises(BeaconInvalid) as err:
+        decode(tags, "n1", NOW)
+    assert err.value.cause in ("range", "malformed")
+
+
+def test_worst_case_tags_fit_serfs_512_byte_limit() -> None:
+    worst = beacon(
+        api="[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535",
+        timestamp=9_999_999_999,
+        latency_ms=123456.789, jitter_ms=123456.789, packet_loss=99.99999, queue_depth=999999999,
+        price_per_gb=123456.789, reputation=0.123456789, cpu_total=123456.789, cpu_free=123456.789,
+        mem_total_mb=1.23456789e11, mem_free_mb=1.23456789e11,
+        capabilities=("container", "exec", "gpu-nvidia-a100", "sgx-enclave"),
+    )
+    tags = encode(worst, "n" * 128, Ed25519PrivateKey.generate())
+    assert encoded_size(tags) <= SERF_TAGS_LIMIT, encoded_size(tags)
+
+
+def test_node_key_persists_with_private_permissions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = load_or_create_node_key(tmp_path)
+    again = load_or_create_node_key(tmp_path)
+    assert fingerprint(first.public_key()) == fingerprint(again.public_key())
+    assert (tmp_path / "node.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_probe_window_median_jitter_and_loss() -> None:
+    w = ProbeWindow(size=5)
+    for rtt in (10.0, 14.0, None, 12.0, 20.0, 11.0):  # the first falls out of the window
+        w.record(rtt)
+    s = w.stats()
+    assert s.samples == 5
+    assert s.latency_ms == pytest.approx(13.0)  # median of 14, 12, 20, 11
+    assert s.jitter_ms == pytest.approx((2 + 8 + 9) / 3)  # |12-14|, |20-12|, |11-20|
+    assert s.packet_loss == pytest.approx(20.0)
+    assert ProbeWindow().stats().latency_ms is None
+
+
+def test_probe_targets_are_bounded_whatever_the_cluster_size() -> None:
+    peers = [f"http://n{i}" for i in range(1000)]
+    assert len(choose_targets(peers, 3)) == 3
+    assert sorted(choose_targets(peers[:2], 3)) == peers[:2]
