@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import Cluster
+from hypercore.devcluster import Cluster
 
 if shutil.which("serf") is None:
     pytest.skip("the serf binary is not installed (apt-get install serf; `make test` does it)", allow_module_level=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import Cluster, free_port, wait_for
+from hypercore.devcluster import Cluster, free_port, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 COST = json.loads((EXAMPLES / "cost-optimized.json").read_text())

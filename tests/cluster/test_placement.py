@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster.harness import TOKEN, Cluster, wait_for
+from hypercore.devcluster import TOKEN, Cluster, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 pytestmark = pytest.mark.cluster

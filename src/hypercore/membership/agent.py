@@ -347,7 +347,6 @@ class SerfAgent:
 
         argv = self.command_line(binary)
         with self.log_path.open("ab") as log_file:
-            self._log_offset = log_file.tell()
             log_file.write(f"==> hypercore: starting {' '.join(argv)}\n".encode())
             log_file.flush()
             self._log_offset = log_file.tell()

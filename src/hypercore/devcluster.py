@@ -1,8 +1,8 @@
-"""Real multi-node clusters for tests: `hypercore cluster` processes on loopback.
+"""Local multi-node clusters on loopback, for the demo, the benchmarks and the tests.
 
-Each node is a real agent process with its own real `serf agent`, data dir and
-ports. Teardown ends every agent this harness started (by pid) and every
-workload process group its nodes recorded, even when a test fails.
+Each node is a real `hypercore cluster` process with its own real `serf agent`,
+data dir and ports. close() ends every agent this module started (by pid) and
+every workload process group its nodes recorded, even after a failure.
 """
 
 from __future__ import annotations
@@ -28,9 +28,18 @@ TOKEN = "test-cluster-token"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free for both TCP and UDP (serf gossips over both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("could not find a free TCP+UDP port on 127.0.0.1")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
