@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 
-from hypercore.api.app import create_app
+from hypercore.api.app import ApiError, create_app
+from hypercore.api.peer import PeerClient, PeerUnreachable
 from hypercore.beacon.keys import load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow
 from hypercore.beacon.publisher import BeaconPublisher, Prober
@@ -137,10 +137,8 @@ class NodeAgent:
         if config.enable_exec:
             drivers["exec"] = ExecDriver()
         self.manager = WorkloadManager(self.store, self.data_dir, drivers, self.name)
-        self.client = httpx.AsyncClient()
-        self.scheduler = Scheduler(
-            view=self.view, engine=self.engine, metrics=self.metrics, client=self.client, token=self.token
-        )
+        self.peers = PeerClient(self.token)
+        self.scheduler = Scheduler(view=self.view, engine=self.engine, metrics=self.metrics, peers=self.peers)
         self.serf: SerfAgent | None = None
         self.publisher: BeaconPublisher | None = None
         self._stop = asyncio.Event()
@@ -165,18 +163,17 @@ class NodeAgent:
             self.metrics.workloads.labels(state=state).set(counts.get(state, 0))
 
     async def forward(self, method: str, url: str, text: bool = False) -> Any:
-        from hypercore.api.app import ApiError
-
+        """Relay a workload call to the node that holds it; its errors keep their status."""
         try:
-            r = await self.client.request(method, url, headers=self.scheduler.headers(), timeout=10.0)
-        except httpx.HTTPError as exc:
+            r = await self.peers.request(method, url, timeout=30.0)
+        except PeerUnreachable as exc:
             raise ApiError(502, "node_unreachable", f"{url}: {exc}") from None
-        if r.status_code != 200:
+        if r.status != 200:
             try:
                 err = r.json()["error"]
             except (ValueError, KeyError, TypeError):
                 err = {"code": "upstream", "message": r.text[:200]}
-            raise ApiError(r.status_code if r.status_code < 500 else 502, err.get("code", "upstream"), err.get("message", ""))
+            raise ApiError(r.status if r.status < 500 else 502, err.get("code", "upstream"), err.get("message", ""))
         return r.text if text else r.json()
 
     # -- beacon inputs -------------------------------------------------------------
@@ -279,7 +276,7 @@ class NodeAgent:
                 await self.serf.stop()
                 raise ConfigError(f"cannot serve the API on {self.config.http_bind_addr} (address in use?)")
             await asyncio.sleep(0.02)
-        self.prober = Prober(self._peers, ProbeWindow(), interval=self.config.probe_interval)
+        self.prober = Prober(self._peers, self.peers, ProbeWindow(), interval=self.config.probe_interval)
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
             price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation,
@@ -304,5 +301,5 @@ class NodeAgent:
         server.should_exit = True
         await serve
         await self.manager.close()
-        await self.client.aclose()
+        await self.peers.close()
         log.info("node agent stopped", extra={"node": self.name})

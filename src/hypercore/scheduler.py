@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
+from hypercore.api.peer import PeerClient, PeerUnreachable
 from hypercore.errors import HypercoreError
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
@@ -59,19 +58,14 @@ class Scheduler:
         view: ClusterView,
         engine: PolicyEngine,
         metrics: AgentMetrics,
-        client: httpx.AsyncClient,
-        token: str | None,
+        peers: PeerClient,
         attempt_timeout: float = 15.0,
     ) -> None:
         self.view = view
         self.engine = engine
         self.metrics = metrics
-        self.client = client
-        self.token = token
+        self.peers = peers
         self.attempt_timeout = attempt_timeout
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def decide(self, spec: WorkloadSpec | None, policy: Policy | None) -> Decision:
         started = time.perf_counter()
@@ -145,18 +139,15 @@ class Scheduler:
             "deadline": time.time() + self.attempt_timeout,
         }
         try:
-            response = await self.client.post(
-                f"{url}/v1/local/workloads", json=body, headers=self.headers(), timeout=self.attempt_timeout
+            response = await self.peers.request(
+                "POST", f"{url}/v1/local/workloads", json_body=body, timeout=self.attempt_timeout
             )
-        except httpx.TimeoutException:
-            return Attempt(node, "timeout", f"no answer within {self.attempt_timeout:g} s"), None
-        except httpx.HTTPError as exc:
-            return Attempt(node, "error", f"{type(exc).__name__}: {exc}"), None
-        if response.status_code in (200, 201):
+        except PeerUnreachable as exc:
+            return Attempt(node, "timeout" if exc.timed_out else "error", str(exc)), None
+        if response.status in (200, 201):
             return Attempt(node, "ok"), response.json()
-        detail = _error_message(response)
-        outcome = "refused" if 400 <= response.status_code < 500 else "error"
-        return Attempt(node, outcome, f"HTTP {response.status_code}: {detail}"), None
+        outcome = "refused" if 400 <= response.status < 500 else "error"
+        return Attempt(node, outcome, f"HTTP {response.status}: {response.error_message()}"), None
 
     async def gather(self, path: str, timeout: float = 5.0) -> list[tuple[str, Any]]:
         """GET `path` from every alive node with an API, concurrently: [(node, json or error)]."""
@@ -164,17 +155,9 @@ class Scheduler:
 
         async def one(name: str, url: str) -> tuple[str, Any]:
             try:
-                r = await self.client.get(f"{url}{path}", headers=self.headers(), timeout=timeout)
-                return name, r.json() if r.status_code == 200 else HypercoreError(f"HTTP {r.status_code}: {_error_message(r)}")
-            except (httpx.HTTPError, ValueError) as exc:
-                return name, HypercoreError(f"{type(exc).__name__}: {exc}")
+                r = await self.peers.request("GET", f"{url}{path}", timeout=timeout)
+                return name, r.json() if r.status == 200 else HypercoreError(f"HTTP {r.status}: {r.error_message()}")
+            except (PeerUnreachable, ValueError) as exc:
+                return name, HypercoreError(str(exc))
 
         return list(await asyncio.gather(*(one(n.name, n.api_url) for n in nodes if n.api_url)))
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return str(body.get("error", {}).get("message") or body)
-    except (ValueError, AttributeError):
-        return response.text[:200]

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hypercore.api.peer import PeerClient, PeerUnreachable
 from hypercore.beacon.keys import fingerprint
 from hypercore.beacon.probe import ProbeWindow, choose_targets
 from hypercore.beacon.tags import MAX_AGE_S, Beacon, encode
@@ -31,6 +31,7 @@ class Prober:
     def __init__(
         self,
         peers: Callable[[], Sequence[str]],
+        client: PeerClient,
         window: ProbeWindow | None = None,
         *,
         sample_size: int = 3,
@@ -39,28 +40,28 @@ class Prober:
     ) -> None:
         self.window = window or ProbeWindow()
         self._peers = peers
+        self._client = client
         self.sample_size = sample_size
         self.interval = interval
         self.timeout = timeout
 
-    async def _probe(self, client: httpx.AsyncClient, url: str) -> None:
+    async def _probe(self, url: str) -> None:
         start = time.perf_counter()
         try:
-            response = await client.get(f"{url}/v1/ping", timeout=self.timeout)
-            ok = response.status_code == 200
-        except httpx.HTTPError:
+            response = await self._client.request("GET", f"{url}/v1/ping", timeout=self.timeout)
+            ok = response.status == 200
+        except PeerUnreachable:
             ok = False
         self.window.record((time.perf_counter() - start) * 1000.0 if ok else None)
 
-    async def round(self, client: httpx.AsyncClient) -> None:
+    async def round(self) -> None:
         targets = choose_targets(self._peers(), self.sample_size)
-        await asyncio.gather(*(self._probe(client, url) for url in targets))
+        await asyncio.gather(*(self._probe(url) for url in targets))
 
     async def run(self) -> None:
-        async with httpx.AsyncClient() as client:
-            while True:
-                await self.round(client)
-                await asyncio.sleep(self.interval)
+        while True:
+            await self.round()
+            await asyncio.sleep(self.interval)
 
 
 class BeaconPublisher:

@@ -8,7 +8,7 @@ columns it was computed from, not 100,000 Python objects.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, overload
 
@@ -40,13 +40,33 @@ class RejectedNode:
 
 @dataclass(frozen=True)
 class Check:
-    """One rule as applied: which nodes broke it and which lacked the metric."""
+    """One rule as applied: which nodes broke it and which lacked the metric.
+
+    Only alive rows of `violated` and `unknown` are ever read (a node that is
+    not alive is reported as such), so the engine may leave dead rows False.
+    `violated` and `unknown` never both hold for a row. The engine also passes
+    their counts over alive rows, so summaries need not count again.
+    """
 
     rule: str  # the policy key, e.g. "max_latency_ms" (the violations metric label)
     label: str  # as shown in summaries, e.g. "latency_ms > 100"
     metric: str | None  # the node metric read, None for capability checks
     violated: np.ndarray  # bool per table row
     unknown: np.ndarray | None  # bool per table row; None when unknown values pass
+    violated_count: int | None = field(default=None, compare=False, repr=False)  # alive rows violating
+    unknown_count: int | None = field(default=None, compare=False, repr=False)  # alive rows unknown
+
+    def counts(self, alive: np.ndarray) -> tuple[int, int]:
+        """(alive rows that broke the rule, alive rows that lacked the metric and fail for it)."""
+        violated = self.violated_count
+        if violated is None:
+            violated = int(np.count_nonzero(self.violated & alive))
+        if self.unknown is None:
+            return violated, 0
+        unknown = self.unknown_count
+        if unknown is None:
+            unknown = int(np.count_nonzero(self.unknown & alive))
+        return violated, unknown
 
 
 class Ranking(Sequence[RankedNode]):
@@ -67,7 +87,22 @@ class Ranking(Sequence[RankedNode]):
     def __getitem__(self, i: slice) -> list[RankedNode]: ...
     def __getitem__(self, i: int | slice) -> RankedNode | list[RankedNode]:
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+            start, stop, step = i.indices(len(self))
+            if step != 1:
+                return [self[j] for j in range(start, stop, step)]
+            if stop <= start:
+                return []
+            # One conversion per array instead of one per item (tolist() gives
+            # the same Python floats as float() on each element).
+            names = self._names
+            return [
+                RankedNode(names[row], score, dict(zip(COMPONENTS, parts)))
+                for row, score, parts in zip(
+                    self._order[start:stop].tolist(),
+                    self._scores[start:stop].tolist(),
+                    self._parts[:, start:stop].T.tolist(),
+                )
+            ]
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
@@ -76,11 +111,13 @@ class Ranking(Sequence[RankedNode]):
         return RankedNode(self._names[int(self._order[i])], float(self._scores[i]), parts)
 
     def __iter__(self) -> Iterator[RankedNode]:
-        return (self[i] for i in range(len(self)))
+        for start in range(0, len(self), 256):
+            yield from self[start : start + 256]
 
     @property
     def node_names(self) -> list[str]:
-        return [self._names[int(i)] for i in self._order]
+        names = self._names
+        return [names[i] for i in self._order.tolist()]
 
 
 class Decision:
@@ -105,6 +142,13 @@ class Decision:
         self._failed = failed  # alive rows that broke a rule
         self._checks = checks
 
+    @classmethod
+    def _from_engine(cls, *, passed: int, **kw: Any) -> "Decision":
+        """A decision whose `passed` count the engine already knows."""
+        decision = cls(**kw)
+        decision.__dict__["passed"] = passed  # the cached_property's slot
+        return decision
+
     @property
     def total(self) -> int:
         return len(self.table)
@@ -117,15 +161,17 @@ class Decision:
     def reason_counts(self) -> list[tuple[str, int]]:
         """(label, number of nodes) for every reason, most frequent first."""
         counts: list[tuple[str, int]] = []
-        not_alive = len(self.table) - int(np.count_nonzero(self.table.alive))
+        table = self.table
+        not_alive = len(table) - table._prepared.alive_count
         if not_alive:
             counts.append(("not alive", not_alive))
-        alive = self.table.alive
+        alive = table.alive
         for check in self._checks:
-            if n := int(np.count_nonzero(check.violated & alive)):
-                counts.append((check.label, n))
-            if check.unknown is not None and (n := int(np.count_nonzero(check.unknown & alive))):
-                counts.append((f"{check.metric} unknown", n))
+            violated, unknown = check.counts(alive)
+            if violated:
+                counts.append((check.label, violated))
+            if unknown:
+                counts.append((f"{check.metric} unknown", unknown))
         # Stable sort keeps rule order among equal counts.
         return sorted(counts, key=lambda item: -item[1])
 
@@ -135,8 +181,12 @@ class Decision:
         alive = self.table.alive
         out: dict[str, int] = {}
         for check in self._checks:
-            bad = check.violated if check.unknown is None else check.violated | check.unknown
-            if n := int(np.count_nonzero(bad & alive)):
+            if check.violated_count is not None and (check.unknown is None or check.unknown_count is not None):
+                n = sum(check.counts(alive))  # disjoint masks: the counts add up
+            else:
+                bad = check.violated if check.unknown is None else check.violated | check.unknown
+                n = int(np.count_nonzero(bad & alive))
+            if n:
                 out[check.rule] = out.get(check.rule, 0) + n
         return out
 

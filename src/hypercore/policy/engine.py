@@ -17,6 +17,15 @@ With relative normalization each lower-is-better metric scores
 (max - x) / (max - min) across the candidates (reputation (x - min) / (max - min)),
 and 1.0 for everyone when all candidates are equal. A metric a node does not
 report scores a neutral 0.5. score = Σ weight × metric score.
+
+Cost: everything that depends on the table alone (columns with dead nodes
+masked out, unknown masks and counts, the score matrix, capability masks) is
+prepared once with the NodeTable, and everything that depends on the policy
+alone (rules, labels, weights, scales) once per Policy object. A decision then
+does a few vectorized operations per active rule and scores all components of
+the candidates in one (4, candidates) array, so its cost is a few dozen NumPy
+calls however many nodes there are (plus linear work that only shows at tens
+of thousands of nodes).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import numpy as np
 
 from hypercore.policy.decision import Check, Decision, Ranking
 from hypercore.policy.errors import NoQualifyingNode
-from hypercore.policy.model import Policy, Rules, Scoring
+from hypercore.policy.model import Policy
 from hypercore.policy.nodes import NodeRecord, NodeTable, as_table
 
 NEUTRAL = 0.5
@@ -43,90 +52,141 @@ _THRESHOLD_RULES: tuple[tuple[str, str, bool], ...] = (
     ("max_queue_depth", "queue_depth", False),
 )
 
+# Score components (rows of the score matrix): latency, price, reputation, queue.
+_REPUTATION = 2
+
+# With more candidates than this, a top-`limit` ranking partitions first
+# instead of sorting every candidate.
+_PARTITION_ABOVE = 1024
+
+
+class _Plan:
+    """What a decision needs from a policy, worked out once per Policy object."""
+
+    __slots__ = ("policy", "enforce", "thresholds", "capabilities", "capability_set", "active", "all_active",
+                 "reputation_at", "relative", "scale_col", "weight_col")
+
+    def __init__(self, policy: Policy) -> None:
+        rules, scoring = policy.rules, policy.scoring
+        self.policy = policy  # also keeps id(policy) from being reused while cached
+        self.enforce = policy.mode == "enforce"
+        thresholds = []
+        for key, metric, lower_bound in _THRESHOLD_RULES:
+            limit = getattr(rules, key)
+            if limit is not None:
+                label = f"{metric} {'<' if lower_bound else '>'} {limit:g}"
+                thresholds.append((key, metric, lower_bound, limit, label))
+        self.thresholds = tuple(thresholds)
+        self.capabilities = tuple(rules.required_capabilities or ())
+        self.capability_set = frozenset(self.capabilities)
+        weights = scoring.weights()
+        # Components with weight 0 are not computed; they score 0.
+        self.active = tuple(k for k, w in enumerate(weights) if w)
+        self.all_active = len(self.active) == 4
+        self.reputation_at = self.active.index(_REPUTATION) if _REPUTATION in self.active else None
+        self.relative = scoring.normalization == "relative"
+        scales = scoring.scales
+        every_scale = (scales.latency_ms, scales.price_per_gb, 1.0, scales.queue_depth)
+        self.scale_col = np.array([every_scale[k] for k in self.active], dtype=np.float64)[:, None]
+        self.weight_col = np.array([weights[k] for k in self.active], dtype=np.float64)[:, None]
+
+
+_PLANS: dict[int, _Plan] = {}
+_MAX_PLANS = 64
+
+
+def _plan(policy: Policy) -> _Plan:
+    # Policies are frozen, so a plan stays valid as long as its policy lives;
+    # the plan holds the policy, so the id cannot be reused meanwhile.
+    plan = _PLANS.get(id(policy))
+    if plan is None or plan.policy is not policy:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[id(policy)] = _Plan(policy)
+    return plan
+
 
 def _capability_checks(table: NodeTable, capabilities: Iterable[str], treat_unknown_as_failure: bool) -> list[Check]:
-    unknown_sets = np.fromiter((s is None for s in table.cap_sets), dtype=bool, count=len(table.cap_sets))
-    unknown = unknown_sets[table.cap_ids]
+    prepared = table._prepared
+    unknown = prepared.alive_unknown_caps if treat_unknown_as_failure else None
+    unknown_count = prepared.alive_unknown_caps_count if treat_unknown_as_failure else None
     checks = []
     for cap in capabilities:
-        lacking = np.fromiter(
-            (s is not None and cap not in s for s in table.cap_sets), dtype=bool, count=len(table.cap_sets)
-        )
+        lacking, lacking_count = prepared.lacking_capability(table, cap)
         checks.append(
             Check(
                 rule="required_capabilities",
                 label=f"missing capability {cap}",
                 metric=None,
-                violated=lacking[table.cap_ids],
-                unknown=unknown if treat_unknown_as_failure else None,
+                violated=lacking,
+                unknown=unknown,
+                violated_count=lacking_count,
+                unknown_count=unknown_count,
             )
         )
     return checks
 
 
-def _rule_checks(rules: Rules, table: NodeTable, enforce: bool) -> list[Check]:
-    checks: list[Check] = []
-    for key, metric, lower_bound in _THRESHOLD_RULES:
-        limit = getattr(rules, key)
-        if limit is None:
-            continue
-        column = table.columns[metric]
-        # NaN compares False, so an unknown metric is never a violation here;
-        # whether it fails the node is the mode's call (the `unknown` mask).
-        violated = column < limit if lower_bound else column > limit
-        label = f"{metric} {'<' if lower_bound else '>'} {limit:g}"
-        checks.append(Check(key, label, metric, violated, table.unknown[metric] if enforce else None))
-    checks.extend(_capability_checks(table, rules.required_capabilities or (), enforce))
-    return checks
-
-
-def _metric_score(values: np.ndarray, *, lower_is_better: bool, scale: float, relative: bool) -> np.ndarray:
-    """Per-node score in [0, 1] of one metric. `values` is a fresh copy; it is reused."""
-    unknown = np.isnan(values)
-    if relative:
-        known = values[~unknown]
-        if known.size == 0 or known.min() == known.max():
-            out = np.ones(values.shape)
-        else:
-            lo, hi = known.min(), known.max()
-            out = (hi - values) / (hi - lo) if lower_is_better else (values - lo) / (hi - lo)
-    elif lower_is_better:
-        out = np.subtract(1.0, values / scale, out=values)
-        np.maximum(out, 0.0, out=out)
-    else:
-        out = values
-    out[unknown] = NEUTRAL
-    return out
-
-
-def _score(scoring: Scoring, table: NodeTable, rows: np.ndarray) -> np.ndarray:
+def _score(plan: _Plan, table: NodeTable, rows: np.ndarray) -> np.ndarray:
     """Weighted components for `rows`, shape (4, len(rows)): latency, price, reputation, queue."""
-    w_lat, w_price, w_rep, w_queue = scoring.weights()
-    relative = scoring.normalization == "relative"
-    scales = scoring.scales
-    parts = np.zeros((4, len(rows)))
-    cols = table.columns
-    if w_lat:
-        parts[0] = w_lat * _metric_score(cols["latency_ms"][rows], lower_is_better=True, scale=scales.latency_ms, relative=relative)
-    if w_price:
-        parts[1] = w_price * _metric_score(cols["price_per_gb"][rows], lower_is_better=True, scale=scales.price_per_gb, relative=relative)
-    if w_rep:
-        parts[2] = w_rep * _metric_score(cols["reputation"][rows], lower_is_better=False, scale=1.0, relative=relative)
-    if w_queue:
-        parts[3] = w_queue * _metric_score(cols["queue_depth"][rows], lower_is_better=True, scale=scales.queue_depth, relative=relative)
-    return parts
+    m = len(rows)
+    prepared = table._prepared
+    values = prepared.score_matrix.take(rows, axis=1)  # (4, m), a fresh copy
+    if not plan.all_active:
+        values = values[list(plan.active)]
+    if m == 0:
+        return np.zeros((4, 0))
+    rep = plan.reputation_at
+    if plan.relative:
+        # min-max across the candidates, ignoring unknown values
+        lo = np.fmin.reduce(values, axis=1)
+        hi = np.fmax.reduce(values, axis=1)
+        span = hi - lo
+        spread = span > 0  # False when all candidates are equal or none reports the metric
+        flat = not spread.all()
+        if flat:
+            span[~spread] = 1.0
+        parts = np.subtract(hi[:, None], values)
+        if rep is not None:
+            np.subtract(values[rep], lo[rep], out=parts[rep])
+        parts /= span[:, None]
+        if flat:
+            parts[~spread] = 1.0
+    else:
+        parts = np.divide(values, plan.scale_col)
+        np.subtract(1.0, parts, out=parts)
+        np.maximum(parts, 0.0, out=parts)
+        if rep is not None:
+            parts[rep] = values[rep]
+    if prepared.score_has_unknown:
+        parts[np.isnan(values)] = NEUTRAL
+    parts *= plan.weight_col
+    if plan.all_active:
+        return parts
+    full = np.zeros((4, m))
+    full[list(plan.active)] = parts
+    return full
 
 
 def _rank(scores: np.ndarray, name_rank: np.ndarray, limit: int | None) -> np.ndarray:
-    """Positions into `scores`, best first; only the best `limit` are sorted."""
+    """Positions into `scores`, best first; only the best `limit` are sorted.
+
+    `name_rank` is the table's name_rank gathered for the scored rows, or a
+    callable taking positions into `scores` and returning their name ranks
+    (so a top-`limit` ranking gathers only what it sorts).
+    """
+    ranks = name_rank if callable(name_rank) else name_rank.__getitem__
     neg = -scores
-    if limit is not None and limit < len(scores):
+    m = len(scores)
+    if limit is not None and limit < m:
         if limit <= 0:
             return np.empty(0, dtype=np.intp)
-        kth = np.partition(neg, limit - 1)[limit - 1]
-        pool = np.flatnonzero(neg <= kth)  # ties at the cut are all kept, then cut by name
-        return pool[np.lexsort((name_rank[pool], neg[pool]))][:limit]
-    return np.lexsort((name_rank, neg))
+        if m > _PARTITION_ABOVE:
+            kth = np.partition(neg, limit - 1)[limit - 1]
+            pool = (neg <= kth).nonzero()[0]  # ties at the cut are all kept, then cut by name
+            return pool[np.lexsort((ranks(pool), neg[pool]))][:limit]
+        return np.lexsort((ranks(slice(None)), neg))[:limit]
+    return np.lexsort((ranks(slice(None)), neg))
 
 
 def decide(
@@ -142,38 +202,75 @@ def decide(
     unlike policy rules they hold in every mode, fallback included.
     """
     table = as_table(nodes)
-    enforce = policy.mode == "enforce"
-    checks = _rule_checks(policy.rules, table, enforce)
-    needs = sorted(set(require_capabilities) - set(policy.rules.required_capabilities or ()))
-    absolute = _capability_checks(table, needs, treat_unknown_as_failure=True)
-    checks.extend(absolute)
+    plan = _plan(policy)
+    prepared = table._prepared
+    enforce = plan.enforce
+    alive = table.alive
 
-    failed = np.zeros(len(table), dtype=bool)
-    for check in checks:
-        failed |= check.violated
-        if check.unknown is not None:
-            failed |= check.unknown
-    candidates = table.alive & ~failed
+    # 1. feasibility. Every mask is over alive rows only (dead rows stay False).
+    checks: list[Check] = []
+    failed = None
+    for key, metric, lower_bound, rule_limit, label in plan.thresholds:
+        column = prepared.alive_columns[metric]  # NaN where unknown or not alive: never a violation
+        violated = column < rule_limit if lower_bound else column > rule_limit
+        if enforce:  # an unknown metric fails the node
+            unknown = prepared.alive_unknown[metric]
+            checks.append(Check(key, label, metric, violated, unknown, int(np.count_nonzero(violated)),
+                                prepared.alive_unknown_count[metric]))
+            if failed is None:
+                failed = violated | unknown
+            else:
+                failed |= violated
+                failed |= unknown
+        else:
+            checks.append(Check(key, label, metric, violated, None, int(np.count_nonzero(violated)), None))
+            if failed is None:
+                failed = violated.copy()
+            else:
+                failed |= violated
+    checks.extend(_capability_checks(table, plan.capabilities, enforce))
+    if type(require_capabilities) is tuple and not require_capabilities:
+        absolute: list[Check] = []
+    else:
+        needs = sorted(set(require_capabilities) - plan.capability_set)
+        absolute = _capability_checks(table, needs, treat_unknown_as_failure=True)
+        checks.extend(absolute)
+    if len(checks) > len(plan.thresholds):
+        if failed is None:
+            failed = np.zeros(len(table), dtype=bool)
+        for check in checks[len(plan.thresholds):]:
+            failed |= check.violated
+        if enforce or absolute:
+            failed |= prepared.alive_unknown_caps  # the same mask for every capability check that counts it
+    if failed is None:
+        failed = np.zeros(len(table), dtype=bool)
+
+    # 2. candidates
+    rows = np.greater(alive, failed).nonzero()[0]  # alive and not failed
+    passed = len(rows)
     fallback = False
-    if not candidates.any() and not enforce:
-        candidates = table.alive.copy()
+    if not passed and not enforce:
+        candidates = alive.copy()
         for check in absolute:
             candidates &= ~(check.violated | check.unknown)  # type: ignore[operator]
-        fallback = bool(candidates.any())
+        rows = candidates.nonzero()[0]
+        fallback = len(rows) > 0
 
-    rows = np.flatnonzero(candidates)
-    parts = _score(policy.scoring, table, rows)
+    # 3. score, 4. rank, 5. limit
+    parts = _score(plan, table, rows)
     scores = parts.sum(axis=0)
-    order = _rank(scores, table.name_rank[rows], limit)
+    name_rank = table.name_rank
+    order = _rank(scores, lambda positions: name_rank[rows[positions]], limit)
     ranking = Ranking(table.names, rows[order], scores[order], parts[:, order])
-    return Decision(
+    return Decision._from_engine(
         policy=policy.name,
         mode=policy.mode,
         table=table,
         ranking=ranking,
-        failed=failed & table.alive,
+        failed=failed,
         checks=tuple(checks),
         fallback=fallback,
+        passed=passed,
     )
 
 

@@ -94,6 +94,75 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
     return records
 
 
+# Metrics that feed the score, in the order of the score components.
+SCORED_METRICS: tuple[str, ...] = ("latency_ms", "price_per_gb", "reputation", "queue_depth")
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+class _Prepared:
+    """Everything a decision reads that depends on the table alone, not on a policy.
+
+    Built once with the table, so a decision only does the policy's own work.
+    Per-row masks here are restricted to alive rows: a node that is not alive
+    is reported as such and never counted against a rule.
+    """
+
+    __slots__ = (
+        "n",
+        "alive_count",
+        "alive_columns",
+        "alive_unknown",
+        "alive_unknown_count",
+        "alive_unknown_caps",
+        "alive_unknown_caps_count",
+        "score_matrix",
+        "score_has_unknown",
+        "lacking",
+    )
+
+    def __init__(self, table: "NodeTable") -> None:
+        alive = table.alive
+        self.n = len(table.names)
+        self.alive_count = int(np.count_nonzero(alive))
+        dead = ~alive
+        # NaN compares False, so a rule over these columns flags only alive
+        # nodes that report the metric and break the limit.
+        self.alive_columns: dict[str, np.ndarray] = {}
+        self.alive_unknown: dict[str, np.ndarray] = {}
+        self.alive_unknown_count: dict[str, int] = {}
+        for metric in METRICS:
+            column = table.columns[metric].copy()
+            column[dead] = np.nan
+            self.alive_columns[metric] = _frozen(column)
+            unknown = table.unknown[metric] & alive
+            self.alive_unknown[metric] = _frozen(unknown)
+            self.alive_unknown_count[metric] = int(np.count_nonzero(unknown))
+        unknown_sets = np.fromiter((s is None for s in table.cap_sets), dtype=bool, count=len(table.cap_sets))
+        caps_unknown = unknown_sets[table.cap_ids] & alive
+        self.alive_unknown_caps = _frozen(caps_unknown)
+        self.alive_unknown_caps_count = int(np.count_nonzero(caps_unknown))
+        # (4, n), rows in SCORED_METRICS order: one gather serves every component.
+        self.score_matrix = _frozen(np.array([table.columns[m] for m in SCORED_METRICS], dtype=np.float64).reshape(4, self.n))
+        self.score_has_unknown = bool(np.isnan(self.score_matrix).any())
+        # capability -> (alive rows that advertise capabilities but not this one, their count);
+        # filled on first use, bounded by the capabilities policies ask for.
+        self.lacking: dict[str, tuple[np.ndarray, int]] = {}
+
+    def lacking_capability(self, table: "NodeTable", capability: str) -> tuple[np.ndarray, int]:
+        found = self.lacking.get(capability)
+        if found is None:
+            per_set = np.fromiter(
+                (s is not None and capability not in s for s in table.cap_sets), dtype=bool, count=len(table.cap_sets)
+            )
+            mask = _frozen(per_set[table.cap_ids] & table.alive)
+            found = self.lacking[capability] = (mask, int(np.count_nonzero(mask)))
+        return found
+
+
 @dataclass(frozen=True, eq=False)
 class NodeTable:
     """Columnar, immutable snapshot of node records (see module docstring)."""
@@ -107,6 +176,10 @@ class NodeTable:
     cap_ids: np.ndarray
     name_rank: np.ndarray
     _index: dict[str, int] = field(repr=False, default_factory=dict)
+    _prepared: _Prepared = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_prepared", _Prepared(self))
 
     def __len__(self) -> int:
         return len(self.names)
