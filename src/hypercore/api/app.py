@@ -54,7 +54,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 def create_app(agent: "NodeAgent") -> FastAPI:
     app = FastAPI(title="hypercore node agent", version="1", docs_url="/docs", redoc_url=None)
 
-    def require_token(request: Request) -> None:
+    async def require_token(request: Request) -> None:
+        # async: a sync dependency would cost a threadpool hop on every call.
         if not agent.token:
             return
         header = request.headers.get("authorization", "")
