@@ -69,16 +69,16 @@ class Scheduler:
 
     def decide(self, spec: WorkloadSpec | None, policy: Policy | None) -> Decision:
         started = time.perf_counter()
-        nodes = self.view.nodes()
+        table = self.view.table()
         needs = [spec.capability] if spec is not None else []
-        decision = self.engine.evaluate([n.record() for n in nodes], policy, require_capabilities=needs)
+        decision = self.engine.evaluate(table, policy, require_capabilities=needs)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         top = decision.top
         log.info(
             "policy-based node selection completed",
             extra={
                 "policy": decision.policy,
-                "candidates": sum(1 for n in nodes if n.status == "alive"),
+                "candidates": int(table.alive.sum()),
                 "selected": len(decision.ranked),
                 "top_node": top.node if top else "",
                 "fallback": decision.fallback,

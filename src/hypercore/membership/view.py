@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from hypercore.beacon.tags import MAX_AGE_S, Beacon, BeaconInvalid, decode
 from hypercore.membership.rpc import Member
+from hypercore.policy.nodes import NodeTable
 
 log = logging.getLogger("hypercore.view")
 
@@ -65,9 +66,16 @@ class ClusterView:
         self._logged: set[tuple[str, str]] = set()
         self._invalid = invalid_counter
         self._clock = clock
+        # The engine's snapshot, rebuilt only when members or beacons change or
+        # a beacon in it goes stale, not on every decision.
+        self._table: NodeTable | None = None
+        self._table_valid_until = 0.0
 
     def update(self, members: Iterable[Member]) -> None:
-        self._members = {m.name: m for m in members}
+        new = {m.name: m for m in members}
+        if new != self._members:
+            self._table = None
+        self._members = new
         # Forget verifications of signatures no longer published.
         live = {(m.name, m.tags.get("sig", "")) for m in self._members.values()}
         self._verified = {k: v for k, v in self._verified.items() if k in live}
@@ -104,6 +112,16 @@ class ClusterView:
             beacon, problem = self._beacon(member, now)
             out.append(NodeView(member.name, member.status, member.addr, beacon, problem))
         return sorted(out, key=lambda n: n.name)
+
+    def table(self) -> NodeTable:
+        """The nodes as a policy-engine snapshot (cached; see __init__)."""
+        now = self._clock()
+        if self._table is None or now >= self._table_valid_until:
+            nodes = self.nodes()
+            self._table = NodeTable.from_records([n.record() for n in nodes])
+            expiries = [n.beacon.timestamp + MAX_AGE_S for n in nodes if n.beacon is not None]
+            self._table_valid_until = min(expiries, default=now + MAX_AGE_S)
+        return self._table
 
     def node(self, name: str) -> NodeView | None:
         member = self._members.get(name)
