@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hypercore.policy.errors import PolicyError, Problem
-from hypercore.policy.model import Policy
+from hypercore.policy.model import RULE_KEYS, Policy
 
 MAX_POLICY_BYTES = 256 * 1024
 
@@ -67,10 +67,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _problems(exc: ValidationError, source: str) -> list[Problem]:
+def _problems(exc: ValidationError, source: str, flat: frozenset[str] = frozenset()) -> list[Problem]:
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if len(loc) >= 2 and loc[0] == "rules" and loc[1] in flat:
+            loc = loc[1:]  # the user wrote this rule at the top level; point there
         path = _path(loc) or "(top level)"
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -97,7 +99,8 @@ def parse_policy(data: Any, source: str = "policy", default_name: str | None = N
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(_problems(exc, source)) from None
+        flat = frozenset(k for k in RULE_KEYS if k in data)
+        raise PolicyError(_problems(exc, source, flat)) from None
     except RecursionError:
         raise PolicyError([Problem(source, "", "JSON is nested too deeply")]) from None
 

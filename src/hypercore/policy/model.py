@@ -92,8 +92,18 @@ class Scoring(_Strict):
         return tuple(float(w or 0.0) for w in raw)  # type: ignore[return-value]
 
 
+def _flat_rules_schema(schema: dict[str, Any], _cls: Any) -> None:
+    # The flat form (rules at the top level) is valid input, so the schema
+    # that `policy schema` prints must allow it too.
+    rules = Rules.model_json_schema()["properties"]
+    for key in RULE_KEYS:
+        schema["properties"][key] = {**rules[key], "description": f"Flat form of rules.{key}."}
+
+
 class Policy(_Strict):
     """A placement policy. Accepts the nested form and the spec's flat form."""
+
+    model_config = ConfigDict(json_schema_extra=_flat_rules_schema)
 
     name: str = Field(default="unnamed", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
     description: str = Field(default="", max_length=4096)
