@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from hypercore.errors import HypercoreError
 from hypercore.workload import WorkloadSpec
 
-__all__ = ["Driver", "Handle", "RuntimeRefused", "WorkloadNotFound"]
+__all__ = ["Driver", "Handle", "LogReader", "RuntimeRefused", "WorkloadNotFound"]
 
 Handle = dict[str, Any]
 
@@ -57,4 +57,15 @@ class Driver(Protocol):
 
     def is_running(self, handle: Handle) -> bool:
         """True only if the very workload of this handle is still alive."""
+        ...
+
+
+# Optional hook, for drivers whose engine writes the workload's log file in its
+# own format (the container driver lets Podman's conmon write CRI "k8s-file"
+# lines into it). WorkloadManager.read_logs calls it instead of reading the
+# file raw; drivers without it (exec) are unaffected.
+@runtime_checkable
+class LogReader(Protocol):
+    def read_logs(self, handle: Handle | None, log_path: Path, tail_bytes: int | None = None) -> bytes:
+        """The workload's plain stdout+stderr (or its last ``tail_bytes`` bytes)."""
         ...

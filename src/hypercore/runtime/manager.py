@@ -19,7 +19,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from hypercore.runtime.base import Driver, Handle, RuntimeRefused, WorkloadNotFound
+from hypercore.runtime.base import (
+    Driver,
+    Handle,
+    LogReader,
+    RuntimeRefused,
+    WorkloadNotFound,
+)
 from hypercore.store import DuplicateWorkload, WorkloadRecord, WorkloadStore
 from hypercore.workload import (
     WorkloadSpec,
@@ -92,6 +98,12 @@ class WorkloadManager:
     def read_logs(self, workload_id: str, tail_bytes: int | None = None) -> bytes:
         """The workload's combined stdout+stderr, or its last ``tail_bytes`` bytes."""
         path = self.logs_path(workload_id)
+        # Hook (see base.LogReader): a driver that writes the log in its own
+        # format (the container driver) turns it back into plain output.
+        record = self.get(workload_id)
+        driver = self._drivers.get(record.driver)
+        if isinstance(driver, LogReader):
+            return driver.read_logs(record.handle, path, tail_bytes)
         try:
             with open(path, "rb") as fh:
                 if tail_bytes is not None:
