@@ -54,7 +54,7 @@ def live_cluster() -> None:
             banner("spawning one workload per example policy (through node 'standard')")
             for policy in POLICIES:
                 result = hypercore("cluster", "spawn", "--command", "echo hello from $HYPERCORE_WORKLOAD_ID; sleep 60",
-                                   "--policy", str(policy), "--json", env=env)
+                                   "--cpu", "0.25", "--policy", str(policy), "--json", env=env)
                 if result.returncode != 0:
                     print(f"{policy.stem:<15} -> no placement: {result.stderr.strip()}")
                     continue

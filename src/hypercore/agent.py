@@ -34,7 +34,8 @@ from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.policy import PERMISSIVE_DEFAULT, Policy, PolicyEngine, PolicyError, load_policy_file
 from hypercore.runtime.exec import ExecDriver
-from hypercore.runtime.manager import WorkloadManager
+from hypercore.runtime.manager import Capacity, WorkloadManager
+from hypercore.runtime.oci import OCIDriver
 from hypercore.scheduler import Scheduler
 from hypercore.store import WorkloadStore
 
@@ -62,6 +63,10 @@ class AgentConfig:
     join: tuple[str, ...] = ()
     serf_profile: str = "lan"
     probe_interval: float = 2.0
+    capacity_cpu: float | None = None  # None: the machine's
+    capacity_mem: float | None = None  # MB; None: the machine's
+    container_engine: str | None = None  # None: podman, else docker, when one answers
+    enable_containers: bool = True
 
 
 def split_host_port(value: str, flag: str) -> tuple[str, int]:
@@ -133,10 +138,11 @@ class NodeAgent:
         self.view = ClusterView(self.metrics.beacon_invalid)
         self.key = load_or_create_node_key(self.data_dir)
         self.store = WorkloadStore(self.data_dir)
-        drivers: dict[str, Any] = {}
-        if config.enable_exec:
-            drivers["exec"] = ExecDriver()
-        self.manager = WorkloadManager(self.store, self.data_dir, drivers, self.name)
+        self.capacity = Capacity(
+            cpu=config.capacity_cpu if config.capacity_cpu is not None else float(os.cpu_count() or 1),
+            mem_mb=config.capacity_mem if config.capacity_mem is not None else (_mem_total_mb() or 1024.0),
+        )
+        self.manager = WorkloadManager(self.store, self.data_dir, {}, self.name, capacity=self.capacity)
         self.peers = PeerClient(self.token)
         self.scheduler = Scheduler(view=self.view, engine=self.engine, metrics=self.metrics, peers=self.peers)
         self.serf: SerfAgent | None = None
@@ -180,13 +186,8 @@ class NodeAgent:
 
     def _sample(self) -> dict[str, Any]:
         link = self.prober.window.stats()
-        cpu_total = float(os.cpu_count() or 1)
-        mem_total = _mem_total_mb()
-        cpu_used = mem_used = 0.0
-        for record in self.manager.list():
-            if not record.state.finished:
-                cpu_used += record.spec.cpu
-                mem_used += record.spec.mem
+        cpu_total, mem_total = self.capacity.cpu, self.capacity.mem_mb
+        cpu_used, mem_used = self.manager.usage()
         return {
             "latency_ms": link.latency_ms,
             "jitter_ms": link.jitter_ms,
@@ -196,7 +197,7 @@ class NodeAgent:
             "cpu_total": cpu_total,
             "cpu_free": max(0.0, cpu_total - cpu_used),
             "mem_total_mb": mem_total,
-            "mem_free_mb": None if mem_total is None else max(0.0, mem_total - mem_used),
+            "mem_free_mb": max(0.0, mem_total - mem_used),
         }
 
     def _peers(self) -> list[str]:
@@ -248,6 +249,24 @@ class NodeAgent:
         self.engine.swap(policy)
         self.log_policy(policy, "reloaded on SIGHUP")
 
+    async def _start_runtime(self) -> None:
+        """Enable the drivers this node can run, then re-adopt what survived a restart."""
+        if self.config.enable_exec:
+            self.manager.add_driver(ExecDriver())
+        if self.config.enable_containers:
+            oci = await OCIDriver.detect(self.config.container_engine, node_name=self.name)
+            if oci is not None:
+                self.manager.add_driver(oci)
+            elif self.config.container_engine:
+                raise ConfigError(f"--container-engine {self.config.container_engine!r} does not answer")
+            else:
+                log.info("no container engine answers (podman or docker); not offering 'container'")
+        adopted = await self.manager.adopt()
+        if adopted:
+            log.info("re-adopted workloads after restart", extra={
+                "running": sum(1 for r in adopted if r.state.value == "running"),
+                "lost": sum(1 for r in adopted if r.state.value != "running")})
+
     def _api_advertise(self) -> str:
         wildcard = self.http_host in ("0.0.0.0", "::", "")
         return f":{self.http_port}" if wildcard else f"{self.http_host}:{self.http_port}"
@@ -258,7 +277,7 @@ class NodeAgent:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
         self.log_policy(self.engine.policy, "at start")
-        await self.manager.adopt()
+        await self._start_runtime()
         self.serf = SerfAgent(
             node_name=self.name,
             data_dir=self.data_dir / "serf",

@@ -26,9 +26,10 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three exec nodes with different prices and reputations, shared by a module's tests."""
     c = Cluster(tmp_path_factory.mktemp("trio"))
     try:
-        c.add("cheap", "--enable-exec", "--beacon-price", "0.006", "--beacon-reputation", "0.70")
-        c.add("mid", "--enable-exec", "--beacon-price", "0.020", "--beacon-reputation", "0.93")
-        c.add("trusted", "--enable-exec", "--beacon-price", "0.040", "--beacon-reputation", "0.99")
+        exec_only = ("--enable-exec", "--disable-containers")
+        c.add("cheap", *exec_only, "--beacon-price", "0.006", "--beacon-reputation", "0.70")
+        c.add("mid", *exec_only, "--beacon-price", "0.020", "--beacon-reputation", "0.93")
+        c.add("trusted", *exec_only, "--beacon-price", "0.040", "--beacon-reputation", "0.99")
         c.wait_converged()
         yield c
     finally:

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.cluster
 def test_spawn_moves_on_when_the_top_node_refuses_and_when_it_was_killed(cluster: Cluster) -> None:
     # "refuser" is the cheapest node but was started with another cluster token:
     # it answers every placement with 401, a refusal.
-    cluster.add("refuser", "--enable-exec", "--beacon-price", "0.005", token="another-token")
-    cluster.add("second", "--enable-exec", "--beacon-price", "0.010")
-    cluster.add("third", "--enable-exec", "--beacon-price", "0.030")
+    cluster.add("refuser", "--enable-exec", "--disable-containers", "--beacon-price", "0.005", token="another-token")
+    cluster.add("second", "--enable-exec", "--disable-containers", "--beacon-price", "0.010")
+    cluster.add("third", "--enable-exec", "--disable-containers", "--beacon-price", "0.030")
     cluster.wait_converged()
     r = cluster["third"].post("/v1/workloads", {"spec": {"command": "sleep 30"}, "policy": COST})
     assert r.status_code == 201, r.text
@@ -53,9 +53,9 @@ def test_spawn_moves_on_when_the_top_node_refuses_and_when_it_was_killed(cluster
 
 def test_when_every_attempt_fails_the_error_lists_each_node(cluster: Cluster) -> None:
     # Only b and c can run commands, and both were given other tokens than a.
-    cluster.add("a", token="token-a")
-    cluster.add("b", "--enable-exec", token="token-b")
-    cluster.add("c", "--enable-exec", token="token-c")
+    cluster.add("a", "--disable-containers", token="token-a")
+    cluster.add("b", "--enable-exec", "--disable-containers", token="token-b")
+    cluster.add("c", "--enable-exec", "--disable-containers", token="token-c")
     cluster.wait_converged()
     r = cluster["a"].post("/v1/workloads", {"spec": {"command": "sleep 30"}})
     assert r.status_code == 503, r.text
@@ -76,7 +76,7 @@ def _rogue_serf(tmp: Path, join: str, name: str, tags: dict[str, str]) -> subpro
 
 
 def test_forged_and_malformed_beacons_from_rogue_members_are_ignored(cluster: Cluster, tmp_path: Path) -> None:
-    honest = cluster.add("honest", "--enable-exec", "--beacon-price", "0.040")
+    honest = cluster.add("honest", "--enable-exec", "--disable-containers", "--beacon-price", "0.040")
     cluster.wait_converged()
     real = honest.nodes()["honest"]
     # A rogue copies honest's signed tags but lowers the price: the signature
@@ -110,7 +110,7 @@ def test_forged_and_malformed_beacons_from_rogue_members_are_ignored(cluster: Cl
         assert 'hypercore_beacon_invalid_total{cause="signature"} 3.0' in metrics
         # Placement never picks a node without verified beacon data.
         for _ in range(3):
-            r = honest.post("/v1/workloads", {"spec": {"command": "sleep 30"}, "policy": COST})
+            r = honest.post("/v1/workloads", {"spec": {"command": "sleep 30", "cpu": 0.1}, "policy": COST})
             assert r.status_code == 201 and r.json()["node"] == "honest", r.text
         rejected = {x["node"]: x["reasons"] for x in r.json()["decision"]["rejected"]}
         assert "price_per_gb unknown" in rejected["rogue-forged"]
@@ -125,7 +125,7 @@ def test_forged_and_malformed_beacons_from_rogue_members_are_ignored(cluster: Cl
 def test_sighup_reloads_the_cluster_policy_and_keeps_it_on_a_bad_file(cluster: Cluster, tmp_path: Path) -> None:
     policy_file = tmp_path / "cluster-policy.json"
     policy_file.write_text((EXAMPLES / "balanced.json").read_text())
-    node = cluster.add("solo", "--enable-exec", "--cluster-policy", str(policy_file))
+    node = cluster.add("solo", "--enable-exec", "--disable-containers", "--cluster-policy", str(policy_file))
     assert node.get("/v1/policy").json()["name"] == "balanced"
 
     policy_file.write_text((EXAMPLES / "high-trust.json").read_text())
@@ -142,8 +142,8 @@ def test_sighup_reloads_the_cluster_policy_and_keeps_it_on_a_bad_file(cluster: C
 
 
 def test_sigterm_leaves_the_cluster_and_exits_zero(cluster: Cluster) -> None:
-    a = cluster.add("a", "--enable-exec")
-    b = cluster.add("b", "--enable-exec")
+    a = cluster.add("a", "--enable-exec", "--disable-containers")
+    b = cluster.add("b", "--enable-exec", "--disable-containers")
     cluster.wait_converged()
     started = time.monotonic()
     assert b.stop() == 0

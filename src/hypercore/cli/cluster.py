@@ -56,14 +56,19 @@ def cluster_group() -> None:
 @click.option("--encrypt", help="Serf gossip encryption key (base64, 16 or 32 bytes).")
 @click.option("--enable-exec", is_flag=True, help="Run `--command` workloads on this node.")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback API without a cluster token.")
+@click.option("--container-engine", help="podman, docker or a path (default: podman, else docker, if one answers).")
+@click.option("--disable-containers", is_flag=True, help="Do not offer the `container` capability.")
+@click.option("--capacity-cpu", type=click.FloatRange(min=0, min_open=True), help="CPU cores offered (default: the machine's).")
+@click.option("--capacity-mem", type=click.FloatRange(min=0, min_open=True), help="Memory offered in MB (default: the machine's).")
 @click.option("--serf-profile", type=click.Choice(["lan", "wan", "local"]), default="lan", show_default=True,
               help="Serf timing profile; `local` detects failures fastest (one machine).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @user_errors
 def run(join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bind_addr: str, serf_rpc_addr: str,
         http_bind_addr: str, cluster_policy: Path | None, beacon_price: float, beacon_reputation: float,
-        cluster_token: str | None, encrypt: str | None, enable_exec: bool, insecure: bool, serf_profile: str,
-        log_level: str) -> None:
+        cluster_token: str | None, encrypt: str | None, enable_exec: bool, insecure: bool,
+        container_engine: str | None, disable_containers: bool, capacity_cpu: float | None,
+        capacity_mem: float | None, serf_profile: str, log_level: str) -> None:
     """Run this machine's node agent and join the cluster through JOIN_ADDR (retried until it answers)."""
     from hypercore import logfmt
     from hypercore.agent import AgentConfig, NodeAgent
@@ -76,6 +81,8 @@ def run(join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bi
         serf_rpc_addr=serf_rpc_addr, http_bind_addr=http_bind_addr, cluster_policy=cluster_policy,
         beacon_price=beacon_price, beacon_reputation=beacon_reputation, cluster_token=cluster_token,
         encrypt=encrypt, enable_exec=enable_exec, insecure=insecure, join=join, serf_profile=serf_profile,
+        container_engine=container_engine, enable_containers=not disable_containers,
+        capacity_cpu=capacity_cpu, capacity_mem=capacity_mem,
     )
     asyncio.run(NodeAgent(config).run())
 

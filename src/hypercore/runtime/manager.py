@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,15 +35,24 @@ from hypercore.workload import (
     new_workload_id,
 )
 
-__all__ = ["LOG_FILENAME", "LOST_ERROR", "WorkloadManager"]
+__all__ = ["LOG_FILENAME", "LOST_ERROR", "Capacity", "WorkloadManager"]
 
 log = logging.getLogger(__name__)
 
+_UNFINISHED: Final = (WorkloadState.PENDING, WorkloadState.RUNNING)
 LOG_FILENAME: Final = "output.log"
 LOST_ERROR: Final = "lost while the agent was down"
 # How long stop() waits for the watcher to collect the exit code after the
 # driver reported the workload stopped.
 _EXIT_COLLECT_TIMEOUT: Final = 5.0
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this node offers in total: CPU cores and memory in MB."""
+
+    cpu: float
+    mem_mb: float
 
 
 class WorkloadManager:
@@ -56,11 +66,13 @@ class WorkloadManager:
         node_name: str,
         *,
         max_workloads: int | None = None,
+        capacity: Capacity | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.node_name = node_name
         self.max_workloads = max_workloads
+        self.capacity = capacity
         self._drivers = dict(drivers)
         self._clock = clock
         self._workloads_dir = Path(data_dir) / "workloads"
@@ -76,6 +88,33 @@ class WorkloadManager:
     @property
     def capabilities(self) -> list[str]:
         return sorted(self._drivers)
+
+    def add_driver(self, driver: Driver) -> None:
+        """Offer `driver.name` from now on (the agent adds drivers once they answer)."""
+        self._drivers[driver.name] = driver
+
+    def usage(self) -> tuple[float, float]:
+        """(CPU cores, MB of memory) asked for by the workloads not yet finished."""
+        cpu = mem = 0.0
+        for record in self.store.list(states=_UNFINISHED):
+            cpu += record.spec.cpu
+            mem += record.spec.mem
+        return cpu, mem
+
+    def _check_capacity(self, spec: WorkloadSpec) -> None:
+        # Runs with no await between it and the store insert, so two spawns on
+        # this event loop cannot both take the last free core.
+        if self.capacity is None:
+            return
+        cpu_used, mem_used = self.usage()
+        cpu_free = self.capacity.cpu - cpu_used
+        mem_free = self.capacity.mem_mb - mem_used
+        if spec.cpu > cpu_free + 1e-9 or spec.mem > mem_free + 1e-9:
+            raise RuntimeRefused(
+                f"node {self.node_name} lacks capacity: the workload asks for {spec.cpu:g} CPU and "
+                f"{spec.mem} MB; free are {max(cpu_free, 0):g} of {self.capacity.cpu:g} CPU and "
+                f"{max(mem_free, 0):.0f} of {self.capacity.mem_mb:.0f} MB"
+            )
 
     def queue_depth(self) -> int:
         """Workloads accepted and not finished (the beacon's queue-depth metric)."""
@@ -151,6 +190,7 @@ class WorkloadManager:
                 if existing.spec != spec:
                     raise RuntimeRefused(f"workload {workload_id} already exists here with a different spec")
                 return self._replay(existing)
+        self._check_capacity(spec)
         if self.max_workloads is not None and self.queue_depth() >= self.max_workloads:
             raise RuntimeRefused(
                 f"node {self.node_name} is at capacity ({self.max_workloads} workloads running or pending)"
