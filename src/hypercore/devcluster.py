@@ -129,6 +129,12 @@ class Node:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def restart(self, join: list[str] | None = None) -> None:
+        """Start the node again with the same name, ports and data dir."""
+        assert self.proc is None or self.proc.poll() is not None, "stop or kill the node first"
+        self.start(join or [])
+        self.wait_healthy()
+
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
@@ -156,7 +162,7 @@ class Node:
                 h = json.loads(handle)
             except (TypeError, ValueError):
                 continue
-            if isinstance(h, dict) and isinstance(h.get("pgid"), int):
+            if isinstance(h, dict) and (isinstance(h.get("pgid"), int) or "container_id" in h):
                 out.append(h)
         return out
 
@@ -197,11 +203,14 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes.values():
             node.stop(timeout=10)
-        # Workloads outlive a killed agent by design; end the ones our nodes started.
+        # Workloads outlive their agent by design; end the ones our nodes started.
         driver = ExecDriver()
         for node in self.nodes.values():
             for handle in node.workload_handles():
-                if driver.is_running(handle):
+                if "container_id" in handle:
+                    subprocess.run([handle.get("engine") or "podman", "rm", "-f", "--time", "0", handle["container_id"]],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+                elif driver.is_running(handle):
                     try:
                         os.killpg(handle["pgid"], signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):

@@ -1,0 +1,177 @@
+"""Container workloads, capacity and restart-without-loss on real clusters (real Podman, real serf)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hypercore.devcluster import Cluster, free_port, wait_for
+from hypercore.runtime.exec import read_proc_stat
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE = shutil.which("podman")
+if ENGINE is None:
+    pytest.skip("podman is not installed (apt-get install podman runc; `make test` does it)", allow_module_level=True)
+if subprocess.run([ENGINE, "info"], capture_output=True, timeout=60).returncode != 0:
+    pytest.skip("podman is installed but does not answer `podman info` on this machine", allow_module_level=True)
+
+from tests.runtime.oci_image import TEST_IMAGE, busybox_is_static, ensure_test_image  # noqa: E402
+
+if not busybox_is_static():
+    pytest.skip("needs a static /bin/busybox (apt-get install busybox-static) to build the test image", allow_module_level=True)
+
+pytestmark = pytest.mark.cluster
+COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return ensure_test_image(ENGINE)  # type: ignore[arg-type]
+
+
+def containers_for(workload_id: str) -> list[dict]:
+    """Containers of a workload as the engine itself reports them (running or not)."""
+    out = subprocess.run([ENGINE, "ps", "-a", "--filter", f"label=hypercore.workload={workload_id}", "--format", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return json.loads(out or "[]")
+
+
+def running_containers(workload_id: str) -> int:
+    return sum(1 for c in containers_for(workload_id) if c.get("State") == "running")
+
+
+def test_container_with_port_env_and_limits_through_the_cluster(cluster: Cluster, image: str) -> None:
+    a = cluster.add("a", "--beacon-price", "0.01")
+    cluster.add("b", "--beacon-price", "0.03")
+    cluster.wait_converged()
+    assert "container" in a.nodes()["a"]["capabilities"]
+    port = free_port()
+    spec = {"image_ref": image, "args": ["sh", "-c", "echo greeting=$GREETING; exec httpd -f -p 8080 -h /www"],
+            "ports": [f"{port}:8080"], "env": {"GREETING": "hello container"}, "cpu": 0.5, "mem": 64}
+    r = cluster["b"].post("/v1/workloads", {"spec": spec, "policy": COST})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["node"] == "a"
+    def page() -> str | None:
+        resp = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+        return resp.text if resp.status_code == 200 else None
+
+    assert "hypercore" in wait_for(page, 20, "the page through the published port")
+
+    def logs_with_greeting() -> str | None:
+        text = cluster["b"].get(f"/v1/workloads/{body['id']}/logs").text
+        return text if "greeting=hello container" in text else None
+
+    logs = wait_for(logs_with_greeting, 10, "the env var in the logs")
+    assert "greeting=hello container" in logs
+    [container] = containers_for(body["id"])
+    inspect = json.loads(subprocess.run([ENGINE, "inspect", container["Id"]], capture_output=True, text=True, check=True).stdout)[0]
+    assert inspect["HostConfig"]["Memory"] == 64 * 1024 * 1024
+    assert inspect["HostConfig"]["NanoCpus"] == 500_000_000
+    stopped = cluster["b"].delete(f"/v1/workloads/{body['id']}")
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+    assert running_containers(body["id"]) == 0
+
+
+def test_unknown_image_is_refused_and_the_next_node_takes_it(
+    cluster: Cluster, image: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Node "empty" has a Podman storage of its own without the image (a real
+    # engine, another root); it is the cheapest, so it is tried first.
+    wrapper = tmp_path / "podman-empty"
+    storage = Path(tempfile.mkdtemp(prefix="hc-", dir="/tmp"))  # podman wants a runroot under 50 characters
+    request.addfinalizer(lambda: shutil.rmtree(storage, ignore_errors=True))
+    wrapper.write_text(f'#!/bin/sh\nexec {ENGINE} --root {storage}/root --runroot {storage}/run "$@"\n')
+    wrapper.chmod(0o755)
+    cluster.add("empty", "--container-engine", str(wrapper), "--beacon-price", "0.005")
+    cluster.add("stocked", "--beacon-price", "0.02")
+    cluster.wait_converged()
+    r = cluster["stocked"].post("/v1/workloads", {"spec": {"image_ref": image, "args": ["sleep", "30"], "cpu": 0.1},
+                                                  "policy": COST})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert [(a["node"], a["outcome"]) for a in body["attempts"]] == [("empty", "refused"), ("stocked", "ok")]
+    assert "image" in body["attempts"][0]["detail"].lower()
+    assert running_containers(body["id"]) == 1
+
+
+def test_capacity_refusal_moves_the_spawn_to_the_next_node(cluster: Cluster) -> None:
+    cluster.add("small", "--enable-exec", "--disable-containers", "--capacity-cpu", "1", "--beacon-price", "0.005")
+    big = cluster.add("big", "--enable-exec", "--disable-containers", "--capacity-cpu", "8", "--beacon-price", "0.02")
+    cluster.wait_converged()
+    r = big.post("/v1/workloads", {"spec": {"command": "sleep 30", "cpu": 2}, "policy": COST})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["node"] == "big"
+    assert body["attempts"][0]["node"] == "small" and body["attempts"][0]["outcome"] == "refused"
+    assert "asks for 2 CPU" in body["attempts"][0]["detail"] and "free are 1 of 1 CPU" in body["attempts"][0]["detail"]
+    # Capacity in use is published in the beacon.
+    wait_for(lambda: big.nodes()["big"]["cpu_free"] == 6, 15, "big's beacon to show 6 free CPUs")
+    assert big.nodes()["small"]["cpu_total"] == 1
+
+
+def _exec_processes(workload_id: str, data_dir: Path) -> int:
+    """Live processes whose environment names the workload (from /proc, not from the registry)."""
+    needle = f"HYPERCORE_WORKLOAD_ID={workload_id}".encode()
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                stat = read_proc_stat(int(entry))
+                if stat is not None and stat.alive and Path(f"/proc/{entry}/comm").read_text().strip() == "sleep":
+                    count += 1
+        except OSError:
+            continue
+    return count
+
+
+def test_sigkill_and_restart_readopts_without_loss_or_duplicates(cluster: Cluster, image: str) -> None:
+    node = cluster.add("n1", "--enable-exec")
+    other = cluster.add("n2", "--enable-exec", "--disable-containers", "--beacon-price", "0.9")
+    cluster.wait_converged()
+    spawned = {}
+    for spec in ({"command": "echo exec-before; sleep 300", "cpu": 0.1},
+                 {"image_ref": image, "args": ["sh", "-c", "echo container-before; exec sleep 300"], "cpu": 0.1},
+                 {"command": "echo short-lived; sleep 1", "cpu": 0.1}):
+        r = other.post("/v1/workloads", {"spec": spec, "policy": COST})
+        assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+        spawned[spec.get("command") or "container"] = r.json()["id"]
+    exec_id, container_id, short_id = spawned["echo exec-before; sleep 300"], spawned["container"], spawned["echo short-lived; sleep 1"]
+    wait_for(lambda: _exec_processes(exec_id, node.data_dir) == 1 and running_containers(container_id) == 1, 10,
+             "the workloads to run")
+
+    node.kill()  # SIGKILL: no graceful anything
+    time.sleep(2)  # the short-lived one ends while the agent is down
+    assert _exec_processes(exec_id, node.data_dir) == 1 and running_containers(container_id) == 1
+    node.restart()
+    assert "re-adopted workloads after restart" in node.log()
+
+    def n1_workloads() -> list[dict] | None:
+        workloads = [w for w in other.get("/v1/workloads").json()["workloads"] if w["node"] == "n1"]
+        return workloads if len(workloads) == 3 else None
+
+    listed = {w["id"]: w for w in wait_for(n1_workloads, 30, "the restarted node's workloads in the cluster list")}
+    assert listed[exec_id]["state"] == "running" and listed[container_id]["state"] == "running"
+    assert listed[short_id]["state"] == "exited"
+    # Nothing was started twice: counted from the runtimes themselves.
+    assert _exec_processes(exec_id, node.data_dir) == 1
+    assert running_containers(container_id) == 1 and len(containers_for(container_id)) == 1
+    assert "exec-before" in other.get(f"/v1/workloads/{exec_id}/logs").text
+    assert "container-before" in other.get(f"/v1/workloads/{container_id}/logs").text
+    for wid in (exec_id, container_id):
+        r = other.delete(f"/v1/workloads/{wid}")
+        assert r.status_code == 200 and r.json()["state"] == "stopped", r.text
+        assert other.delete(f"/v1/workloads/{wid}").json()["state"] == "stopped"  # idempotent
+    wait_for(lambda: _exec_processes(exec_id, node.data_dir) == 0, 10, "the exec workload to end")
+    assert running_containers(container_id) == 0
+    assert other.delete("/v1/workloads/22222222-2222-4222-8222-222222222222").status_code == 404
