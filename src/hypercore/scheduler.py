@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,15 @@ from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
 from hypercore.workload import WorkloadSpec, new_workload_id
+
+# Workload ids of requests that carry a request id are derived from it, so the
+# same request yields the same workload id on every node and every retry.
+REQUEST_NAMESPACE = uuid.UUID("5f0c2f4e-3a8b-4e53-9a57-2f1f4f8e6b21")
+
+
+def workload_id_for(request_id: str | None) -> str:
+    """The workload id a request gets: derived from its request id, else fresh."""
+    return str(uuid.uuid5(REQUEST_NAMESPACE, request_id)) if request_id else new_workload_id()
 
 log = logging.getLogger("hypercore.scheduler")
 
@@ -100,7 +110,7 @@ class Scheduler:
             raise NoQualifyingNode(decision)
         if dry_run:
             return Placement(decision)
-        workload_id = new_workload_id()
+        workload_id = workload_id_for(request_id)
         used_policy = policy or self.engine.policy
         placement = Placement(decision)
         total = len(decision.ranked)
