@@ -29,6 +29,7 @@ from hypercore.beacon.keys import load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow
 from hypercore.beacon.publisher import BeaconPublisher, Prober
 from hypercore.errors import HypercoreError
+from hypercore.failover import Failover
 from hypercore.membership import SerfAgent, SerfError
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
@@ -67,6 +68,8 @@ class AgentConfig:
     capacity_mem: float | None = None  # MB; None: the machine's
     container_engine: str | None = None  # None: podman, else docker, when one answers
     enable_containers: bool = True
+    placement_timeout: float = 15.0  # deadline of one placement attempt
+    respawn_on_node_failure: bool = False  # place a failed node's workloads again (hypercore.failover)
 
 
 def split_host_port(value: str, flag: str) -> tuple[str, int]:
@@ -144,7 +147,11 @@ class NodeAgent:
         )
         self.manager = WorkloadManager(self.store, self.data_dir, {}, self.name, capacity=self.capacity)
         self.peers = PeerClient(self.token)
-        self.scheduler = Scheduler(view=self.view, engine=self.engine, metrics=self.metrics, peers=self.peers)
+        self.scheduler = Scheduler(
+            node_name=self.name, view=self.view, engine=self.engine, metrics=self.metrics, peers=self.peers,
+            attempt_timeout=config.placement_timeout,
+        )
+        self.failover = Failover(self)
         self.serf: SerfAgent | None = None
         self.publisher: BeaconPublisher | None = None
         self._stop = asyncio.Event()
@@ -304,7 +311,8 @@ class NodeAgent:
         )
         await self.publisher.publish_if_due()
         self.view.update(await self.serf.rpc.members())
-        self._tasks = [asyncio.create_task(c) for c in (self._refresh_members(), self.prober.run(), self.publisher.run())]
+        self._tasks = [asyncio.create_task(c) for c in (self._refresh_members(), self.prober.run(), self.publisher.run(),
+                                                         self.failover.run())]
         if self.config.join:
             self._tasks.append(asyncio.create_task(self._join()))
         log.info("node agent started", extra={
@@ -319,6 +327,8 @@ class NodeAgent:
             await self.serf.stop(leave=True)
         server.should_exit = True
         await serve
+        await self.scheduler.close()
         await self.manager.close()
+        self.failover.close()
         await self.peers.close()
         log.info("node agent stopped", extra={"node": self.name})

@@ -1,16 +1,29 @@
 """Placement: cluster view → policy engine → try nodes in rank order.
 
-Each attempt is an HTTP call to the chosen node's local endpoint with a
-deadline; a refusal, an error or a timeout moves on to the next node. The
-result names the node that took the workload and carries the decision.
+Each attempt is an HTTP call to the chosen node's local endpoint carrying the
+workload id, a deadline and this node's name (the origin). A refusal, an
+error or a timeout moves on to the next node. The result names the node that
+took the workload and carries the decision.
+
+One spawn, one workload (see docs/placement-protocol.md):
+- a request id names its workload: `workload_id_for(request_id)`;
+- the spawn route forwards a request to the request id's owner node
+  (rendezvous hashing), which places one request id at a time and first looks
+  for an existing copy anywhere in the cluster;
+- an attempt that timed out is retracted in the background (the node may have
+  been frozen and start the workload later), and a node that finishes a start
+  after its deadline asks the origin whether the placement is still its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import time
 import uuid
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,16 +34,23 @@ from hypercore.metrics import AgentMetrics
 from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
 from hypercore.workload import WorkloadSpec, new_workload_id
 
+log = logging.getLogger("hypercore.scheduler")
+
 # Workload ids of requests that carry a request id are derived from it, so the
 # same request yields the same workload id on every node and every retry.
 REQUEST_NAMESPACE = uuid.UUID("5f0c2f4e-3a8b-4e53-9a57-2f1f4f8e6b21")
+RETRACT_FOR_S = 300.0  # how long a timed-out attempt keeps being retracted
+_PLACEMENTS_KEPT = 10_000
 
 
 def workload_id_for(request_id: str | None) -> str:
     """The workload id a request gets: derived from its request id, else fresh."""
     return str(uuid.uuid5(REQUEST_NAMESPACE, request_id)) if request_id else new_workload_id()
 
-log = logging.getLogger("hypercore.scheduler")
+
+def rendezvous_rank(key: str, nodes: list[str]) -> list[str]:
+    """Nodes ordered by highest-random-weight hashing for `key`; stable as members come and go."""
+    return sorted(nodes, key=lambda n: hashlib.sha256(f"{key}\0{n}".encode()).digest(), reverse=True)
 
 
 @dataclass(frozen=True)
@@ -59,27 +79,51 @@ class Placement:
     workload: dict[str, Any] | None = None
     node: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    existing: bool = False  # the request had already been placed; nothing new started
 
 
 class Scheduler:
     def __init__(
         self,
         *,
+        node_name: str,
         view: ClusterView,
         engine: PolicyEngine,
         metrics: AgentMetrics,
         peers: PeerClient,
         attempt_timeout: float = 15.0,
     ) -> None:
+        self.node_name = node_name
         self.view = view
         self.engine = engine
         self.metrics = metrics
         self.peers = peers
         self.attempt_timeout = attempt_timeout
+        self._locks: dict[str, asyncio.Lock] = {}
+        # workload id → {"state": placing|placed|failed, "node": ...}: what the
+        # origin answers a node that finished a start after its deadline.
+        self.placements: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Placements made here that the chosen node's beacon may not show yet.
+        self._recent: dict[str, list[float]] = defaultdict(list)
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- deciding ---------------------------------------------------------------
+
+    def _unreported(self) -> dict[str, int]:
+        """Per node, placements made here since its published beacon was measured."""
+        out: dict[str, int] = {}
+        cutoff = time.time() - 60.0
+        for node, times in list(self._recent.items()):
+            times[:] = [t for t in times if t > cutoff]
+            view = self.view.node(node)
+            since = view.beacon.timestamp if view and view.beacon else cutoff
+            if n := sum(1 for t in times if t >= since):
+                out[node] = n
+        return out
 
     def decide(self, spec: WorkloadSpec | None, policy: Policy | None) -> Decision:
         started = time.perf_counter()
-        table = self.view.table()
+        table = self.view.table(queue_extra=self._unreported())
         needs = [spec.capability] if spec is not None else []
         decision = self.engine.evaluate(table, policy, require_capabilities=needs)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
@@ -96,6 +140,16 @@ class Scheduler:
         )
         return decision
 
+    def owner_of(self, request_id: str) -> tuple[str, str | None]:
+        """(node, api url) that places `request_id`; url None when it is this node."""
+        nodes = {n.name: n for n in self.view.nodes() if n.status == "alive" and n.api_url}
+        if self.node_name not in nodes:
+            return self.node_name, None
+        owner = rendezvous_rank(request_id, list(nodes))[0]
+        return owner, None if owner == self.node_name else nodes[owner].api_url
+
+    # -- placing ------------------------------------------------------------------
+
     async def place(
         self,
         spec: WorkloadSpec,
@@ -104,33 +158,78 @@ class Scheduler:
         request_id: str | None = None,
         dry_run: bool = False,
     ) -> Placement:
+        if dry_run or request_id is None:
+            return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run)
+        lock = self._locks.setdefault(request_id, asyncio.Lock())
+        try:
+            async with lock:
+                workload_id = workload_id_for(request_id)
+                found = await self.find(workload_id)
+                if found is not None:
+                    node, workload = found
+                    log.info("request already placed; returning its workload",
+                             extra={"request_id": request_id, "id": workload_id, "node": node})
+                    return Placement(self.decide(spec, policy), workload, node, existing=True)
+                return await self._place(spec, policy, workload_id, request_id=request_id)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._locks.pop(request_id, None)
+
+    async def find(self, workload_id: str) -> tuple[str, dict[str, Any]] | None:
+        """A live copy of `workload_id` on any alive node (asked concurrently), or None."""
+        for node, result in await self.gather(f"/v1/local/workloads/{workload_id}"):
+            if not isinstance(result, Exception) and result.get("state") in ("pending", "running", "exited", "stopped"):
+                return node, result
+        return None
+
+    def _remember(self, workload_id: str, state: str, node: str | None) -> None:
+        self.placements[workload_id] = {"state": state, "node": node}
+        self.placements.move_to_end(workload_id)
+        while len(self.placements) > _PLACEMENTS_KEPT:
+            self.placements.popitem(last=False)
+
+    async def _place(
+        self, spec: WorkloadSpec, policy: Policy | None, workload_id: str, *,
+        request_id: str | None = None, dry_run: bool = False,
+    ) -> Placement:
         decision = self.decide(spec, policy)
         if not len(decision.ranked):
             self.metrics.spawns.labels(result="no_node").inc()
             raise NoQualifyingNode(decision)
         if dry_run:
             return Placement(decision)
-        workload_id = workload_id_for(request_id)
         used_policy = policy or self.engine.policy
         placement = Placement(decision)
+        self._remember(workload_id, "placing", None)
         total = len(decision.ranked)
         for priority, ranked in enumerate(decision.ranked, 1):
             log.info(
                 "attempting to spawn on policy-selected node",
                 extra={"node": ranked.node, "priority": priority, "total": total},
             )
+            # Counted before the attempt: concurrent decisions must see it at once.
+            counted = time.time()
+            self._recent[ranked.node].append(counted)
             attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id)
             placement.attempts.append(attempt)
             self.metrics.spawn_attempts.labels(outcome=attempt.outcome).inc()
-            if workload is not None:
+            if workload is None:
+                with contextlib.suppress(ValueError):
+                    self._recent[ranked.node].remove(counted)
+            else:
                 log.info("successfully spawned VM on policy-selected node", extra={"node": ranked.node, "id": workload["id"]})
+                self._remember(workload_id, "placed", ranked.node)
                 placement.workload, placement.node = workload, ranked.node
                 self.metrics.spawns.labels(result="placed").inc()
                 return placement
+            if attempt.outcome == "timeout":
+                # The node may still start it (frozen, slow): take it back.
+                self._spawn_background(self._retract(ranked.node, workload_id))
             log.warning(
                 "spawn attempt failed; trying next node",
                 extra={"node": ranked.node, "outcome": attempt.outcome, "detail": attempt.detail},
             )
+        self._remember(workload_id, "failed", None)
         self.metrics.spawns.labels(result="failed").inc()
         raise PlacementFailed(decision, placement.attempts)
 
@@ -147,6 +246,7 @@ class Scheduler:
             "request_id": request_id,
             "policy": policy.model_dump(mode="json"),
             "deadline": time.time() + self.attempt_timeout,
+            "origin": self.node_name,
         }
         try:
             response = await self.peers.request(
@@ -158,6 +258,78 @@ class Scheduler:
             return Attempt(node, "ok"), response.json()
         outcome = "refused" if 400 <= response.status < 500 else "error"
         return Attempt(node, outcome, f"HTTP {response.status}: {response.error_message()}"), None
+
+    # -- taking back what was not ours --------------------------------------------------
+
+    def _spawn_background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _retract(self, node: str, workload_id: str) -> None:
+        """Stop `workload_id` on `node` once it answers (a frozen node answers when thawed)."""
+        deadline = time.monotonic() + RETRACT_FOR_S
+        while time.monotonic() < deadline:
+            view = self.view.node(node)
+            if view is None or view.status in ("left", "failed") or view.api_url is None:
+                return  # gone: its failover, not us, deals with what it ran
+            if self.placements.get(workload_id, {}).get("node") == node:
+                return  # a later retry of the same request landed there after all
+            try:
+                r = await self.peers.request("DELETE", f"{view.api_url}/v1/local/workloads/{workload_id}?reason=retracted",
+                                             timeout=self.attempt_timeout)
+                if r.status in (200, 404):
+                    log.info("retracted a timed-out placement attempt",
+                             extra={"node": node, "id": workload_id, "found": r.status == 200})
+                    return
+            except PeerUnreachable:
+                pass
+            await asyncio.sleep(1.0)
+
+    async def confirm_late_start(self, workload_id: str, origin: str | None, stop: Any) -> None:
+        """This node finished starting `workload_id` after the deadline: keep it only if it is ours.
+
+        `stop(reason)` stops the local copy. The origin knows where the
+        placement went; if it cannot be asked, any other live copy wins.
+        """
+        for _ in range(30):
+            verdict = await self._ask_origin(workload_id, origin)
+            if verdict == "ours":
+                return
+            if verdict == "placing":
+                await asyncio.sleep(1.0)
+                continue
+            if verdict is not None:
+                await stop(verdict)
+                return
+            # Origin unreachable: another live copy means this one is the extra.
+            for node, result in await self.gather(f"/v1/local/workloads/{workload_id}"):
+                if node != self.node_name and not isinstance(result, Exception) and result.get("state") == "running":
+                    await stop(f"placed on {node} while this node was late")
+                    return
+            return
+
+    async def _ask_origin(self, workload_id: str, origin: str | None) -> str | None:
+        """'ours', 'placing', a reason to stop, or None when the origin cannot be asked."""
+        view = self.view.node(origin) if origin else None
+        if view is None or view.api_url is None or view.status != "alive":
+            return None
+        try:
+            r = await self.peers.request("GET", f"{view.api_url}/v1/local/placements/{workload_id}", timeout=5.0)
+        except PeerUnreachable:
+            return None
+        if r.status != 200:
+            return None
+        entry = r.json()
+        if entry.get("state") == "placing":
+            return "placing"
+        if entry.get("state") == "placed" and entry.get("node") == self.node_name:
+            return "ours"
+        if entry.get("state") == "placed":
+            return f"placed on {entry.get('node')} after this node missed its deadline"
+        return "the placement failed after this node missed its deadline"
+
+    # -- reading across the cluster ----------------------------------------------------
 
     async def gather(self, path: str, timeout: float = 5.0) -> list[tuple[str, Any]]:
         """GET `path` from every alive node with an API, concurrently: [(node, json or error)]."""
@@ -171,3 +343,8 @@ class Scheduler:
                 return name, HypercoreError(str(exc))
 
         return list(await asyncio.gather(*(one(n.name, n.api_url) for n in nodes if n.api_url)))
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)

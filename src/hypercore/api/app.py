@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hypercore.api.models import LocalSpawnRequest, PlacementRequest, SpawnRequest
+from hypercore.api.peer import PeerUnreachable
 from hypercore.errors import HypercoreError
 from hypercore.policy import NoQualifyingNode, PolicyError, parse_policy
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
@@ -28,6 +30,10 @@ from hypercore.workload import is_workload_id
 
 if TYPE_CHECKING:
     from hypercore.agent import NodeAgent
+
+log = logging.getLogger("hypercore.api")
+FORWARDED = "x-hypercore-forwarded-by"
+FORWARD_TIMEOUT_S = 110.0  # under the CLI's 120 s, over any sane placement
 
 
 class ApiError(HypercoreError):
@@ -144,15 +150,32 @@ def create_app(agent: "NodeAgent") -> FastAPI:
         return decision.to_dict()
 
     @app.post("/v1/workloads", dependencies=auth, status_code=201)
-    async def spawn(req: SpawnRequest) -> JSONResponse:
+    async def spawn(req: SpawnRequest, request: Request) -> JSONResponse:
         policy = _policy_from(req.policy)
+        if req.request_id and not req.dry_run and FORWARDED not in request.headers:
+            # One node places a given request id, so that the same request sent
+            # to two nodes at once still yields one workload.
+            owner, url = agent.scheduler.owner_of(req.request_id)
+            if url is not None:
+                try:
+                    r = await agent.peers.request("POST", f"{url}/v1/workloads", json_body=req.model_dump(mode="json"),
+                                                  timeout=FORWARD_TIMEOUT_S, headers={FORWARDED: agent.name})
+                    return JSONResponse(r.json(), status_code=r.status)
+                except PeerUnreachable as exc:
+                    if exc.timed_out:
+                        # The owner may still be placing it: placing here too could
+                        # make a second copy. The request id makes a retry safe.
+                        raise ApiError(504, "owner_timeout", f"node {owner}, which places request {req.request_id!r}, "
+                                       f"did not answer in {FORWARD_TIMEOUT_S:g} s; retry with the same request id") from None
+                    log.warning("request owner unreachable; placing here", extra={"owner": owner, "error": str(exc)})
         placement = await agent.scheduler.place(req.spec, policy, request_id=req.request_id, dry_run=req.dry_run)
         body: dict[str, Any] = {"decision": placement.decision.to_dict(), "attempts": [a.to_dict() for a in placement.attempts]}
         if req.dry_run:
             top = placement.decision.top
             return JSONResponse({"id": None, "node": top.node if top else None, "dry_run": True, **body}, status_code=200)
         assert placement.workload is not None
-        return JSONResponse({"id": placement.workload["id"], "node": placement.node, "workload": placement.workload, **body}, status_code=201)
+        return JSONResponse({"id": placement.workload["id"], "node": placement.node, "workload": placement.workload,
+                             "existing": placement.existing, **body}, status_code=200 if placement.existing else 201)
 
     @app.get("/v1/workloads", dependencies=auth)
     async def list_workloads() -> dict[str, Any]:
@@ -209,7 +232,22 @@ def create_app(agent: "NodeAgent") -> FastAPI:
             raise ApiError(409, "deadline_passed", "placement deadline passed before this node could start the workload")
         record = await agent.manager.accept(req.spec, workload_id=req.id, request_id=req.request_id, policy=req.policy)
         agent.beacon_changed()
+        if req.deadline is not None and time.time() > req.deadline:
+            # Started after the deadline (this node was slow or frozen): the
+            # origin may have placed it elsewhere meanwhile. Ask, and stop ours if so.
+            async def stop(reason: str) -> None:
+                log.warning("stopping a late copy", extra={"id": req.id, "reason": reason})
+                await agent.manager.stop(req.id, reason=reason)
+
+            agent.scheduler._spawn_background(agent.scheduler.confirm_late_start(req.id, req.origin, stop))
         return record.to_dict()
+
+    @app.get("/v1/local/placements/{workload_id}", dependencies=auth)
+    async def local_placement(workload_id: str) -> dict[str, Any]:
+        entry = agent.scheduler.placements.get(_checked_id(workload_id))
+        if entry is None:
+            raise ApiError(404, "not_found", f"node {agent.name} placed no workload {workload_id}")
+        return {"id": workload_id, **entry}
 
     @app.get("/v1/local/workloads", dependencies=auth)
     async def local_list() -> dict[str, Any]:
@@ -220,8 +258,8 @@ def create_app(agent: "NodeAgent") -> FastAPI:
         return agent.manager.get(_checked_id(workload_id)).to_dict()
 
     @app.delete("/v1/local/workloads/{workload_id}", dependencies=auth)
-    async def local_stop(workload_id: str) -> dict[str, Any]:
-        record = await agent.manager.stop(_checked_id(workload_id))
+    async def local_stop(workload_id: str, reason: str | None = None) -> dict[str, Any]:
+        record = await agent.manager.stop(_checked_id(workload_id), reason=_stop_reason(reason))
         agent.beacon_changed()
         return record.to_dict()
 
@@ -230,7 +268,13 @@ def create_app(agent: "NodeAgent") -> FastAPI:
         data = agent.manager.read_logs(_checked_id(workload_id), tail)
         return PlainTextResponse(data.decode("utf-8", "replace"))
 
+    app.include_router(agent.failover.router(require_token))
     return app
+
+
+def _stop_reason(reason: str | None) -> str | None:
+    # Only the scheduler's own reasons are recorded; free text stays out of the registry.
+    return {"retracted": "retracted: the placement attempt timed out and went elsewhere"}.get(reason or "")
 
 
 async def _json_body(request: Request) -> Any:

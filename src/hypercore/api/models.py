@@ -35,3 +35,4 @@ class LocalSpawnRequest(BaseModel):
     request_id: str | None = Field(default=None, max_length=128)
     policy: dict[str, Any] | None = None
     deadline: float | None = Field(default=None, description="Unix time after which the node must not start it.")
+    origin: str | None = Field(default=None, max_length=256, description="The node placing it, asked when a start ends late.")

@@ -50,10 +50,12 @@ class PeerClient:
             self._session = aiohttp.ClientSession(headers=self._headers, connector=aiohttp.TCPConnector(limit=256))
         return self._session
 
-    async def request(self, method: str, url: str, *, json_body: Any = None, timeout: float = 10.0) -> PeerResponse:
+    async def request(
+        self, method: str, url: str, *, json_body: Any = None, timeout: float = 10.0, headers: dict[str, str] | None = None
+    ) -> PeerResponse:
         try:
             async with self._open().request(
-                method, url, json=json_body, timeout=aiohttp.ClientTimeout(total=timeout)
+                method, url, json=json_body, timeout=aiohttp.ClientTimeout(total=timeout), headers=headers
             ) as response:
                 return PeerResponse(response.status, await response.text())
         except asyncio.TimeoutError:

@@ -58,6 +58,10 @@ def cluster_group() -> None:
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback API without a cluster token.")
 @click.option("--container-engine", help="podman, docker or a path (default: podman, else docker, if one answers).")
 @click.option("--disable-containers", is_flag=True, help="Do not offer the `container` capability.")
+@click.option("--placement-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+              help="Deadline, in seconds, of one placement attempt on a node.")
+@click.option("--respawn-on-node-failure", is_flag=True,
+              help="When a node fails, place its workloads again (once in the cluster; see docs/cluster.md).")
 @click.option("--capacity-cpu", type=click.FloatRange(min=0, min_open=True), help="CPU cores offered (default: the machine's).")
 @click.option("--capacity-mem", type=click.FloatRange(min=0, min_open=True), help="Memory offered in MB (default: the machine's).")
 @click.option("--serf-profile", type=click.Choice(["lan", "wan", "local"]), default="lan", show_default=True,
@@ -67,7 +71,8 @@ def cluster_group() -> None:
 def run(join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bind_addr: str, serf_rpc_addr: str,
         http_bind_addr: str, cluster_policy: Path | None, beacon_price: float, beacon_reputation: float,
         cluster_token: str | None, encrypt: str | None, enable_exec: bool, insecure: bool,
-        container_engine: str | None, disable_containers: bool, capacity_cpu: float | None,
+        container_engine: str | None, disable_containers: bool, placement_timeout: float, respawn_on_node_failure: bool,
+        capacity_cpu: float | None,
         capacity_mem: float | None, serf_profile: str, log_level: str) -> None:
     """Run this machine's node agent and join the cluster through JOIN_ADDR (retried until it answers)."""
     from hypercore import logfmt
@@ -82,7 +87,8 @@ def run(join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bi
         beacon_price=beacon_price, beacon_reputation=beacon_reputation, cluster_token=cluster_token,
         encrypt=encrypt, enable_exec=enable_exec, insecure=insecure, join=join, serf_profile=serf_profile,
         container_engine=container_engine, enable_containers=not disable_containers,
-        capacity_cpu=capacity_cpu, capacity_mem=capacity_mem,
+        capacity_cpu=capacity_cpu, capacity_mem=capacity_mem, placement_timeout=placement_timeout,
+        respawn_on_node_failure=respawn_on_node_failure,
     )
     asyncio.run(NodeAgent(config).run())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +113,21 @@ class ClusterView:
             out.append(NodeView(member.name, member.status, member.addr, beacon, problem))
         return sorted(out, key=lambda n: n.name)
 
-    def table(self) -> NodeTable:
-        """The nodes as a policy-engine snapshot (cached; see __init__)."""
+    def table(self, queue_extra: Mapping[str, int] | None = None) -> NodeTable:
+        """The nodes as a policy-engine snapshot (cached; see __init__).
+
+        `queue_extra` adds workloads a scheduler placed that a node's beacon
+        does not count yet, so a burst of spawns does not all pile onto the
+        node that looked emptiest a moment ago.
+        """
+        if queue_extra:
+            records = []
+            for n in self.nodes():
+                record = n.record()
+                if n.name in queue_extra and record["queue_depth"] is not None:
+                    record["queue_depth"] += queue_extra[n.name]
+                records.append(record)
+            return NodeTable.from_records(records)
         now = self._clock()
         if self._table is None or now >= self._table_valid_until:
             nodes = self.nodes()

@@ -81,6 +81,7 @@ class WorkloadManager:
         self._stops: dict[str, asyncio.Task[WorkloadRecord]] = {}
         # Ids whose end was requested: their watcher must not record EXITED.
         self._stop_requested: set[str] = set()
+        self._stop_reasons: dict[str, str] = {}
         self._closed = False
 
     # -- introspection ---------------------------------------------------------
@@ -237,30 +238,35 @@ class WorkloadManager:
         self._watch(workload_id, driver, handle)
         if workload_id in self._stop_requested:
             # stop() came in while the driver was starting it.
-            return await self.stop(workload_id)
+            return await self.stop(workload_id, reason=self._stop_reasons.pop(workload_id, None))
         return updated
 
-    async def stop(self, workload_id: str, grace: float = 5.0) -> WorkloadRecord:
+    async def stop(self, workload_id: str, grace: float = 5.0, reason: str | None = None) -> WorkloadRecord:
         """End a workload (SIGTERM, then SIGKILL after ``grace``) and return its record.
 
         Idempotent: a finished workload is returned unchanged, and concurrent
-        calls for one id share one stop.
+        calls for one id share one stop. ``reason`` is recorded as the record's
+        error when the system, not a user, stopped it (e.g. a retracted copy).
         """
         record = self.get(workload_id)
         if record.state.finished:
             return record
         running = self._stops.get(workload_id)
-        if running is None:
-            running = asyncio.ensure_future(self._stop(record, grace))
+        # A finished task may linger until its done-callback runs; it must not
+        # answer for a workload that was (re)started since.
+        if running is None or running.done():
+            running = asyncio.ensure_future(self._stop(record, grace, reason))
             self._stops[workload_id] = running
             running.add_done_callback(lambda _t: self._stops.pop(workload_id, None))
         return await asyncio.shield(running)
 
-    async def _stop(self, record: WorkloadRecord, grace: float) -> WorkloadRecord:
+    async def _stop(self, record: WorkloadRecord, grace: float, reason: str | None = None) -> WorkloadRecord:
         self._stop_requested.add(record.id)
+        if reason is not None:
+            self._stop_reasons[record.id] = reason
         if record.handle is None:
             # Still PENDING: accept() will see the request once start returns.
-            return self._finish(record.id, WorkloadState.STOPPED)
+            return self._finish(record.id, WorkloadState.STOPPED, error=reason)
         driver = self._drivers.get(record.driver)
         if driver is None:
             raise RuntimeRefused(
@@ -274,7 +280,7 @@ class WorkloadManager:
         if watcher is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 exit_code = await asyncio.wait_for(asyncio.shield(watcher), _EXIT_COLLECT_TIMEOUT)
-        stopped = self._finish(record.id, WorkloadState.STOPPED, exit_code=exit_code)
+        stopped = self._finish(record.id, WorkloadState.STOPPED, exit_code=exit_code, error=reason)
         if watcher is None or watcher.done():
             self._stop_requested.discard(record.id)
         else:  # keep the mark until the watcher is done, so it cannot record EXITED
