@@ -7,16 +7,40 @@ columns it was computed from, not 100,000 Python objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, overload
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 
 from hypercore.policy.nodes import NodeTable
 
 COMPONENTS: tuple[str, ...] = ("latency", "price", "reputation", "queue")
+
+_T = TypeVar("_T")
+
+
+class cached_property(Generic[_T]):  # named after functools.cached_property
+    """functools.cached_property without its per-instance lock (Python 3.11 takes
+    one on every first read, which costs more than the values computed here).
+    Two threads reading at once may both compute; both get equal values."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> cached_property[_T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
 
 
 @dataclass(frozen=True)
@@ -27,6 +51,18 @@ class RankedNode:
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "score": self.score, "components": dict(self.components)}
+
+
+def _ranked_node(node: str, score: float, components: dict[str, float], _new: Any = object.__new__) -> RankedNode:
+    # RankedNode(node, score, components) without the frozen dataclass's
+    # object.__setattr__ per field: half the cost, an equal object.
+    # Keep in step with RankedNode's fields (it has no __post_init__).
+    ranked = _new(RankedNode)
+    fields = ranked.__dict__
+    fields["node"] = node
+    fields["score"] = score
+    fields["components"] = components
+    return ranked
 
 
 @dataclass(frozen=True)
@@ -56,6 +92,32 @@ class Check:
     violated_count: int | None = field(default=None, compare=False, repr=False)  # alive rows violating
     unknown_count: int | None = field(default=None, compare=False, repr=False)  # alive rows unknown
 
+    @classmethod
+    def _new(
+        cls,
+        rule: str,
+        label: str,
+        metric: str | None,
+        violated: np.ndarray,
+        unknown: np.ndarray | None,
+        violated_count: int | None,
+        unknown_count: int | None,
+    ) -> Check:
+        # Check(...) without the frozen dataclass's object.__setattr__ per
+        # field (the engine builds one per rule per decision). Keep in step
+        # with the fields above.
+        check = object.__new__(cls)
+        check.__dict__.update(
+            rule=rule, label=label, metric=metric, violated=violated, unknown=unknown,
+            violated_count=violated_count, unknown_count=unknown_count,
+        )
+        return check
+
+    @property
+    def unknown_label(self) -> str:
+        """The reason given when a node lacks what this check reads."""
+        return f"{self.metric} unknown" if self.metric else "capabilities unknown"
+
     def counts(self, alive: np.ndarray) -> tuple[int, int]:
         """(alive rows that broke the rule, alive rows that lacked the metric and fail for it)."""
         violated = self.violated_count
@@ -74,12 +136,38 @@ class Ranking(Sequence[RankedNode]):
 
     def __init__(self, names: tuple[str, ...], order: np.ndarray, scores: np.ndarray, parts: np.ndarray) -> None:
         self._names = names
-        self._order = order
-        self._scores = scores
-        self._parts = parts  # shape (4, len(order)), aligned with order
+        self._rows = order  # table rows, best first
+        self._pick: np.ndarray | None = None  # see _picked
+        self._scores = scores  # aligned with order (or with pick)
+        self._parts = parts  # shape (4, len(order)), aligned with order (or with pick)
+        self._len = len(order)
+
+    @classmethod
+    def _picked(
+        cls, names: tuple[str, ...], order: np.ndarray, pick: np.ndarray, scores: np.ndarray, parts: np.ndarray
+    ) -> Ranking:
+        """Like Ranking(names, order, scores[pick], parts[:, pick]), gathering scores only when read."""
+        ranking = cls(names, order, scores, parts)
+        ranking._pick = pick
+        return ranking
 
     def __len__(self) -> int:
-        return len(self._order)
+        return self._len
+
+    def _range(self, start: int, stop: int) -> list[RankedNode]:
+        if self._pick is None:
+            scores, parts = self._scores[start:stop], self._parts[:, start:stop]
+        else:
+            where = self._pick[start:stop]
+            scores, parts = self._scores.take(where), self._parts.take(where, axis=1)
+        rows = self._rows[start:stop]
+        names = self._names
+        # One conversion per array, not per item: tolist() gives the same
+        # Python floats as float() on each element.
+        return [
+            _ranked_node(names[row], score, {"latency": lat, "price": price, "reputation": rep, "queue": queue})
+            for row, score, (lat, price, rep, queue) in zip(rows.tolist(), scores.tolist(), parts.T.tolist())
+        ]  # the keys above are COMPONENTS, in order
 
     @overload
     def __getitem__(self, i: int) -> RankedNode: ...
@@ -87,37 +175,28 @@ class Ranking(Sequence[RankedNode]):
     def __getitem__(self, i: slice) -> list[RankedNode]: ...
     def __getitem__(self, i: int | slice) -> RankedNode | list[RankedNode]:
         if isinstance(i, slice):
-            start, stop, step = i.indices(len(self))
-            if step != 1:
-                return [self[j] for j in range(start, stop, step)]
-            if stop <= start:
-                return []
-            # One conversion per array instead of one per item (tolist() gives
-            # the same Python floats as float() on each element).
-            names = self._names
-            return [
-                RankedNode(names[row], score, dict(zip(COMPONENTS, parts)))
-                for row, score, parts in zip(
-                    self._order[start:stop].tolist(),
-                    self._scores[start:stop].tolist(),
-                    self._parts[:, start:stop].T.tolist(),
-                )
-            ]
+            start, stop, step = i.indices(self._len)
+            if step == 1:
+                return self._range(start, stop) if start < stop else []
+            return [self[j] for j in range(start, stop, step)]
         if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
+            i += self._len
+        if not 0 <= i < self._len:
             raise IndexError(i)
-        parts = {name: float(self._parts[k, i]) for k, name in enumerate(COMPONENTS)}
-        return RankedNode(self._names[int(self._order[i])], float(self._scores[i]), parts)
+        return self._range(i, i + 1)[0]
 
     def __iter__(self) -> Iterator[RankedNode]:
-        for start in range(0, len(self), 256):
-            yield from self[start : start + 256]
+        for start in range(0, self._len, 256):
+            yield from self._range(start, min(start + 256, self._len))
 
     @property
     def node_names(self) -> list[str]:
         names = self._names
-        return [names[i] for i in self._order.tolist()]
+        return [names[i] for i in self._rows.tolist()]
+
+
+def _minus_count(item: tuple[str, int]) -> int:
+    return -item[1]
 
 
 class Decision:
@@ -139,14 +218,31 @@ class Decision:
         self.table = table
         self.ranked = ranking
         self.fallback = fallback
+        self.candidates = len(ranking)  # nodes ranked before any limit
         self._failed = failed  # alive rows that broke a rule
         self._checks = checks
 
     @classmethod
-    def _from_engine(cls, *, passed: int, **kw: Any) -> "Decision":
-        """A decision whose `passed` count the engine already knows."""
-        decision = cls(**kw)
-        decision.__dict__["passed"] = passed  # the cached_property's slot
+    def _from_engine(
+        cls,
+        policy: str,
+        mode: str,
+        table: NodeTable,
+        ranking: Ranking,
+        failed: np.ndarray,
+        checks: tuple[Check, ...],
+        fallback: bool,
+        passed: int,
+        candidates: int | None = None,
+    ) -> Decision:
+        """Decision(...) as built once per placement: positional, and with the
+        `passed` count the engine already knows. Sets what __init__ sets."""
+        decision = object.__new__(cls)
+        decision.__dict__.update(
+            policy=policy, mode=mode, table=table, ranked=ranking, fallback=fallback,
+            _failed=failed, _checks=checks, passed=passed,  # passed: the cached_property's slot
+            candidates=len(ranking) if candidates is None else candidates,
+        )
         return decision
 
     @property
@@ -170,25 +266,23 @@ class Decision:
             violated, unknown = check.counts(alive)
             if violated:
                 counts.append((check.label, violated))
-            if unknown:
-                counts.append((f"{check.metric} unknown", unknown))
+            if unknown and (check.unknown_label, unknown) not in counts:
+                # Every capability check shares one "capabilities unknown" mask.
+                counts.append((check.unknown_label, unknown))
         # Stable sort keeps rule order among equal counts.
-        return sorted(counts, key=lambda item: -item[1])
+        return sorted(counts, key=_minus_count) if len(counts) > 1 else counts
 
     @cached_property
     def violations(self) -> dict[str, int]:
         """Nodes per broken rule (policy key), unknown metrics included; for metrics."""
         alive = self.table.alive
-        out: dict[str, int] = {}
+        bad_by_rule: dict[str, np.ndarray] = {}
         for check in self._checks:
-            if check.violated_count is not None and (check.unknown is None or check.unknown_count is not None):
-                n = sum(check.counts(alive))  # disjoint masks: the counts add up
-            else:
-                bad = check.violated if check.unknown is None else check.violated | check.unknown
-                n = int(np.count_nonzero(bad & alive))
-            if n:
-                out[check.rule] = out.get(check.rule, 0) + n
-        return out
+            bad = check.violated if check.unknown is None else check.violated | check.unknown
+            # A node counts once per rule, however many capabilities it lacks.
+            bad_by_rule[check.rule] = bad | bad_by_rule[check.rule] if check.rule in bad_by_rule else bad
+        counts = {rule: int(np.count_nonzero(bad & alive)) for rule, bad in bad_by_rule.items()}
+        return {rule: n for rule, n in counts.items() if n}
 
     @cached_property
     def summary(self) -> str:
@@ -196,7 +290,7 @@ class Decision:
         reasons = ", ".join(f"{n} {label}" for label, n in self.reason_counts)
         text = f"{head}: {reasons}" if reasons else head
         if self.fallback:
-            text += f"; permissive fallback: ranking all {len(self.ranked)} alive nodes"
+            text += f"; permissive fallback: ranking all {self.candidates} alive nodes"
         return text
 
     @cached_property
@@ -215,8 +309,8 @@ class Decision:
                 if check.violated[i]:
                     value = table.columns[check.metric][i] if check.metric else None
                     reasons.append(check.label if value is None else f"{check.label} (is {value:g})")
-                elif check.unknown is not None and check.unknown[i]:
-                    reasons.append(f"{check.metric} unknown")
+                elif check.unknown is not None and check.unknown[i] and check.unknown_label not in reasons:
+                    reasons.append(check.unknown_label)
             out.append(RejectedNode(table.names[i], tuple(reasons)))
         return out
 

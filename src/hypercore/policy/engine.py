@@ -63,8 +63,19 @@ _PARTITION_ABOVE = 1024
 class _Plan:
     """What a decision needs from a policy, worked out once per Policy object."""
 
-    __slots__ = ("policy", "enforce", "thresholds", "capabilities", "capability_set", "active", "all_active",
-                 "reputation_at", "relative", "scale_col", "weight_col")
+    __slots__ = (
+        "policy",
+        "enforce",
+        "thresholds",
+        "capabilities",
+        "capability_set",
+        "active",
+        "all_active",
+        "reputation_at",
+        "relative",
+        "scale_col",
+        "weight_col",
+    )
 
     def __init__(self, policy: Policy) -> None:
         rules, scoring = policy.rules, policy.scoring
@@ -81,14 +92,15 @@ class _Plan:
         self.capability_set = frozenset(self.capabilities)
         weights = scoring.weights()
         # Components with weight 0 are not computed; they score 0.
-        self.active = tuple(k for k, w in enumerate(weights) if w)
-        self.all_active = len(self.active) == 4
-        self.reputation_at = self.active.index(_REPUTATION) if _REPUTATION in self.active else None
+        active = [k for k, w in enumerate(weights) if w]
+        self.active = np.array(active, dtype=np.intp)
+        self.all_active = len(active) == 4
+        self.reputation_at = active.index(_REPUTATION) if _REPUTATION in active else None
         self.relative = scoring.normalization == "relative"
         scales = scoring.scales
         every_scale = (scales.latency_ms, scales.price_per_gb, 1.0, scales.queue_depth)
-        self.scale_col = np.array([every_scale[k] for k in self.active], dtype=np.float64)[:, None]
-        self.weight_col = np.array([weights[k] for k in self.active], dtype=np.float64)[:, None]
+        self.scale_col = np.array([every_scale[k] for k in active], dtype=np.float64)[:, None]
+        self.weight_col = np.array([weights[k] for k in active], dtype=np.float64)[:, None]
 
 
 _PLANS: dict[int, _Plan] = {}
@@ -114,29 +126,24 @@ def _capability_checks(table: NodeTable, capabilities: Iterable[str], treat_unkn
     for cap in capabilities:
         lacking, lacking_count = prepared.lacking_capability(table, cap)
         checks.append(
-            Check(
-                rule="required_capabilities",
-                label=f"missing capability {cap}",
-                metric=None,
-                violated=lacking,
-                unknown=unknown,
-                violated_count=lacking_count,
-                unknown_count=unknown_count,
-            )
+            Check._new("required_capabilities", f"missing capability {cap}", None, lacking, unknown, lacking_count, unknown_count)
         )
     return checks
 
 
-def _score(plan: _Plan, table: NodeTable, rows: np.ndarray) -> np.ndarray:
-    """Weighted components for `rows`, shape (4, len(rows)): latency, price, reputation, queue."""
-    m = len(rows)
-    prepared = table._prepared
-    values = prepared.score_matrix.take(rows, axis=1)  # (4, m), a fresh copy
-    if not plan.all_active:
-        values = values[list(plan.active)]
+def _score(plan: _Plan, table: NodeTable, positions: np.ndarray) -> np.ndarray:
+    """Weighted components, shape (4, len(positions)): latency, price, reputation, queue.
+
+    `positions` are candidates' places in name order (see _candidates).
+    """
+    m = len(positions)
     if m == 0:
         return np.zeros((4, 0))
-    rep = plan.reputation_at
+    prepared = table._prepared
+    values = prepared.scores_by_name.take(positions, axis=1)  # (4, m), a fresh copy
+    if not plan.all_active:
+        values = values[plan.active]
+    rep = plan.reputation_at  # reputation's row in `values`, if scored
     if plan.relative:
         # min-max across the candidates, ignoring unknown values
         lo = np.fmin.reduce(values, axis=1)
@@ -164,29 +171,30 @@ def _score(plan: _Plan, table: NodeTable, rows: np.ndarray) -> np.ndarray:
     if plan.all_active:
         return parts
     full = np.zeros((4, m))
-    full[list(plan.active)] = parts
+    full[plan.active] = parts
     return full
 
 
-def _rank(scores: np.ndarray, name_rank: np.ndarray, limit: int | None) -> np.ndarray:
+def _rank(scores: np.ndarray, limit: int | None) -> np.ndarray:
     """Positions into `scores`, best first; only the best `limit` are sorted.
 
-    `name_rank` is the table's name_rank gathered for the scored rows, or a
-    callable taking positions into `scores` and returning their name ranks
-    (so a top-`limit` ranking gathers only what it sorts).
+    `scores` must be in node-name order: a stable sort then breaks ties by name.
     """
-    ranks = name_rank if callable(name_rank) else name_rank.__getitem__
     neg = -scores
-    m = len(scores)
-    if limit is not None and limit < m:
+    if limit is not None and limit < len(neg):
         if limit <= 0:
             return np.empty(0, dtype=np.intp)
-        if m > _PARTITION_ABOVE:
+        if len(neg) > _PARTITION_ABOVE:
             kth = np.partition(neg, limit - 1)[limit - 1]
             pool = (neg <= kth).nonzero()[0]  # ties at the cut are all kept, then cut by name
-            return pool[np.lexsort((ranks(pool), neg[pool]))][:limit]
-        return np.lexsort((ranks(slice(None)), neg))[:limit]
-    return np.lexsort((ranks(slice(None)), neg))
+            return pool[neg[pool].argsort(kind="stable")[:limit]]
+        return neg.argsort(kind="stable")[:limit]
+    return neg.argsort(kind="stable")
+
+
+def _candidates(table: NodeTable, mask: np.ndarray) -> np.ndarray:
+    """Places in name order (indexes into table._prepared.by_name) of the rows where `mask` holds."""
+    return mask.take(table._prepared.by_name).nonzero()[0]
 
 
 def decide(
@@ -213,65 +221,61 @@ def decide(
     for key, metric, lower_bound, rule_limit, label in plan.thresholds:
         column = prepared.alive_columns[metric]  # NaN where unknown or not alive: never a violation
         violated = column < rule_limit if lower_bound else column > rule_limit
+        count = int(np.count_nonzero(violated))
         if enforce:  # an unknown metric fails the node
             unknown = prepared.alive_unknown[metric]
-            checks.append(Check(key, label, metric, violated, unknown, int(np.count_nonzero(violated)),
-                                prepared.alive_unknown_count[metric]))
+            checks.append(Check._new(key, label, metric, violated, unknown, count, prepared.alive_unknown_count[metric]))
             if failed is None:
                 failed = violated | unknown
             else:
                 failed |= violated
                 failed |= unknown
         else:
-            checks.append(Check(key, label, metric, violated, None, int(np.count_nonzero(violated)), None))
+            checks.append(Check._new(key, label, metric, violated, None, count, None))
             if failed is None:
                 failed = violated.copy()
             else:
                 failed |= violated
-    checks.extend(_capability_checks(table, plan.capabilities, enforce))
     if type(require_capabilities) is tuple and not require_capabilities:
+        checks.extend(_capability_checks(table, plan.capabilities, enforce))
         absolute: list[Check] = []
     else:
-        needs = sorted(set(require_capabilities) - plan.capability_set)
-        absolute = _capability_checks(table, needs, treat_unknown_as_failure=True)
+        # The workload's own needs hold in every mode, fallback included, also
+        # when the policy lists the same capability as a (possibly soft) rule.
+        needs = set(require_capabilities)
+        checks.extend(_capability_checks(table, [c for c in plan.capabilities if c not in needs], enforce))
+        absolute = _capability_checks(table, sorted(needs), treat_unknown_as_failure=True)
         checks.extend(absolute)
     if len(checks) > len(plan.thresholds):
         if failed is None:
             failed = np.zeros(len(table), dtype=bool)
-        for check in checks[len(plan.thresholds):]:
+        for check in checks[len(plan.thresholds) :]:
             failed |= check.violated
         if enforce or absolute:
             failed |= prepared.alive_unknown_caps  # the same mask for every capability check that counts it
+
+    # 2. candidates, as places in name order
     if failed is None:
         failed = np.zeros(len(table), dtype=bool)
-
-    # 2. candidates
-    rows = np.greater(alive, failed).nonzero()[0]  # alive and not failed
-    passed = len(rows)
+        places = _candidates(table, alive)
+    else:
+        places = _candidates(table, np.greater(alive, failed))  # alive and not failed
+    passed = len(places)
     fallback = False
     if not passed and not enforce:
         candidates = alive.copy()
         for check in absolute:
             candidates &= ~(check.violated | check.unknown)  # type: ignore[operator]
-        rows = candidates.nonzero()[0]
-        fallback = len(rows) > 0
+        places = _candidates(table, candidates)
+        fallback = len(places) > 0
 
     # 3. score, 4. rank, 5. limit
-    parts = _score(plan, table, rows)
+    parts = _score(plan, table, places)
     scores = parts.sum(axis=0)
-    name_rank = table.name_rank
-    order = _rank(scores, lambda positions: name_rank[rows[positions]], limit)
-    ranking = Ranking(table.names, rows[order], scores[order], parts[:, order])
-    return Decision._from_engine(
-        policy=policy.name,
-        mode=policy.mode,
-        table=table,
-        ranking=ranking,
-        failed=failed,
-        checks=tuple(checks),
-        fallback=fallback,
-        passed=passed,
-    )
+    order = _rank(scores, limit)
+    ranked_rows = prepared.by_name.take(places.take(order))
+    ranking = Ranking._picked(table.names, ranked_rows, order, scores, parts)
+    return Decision._from_engine(policy.name, policy.mode, table, ranking, failed, tuple(checks), fallback, passed, len(places))
 
 
 def decide_or_raise(policy: Policy, nodes: NodeTable | Sequence[NodeRecord | Mapping[str, Any]], **kw: Any) -> Decision:

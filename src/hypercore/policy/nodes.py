@@ -4,7 +4,8 @@ A cluster view changes far less often than decisions are made, so the records
 are turned once into a NodeTable (one NumPy column per metric, NaN where a
 metric is unknown, capability sets interned) and every decision reads columns
 instead of walking Python objects. That is what keeps a top-5 decision over
-100,000 nodes within milliseconds.
+100,000 nodes within milliseconds. The table also prepares, once, what every
+decision would otherwise recompute whatever the policy (see _Prepared).
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
 SCORED_METRICS: tuple[str, ...] = ("latency_ms", "price_per_gb", "reputation", "queue_depth")
 
 
+_MAX_CACHED_CAPABILITIES = 256
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
@@ -112,21 +116,21 @@ class _Prepared:
     """
 
     __slots__ = (
-        "n",
         "alive_count",
         "alive_columns",
         "alive_unknown",
         "alive_unknown_count",
         "alive_unknown_caps",
         "alive_unknown_caps_count",
-        "score_matrix",
+        "scores_by_name",
         "score_has_unknown",
         "lacking",
+        "by_name",
     )
 
-    def __init__(self, table: "NodeTable") -> None:
+    def __init__(self, table: NodeTable) -> None:
         alive = table.alive
-        self.n = len(table.names)
+        n = len(table.names)
         self.alive_count = int(np.count_nonzero(alive))
         dead = ~alive
         # NaN compares False, so a rule over these columns flags only alive
@@ -145,21 +149,30 @@ class _Prepared:
         caps_unknown = unknown_sets[table.cap_ids] & alive
         self.alive_unknown_caps = _frozen(caps_unknown)
         self.alive_unknown_caps_count = int(np.count_nonzero(caps_unknown))
-        # (4, n), rows in SCORED_METRICS order: one gather serves every component.
-        self.score_matrix = _frozen(np.array([table.columns[m] for m in SCORED_METRICS], dtype=np.float64).reshape(4, self.n))
-        self.score_has_unknown = bool(np.isnan(self.score_matrix).any())
-        # capability -> (alive rows that advertise capabilities but not this one, their count);
-        # filled on first use, bounded by the capabilities policies ask for.
+        # Rows in name order (the inverse of name_rank): candidates taken in
+        # this order come out of a stable sort by score with ties by name.
+        by_name = np.empty(n, dtype=np.intp)
+        by_name[table.name_rank] = np.arange(n, dtype=np.intp)
+        self.by_name = _frozen(by_name)
+        # The scored metrics, (4, n) in SCORED_METRICS order, columns in name
+        # order: one sequential gather serves every score component.
+        scored = np.array([table.columns[m] for m in SCORED_METRICS], dtype=np.float64).reshape(4, n)
+        self.scores_by_name = _frozen(np.ascontiguousarray(scored[:, by_name]))
+        self.score_has_unknown = bool(np.isnan(scored).any())
+        # capability -> (alive rows that advertise capabilities, but not this
+        # one; their count): an index over the table, filled on first use.
         self.lacking: dict[str, tuple[np.ndarray, int]] = {}
 
-    def lacking_capability(self, table: "NodeTable", capability: str) -> tuple[np.ndarray, int]:
+    def lacking_capability(self, table: NodeTable, capability: str) -> tuple[np.ndarray, int]:
         found = self.lacking.get(capability)
         if found is None:
             per_set = np.fromiter(
                 (s is not None and capability not in s for s in table.cap_sets), dtype=bool, count=len(table.cap_sets)
             )
             mask = _frozen(per_set[table.cap_ids] & table.alive)
-            found = self.lacking[capability] = (mask, int(np.count_nonzero(mask)))
+            found = (mask, int(np.count_nonzero(mask)))
+            if len(self.lacking) < _MAX_CACHED_CAPABILITIES:  # workloads choose capabilities: stay bounded
+                self.lacking[capability] = found
         return found
 
 
