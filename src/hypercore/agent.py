@@ -149,7 +149,7 @@ class NodeAgent:
         self.peers = PeerClient(self.token)
         self.scheduler = Scheduler(
             node_name=self.name, view=self.view, engine=self.engine, metrics=self.metrics, peers=self.peers,
-            attempt_timeout=config.placement_timeout,
+            attempt_timeout=config.placement_timeout, manager=self.manager, on_change=self.beacon_changed,
         )
         self.failover = Failover(self)
         self.serf: SerfAgent | None = None

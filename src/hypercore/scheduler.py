@@ -24,14 +24,18 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypercore.api.models import LocalSpawnRequest
 from hypercore.api.peer import PeerClient, PeerUnreachable
 from hypercore.errors import HypercoreError
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
+from hypercore.runtime.base import RuntimeRefused
+from hypercore.runtime.manager import WorkloadManager
 from hypercore.workload import WorkloadSpec, new_workload_id
 
 log = logging.getLogger("hypercore.scheduler")
@@ -63,6 +67,10 @@ class Attempt:
         return {"node": self.node, "outcome": self.outcome, "detail": self.detail}
 
 
+class DeadlinePassed(HypercoreError):
+    """A placement attempt arrived after its deadline; the origin has moved on."""
+
+
 class PlacementFailed(HypercoreError):
     """Every ranked node was tried and none took the workload."""
 
@@ -92,8 +100,12 @@ class Scheduler:
         metrics: AgentMetrics,
         peers: PeerClient,
         attempt_timeout: float = 15.0,
+        manager: WorkloadManager | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.node_name = node_name
+        self.manager = manager
+        self.on_change = on_change  # called after this node accepted a workload
         self.view = view
         self.engine = engine
         self.metrics = metrics
@@ -233,13 +245,30 @@ class Scheduler:
         self.metrics.spawns.labels(result="failed").inc()
         raise PlacementFailed(decision, placement.attempts)
 
+    async def accept_here(self, req: LocalSpawnRequest) -> dict[str, Any]:
+        """Run a placement attempt on this node (POST /v1/local/workloads, or directly for ourselves)."""
+        if req.deadline is not None and time.time() > req.deadline:
+            raise DeadlinePassed("placement deadline passed before this node could start the workload")
+        if self.manager is None:
+            raise RuntimeRefused(f"node {self.node_name} runs no workloads")
+        record = await self.manager.accept(req.spec, workload_id=req.id, request_id=req.request_id, policy=req.policy)
+        if self.on_change is not None:
+            self.on_change()
+        if req.deadline is not None and time.time() > req.deadline:
+            # Started after the deadline (this node was slow or frozen): the
+            # origin may have placed it elsewhere meanwhile. Ask, and stop ours if so.
+            manager = self.manager
+
+            async def stop(reason: str) -> None:
+                log.warning("stopping a late copy", extra={"id": req.id, "reason": reason})
+                await manager.stop(req.id, reason=reason)
+
+            self._spawn_background(self.confirm_late_start(req.id, req.origin, stop))
+        return record.to_dict()
+
     async def _attempt(
         self, node: str, workload_id: str, spec: WorkloadSpec, policy: Policy, request_id: str | None
     ) -> tuple[Attempt, dict[str, Any] | None]:
-        view = self.view.node(node)
-        url = view.api_url if view else None
-        if url is None:
-            return Attempt(node, "error", "node advertises no API address"), None
         body = {
             "id": workload_id,
             "spec": spec.model_dump(mode="json"),
@@ -248,6 +277,21 @@ class Scheduler:
             "deadline": time.time() + self.attempt_timeout,
             "origin": self.node_name,
         }
+        if node == self.node_name and self.manager is not None:
+            # Our own node: the same attempt, without an HTTP round trip to ourselves.
+            try:
+                return Attempt(node, "ok"), await asyncio.wait_for(
+                    self.accept_here(LocalSpawnRequest.model_validate(body)), self.attempt_timeout)
+            except asyncio.TimeoutError:
+                return Attempt(node, "timeout", f"no answer within {self.attempt_timeout:g} s"), None
+            except (RuntimeRefused, DeadlinePassed) as exc:
+                return Attempt(node, "refused", str(exc)), None
+            except HypercoreError as exc:
+                return Attempt(node, "error", str(exc)), None
+        view = self.view.node(node)
+        url = view.api_url if view else None
+        if url is None:
+            return Attempt(node, "error", "node advertises no API address"), None
         try:
             response = await self.peers.request(
                 "POST", f"{url}/v1/local/workloads", json_body=body, timeout=self.attempt_timeout

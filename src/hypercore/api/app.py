@@ -25,7 +25,7 @@ from hypercore.api.peer import PeerUnreachable
 from hypercore.errors import HypercoreError
 from hypercore.policy import NoQualifyingNode, PolicyError, parse_policy
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
-from hypercore.scheduler import PlacementFailed
+from hypercore.scheduler import DeadlinePassed, PlacementFailed
 from hypercore.workload import is_workload_id
 
 if TYPE_CHECKING:
@@ -98,6 +98,10 @@ def create_app(agent: "NodeAgent") -> FastAPI:
     @app.exception_handler(RuntimeRefused)
     async def _refused(_: Request, exc: RuntimeRefused) -> JSONResponse:
         return _error(409, "refused", str(exc))
+
+    @app.exception_handler(DeadlinePassed)
+    async def _late(_: Request, exc: DeadlinePassed) -> JSONResponse:
+        return _error(409, "deadline_passed", str(exc))
 
     @app.exception_handler(WorkloadNotFound)
     async def _not_found(_: Request, exc: WorkloadNotFound) -> JSONResponse:
@@ -228,19 +232,7 @@ def create_app(agent: "NodeAgent") -> FastAPI:
 
     @app.post("/v1/local/workloads", dependencies=auth, status_code=201)
     async def local_spawn(req: LocalSpawnRequest) -> dict[str, Any]:
-        if req.deadline is not None and time.time() > req.deadline:
-            raise ApiError(409, "deadline_passed", "placement deadline passed before this node could start the workload")
-        record = await agent.manager.accept(req.spec, workload_id=req.id, request_id=req.request_id, policy=req.policy)
-        agent.beacon_changed()
-        if req.deadline is not None and time.time() > req.deadline:
-            # Started after the deadline (this node was slow or frozen): the
-            # origin may have placed it elsewhere meanwhile. Ask, and stop ours if so.
-            async def stop(reason: str) -> None:
-                log.warning("stopping a late copy", extra={"id": req.id, "reason": reason})
-                await agent.manager.stop(req.id, reason=reason)
-
-            agent.scheduler._spawn_background(agent.scheduler.confirm_late_start(req.id, req.origin, stop))
-        return record.to_dict()
+        return await agent.scheduler.accept_here(req)
 
     @app.get("/v1/local/placements/{workload_id}", dependencies=auth)
     async def local_placement(workload_id: str) -> dict[str, Any]:

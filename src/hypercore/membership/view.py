@@ -120,21 +120,13 @@ class ClusterView:
         does not count yet, so a burst of spawns does not all pile onto the
         node that looked emptiest a moment ago.
         """
-        if queue_extra:
-            records = []
-            for n in self.nodes():
-                record = n.record()
-                if n.name in queue_extra and record["queue_depth"] is not None:
-                    record["queue_depth"] += queue_extra[n.name]
-                records.append(record)
-            return NodeTable.from_records(records)
         now = self._clock()
         if self._table is None or now >= self._table_valid_until:
             nodes = self.nodes()
             self._table = NodeTable.from_records([n.record() for n in nodes])
             expiries = [n.beacon.timestamp + MAX_AGE_S for n in nodes if n.beacon is not None]
             self._table_valid_until = min(expiries, default=now + MAX_AGE_S)
-        return self._table
+        return self._table.with_added("queue_depth", queue_extra) if queue_extra else self._table
 
     def node(self, name: str) -> NodeView | None:
         member = self._members.get(name)

@@ -11,7 +11,7 @@ decision would otherwise recompute whatever the policy (see _Prepared).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 import numpy as np
@@ -209,6 +209,20 @@ class NodeTable:
         caps = self.cap_sets[int(self.cap_ids[i])]
         out["capabilities"] = None if caps is None else sorted(caps)
         return out
+
+    def with_added(self, metric: str, extra: Mapping[str, float]) -> "NodeTable":
+        """A copy with `extra[name]` added to `metric` of the named nodes (unknown stays unknown).
+
+        Cheap (no record validation): the scheduler uses it for each decision
+        to count placements the beacons do not show yet.
+        """
+        column = self.columns[metric].copy()
+        for name, amount in extra.items():
+            i = self._index.get(name)
+            if i is not None:
+                column[i] += amount  # NaN + x stays NaN
+        column.flags.writeable = False
+        return replace(self, columns={**self.columns, metric: column})
 
     @classmethod
     def from_records(cls, records: Iterable[NodeRecord | Mapping[str, Any]]) -> "NodeTable":
