@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hypercore.api.client import ApiClient, ApiClientError
-from hypercore.cli.common import EXIT_NO_NODE, fail, print_json, user_errors
+from hypercore.cli.common import EXIT_NO_NODE, EXIT_NOT_PLACED, fail, print_json, user_errors
 from hypercore.policy import load_policy_file
 from hypercore.workload import WorkloadSpec
 
@@ -140,6 +140,8 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
             if as_json:
                 print_json({"id": None, "node": None, "decision": decision, "error": str(exc)})
             fail(decision["summary"], EXIT_NO_NODE)
+        if exc.status == 503:
+            fail(str(exc), EXIT_NOT_PLACED)
         raise
     if as_json:
         print_json({"id": result.get("id"), "node": result.get("node"), "decision": result["decision"], "attempts": result.get("attempts", [])})

@@ -19,6 +19,7 @@ EXIT_OK = 0
 EXIT_INVALID = 1  # `policy validate`: a file is not a valid policy
 EXIT_BAD_INPUT = 2  # usage errors and unreadable or malformed input
 EXIT_NO_NODE = 3  # a decision in which no node qualifies
+EXIT_NOT_PLACED = 4  # nodes qualified, but every attempt failed
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 
