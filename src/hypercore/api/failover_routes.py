@@ -30,7 +30,7 @@ async def _bounded(request: Request) -> None:
         raise ApiError(413, "too_large", f"request body over {MAX_BODY // (1024 * 1024)} MiB")
 
 
-def failover_router(agent: "NodeAgent", require_token: Any) -> APIRouter:
+def failover_router(agent: NodeAgent, require_token: Any) -> APIRouter:
     """The routes, guarded by the app's own token check (`require_token`, a FastAPI dependency)."""
     router = APIRouter(dependencies=[Depends(require_token), Depends(_bounded)], tags=["failover"])
 
@@ -44,9 +44,12 @@ def failover_router(agent: "NodeAgent", require_token: Any) -> APIRouter:
         return {"node": agent.name, "owner": owner, "result": result, "stored_version": held}
 
     @router.get("/v1/local/replicas/{owner}")
-    async def get_replica(owner: Owner) -> dict[str, Any]:
+    async def get_replica(owner: Owner, newer_than: int | None = None) -> dict[str, Any]:
+        """The replica held here; with `newer_than`, the manifest only if its version is above that."""
         fo = agent.failover
         held = fo.replicas.get_raw(owner)
+        if held is not None and newer_than is not None and held[0] <= newer_than:
+            held = (held[0], held[1], None)  # type: ignore[assignment]
         return {
             "node": agent.name,
             "owner": owner,
