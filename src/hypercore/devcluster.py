@@ -15,13 +15,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from hypercore.runtime.exec import ExecDriver
+from hypercore.runtime.exec import ExecDriver, read_proc_stat
 
 HYPERCORE = [sys.executable, "-m", "hypercore.cli"]
 TOKEN = "test-cluster-token"
@@ -40,6 +41,30 @@ def free_port() -> int:
                     continue
         return port
     raise RuntimeError("could not find a free TCP+UDP port on 127.0.0.1")
+
+
+def live_workload_processes(command: str = "sleep") -> Counter[str]:
+    """Live processes named `command`, counted per workload id found in their environment.
+
+    Read from /proc — the runtime's truth — so that tests count copies without
+    trusting any registry.
+    """
+    counts: Counter[str] = Counter()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/comm").read_text().strip() != command:
+                continue
+            stat = read_proc_stat(int(entry))
+            if stat is None or not stat.alive:
+                continue
+            for item in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                if item.startswith(b"HYPERCORE_WORKLOAD_ID="):
+                    counts[item.split(b"=", 1)[1].decode()] += 1
+        except OSError:
+            continue
+    return counts
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

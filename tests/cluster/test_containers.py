@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -13,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hypercore.devcluster import Cluster, free_port, wait_for
-from hypercore.runtime.exec import read_proc_stat
+from hypercore.devcluster import Cluster, free_port, live_workload_processes, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = shutil.which("podman")
@@ -23,7 +21,7 @@ if ENGINE is None:
 if subprocess.run([ENGINE, "info"], capture_output=True, timeout=60).returncode != 0:
     pytest.skip("podman is installed but does not answer `podman info` on this machine", allow_module_level=True)
 
-from tests.runtime.oci_image import TEST_IMAGE, busybox_is_static, ensure_test_image  # noqa: E402
+from tests.runtime.oci_image import busybox_is_static, ensure_test_image  # noqa: E402
 
 if not busybox_is_static():
     pytest.skip("needs a static /bin/busybox (apt-get install busybox-static) to build the test image", allow_module_level=True)
@@ -118,23 +116,6 @@ def test_capacity_refusal_moves_the_spawn_to_the_next_node(cluster: Cluster) -> 
     assert big.nodes()["small"]["cpu_total"] == 1
 
 
-def _exec_processes(workload_id: str, data_dir: Path) -> int:
-    """Live processes whose environment names the workload (from /proc, not from the registry)."""
-    needle = f"HYPERCORE_WORKLOAD_ID={workload_id}".encode()
-    count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                stat = read_proc_stat(int(entry))
-                if stat is not None and stat.alive and Path(f"/proc/{entry}/comm").read_text().strip() == "sleep":
-                    count += 1
-        except OSError:
-            continue
-    return count
-
-
 def test_sigkill_and_restart_readopts_without_loss_or_duplicates(cluster: Cluster, image: str) -> None:
     node = cluster.add("n1", "--enable-exec")
     other = cluster.add("n2", "--enable-exec", "--disable-containers", "--beacon-price", "0.9")
@@ -147,12 +128,12 @@ def test_sigkill_and_restart_readopts_without_loss_or_duplicates(cluster: Cluste
         assert r.status_code == 201 and r.json()["node"] == "n1", r.text
         spawned[spec.get("command") or "container"] = r.json()["id"]
     exec_id, container_id, short_id = spawned["echo exec-before; sleep 300"], spawned["container"], spawned["echo short-lived; sleep 1"]
-    wait_for(lambda: _exec_processes(exec_id, node.data_dir) == 1 and running_containers(container_id) == 1, 10,
+    wait_for(lambda: live_workload_processes()[exec_id] == 1 and running_containers(container_id) == 1, 10,
              "the workloads to run")
 
     node.kill()  # SIGKILL: no graceful anything
     time.sleep(2)  # the short-lived one ends while the agent is down
-    assert _exec_processes(exec_id, node.data_dir) == 1 and running_containers(container_id) == 1
+    assert live_workload_processes()[exec_id] == 1 and running_containers(container_id) == 1
     node.restart()
     assert "re-adopted workloads after restart" in node.log()
 
@@ -164,7 +145,7 @@ def test_sigkill_and_restart_readopts_without_loss_or_duplicates(cluster: Cluste
     assert listed[exec_id]["state"] == "running" and listed[container_id]["state"] == "running"
     assert listed[short_id]["state"] == "exited"
     # Nothing was started twice: counted from the runtimes themselves.
-    assert _exec_processes(exec_id, node.data_dir) == 1
+    assert live_workload_processes()[exec_id] == 1
     assert running_containers(container_id) == 1 and len(containers_for(container_id)) == 1
     assert "exec-before" in other.get(f"/v1/workloads/{exec_id}/logs").text
     assert "container-before" in other.get(f"/v1/workloads/{container_id}/logs").text
@@ -172,6 +153,6 @@ def test_sigkill_and_restart_readopts_without_loss_or_duplicates(cluster: Cluste
         r = other.delete(f"/v1/workloads/{wid}")
         assert r.status_code == 200 and r.json()["state"] == "stopped", r.text
         assert other.delete(f"/v1/workloads/{wid}").json()["state"] == "stopped"  # idempotent
-    wait_for(lambda: _exec_processes(exec_id, node.data_dir) == 0, 10, "the exec workload to end")
+    wait_for(lambda: live_workload_processes()[exec_id] == 0, 10, "the exec workload to end")
     assert running_containers(container_id) == 0
     assert other.delete("/v1/workloads/22222222-2222-4222-8222-222222222222").status_code == 404

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -15,44 +14,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from hypercore.devcluster import TOKEN, Cluster, wait_for
+from hypercore.devcluster import TOKEN, Cluster, live_workload_processes, wait_for
 from hypercore.scheduler import rendezvous_rank, workload_id_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
 EXEC = ("--enable-exec", "--disable-containers", "--capacity-cpu", "500")
 pytestmark = pytest.mark.cluster
-
-
-def live_copies(workload_id: str) -> int:
-    """Processes running the workload, found in /proc by the id in their environment."""
-    needle = f"HYPERCORE_WORKLOAD_ID={workload_id}".encode()
-    count = 0
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") and \
-                    Path(f"/proc/{pid}/comm").read_text().strip() == "sleep" and \
-                    Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                count += 1
-        except OSError:
-            continue
-    return count
-
-
-def all_live_copies() -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() != "sleep":
-                continue
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                continue
-            for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                if item.startswith(b"HYPERCORE_WORKLOAD_ID="):
-                    counts[item.split(b"=", 1)[1].decode()] += 1
-        except OSError:
-            continue
-    return counts
 
 
 def test_the_same_request_id_twice_to_one_node_or_another_yields_one_workload(cluster: Cluster) -> None:
@@ -67,7 +35,7 @@ def test_the_same_request_id_twice_to_one_node_or_another_yields_one_workload(cl
     assert again.status_code == 200 and elsewhere.status_code == 200, (again.text, elsewhere.text)
     assert first.json()["id"] == again.json()["id"] == elsewhere.json()["id"]
     assert again.json()["existing"] is True and elsewhere.json()["node"] == first.json()["node"]
-    assert live_copies(first.json()["id"]) == 1
+    assert live_workload_processes()[first.json()["id"]] == 1
 
     # Sent to all three nodes at the same moment: still one workload.
     body = dict(body, request_id="req-" + uuid.uuid4().hex)
@@ -79,7 +47,7 @@ def test_the_same_request_id_twice_to_one_node_or_another_yields_one_workload(cl
         t.join()
     assert sorted(r.status_code for r in results) == [200, 200, 201], [r.text for r in results]
     assert len({r.json()["id"] for r in results}) == 1
-    assert live_copies(results[0].json()["id"]) == 1
+    assert live_workload_processes()[results[0].json()["id"]] == 1
 
 
 @pytest.mark.parametrize("freeze_after", [0.0, 0.05])
@@ -109,9 +77,9 @@ def test_a_node_frozen_during_the_spawn_leaves_no_second_copy(cluster: Cluster, 
         frozen.signal(signal.SIGCONT)
     # Thawed, the frozen node must not keep (or start) a copy of its own.
     time.sleep(1)
-    wait_for(lambda: live_copies(wid) == 1, 20, "exactly one live copy")
+    wait_for(lambda: live_workload_processes()[wid] == 1, 20, "exactly one live copy")
     time.sleep(3)
-    assert live_copies(wid) == 1
+    assert live_workload_processes()[wid] == 1
     holders = [w["node"] for w in origin.get("/v1/workloads").json()["workloads"] if w["id"] == wid and w["state"] == "running"]
     assert holders == [r.json()["node"]]
 
@@ -131,7 +99,7 @@ def test_when_every_attempt_times_out_nothing_is_left_running(cluster: Cluster) 
         only.signal(signal.SIGCONT)
     wid = workload_id_for(request_id)
     time.sleep(4)
-    assert live_copies(wid) == 0
+    assert live_workload_processes()[wid] == 0
 
 
 async def _spawn_many(url: str, n: int) -> list[tuple[int, dict]]:
@@ -158,7 +126,7 @@ def test_200_concurrent_spawns_complete_once_each_and_spread_evenly(cluster: Clu
     assert max(per_node.values()) <= 1.5 * 200 / 3, per_node
     # Count from the runtime itself: every workload runs exactly once.
     def all_running() -> Counter[str] | None:
-        copies = all_live_copies()
+        copies = live_workload_processes()
         return copies if sum(copies[i] for i in ids) >= 200 else None
 
     copies = wait_for(all_running, 30, "200 live copies")

@@ -18,9 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hypercore.devcluster import Cluster, Node, wait_for
+from hypercore.devcluster import Cluster, Node, live_workload_processes, wait_for
 from hypercore.failover import respawn_id
-from hypercore.runtime.exec import read_proc_stat
 
 ROOT = Path(__file__).resolve().parents[2]
 COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
@@ -29,23 +28,6 @@ TRUSTED_COST = {**COST, "name": "trusted-cost", "min_reputation_score": 0.8}
 FLAGS = ("--enable-exec", "--disable-containers", "--respawn-on-node-failure")
 SLEEP = {"command": "sleep 300", "cpu": 0.1}
 pytestmark = pytest.mark.cluster
-
-
-def copies(workload_id: str) -> int:
-    """Live `sleep` processes of a workload, from /proc."""
-    needle = f"HYPERCORE_WORKLOAD_ID={workload_id}".encode()
-    count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                stat = read_proc_stat(int(entry))
-                if stat is not None and stat.alive and Path(f"/proc/{entry}/comm").read_text().strip() == "sleep":
-                    count += 1
-        except OSError:
-            continue
-    return count
 
 
 def spawn(via: Node, policy: dict, expect_node: str) -> str:
@@ -82,7 +64,7 @@ def test_killed_node_with_two_flagged_survivors_comes_back_once_and_stops_its_ol
         return {w["id"] for w in (holder.get("/v1/local/replicas/a").json()["manifest"] or {}).get("workloads", [])}
 
     wait_for(lambda: held_ids(b) == held_ids(c) == set(keep), 10, "a's manifest on b and c")
-    assert all(copies(i) == 1 for i in keep) and copies(stopped) == 0
+    assert all(live_workload_processes()[i] == 1 for i in keep) and live_workload_processes()[stopped] == 0
 
     # Manifests are kept only when newer; the replica endpoints need the token.
     held = b.get("/v1/local/replicas/a").json()
@@ -95,28 +77,28 @@ def test_killed_node_with_two_flagged_survivors_comes_back_once_and_stops_its_ol
     a.kill()
     killed = time.monotonic()
     new = {i: respawn_id(i) for i in keep}
-    wait_for(lambda: all(copies(n) == 1 for n in new.values()), 30, "each workload of a to run again")
+    wait_for(lambda: all(live_workload_processes()[n] == 1 for n in new.values()), 30, "each workload of a to run again")
     respawned_after = time.monotonic() - killed
     assert respawned_after < 30
-    assert all(copies(i) == 1 for i in keep), "the killed node's own copies outlive its agent"
+    assert all(live_workload_processes()[i] == 1 for i in keep), "the killed node's own copies outlive its agent"
 
     # The survivor that was not the respawner checks after its grace period and
     # only records the moves: once both know them, still one copy of each.
     wait_for(lambda: own_moves(b, "a") == own_moves(c, "a") == new, 30, "both survivors to know the moves")
-    assert all(copies(n) == 1 for n in new.values())
+    assert all(live_workload_processes()[n] == 1 for n in new.values())
     listed = [w for w in b.get("/v1/workloads").json()["workloads"] if w["id"] in new.values()]
     assert sorted(w["id"] for w in listed) == sorted(new.values())
     # Placed again with the policy they were first placed with: the cheapest alive node.
     assert {w["node"] for w in listed} == {"b"} and {w["state"] for w in listed} == {"running"}
     # Stopped on purpose before the failure: never brought back.
-    assert copies(respawn_id(stopped)) == 0
+    assert live_workload_processes()[respawn_id(stopped)] == 0
     assert b.get(f"/v1/workloads/{respawn_id(stopped)}").status_code == 404
 
     a.restart()
 
     def old_copies_stopped() -> dict | None:
         local = {w["id"]: w for w in a.get("/v1/local/workloads").json()["workloads"]}
-        done = all(copies(i) == 0 and local[i]["state"] == "stopped" for i in keep)
+        done = all(live_workload_processes()[i] == 0 and local[i]["state"] == "stopped" for i in keep)
         return local if done else None
 
     local = wait_for(old_copies_stopped, 30, "the returning node to stop its old copies")
@@ -125,7 +107,7 @@ def test_killed_node_with_two_flagged_survivors_comes_back_once_and_stops_its_ol
         assert local[i]["error"] == f"moved to b as {new[i]} while this node was failed"
     assert local[stopped]["state"] == "stopped" and local[stopped]["error"] is None
     assert {w["id"] for w in a.get("/v1/local/failover").json()["moved_away"]} == set(keep)
-    assert all(copies(n) == 1 for n in new.values())
+    assert all(live_workload_processes()[n] == 1 for n in new.values())
     # Once back, a's manifest no longer lists what moved.
     wait_for(lambda: held_ids(b) == set() and held_ids(c) == set(), 15, "a's new, empty manifest on its buddies")
     print(f"\nrespawned {len(keep)} workloads {respawned_after:.1f} s after SIGKILL")
@@ -140,17 +122,17 @@ def test_two_nodes_killed_at_once_each_workload_comes_back_once(cluster: Cluster
     on_a = [spawn(c, COST, "a") for _ in range(2)]
     on_b = [spawn(d, TRUSTED_COST, "b") for _ in range(2)]
     wait_for(lambda: replicated(a, 2) and replicated(b, 2), 15, "a's and b's manifests on their buddies")
-    assert all(copies(i) == 1 for i in on_a + on_b)
+    assert all(live_workload_processes()[i] == 1 for i in on_a + on_b)
 
     a.kill()
     b.kill()
     killed = time.monotonic()
     new = [respawn_id(i) for i in on_a + on_b]
-    wait_for(lambda: all(copies(n) == 1 for n in new), 30, "every workload of a and b to run again")
+    wait_for(lambda: all(live_workload_processes()[n] == 1 for n in new), 30, "every workload of a and b to run again")
     respawned_after = time.monotonic() - killed
     # Past every survivor's grace period, nothing was placed twice.
     time.sleep(max(0.0, 25 - (time.monotonic() - killed)))
-    assert all(copies(n) == 1 for n in new)
+    assert all(live_workload_processes()[n] == 1 for n in new)
     listed = {w["id"]: w for w in c.get("/v1/workloads").json()["workloads"]}
     assert all(listed[n]["state"] == "running" and listed[n]["node"] == "c" for n in new)
     moves = {**own_moves(c, "a"), **own_moves(d, "a"), **own_moves(c, "b"), **own_moves(d, "b")}
@@ -180,16 +162,16 @@ def test_a_node_frozen_past_failure_detection_stops_its_copies_once_it_is_alive_
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: all(copies(respawn_id(i)) == 1 for i in ids), 30, "a's workloads to run again elsewhere")
-        assert all(copies(i) == 1 for i in ids)  # its own copies run on, unaware
+        wait_for(lambda: all(live_workload_processes()[respawn_id(i)] == 1 for i in ids), 30, "a's workloads to run again elsewhere")
+        assert all(live_workload_processes()[i] == 1 for i in ids)  # its own copies run on, unaware
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
 
     def old_copies_stopped() -> dict | None:
         local = {w["id"]: w for w in a.get("/v1/local/workloads").json()["workloads"]}
-        return local if all(copies(i) == 0 and local[i]["state"] == "stopped" for i in ids) else None
+        return local if all(live_workload_processes()[i] == 0 and local[i]["state"] == "stopped" for i in ids) else None
 
     local = wait_for(old_copies_stopped, 30, "the thawed node to stop its old copies")
-    assert all(copies(respawn_id(i)) == 1 for i in ids)
+    assert all(live_workload_processes()[respawn_id(i)] == 1 for i in ids)
     assert all(local[i]["error"] == f"moved to b as {respawn_id(i)} while this node was failed" for i in ids)

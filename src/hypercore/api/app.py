@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
