@@ -12,6 +12,10 @@ a's buddies hold its manifest, SIGKILLs a, and polls /proc every 50 ms:
              reads Serf's members and 0.5 s until the failover loop looks;
   respawn    total - detection: election, placement, process start.
 Prints each run and the medians.
+
+Then the spawn load test: N concurrent spawn requests (distinct request ids)
+against one node of a fresh three-node cluster; prints throughput, p50/p99
+latency, status codes, per-node spread and copies counted from /proc.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse
+import asyncio
 import calendar
 import json
 import shutil
@@ -32,31 +37,17 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
-from hypercore.devcluster import Cluster, wait_for
+import aiohttp
+
+from hypercore.devcluster import TOKEN, Cluster, live_workload_processes, wait_for
 from hypercore.failover import respawn_id
 
 ROOT = Path(__file__).resolve().parents[1]
 COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
 FLAGS = ("--enable-exec", "--disable-containers", "--respawn-on-node-failure")
-
-
-def running_sleeps() -> set[str]:
-    """Workload ids of live `sleep` processes, from /proc."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if Path(f"/proc/{entry}/comm").read_text().strip() != "sleep":
-                continue
-            for var in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                if var.startswith(b"HYPERCORE_WORKLOAD_ID="):
-                    out.add(var.split(b"=", 1)[1].decode())
-        except OSError:
-            continue
-    return out
 
 
 def log_times(text: str, msg: str) -> list[float]:
@@ -94,7 +85,7 @@ def one_run(root: Path, workloads: int) -> tuple[float, float]:
         a.kill()
         killed = time.time()
         while time.time() - killed < 60:
-            if wanted <= running_sleeps():
+            if wanted <= set(live_workload_processes()):
                 total = time.time() - killed
                 break
             time.sleep(0.05)
@@ -107,10 +98,50 @@ def one_run(root: Path, workloads: int) -> tuple[float, float]:
         cluster.close()
 
 
+async def _spawn_burst(url: str, n: int) -> tuple[float, list[tuple[int, float, dict]]]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one(i: int) -> tuple[int, float, dict]:
+            body = {"spec": {"command": "sleep 300", "cpu": 0.01, "mem": 1}, "request_id": f"load-{uuid.uuid4()}"}
+            start = time.perf_counter()
+            async with session.post(f"{url}/v1/workloads", json=body, timeout=aiohttp.ClientTimeout(total=300)) as r:
+                payload = await r.json()
+                return r.status, time.perf_counter() - start, payload
+
+        began = time.perf_counter()
+        results = await asyncio.gather(*(one(i) for i in range(n)))
+        return time.perf_counter() - began, list(results)
+
+
+def load_test(n: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="hc-load-"))
+    cluster = Cluster(root)
+    try:
+        for name in ("a", "b", "c"):
+            cluster.add(name, "--enable-exec", "--disable-containers", "--capacity-cpu", "1000")
+        cluster.wait_converged()
+        wall, results = asyncio.run(_spawn_burst(cluster["a"].url, n))
+        statuses = Counter(status for status, _, _ in results)
+        latencies = sorted(lat for _, lat, _ in results)
+        ids = [body.get("id") for status, _, body in results if status == 201]
+        spread = Counter(body.get("node") for status, _, body in results if status == 201)
+        copies = live_workload_processes()
+        print(f"load: {n} concurrent spawns to node a of 3: {n / wall:.1f} spawns/s over {wall:.2f} s; "
+              f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+              f"p99 {latencies[int(0.99 * (n - 1))] * 1000:.0f} ms")
+        print(f"      statuses {dict(statuses)}; per node {dict(spread)} (fair share {n / 3:.1f}, "
+              f"limit 1.5x = {1.5 * n / 3:.0f}); distinct ids {len(set(ids))}; "
+              f"running exactly once: {sum(1 for i in ids if copies[i] == 1)}/{len(ids)}")
+    finally:
+        cluster.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workloads", type=int, default=3)
+    parser.add_argument("--load", type=int, default=200, help="concurrent spawns in the load test (0: skip)")
     args = parser.parse_args()
     if shutil.which("serf") is None:
         sys.exit("serf is not installed (apt-get install serf)")
@@ -129,6 +160,8 @@ def main() -> None:
     med = statistics.median
     print(f"median of {args.runs} runs, {args.workloads} workloads each: detection {med(detections):.2f} s, "
           f"respawn {med(respawns):.2f} s, total {med(totals):.2f} s (SIGKILL to all running again)")
+    if args.load:
+        load_test(args.load)
 
 
 if __name__ == "__main__":
