@@ -66,10 +66,13 @@ def live_cluster() -> None:
             print(hypercore("cluster", "list", env=env).stdout.rstrip())
             banner("hypercore cluster metrics")
             print(hypercore("cluster", "metrics", env=env).stdout.rstrip())
-            banner("decision log of node 'standard'")
-            for line in entry.log().splitlines():
-                if "policy" in line and ("selection" in line or "spawn" in line):
-                    print(line)
+            # A spawn is placed by its request id's owner node, so the decisions
+            # are spread over the nodes' logs: gather them in time order.
+            banner("decision logs of all nodes")
+            lines = [f"[{node.name}] {line}" for node in cluster.nodes.values() for line in node.log().splitlines()
+                     if "policy-based node selection" in line or "spawn" in line]
+            for line in sorted(lines, key=lambda l: l.split("time=", 1)[1][:24]):
+                print(line)
         finally:
             banner("shutting down (SIGTERM: leave the cluster gracefully)")
             cluster.close()
