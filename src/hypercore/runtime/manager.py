@@ -309,8 +309,12 @@ class WorkloadManager:
                 # reliable says whether it ever ran.
                 record = self._finish(record.id, WorkloadState.FAILED, error="the agent stopped before it started")
             else:
-                record = self._finish(record.id, WorkloadState.EXITED, error=LOST_ERROR)
-                log.warning("workload %s was %s", record.id, LOST_ERROR)
+                # The engine may still know how it ended (a container keeps its
+                # exit code); a process that was not our child does not.
+                exit_code = getattr(driver, "exit_code", lambda _h: None)(record.handle)
+                error = None if exit_code is not None else LOST_ERROR
+                record = self._finish(record.id, WorkloadState.EXITED, exit_code=exit_code, error=error)
+                log.warning("workload %s ended while the agent was down (exit code %s)", record.id, exit_code)
             examined.append(record)
         return examined
 
