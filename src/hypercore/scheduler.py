@@ -111,7 +111,8 @@ class Scheduler:
         self.metrics = metrics
         self.peers = peers
         self.attempt_timeout = attempt_timeout
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per request id being placed, with how many callers hold or await it.
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         # workload id → {"state": placing|placed|failed, "node": ...}: what the
         # origin answers a node that finished a start after its deadline.
         self.placements: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -172,7 +173,8 @@ class Scheduler:
     ) -> Placement:
         if dry_run or request_id is None:
             return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run)
-        lock = self._locks.setdefault(request_id, asyncio.Lock())
+        lock, users = self._locks.setdefault(request_id, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
             async with lock:
                 workload_id = workload_id_for(request_id)
@@ -184,8 +186,9 @@ class Scheduler:
                     return Placement(self.decide(spec, policy), workload, node, existing=True)
                 return await self._place(spec, policy, workload_id, request_id=request_id)
         finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
-                self._locks.pop(request_id, None)
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[request_id]
 
     async def find(self, workload_id: str) -> tuple[str, dict[str, Any]] | None:
         """A live copy of `workload_id` on any alive node (asked concurrently), or None."""
