@@ -77,6 +77,9 @@ def test_container_with_port_env_and_limits_through_the_cluster(cluster: Cluster
     stopped = cluster["b"].delete(f"/v1/workloads/{body['id']}")
     assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
     assert running_containers(body["id"]) == 0
+    assert len(containers_for(body["id"])) == 1  # kept after it ended, with its exit code
+    assert cluster["b"].post(f"/v1/workloads/{body['id']}/remove", {}).status_code == 200
+    assert containers_for(body["id"]) == []
 
 
 def test_unknown_image_is_refused_and_the_next_node_takes_it(

@@ -172,6 +172,16 @@ def test_logs_and_stop_through_any_node(trio: Cluster) -> None:
     again = trio[node].delete(f"/v1/workloads/{wid}")
     assert again.status_code == 200 and again.json()["state"] == "stopped"
     assert "line-out" in other.get(f"/v1/workloads/{wid}/logs").text  # still readable after the end
+    # ... until the workload is removed.
+    removed = other.post(f"/v1/workloads/{wid}/remove", {})
+    assert removed.status_code == 200 and removed.json()["removed"] is True, removed.text
+    assert other.get(f"/v1/workloads/{wid}/logs").status_code == 404
+    assert other.post(f"/v1/workloads/{wid}/remove", {}).status_code == 404
+    assert not (trio[node].data_dir / "workloads" / wid).exists()
+    running = spawn(trio["cheap"], {"policy": policy("high-trust")}).json()
+    refused = other.post(f"/v1/workloads/{running['id']}/remove", {})
+    assert refused.status_code == 409 and "stop it before removing it" in refused.json()["error"]["message"]
+    other.delete(f"/v1/workloads/{running['id']}")
     assert other.delete("/v1/workloads/11111111-1111-4111-8111-111111111111").status_code == 404
     assert other.get("/v1/workloads/..%2F..%2Fetc%2Fpasswd/logs").status_code == 404
 

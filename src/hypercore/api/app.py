@@ -219,6 +219,13 @@ def create_app(agent: "NodeAgent") -> FastAPI:
             return (await agent.manager.stop(workload_id)).to_dict()
         return await agent.forward("DELETE", f"{url}/v1/local/workloads/{workload_id}")
 
+    @app.post("/v1/workloads/{workload_id}/remove", dependencies=auth)
+    async def remove_workload(workload_id: str) -> dict[str, Any]:
+        node, url = await _find(_checked_id(workload_id))
+        if url is None:
+            return {**(await agent.manager.remove(workload_id)).to_dict(), "removed": True}
+        return await agent.forward("POST", f"{url}/v1/local/workloads/{workload_id}/remove")
+
     @app.get("/v1/workloads/{workload_id}/logs", dependencies=auth)
     async def workload_logs(workload_id: str, tail: int | None = None) -> PlainTextResponse:
         node, url = await _find(_checked_id(workload_id))
@@ -253,6 +260,10 @@ def create_app(agent: "NodeAgent") -> FastAPI:
         record = await agent.manager.stop(_checked_id(workload_id), reason=_stop_reason(reason))
         agent.beacon_changed()
         return record.to_dict()
+
+    @app.post("/v1/local/workloads/{workload_id}/remove", dependencies=auth)
+    async def local_remove(workload_id: str) -> dict[str, Any]:
+        return {**(await agent.manager.remove(_checked_id(workload_id))).to_dict(), "removed": True}
 
     @app.get("/v1/local/workloads/{workload_id}/logs", dependencies=auth)
     async def local_logs(workload_id: str, tail: int | None = None) -> PlainTextResponse:

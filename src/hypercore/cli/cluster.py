@@ -17,7 +17,6 @@ from hypercore.cli.common import EXIT_NO_NODE, EXIT_NOT_PLACED, fail, print_json
 from hypercore.policy import load_policy_file
 from hypercore.workload import WorkloadSpec
 
-_SUBCOMMANDS = {"run", "spawn", "list", "stop", "logs", "metrics"}
 
 
 class ClusterGroup(click.Group):
@@ -191,6 +190,16 @@ def stop(workload_id: str, as_json: bool, addr: str, token: str | None) -> None:
         print_json(result)
     else:
         click.echo(f"{result['id']} on {result['node']}: {result['state']}")
+
+
+@cluster_group.command("remove")
+@click.option("--id", "workload_id", required=True)
+@_client_options
+@user_errors
+def remove(workload_id: str, addr: str, token: str | None) -> None:
+    """Forget a finished workload: its record, logs and container."""
+    result = ApiClient(addr, token).request("POST", f"/v1/workloads/{workload_id}/remove")
+    click.echo(f"{result['id']} on {result['node']}: removed")
 
 
 @cluster_group.command("logs")

@@ -14,6 +14,7 @@ import builtins
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -286,6 +287,23 @@ class WorkloadManager:
         else:  # keep the mark until the watcher is done, so it cannot record EXITED
             watcher.add_done_callback(lambda _t: self._stop_requested.discard(record.id))
         return stopped
+
+    async def remove(self, workload_id: str) -> WorkloadRecord:
+        """Forget a finished workload: its record, its logs and its container, if any.
+
+        A workload that has not finished is refused (stop it first), so that
+        removing never ends something by surprise.
+        """
+        record = self.get(workload_id)
+        if not record.state.finished:
+            raise RuntimeRefused(f"workload {workload_id} is {record.state.value}; stop it before removing it")
+        driver = self._drivers.get(record.driver)
+        remover = getattr(driver, "remove", None)
+        if remover is not None and record.handle is not None:
+            await remover(record.handle)
+        shutil.rmtree(self._workdir(workload_id), ignore_errors=True)
+        self.store.delete(workload_id)
+        return record
 
     async def adopt(self) -> builtins.list[WorkloadRecord]:
         """Reconcile the registry with reality after a (re)start of the agent.
