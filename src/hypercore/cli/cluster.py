@@ -125,7 +125,8 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
         spec = WorkloadSpec(command=command, image_ref=image_ref, cpu=cpu, mem=mem,
                             ports=[p.strip() for p in ports.split(",") if p.strip()], env=_parse_env(env))
     except ValidationError as exc:
-        fail("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-') or 'spec'}: {e['msg']}" for e in exc.errors()))
+        fail("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-') or 'spec'}: {e['msg'].removeprefix('Value error, ')}"
+                      for e in exc.errors()))
     body: dict[str, Any] = {"spec": spec.model_dump(mode="json", exclude_none=True), "dry_run": dry_run,
                             "request_id": request_id or str(uuid.uuid4())}
     if policy_file is not None:
