@@ -146,6 +146,7 @@ def test_mutating_and_node_to_node_calls_need_the_token(trio: Cluster) -> None:
         (b'{"spec": {"command": "true"}, "policy": {"rules": {"max_latency_ms": -1}}}', 422, "max_latency_ms"),
         (b'{"spec": {"image_ref": "bad ref;rm -rf"}}', 422, "image reference"),
         (b'[]', 422, ""),
+        (b'{"spec": {"command": "true"}}' + b" " * 1_100_000, 413, "over 1048576 bytes"),
     ],
 )
 def test_malformed_requests_get_a_clear_4xx(trio: Cluster, raw: bytes, status: int, needle: str) -> None:

@@ -56,8 +56,28 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class BodyLimit:
+    """Pure ASGI guard: a declared body over MAX_BODY_BYTES gets 413 before anything reads it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or ()).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                response = _error(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(agent: "NodeAgent") -> FastAPI:
     app = FastAPI(title="hypercore node agent", version="1", docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodyLimit)
 
     async def require_token(request: Request) -> None:
         # async: a sync dependency would cost a threadpool hop on every call.
