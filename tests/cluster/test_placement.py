@@ -220,3 +220,21 @@ def test_cli_spawn_list_metrics_and_explain_snapshot(trio: Cluster, tmp_path: Pa
         assert "Traceback" not in failed.stderr
     finally:
         stop_all(trio)
+
+
+def test_policy_hot_swap_through_the_api_and_bad_bodies(trio: Cluster) -> None:
+    node = trio["mid"]
+    before = node.get("/v1/policy").json()
+    try:
+        r = httpx.put(f"{node.url}/v1/policy", json=policy("high-trust"), headers=node.headers(), timeout=10)
+        assert r.status_code == 200 and r.json()["name"] == "high-trust"
+        assert node.get("/v1/policy").json()["name"] == "high-trust"
+        decision = node.post("/v1/placements", {"spec": {"command": "true"}}).json()
+        assert decision["policy"] == "high-trust" and "cheap" in {x["node"] for x in decision["rejected"]}
+        for raw, needle in ((b"{bad", "not valid JSON"), (b'{"rules": {"max_latency_ms": NaN}}', "NaN"),
+                            (b'{"name": "x", "name": "y"}', "appears twice")):
+            bad = httpx.put(f"{node.url}/v1/policy", content=raw, headers=node.headers(), timeout=10)
+            assert bad.status_code == 422 and needle in bad.json()["error"]["message"], bad.text
+        assert node.get("/v1/policy").json()["name"] == "high-trust"  # a bad body changes nothing
+    finally:
+        httpx.put(f"{node.url}/v1/policy", json=before, headers=node.headers(), timeout=10)

@@ -9,7 +9,6 @@ swaps and the node-to-node /v1/local/* endpoints — needs the cluster token
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hypercore.api.models import LocalSpawnRequest, PlacementRequest, SpawnRequest
 from hypercore.api.peer import PeerUnreachable
 from hypercore.errors import HypercoreError
-from hypercore.policy import NoQualifyingNode, PolicyError, parse_policy
+from hypercore.policy import NoQualifyingNode, PolicyError, loads_policy, parse_policy
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
 from hypercore.scheduler import DeadlinePassed, PlacementFailed
 from hypercore.workload import is_workload_id
@@ -161,8 +160,8 @@ def create_app(agent: "NodeAgent") -> FastAPI:
 
     @app.put("/v1/policy", dependencies=auth)
     async def put_policy(request: Request) -> dict[str, Any]:
-        body = await _json_body(request)
-        policy = parse_policy(body, source="request policy", default_name="cluster")
+        # The policy loader already parses strictly (size, UTF-8, NaN, duplicate keys).
+        policy = loads_policy(await request.body(), source="request policy", default_name="cluster")
         agent.engine.swap(policy)
         agent.log_policy(policy, "swapped via API")
         return policy.model_dump(mode="json")
@@ -297,13 +296,3 @@ def create_app(agent: "NodeAgent") -> FastAPI:
 def _stop_reason(reason: str | None) -> str | None:
     # Only the scheduler's own reasons are recorded; free text stays out of the registry.
     return {"retracted": "retracted: the placement attempt timed out and went elsewhere"}.get(reason or "")
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > 256 * 1024:
-        raise ApiError(413, "too_large", "request body over 256 KiB")
-    try:
-        return json.loads(raw, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-    except ValueError:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
