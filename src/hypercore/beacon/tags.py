@@ -97,10 +97,7 @@ class Beacon:
 
 
 def _num(value: float | None) -> str:
-    if value is None:
-        return ""
-    text = f"{value:.6g}"
-    return text
+    return "" if value is None else f"{value:.6g}"
 
 
 def _b64(raw: bytes) -> str:
