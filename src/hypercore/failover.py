@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hypercore.api.peer import PeerUnreachable
 from hypercore.errors import HypercoreError
 from hypercore.policy import NoQualifyingNode, Policy
-from hypercore.scheduler import PlacementFailed, workload_id_for
+from hypercore.scheduler import PlacementFailed, rendezvous_rank, workload_id_for
 from hypercore.workload import WorkloadSpec, WorkloadState
 
 if TYPE_CHECKING:
@@ -100,11 +100,6 @@ WorkloadId = Annotated[str, Field(pattern=_UUID)]
 
 
 # -- the pure parts ---------------------------------------------------------------
-
-
-def rendezvous_rank(key: str, names: Iterable[str]) -> list[str]:
-    """`names` by highest-random-weight hashing for `key`, best first."""
-    return sorted(set(names), key=lambda n: hashlib.sha256(f"{key}\0{n}".encode()).digest(), reverse=True)
 
 
 def holder_rank(owner: str, alive: Iterable[str], flagged: Iterable[str] = ()) -> list[str]:

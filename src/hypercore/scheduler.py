@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,9 +52,12 @@ def workload_id_for(request_id: str | None) -> str:
     return str(uuid.uuid5(REQUEST_NAMESPACE, request_id)) if request_id else new_workload_id()
 
 
-def rendezvous_rank(key: str, nodes: list[str]) -> list[str]:
-    """Nodes ordered by highest-random-weight hashing for `key`; stable as members come and go."""
-    return sorted(nodes, key=lambda n: hashlib.sha256(f"{key}\0{n}".encode()).digest(), reverse=True)
+def rendezvous_rank(key: str, nodes: Iterable[str]) -> list[str]:
+    """Nodes ordered by highest-random-weight hashing for `key`, best first; stable as members come and go.
+
+    Used for request-id owners here and for failover buddies (hypercore.failover).
+    """
+    return sorted(set(nodes), key=lambda n: hashlib.sha256(f"{key}\0{n}".encode()).digest(), reverse=True)
 
 
 @dataclass(frozen=True)
