@@ -6,6 +6,7 @@ import click
 
 from hypercore import __version__
 from hypercore.cli.cluster import cluster_group
+from hypercore.cli.identity import keygen_command, tls_group, token_group
 from hypercore.cli.policy import policy_group
 
 
@@ -17,6 +18,9 @@ def cli() -> None:
 
 cli.add_command(policy_group)
 cli.add_command(cluster_group)
+cli.add_command(tls_group)
+cli.add_command(token_group)
+cli.add_command(keygen_command)
 
 
 def main() -> None:

@@ -1,0 +1,398 @@
+"""The cluster CA, node certificates and the admission signature they carry.
+
+An operator keeps one Ed25519 CA per cluster (`ca.pem` + `ca-key.pem`, the key
+offline). Every node gets a certificate from it whose DNS SAN is the node name;
+mutual TLS between nodes then needs nothing but `ca.pem`.
+
+Gossip (Serf tags) carries no certificates, only short strings, so each node
+certificate also holds an *admission*: the CA's raw 64-byte Ed25519 signature
+over (node name, node public key, expiry). A member that advertises those three
+values plus the signature can be checked with `ca.pem` alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat, PublicFormat,
+                                                          load_pem_private_key)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from hypercore.errors import HypercoreError
+
+# A private OID: 2.25 is the arc of UUIDs (ITU-T X.667); this one was drawn once
+# at random and never changes, since certificates already issued carry it.
+ADMISSION_OID = x509.ObjectIdentifier("2.25.251265930171446365758486543230295568142")
+
+# Node names become DNS SANs and TLS server names: ASCII only, one DNS label's length at most.
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", re.ASCII)
+NODE_NAMES_ALLOWED = "1-63 ASCII letters, digits, '.' and '-', starting with a letter or digit"
+
+CA_CERT_NAME = "ca.pem"
+CA_KEY_NAME = "ca-key.pem"
+MAX_PEM_BYTES = 256 * 1024  # far above any real certificate or key; caps what a wrong path can make us read
+MAX_DAYS = 100 * 366  # keeps datetime arithmetic far from its limits
+# Validity starts 5 minutes early: nodes whose clocks lag the operator's still accept fresh certificates.
+BACKDATE = dt.timedelta(minutes=5)
+_ADMISSION_PREFIX = b"hypercore-admission-v1\0"
+
+
+class IdentityError(HypercoreError):
+    """A CA, certificate, key or name that cannot be used, with the fix in the message."""
+
+
+class NotAdmitted(HypercoreError):
+    """A node's admission does not check out; `reason` says why in a few words."""
+
+    def __init__(self, reason: str, *, node: str | None = None) -> None:
+        self.reason = reason
+        self.node = node
+        super().__init__(f"node {node!r} is not admitted: {reason}" if node is not None else reason)
+
+
+def admission_message(node: str, public_raw: bytes, not_after: int) -> bytes:
+    """The bytes the CA signs to admit `node` with this key until `not_after` (unix seconds)."""
+    return _ADMISSION_PREFIX + node.encode("ascii") + b"\0" + public_raw + b"\0" + str(int(not_after)).encode("ascii")
+
+
+@dataclass(frozen=True)
+class ClusterCA:
+    """The cluster CA's certificate: all a node needs to verify peers, admissions and tokens."""
+
+    cert: x509.Certificate
+    public_key: Ed25519PublicKey
+    path: Path
+    fingerprint: str  # first 16 hex digits of the SHA-256 of the DER certificate
+
+
+def _read_pem(path: Path, what: str, fix: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_PEM_BYTES + 1)
+    except FileNotFoundError:
+        raise IdentityError(f"{what} {path}: no such file; {fix}") from None
+    except OSError as exc:
+        raise IdentityError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_PEM_BYTES:
+        raise IdentityError(f"{what} {path} is larger than {MAX_PEM_BYTES} bytes; it is not a PEM file. {fix}")
+    return data
+
+
+def _read_cert(path: Path, what: str, fix: str) -> x509.Certificate:
+    try:
+        certs = x509.load_pem_x509_certificates(_read_pem(path, what, fix))
+    except ValueError:
+        raise IdentityError(f"{what} {path} is not a PEM certificate; {fix}") from None
+    if len(certs) != 1:
+        raise IdentityError(f"{what} {path} holds {len(certs)} certificates; expected exactly one. {fix}")
+    return certs[0]
+
+
+def _read_key(path: Path, what: str, fix: str) -> Ed25519PrivateKey:
+    try:
+        key = load_pem_private_key(_read_pem(path, what, fix), password=None)
+    except TypeError:
+        raise IdentityError(f"{what} {path} is encrypted; hypercore reads unencrypted keys (0600). {fix}") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise IdentityError(f"{what} {path} is not a PEM private key; {fix}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise IdentityError(f"{what} {path} is a {type(key).__name__.lstrip('_')}, hypercore keys are Ed25519; {fix}")
+    return key
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write via a temporary file created with `mode` (never wider), then rename over `path`."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise IdentityError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _make_dir(path: Path, flag: str) -> Path:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IdentityError(f"{flag} {path}: cannot create the directory: {exc.strerror or exc}") from None
+    return path
+
+
+def _key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def _raw(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _check_days(days: int) -> None:
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise IdentityError(f"--days {days!r} is not allowed; use a whole number of days from 1 to {MAX_DAYS}")
+
+
+def _key_usage(**on: bool) -> x509.KeyUsage:
+    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+             "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{n: on.get(n, False) for n in names})
+
+
+def _extension(cert: x509.Certificate, oid: x509.ObjectIdentifier, default: Any) -> Any:
+    try:
+        return cert.extensions.get_extension_for_oid(oid).value
+    except (x509.ExtensionNotFound, ValueError):  # ValueError: malformed extensions, as good as none
+        return default
+
+
+def _now(now: float | None = None) -> dt.datetime:
+    return dt.datetime.fromtimestamp(time.time() if now is None else now, dt.timezone.utc).replace(microsecond=0)
+
+
+def create_ca(dir: Path, *, days: int = 3650, force: bool = False) -> tuple[Path, Path]:
+    """Create a fresh cluster CA in `dir`: returns (ca.pem, ca-key.pem)."""
+    dir = Path(dir)
+    _check_days(days)
+    cert_path, key_path = dir / CA_CERT_NAME, dir / CA_KEY_NAME
+    if key_path.exists() and not force:
+        raise IdentityError(
+            f"{key_path} already exists: it is this cluster's CA key, and every node certificate and token "
+            f"depends on it. Pass --force to replace it (all existing certificates and tokens then stop working)"
+        )
+    _make_dir(dir, "--dir")
+    key = Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hypercore cluster CA {secrets.token_hex(4)}")])
+    start = _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - BACKDATE)
+        .not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(key, None)
+    )
+    # Key first: a crash in between leaves a mismatched pair that load_ca_key reports, not a certificate without key.
+    _write_atomic(key_path, _key_pem(key), 0o600)
+    _write_atomic(cert_path, cert.public_bytes(Encoding.PEM), 0o644)
+    return cert_path, key_path
+
+
+def _ca_from_cert(cert: x509.Certificate, path: Path) -> ClusterCA:
+    fix = "use the ca.pem written by: hypercore tls ca create"
+    public_key = cert.public_key()
+    if not isinstance(public_key, Ed25519PublicKey):
+        raise IdentityError(f"CA certificate {path} has a {type(public_key).__name__.lstrip('_')}; "
+                            f"hypercore CAs are Ed25519; {fix}")
+    if not _extension(cert, x509.BasicConstraints.oid, x509.BasicConstraints(ca=False, path_length=None)).ca:
+        raise IdentityError(f"{path} is not a CA certificate (it may be a node certificate); {fix}")
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise IdentityError(f"CA certificate {path} is not self-signed; {fix}") from None
+    fingerprint = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()[:16]
+    return ClusterCA(cert=cert, public_key=public_key, path=Path(path), fingerprint=fingerprint)
+
+
+def load_ca(path: Path) -> ClusterCA:
+    """Read the cluster CA certificate (no key) from `path`."""
+    path = Path(path)
+    fix = "copy the cluster's ca.pem here, or create a CA with: hypercore tls ca create --dir DIR"
+    return _ca_from_cert(_read_cert(path, "CA certificate", fix), path)
+
+
+def load_ca_key(ca_dir: Path) -> tuple[ClusterCA, Ed25519PrivateKey]:
+    """Read ca.pem and ca-key.pem from `ca_dir` and check that they belong together."""
+    ca_dir = Path(ca_dir)
+    fix = f"create one with: hypercore tls ca create --dir {ca_dir}"
+    cert_path, key_path = ca_dir / CA_CERT_NAME, ca_dir / CA_KEY_NAME
+    for p in (cert_path, key_path):
+        if not p.exists():
+            raise IdentityError(f"--ca-dir {ca_dir} has no {p.name} ({p}: no such file); {fix}")
+    ca = load_ca(cert_path)
+    key = _read_key(key_path, "CA key", fix)
+    if _raw(key.public_key()) != _raw(ca.public_key):
+        raise IdentityError(f"CA key {key_path} does not belong to CA certificate {cert_path}; "
+                            f"restore the pair from your backup, or {fix} --force")
+    return ca, key
+
+
+def _check_node_name(node: str, flag: str = "--node") -> None:
+    if not isinstance(node, str) or not NODE_NAME_RE.fullmatch(node):
+        raise IdentityError(f"{flag} {node!r} is not a valid node name; use {NODE_NAMES_ALLOWED}")
+    if ".." in node:  # an empty DNS label: TLS clients cannot even encode it as a server name
+        raise IdentityError(f"{flag} {node!r} has '..'; node names are host names, dots separate non-empty labels")
+    with contextlib.suppress(ValueError):  # TLS clients take an address-like server name for an IP address
+        ipaddress.ip_address(node)
+        raise IdentityError(f"{flag} {node!r} looks like an IP address; node names must be host names "
+                            f"(give the address with --ip instead)")
+
+
+def create_node_cert(ca_dir: Path, node: str, out_dir: Path, *, ips: Sequence[str] = (),
+                     days: int = 365) -> tuple[Path, Path]:
+    """Issue a certificate (with admission) for `node`: returns (out_dir/NODE.pem, out_dir/NODE-key.pem).
+
+    An existing pair for `node` is replaced: that is how a certificate is renewed.
+    """
+    _check_node_name(node)
+    _check_days(days)
+    addresses = []
+    for ip in ips:
+        try:
+            addresses.append(ipaddress.ip_address(ip.strip() if isinstance(ip, str) else ip))
+        except ValueError:
+            raise IdentityError(f"--ip {ip!r} is not an IP address; give an IPv4 or IPv6 address, "
+                                f"e.g. --ip 10.0.0.5 or --ip fd00::5") from None
+    ca, ca_key = load_ca_key(Path(ca_dir))
+    start = _now()
+    end = start + dt.timedelta(days=days)
+    if end > (ca_end := ca.cert.not_valid_after_utc):
+        left = (ca_end - start).days
+        hint = f"use --days {left} or less, or a new CA" if left >= 1 else "create a new CA (tls ca create --force)"
+        raise IdentityError(f"--days {days} outlives the cluster CA {ca.path}, valid until {ca_end:%Y-%m-%d}; {hint}")
+    not_after = int(end.timestamp())
+    key = Ed25519PrivateKey.generate()
+    public_raw = _raw(key.public_key())
+    admission = ca_key.sign(admission_message(node, public_raw, not_after))
+    sans: list[x509.GeneralName] = [x509.DNSName(node), *(x509.IPAddress(a) for a in dict.fromkeys(addresses))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - BACKDATE)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key), critical=False)
+        .add_extension(x509.UnrecognizedExtension(ADMISSION_OID, admission), critical=False)
+        .sign(ca_key, None)
+    )
+    out_dir = _make_dir(Path(out_dir), "--out")
+    cert_path, key_path = out_dir / f"{node}.pem", out_dir / f"{node}-key.pem"
+    _write_atomic(key_path, _key_pem(key), 0o600)
+    _write_atomic(cert_path, cert.public_bytes(Encoding.PEM), 0o644)
+    return cert_path, key_path
+
+
+def verify_admission(ca: ClusterCA, node: str, public_raw: bytes, not_after: int, signature: bytes,
+                     now: float) -> None:
+    """Check that the CA admitted `node` with key `public_raw` until `not_after`; raise NotAdmitted if not."""
+    if not isinstance(node, str) or not NODE_NAME_RE.fullmatch(node):
+        raise NotAdmitted("not a valid node name", node=str(node))
+    public_raw, signature = (bytes(v) if isinstance(v, (bytearray, memoryview)) else v for v in (public_raw, signature))
+    if not isinstance(public_raw, bytes) or len(public_raw) != 32:
+        raise NotAdmitted("public key is not 32 raw Ed25519 bytes", node=node)
+    if not isinstance(signature, bytes) or len(signature) != 64:
+        raise NotAdmitted("admission signature is not 64 bytes", node=node)
+    if isinstance(not_after, bool) or not isinstance(not_after, int):
+        raise NotAdmitted("admission expiry is not a whole number of seconds", node=node)
+    try:
+        ca.public_key.verify(signature, admission_message(node, public_raw, not_after))
+    except InvalidSignature:
+        raise NotAdmitted("admission signature is not this cluster CA's", node=node) from None
+    # Checked after the signature: an expiry is only worth reporting once we know the CA wrote it.
+    if now >= not_after:
+        raise NotAdmitted("admission expired", node=node)
+
+
+def _check_valid(cert: x509.Certificate, when: dt.datetime, what: str, fix: str) -> None:
+    if when < cert.not_valid_before_utc:
+        raise IdentityError(f"{what} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC; "
+                            f"check this machine's clock")
+    if when > cert.not_valid_after_utc:
+        raise IdentityError(f"{what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC; {fix}")
+
+
+def _names(cert: x509.Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    san = _extension(cert, x509.SubjectAlternativeName.oid, x509.SubjectAlternativeName([]))
+    return tuple(san.get_values_for_type(x509.DNSName)), tuple(str(a) for a in san.get_values_for_type(x509.IPAddress))
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """This node's checked certificate, key and admission, and the CA they chain to."""
+
+    name: str
+    ca: ClusterCA
+    cert: x509.Certificate
+    key: Ed25519PrivateKey
+    public_raw: bytes  # 32 raw Ed25519 bytes, as gossiped
+    not_after: int  # unix seconds; the end of the certificate and of the admission
+    admission: bytes  # the CA's 64-byte signature over admission_message(name, public_raw, not_after)
+    dns_names: tuple[str, ...]
+    ips: tuple[str, ...]
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    @classmethod
+    def load(cls, ca_file: Path, cert_file: Path, key_file: Path, node_name: str,
+             now: float | None = None) -> NodeIdentity:
+        """Load and check everything a node needs to be `node_name`; each problem names its file and its fix."""
+        ca_file, cert_file, key_file = Path(ca_file), Path(cert_file), Path(key_file)
+        when = _now(now)
+        fix = f"make one with: hypercore tls cert create --ca-dir DIR --node {node_name} --out DIR"
+        ca = load_ca(ca_file)
+        _check_valid(ca.cert, when, f"cluster CA {ca_file}",
+                     "create a new one (hypercore tls ca create --dir DIR --force) and new node certificates")
+        cert = _read_cert(cert_file, "certificate", fix)
+        key = _read_key(key_file, "key", fix)
+        cert_key = cert.public_key()
+        if not isinstance(cert_key, Ed25519PublicKey):
+            raise IdentityError(f"certificate {cert_file} has a {type(cert_key).__name__.lstrip('_')}; "
+                                f"hypercore node certificates are Ed25519; {fix}")
+        public_raw = _raw(cert_key)
+        if _raw(key.public_key()) != public_raw:
+            raise IdentityError(f"key {key_file} does not belong to certificate {cert_file}; use the key written "
+                                f"next to it ({cert_file.stem}-key.pem), or {fix}")
+        try:
+            cert.verify_directly_issued_by(ca.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise IdentityError(f"certificate {cert_file} was not issued by the cluster CA {ca_file} "
+                                f"(fingerprint {ca.fingerprint}); it belongs to another CA. {fix}") from None
+        _check_valid(cert, when, f"certificate {cert_file}", f"renew it: {fix.removeprefix('make one with: ')}")
+        dns_names, ips = _names(cert)
+        if node_name not in dns_names:
+            raise IdentityError(f"certificate {cert_file} names {', '.join(dns_names) or 'no DNS name'}, "
+                                f"not --node-name {node_name}; {fix}")
+        admission = _extension(cert, ADMISSION_OID, None)
+        if not isinstance(admission, x509.UnrecognizedExtension):
+            raise IdentityError(f"certificate {cert_file} carries no hypercore admission (it was not made by "
+                                f"hypercore tls cert create); {fix}")
+        not_after = int(cert.not_valid_after_utc.timestamp())
+        try:
+            verify_admission(ca, node_name, public_raw, not_after, admission.value, when.timestamp())
+        except NotAdmitted as exc:
+            raise IdentityError(f"certificate {cert_file}: {exc.reason}; {fix}") from None
+        return cls(name=node_name, ca=ca, cert=cert, key=key, public_raw=public_raw, not_after=not_after,
+                   admission=admission.value, dns_names=dns_names, ips=ips, ca_file=ca_file, cert_file=cert_file,
+                   key_file=key_file)
