@@ -42,7 +42,7 @@ from pathlib import Path
 
 import aiohttp
 
-from hypercore.devcluster import TOKEN, Cluster, live_workload_processes, wait_for
+from hypercore.devcluster import Cluster, Node, live_workload_processes, wait_for
 from hypercore.failover import respawn_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def one_run(root: Path, workloads: int) -> tuple[float, float]:
             ids.append(r.json()["id"])
 
         def replicated() -> bool:
-            s = a.get("/v1/local/failover").json()
+            s = a.node_request("GET", "/v1/local/failover").json()
             return s["workloads"] == workloads and len(s["buddies"]) == 2 and all(
                 x["acked"] == s["version"] for x in s["buddies"].values())
 
@@ -98,13 +98,14 @@ def one_run(root: Path, workloads: int) -> tuple[float, float]:
         cluster.close()
 
 
-async def _spawn_burst(url: str, n: int) -> tuple[float, list[tuple[int, float, dict]]]:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0)) as session:
+async def _spawn_burst(node: Node, n: int) -> tuple[float, list[tuple[int, float, dict]]]:
+    headers = {"Authorization": f"Bearer {node.token}"}
+    connector = aiohttp.TCPConnector(limit=0, ssl=node.pki.verify())
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         async def one(i: int) -> tuple[int, float, dict]:
             body = {"spec": {"command": "sleep 300", "cpu": 0.01, "mem": 1}, "request_id": f"load-{uuid.uuid4()}"}
             start = time.perf_counter()
-            async with session.post(f"{url}/v1/workloads", json=body, timeout=aiohttp.ClientTimeout(total=300)) as r:
+            async with session.post(f"{node.url}/v1/workloads", json=body, timeout=aiohttp.ClientTimeout(total=300)) as r:
                 payload = await r.json()
                 return r.status, time.perf_counter() - start, payload
 
@@ -120,7 +121,7 @@ def load_test(n: int) -> None:
         for name in ("a", "b", "c"):
             cluster.add(name, "--enable-exec", "--disable-containers", "--capacity-cpu", "1000")
         cluster.wait_converged()
-        wall, results = asyncio.run(_spawn_burst(cluster["a"].url, n))
+        wall, results = asyncio.run(_spawn_burst(cluster["a"], n))
         statuses = Counter(status for status, _, _ in results)
         latencies = sorted(lat for _, lat, _ in results)
         ids = [body.get("id") for status, _, body in results if status == 201]

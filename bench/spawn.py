@@ -99,17 +99,19 @@ def main() -> None:
             b = cluster.add("b", "--enable-exec")
             cluster.wait_converged()
             headers = {"Authorization": f"Bearer {cluster.token}"}
-            with httpx.Client(headers=headers, timeout=30) as client:
+            # Users speak HTTPS with a token; the bare node-local call needs a node certificate (mutual TLS).
+            with httpx.Client(headers=headers, timeout=30, verify=cluster.pki.verify()) as client, \
+                    httpx.Client(timeout=30, verify=cluster.pki.node_verify()) as node_client:
                 routed_url, direct_url = f"{a.url}/v1/workloads", f"{b.url}/v1/local/workloads"
                 for _ in range(5):  # warm up connections and code paths
                     timed(client, routed_url, {"spec": SPEC})
-                    timed(client, direct_url, {"id": str(uuid.uuid4()), "spec": SPEC})
+                    timed(node_client, direct_url, {"id": str(uuid.uuid4()), "spec": SPEC})
                 user_direct_url = f"{b.url}/v1/workloads"
                 routed, direct, bare = [], [], []
                 for _ in range(args.runs):
                     routed.append(timed(client, routed_url, {"spec": SPEC}))
                     direct.append(timed(client, user_direct_url, {"spec": SPEC}))
-                    bare.append(timed(client, direct_url, {"id": str(uuid.uuid4()), "spec": SPEC}))
+                    bare.append(timed(node_client, direct_url, {"id": str(uuid.uuid4()), "spec": SPEC}))
                 report_exec(args.runs, routed, direct, bare)
                 if args.container_runs:
                     container_case(args.container_runs, a.url, client, Path(tmp))

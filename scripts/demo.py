@@ -42,15 +42,20 @@ def live_cluster() -> None:
     banner("2. a live three-node cluster on loopback")
     with tempfile.TemporaryDirectory(prefix="hypercore-demo-") as tmp:
         cluster = Cluster(Path(tmp))
+        pki = cluster.pki.dir
+        print(f"cluster credentials in {pki} (what `hypercore tls ca create`, `hypercore tls cert create`,")
+        print("`hypercore keygen` and `hypercore token create` make): a CA, one certificate per node, an")
+        print(f"encrypted-gossip key and a user token for '{cluster.token_user}'. Every call below is mutual TLS.")
         try:
             specs = [("budget", "0.006", "0.70"), ("standard", "0.020", "0.93"), ("premium", "0.045", "0.99")]
             for name, price, reputation in specs:
                 node = cluster.add(name, "--enable-exec", "--beacon-price", price, "--beacon-reputation", reputation)
-                print(f"started node {name:<9} price ${price}/GB  reputation {reputation}  api {node.url}")
+                print(f"started node {name:<9} price ${price}/GB  reputation {reputation}  api {node.url}  "
+                      f"cert {node.name}.pem")
             print("waiting for gossip and the first beacon measurements ...")
             cluster.wait_converged()
             entry = cluster["standard"]
-            env = {"HYPERCORE_ADDR": entry.url, "HYPERCORE_TOKEN": cluster.token or "", "PATH": "/usr/bin:/bin"}
+            env = {**cluster.client_env(entry), "PATH": "/usr/bin:/bin"}
             banner("spawning one workload per example policy (through node 'standard')")
             for policy in POLICIES:
                 result = hypercore("cluster", "spawn", "--command", "echo hello from $HYPERCORE_WORKLOAD_ID; sleep 60",

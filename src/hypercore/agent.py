@@ -21,15 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from hypercore.api.app import ApiError, create_app
-from hypercore.api.peer import PeerClient, PeerUnreachable
+from hypercore.api.app import create_app
+from hypercore.api.server import make_server
 from hypercore.beacon.keys import load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow
 from hypercore.beacon.publisher import BeaconPublisher, Prober
+from hypercore.beacon.tags import Admission
 from hypercore.errors import HypercoreError
 from hypercore.failover import Failover
+from hypercore.identity.admission import admission_check
+from hypercore.identity.pki import ClusterCA, NodeIdentity, load_ca
+from hypercore.identity.tls import client_context, server_context
+from hypercore.identity.tokens import TokenVerifier
 from hypercore.membership import SerfAgent, SerfError
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
@@ -39,6 +42,7 @@ from hypercore.runtime.manager import Capacity, WorkloadManager
 from hypercore.runtime.oci import OCIDriver
 from hypercore.scheduler import Scheduler
 from hypercore.store import WorkloadStore
+from hypercore.transport import Transport
 
 log = logging.getLogger("hypercore.agent")
 
@@ -57,10 +61,12 @@ class AgentConfig:
     cluster_policy: Path | None = None
     beacon_price: float = 0.01
     beacon_reputation: float = 1.0
-    cluster_token: str | None = None
-    encrypt: str | None = None
+    ca_file: Path | None = None  # the cluster CA's certificate: admits members, verifies tokens
+    cert_file: Path | None = None  # this node's certificate (hypercore tls cert create)
+    key_file: Path | None = None  # and its key
+    encrypt: str | None = None  # gossip encryption key (hypercore keygen)
     enable_exec: bool = False
-    insecure: bool = False
+    insecure: bool = False  # no TLS, no admission, no gossip encryption: loopback-only experiments
     join: tuple[str, ...] = ()
     serf_profile: str = "lan"
     probe_interval: float = 2.0
@@ -108,47 +114,76 @@ def _mem_total_mb() -> float | None:
     return None
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The agent owns SIGTERM/SIGINT/SIGHUP; uvicorn must not take them.
-        yield
+def _identity(config: AgentConfig, gossip_host: str, http_host: str) -> tuple[NodeIdentity | None, ClusterCA | None]:
+    """This node's certified identity and the cluster CA, or (None, CA or None) with --insecure."""
+    if config.insecure:
+        if not (is_loopback(gossip_host) and is_loopback(http_host)):
+            raise ConfigError(
+                f"--insecure is allowed only on loopback addresses; --cluster-bind-addr {config.cluster_bind_addr} "
+                f"and --http-bind-addr {config.http_bind_addr} must both be 127.0.0.1 (or another loopback address)")
+        log.warning("INSECURE MODE: no TLS, no admission of members, no gossip encryption; node-only routes answer "
+                    "anyone who can reach this loopback port. Never use it on a machine shared with others.")
+        return None, load_ca(config.ca_file) if config.ca_file else None
+    missing = [flag for flag, value in (("--ca-file", config.ca_file), ("--cert-file", config.cert_file),
+                                        ("--key-file", config.key_file), ("--encrypt", config.encrypt)) if not value]
+    if missing:
+        raise ConfigError(
+            f"missing {', '.join(missing)}: a node needs the cluster CA, its own certificate and key, and the gossip key. "
+            "Make them with `hypercore tls ca create --dir DIR`, `hypercore tls cert create --ca-dir DIR --node NAME "
+            "--out DIR` and `hypercore keygen` (or set HYPERCORE_CA_FILE, HYPERCORE_CERT_FILE, HYPERCORE_KEY_FILE, "
+            "HYPERCORE_ENCRYPT). --insecure runs without them, on loopback addresses only.")
+    assert config.ca_file and config.cert_file and config.key_file
+    name = config.node_name or _certified_name(config.cert_file)
+    identity = NodeIdentity.load(config.ca_file, config.cert_file, config.key_file, name)
+    return identity, identity.ca
+
+
+def _certified_name(cert_file: Path) -> str:
+    """The node name a certificate certifies (its first DNS name), used when --node-name is not given."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    except (OSError, ValueError, x509.ExtensionNotFound) as exc:
+        raise ConfigError(f"--cert-file {cert_file}: cannot read the node name it certifies ({exc})") from None
+    if not names:
+        raise ConfigError(f"--cert-file {cert_file} names no node (no DNS name); pass --node-name")
+    return str(names[0])
 
 
 class NodeAgent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.http_host, self.http_port = split_host_port(config.http_bind_addr, "--http-bind-addr")
-        split_host_port(config.cluster_bind_addr, "--cluster-bind-addr")
-        if not is_loopback(self.http_host) and not config.cluster_token and not config.insecure:
-            raise ConfigError(
-                f"refusing to serve the API on {config.http_bind_addr} without a cluster token: "
-                "set --cluster-token (or HYPERCORE_CLUSTER_TOKEN), bind to 127.0.0.1, or pass --insecure"
-            )
+        gossip_host, _ = split_host_port(config.cluster_bind_addr, "--cluster-bind-addr")
+        self.insecure = config.insecure
+        self.identity, ca = _identity(config, gossip_host, self.http_host)
         if not 0 <= config.beacon_reputation <= 1:
             raise ConfigError(f"--beacon-reputation {config.beacon_reputation} must be between 0 and 1")
         if config.beacon_price < 0:
             raise ConfigError(f"--beacon-price {config.beacon_price} must be 0 or more")
-        self.token = config.cluster_token
         self.data_dir = config.data_dir.expanduser()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.name = _node_name(self.data_dir, config.node_name)
+        self.name = self.identity.name if self.identity else _node_name(self.data_dir, config.node_name)
+        self.tokens = TokenVerifier(ca) if ca is not None else None
         self.metrics = AgentMetrics()
         policy = PERMISSIVE_DEFAULT
         if config.cluster_policy is not None:
             policy = load_policy_file(config.cluster_policy)
         self.engine = PolicyEngine(policy, self.metrics.policy)
-        self.view = ClusterView(self.metrics.beacon_invalid)
-        self.key = load_or_create_node_key(self.data_dir)
+        # Without a CA (--insecure) every member with a verified beacon counts as admitted.
+        self.view = ClusterView(self.metrics.beacon_invalid, admit=admission_check(ca) if self.identity else None)
+        self.key = self.identity.key if self.identity else load_or_create_node_key(self.data_dir)
         self.store = WorkloadStore(self.data_dir)
         self.capacity = Capacity(
             cpu=config.capacity_cpu if config.capacity_cpu is not None else float(os.cpu_count() or 1),
             mem_mb=config.capacity_mem if config.capacity_mem is not None else (_mem_total_mb() or 1024.0),
         )
         self.manager = WorkloadManager(self.store, self.data_dir, {}, self.name, capacity=self.capacity)
-        self.peers = PeerClient(self.token)
+        self.transport = Transport(self.view.peer, client_context(self.identity, ca.path) if self.identity and ca else None)
         self.scheduler = Scheduler(
-            node_name=self.name, view=self.view, engine=self.engine, metrics=self.metrics, peers=self.peers,
+            node_name=self.name, view=self.view, engine=self.engine, metrics=self.metrics, transport=self.transport,
             attempt_timeout=config.placement_timeout, manager=self.manager, on_change=self.beacon_changed,
         )
         self.failover = Failover(self)
@@ -175,20 +210,6 @@ class NodeAgent:
         for state in ("pending", "running", "exited", "stopped", "failed"):
             self.metrics.workloads.labels(state=state).set(counts.get(state, 0))
 
-    async def forward(self, method: str, url: str, text: bool = False) -> Any:
-        """Relay a workload call to the node that holds it; its errors keep their status."""
-        try:
-            r = await self.peers.request(method, url, timeout=30.0)
-        except PeerUnreachable as exc:
-            raise ApiError(502, "node_unreachable", f"{url}: {exc}") from None
-        if r.status != 200:
-            try:
-                err = r.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                err = {"code": "upstream", "message": r.text[:200]}
-            raise ApiError(r.status if r.status < 500 else 502, err.get("code", "upstream"), err.get("message", ""))
-        return r.text if text else r.json()
-
     # -- beacon inputs -------------------------------------------------------------
 
     def _sample(self) -> dict[str, Any]:
@@ -207,11 +228,9 @@ class NodeAgent:
             "mem_free_mb": max(0.0, mem_total - mem_used),
         }
 
-    def _peers(self) -> list[str]:
-        nodes = [n for n in self.view.nodes() if n.status == "alive" and n.api_url]
-        others = [n.api_url for n in nodes if n.name != self.name]
+    def _probe_targets(self) -> list[str]:
         # Alone, the node measures its own API so that its metrics are never unknown.
-        return [u for u in others if u] or [u for n in nodes if n.name == self.name and (u := n.api_url)]
+        return self.view.peers(exclude=self.name) or [n for n in (self.name,) if self.view.peer(n)]
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -274,6 +293,15 @@ class NodeAgent:
                 "running": sum(1 for r in adopted if r.state.value == "running"),
                 "lost": sum(1 for r in adopted if r.state.value != "running")})
 
+    def _allowed_hosts(self) -> list[str]:
+        """Host header values the API answers: this node's names and addresses (others: DNS rebinding)."""
+        hosts = {self.name, "localhost", "127.0.0.1"}
+        if self.http_host not in ("0.0.0.0", "::", ""):
+            hosts.add(self.http_host)
+        if self.identity is not None:
+            hosts.update(self.identity.dns_names, self.identity.ips)
+        return sorted(hosts)
+
     def _api_advertise(self) -> str:
         wildcard = self.http_host in ("0.0.0.0", "::", "")
         return f":{self.http_port}" if wildcard else f"{self.http_host}:{self.http_port}"
@@ -294,20 +322,21 @@ class NodeAgent:
             profile=self.config.serf_profile,  # type: ignore[arg-type]
         )
         await self.serf.start()
-        server = _Server(uvicorn.Config(create_app(self), host=self.http_host, port=self.http_port,
-                                        log_config=None, access_log=False, lifespan="off"))
+        server = make_server(create_app(self, self._allowed_hosts()), self.http_host, self.http_port,
+                             server_context(self.identity) if self.identity else None)
         serve = asyncio.create_task(server.serve())
         while not server.started:
             if serve.done():
                 await self.serf.stop()
                 raise ConfigError(f"cannot serve the API on {self.config.http_bind_addr} (address in use?)")
             await asyncio.sleep(0.02)
-        self.prober = Prober(self._peers, self.peers, ProbeWindow(), interval=self.config.probe_interval)
+        self.prober = Prober(self._probe_targets, self.transport, ProbeWindow(), interval=self.config.probe_interval)
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
             price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation,
             sample=self._sample, set_tags=lambda tags: self.serf.rpc.tags(set=tags),  # type: ignore[union-attr]
             metrics=self.metrics,
+            admission=Admission(self.identity.not_after, self.identity.admission) if self.identity else None,
         )
         await self.publisher.publish_if_due()
         self.view.update(await self.serf.rpc.members())
@@ -328,7 +357,7 @@ class NodeAgent:
         server.should_exit = True
         await serve
         await self.scheduler.close()
+        await self.transport.close()
         await self.manager.close()
         self.failover.close()
-        await self.peers.close()
         log.info("node agent stopped", extra={"node": self.name})

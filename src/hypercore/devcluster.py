@@ -3,13 +3,21 @@
 Each node is a real `hypercore cluster` process with its own real `serf agent`,
 data dir and ports. close() ends every agent this module started (by pid) and
 every workload process group its nodes recorded, even after a failure.
+
+Clusters run the real, secure path: a cluster CA made in the cluster's
+directory, a certificate per node, an encrypted gossip key (handed to the
+agent in its environment, never on its command line) and CA-signed user
+tokens; every call is HTTPS checked against that CA.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import signal
+import ssl
 import socket
 import sqlite3
 import subprocess
@@ -22,10 +30,12 @@ from typing import Any
 
 import httpx
 
+from hypercore.identity.pki import create_ca, create_node_cert
+from hypercore.identity.tokens import create_token
 from hypercore.runtime.exec import ExecDriver, read_proc_stat
 
 HYPERCORE = [sys.executable, "-m", "hypercore.cli"]
-TOKEN = "test-cluster-token"
+USER = "tester"  # the user of Cluster.token
 
 
 def free_port() -> int:
@@ -81,14 +91,54 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+class Pki:
+    """A cluster's credentials in `<dir>`: CA, node certificates, gossip key, user tokens."""
+
+    def __init__(self, dir: Path, gossip_key: str | None = None) -> None:
+        self.dir = dir
+        create_ca(dir)
+        self.ca_file = dir / "ca.pem"
+        self.gossip_key = gossip_key or base64.b64encode(secrets.token_bytes(32)).decode()
+        self._ssl: ssl.SSLContext | None = None
+        self._node_ssl: dict[str, ssl.SSLContext] = {}
+
+    def node(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of node `name`, made on first use."""
+        cert, key = self.dir / f"{name}.pem", self.dir / f"{name}-key.pem"
+        if not cert.exists():
+            create_node_cert(self.dir, name, self.dir, ips=["127.0.0.1"])
+        return cert, key
+
+    def token(self, user: str = USER, management: bool = False) -> str:
+        return create_token(self.dir, user, management=management)
+
+    def verify(self) -> ssl.SSLContext:
+        """What a user's HTTPS client checks agents against: this cluster's CA."""
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=str(self.ca_file))
+        return self._ssl
+
+    def node_verify(self, name: str = "devcluster-operator") -> ssl.SSLContext:
+        """A client context that also presents a CA-issued node certificate: it opens node-only routes."""
+        if name not in self._node_ssl:
+            cert, key = self.node(name)
+            context = ssl.create_default_context(cafile=str(self.ca_file))
+            context.load_cert_chain(cert, key)
+            self._node_ssl[name] = context
+        return self._node_ssl[name]
+
+
 class Node:
-    def __init__(self, name: str, root: Path, extra: list[str], token: str | None) -> None:
+    def __init__(self, name: str, root: Path, extra: list[str], pki: Pki, token: str | None,
+                 insecure: bool = False) -> None:
         self.name = name
         self.data_dir = root / name
         self.gossip_port = free_port()
         self.rpc_port = free_port()
         self.http_port = free_port()
+        self.pki = pki
         self.token = token
+        self.insecure = insecure
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / f"{name}.log"
@@ -99,7 +149,7 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'http' if self.insecure else 'https'}://127.0.0.1:{self.http_port}"
 
     def args(self, join: list[str]) -> list[str]:
         args = [
@@ -110,16 +160,20 @@ class Node:
             "--serf-rpc-addr", f"127.0.0.1:{self.rpc_port}",
             "--http-bind-addr", f"127.0.0.1:{self.http_port}",
             "--serf-profile", "local",
+            "--ca-file", str(self.pki.ca_file),
             *self.extra,
         ]
-        if self.token:
-            args += ["--cluster-token", self.token]
-        return args
+        if self.insecure:
+            return [*args, "--insecure"]
+        cert, key = self.pki.node(self.name)
+        return [*args, "--cert-file", str(cert), "--key-file", str(key)]
 
     def start(self, join: list[str]) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for key in [k for k in env if k.startswith("HYPERCORE_")]:
             env.pop(key)
+        if not self.insecure:
+            env["HYPERCORE_ENCRYPT"] = self.pki.gossip_key  # a secret: in the environment, not on the command line
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([*HYPERCORE, *self.args(join)], stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
@@ -128,7 +182,7 @@ class Node:
         def ok() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"node {self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{self.url}/healthz", timeout=1, verify=self.pki.verify()).status_code == 200
 
         wait_for(ok, timeout, f"{self.name} /healthz")
 
@@ -138,14 +192,26 @@ class Node:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
+    def request(self, method: str, path: str, *, token: str | None = None, **kw: Any) -> httpx.Response:
+        """An HTTPS call as a user: this node's default token, or `token`."""
+        headers = {"Authorization": f"Bearer {token}"} if token else self.headers()
+        kw.setdefault("timeout", 60)
+        return httpx.request(method, f"{self.url}{path}", headers={**headers, **kw.pop("headers", {})},
+                             verify=self.pki.verify(), **kw)
+
+    def node_request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """A call to a node-only route, presenting a node certificate of this cluster (no user token)."""
+        kw.setdefault("timeout", 60)
+        return httpx.request(method, f"{self.url}{path}", verify=self.pki.node_verify(), **kw)
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", headers=self.headers(), timeout=30, **kw)
+        return self.request("GET", path, **kw)
 
     def post(self, path: str, body: Any, **kw: Any) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, headers=self.headers(), timeout=60, **kw)
+        return self.request("POST", path, json=body, **kw)
 
-    def delete(self, path: str) -> httpx.Response:
-        return httpx.delete(f"{self.url}{path}", headers=self.headers(), timeout=30)
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kw)
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         return {n["name"]: n for n in self.get("/v1/nodes").json()["nodes"]}
@@ -193,13 +259,27 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, root: Path, token: str | None = TOKEN) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.token = token
+        self.pki = Pki(root / "pki")
+        self.token_user = USER
+        self.token = self.pki.token(USER)  # an ordinary user's token: what every Node helper sends
+        self.admin_token = self.pki.token("admin", management=True)
         self.nodes: dict[str, Node] = {}
 
-    def add(self, name: str, *extra: str, join: bool = True, token: str | None = "default", wait: bool = True) -> Node:
-        node = Node(name, self.root, list(extra), self.token if token == "default" else token)
+    @property
+    def ca_file(self) -> Path:
+        return self.pki.ca_file
+
+    def client_env(self, node: Node | None = None, token: str | None = None) -> dict[str, str]:
+        """Environment for the `hypercore cluster …` client commands against `node` (the first by default)."""
+        node = node or next(iter(self.nodes.values()))
+        return {"HYPERCORE_ADDR": node.url, "HYPERCORE_TOKEN": token or self.token, "HYPERCORE_CACERT": str(self.ca_file)}
+
+    def add(self, name: str, *extra: str, join: bool = True, wait: bool = True, pki: Pki | None = None,
+            insecure: bool = False) -> Node:
+        """Start node `name`; `pki`: credentials of another cluster (a node this one must not admit)."""
+        node = Node(name, self.root, list(extra), pki or self.pki, self.token, insecure=insecure)
         seeds = [n.gossip_addr for n in self.nodes.values()][:1] if join else []
         self.nodes[name] = node
         node.start(seeds)

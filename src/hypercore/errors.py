@@ -10,3 +10,14 @@ from __future__ import annotations
 
 class HypercoreError(Exception):
     """Base class of every error hypercore raises on purpose."""
+
+
+def error_from_body(text: str) -> tuple[str, str]:
+    """(code, message) of an error response of our API, `{"error": {"code", "message"}}`, or of any other body."""
+    import json
+
+    try:
+        err = json.loads(text)["error"]
+        return str(err.get("code") or "upstream"), str(err.get("message") or err)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "upstream", text[:200]

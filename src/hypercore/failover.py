@@ -57,15 +57,13 @@ from urllib.parse import quote
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hypercore.api.peer import PeerUnreachable
+from hypercore.transport import PeerUnreachable
 from hypercore.errors import HypercoreError
 from hypercore.policy import NoQualifyingNode, Policy
 from hypercore.scheduler import PlacementFailed, rendezvous_rank, workload_id_for
 from hypercore.workload import WorkloadSpec, WorkloadState
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
-
     from hypercore.agent import NodeAgent
 
 log = logging.getLogger("hypercore.failover")
@@ -88,7 +86,6 @@ MOVE_KEEP_UNDELIVERED: Final = 7 * 86400.0
 DELIVERY_RETRY: Final = 5.0
 CHECK_DEBOUNCE: Final = 10.0
 RESPAWN_CONCURRENCY: Final = 16
-MAX_BODY: Final = 16 * 1024 * 1024
 
 _UUID: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _LIVE: Final = (WorkloadState.PENDING, WorkloadState.RUNNING)
@@ -141,6 +138,7 @@ class ManifestEntry(BaseModel):
     policy: dict[str, Any] | None = None
     request_id: str | None = Field(default=None, max_length=256)
     state: Literal["pending", "running"]
+    owner: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # the user it runs for
 
 
 class Move(BaseModel):
@@ -407,11 +405,6 @@ class Failover:
 
     # -- wiring -------------------------------------------------------------------
 
-    def router(self, require_token: Any) -> APIRouter:
-        from hypercore.api.failover_routes import failover_router
-
-        return failover_router(self.agent, require_token)
-
     async def run(self) -> None:
         """The node's failover loops; runs until cancelled."""
         loops = [self._flags_loop(), self._replicate_loop(), self._watch_loop(), self._startup_check()]
@@ -433,9 +426,9 @@ class Failover:
 
     # -- the cluster as this node sees it -----------------------------------------------
 
-    def _alive(self) -> dict[str, str]:
-        """Alive nodes with an API: name → url."""
-        return {n.name: n.api_url for n in self.agent.view.nodes() if n.status == "alive" and n.api_url}
+    def _alive(self) -> list[str]:
+        """Alive, admitted nodes with an API (this one included), sorted."""
+        return self.agent.view.peers()
 
     def _status(self, node: str) -> str | None:
         view = self.agent.view.node(node)
@@ -464,10 +457,10 @@ class Failover:
                 log.warning("cannot publish or read failover flags through serf", extra={"error": str(exc)})
             await asyncio.sleep(FLAGS_REFRESH)
 
-    async def _ask(self, method: str, url: str, body: Any = None, timeout: float = ASK_TIMEOUT) -> Any | None:
-        """JSON of a 200 answer, or None (unreachable, refused, not JSON)."""
+    async def _ask(self, node: str, method: str, path: str, body: Any = None, timeout: float = ASK_TIMEOUT) -> Any | None:
+        """JSON of a 200 answer of `node`, or None (unreachable, refused, not JSON)."""
         try:
-            r = await self.agent.peers.request(method, url, json_body=body, timeout=timeout)
+            r = await self.agent.transport.request(node, method, path, json_body=body, timeout=timeout)
         except PeerUnreachable:
             return None
         if r.status != 200:
@@ -490,7 +483,8 @@ class Failover:
 
     def _refresh_manifest(self) -> None:
         workloads = [
-            ManifestEntry(id=r.id, spec=r.spec, policy=r.policy, request_id=r.request_id, state=r.state.value)  # type: ignore[arg-type]
+            ManifestEntry(id=r.id, spec=r.spec, policy=r.policy, request_id=r.request_id, state=r.state.value,
+                          owner=r.owner)  # type: ignore[arg-type]
             for r in self.agent.store.list(states=_LIVE)
         ]
         moves = self.replicas.moves()
@@ -521,17 +515,17 @@ class Failover:
                 continue
             if state.acked < self.manifest.version or now - state.last_ok >= REFRESH_INTERVAL:
                 state.next_try = now + PUSH_MIN_INTERVAL
-                task = asyncio.ensure_future(self._push(buddy, alive[buddy], self.manifest.version, self._manifest_body))
+                task = asyncio.ensure_future(self._push(buddy, self.manifest.version, self._manifest_body))
                 self._pushes[buddy] = task
                 task.add_done_callback(functools.partial(_forget, self._pushes, buddy))
         if now - self._last_gc >= REFRESH_INTERVAL:
             self._last_gc = now
             self._collect_garbage()
 
-    async def _push(self, buddy: str, url: str, version: int, body: dict[str, Any] | None) -> None:
+    async def _push(self, buddy: str, version: int, body: dict[str, Any] | None) -> None:
         state = self._buddies.get(buddy) or _Buddy()
         try:
-            r = await self.agent.peers.request("PUT", f"{url}/v1/local/replicas/{quote(self.name, safe='')}",
+            r = await self.agent.transport.request(buddy, "PUT", f"/v1/local/replicas/{quote(self.name, safe='')}",
                                                json_body=body, timeout=ASK_TIMEOUT)
         except PeerUnreachable as exc:
             self.m_pushes.labels(outcome="unreachable").inc()
@@ -627,15 +621,14 @@ class Failover:
 
     async def _elect(self, owner: str) -> _Election:
         """The newest manifest of `owner` among the holders asked, and who respawns it."""
-        alive = self._alive()
-        alive.pop(owner, None)
+        alive = [n for n in self._alive() if n != owner]
         ranked = holder_rank(owner, [*alive, self.name], self.flagged_nodes)
         mine = ranked.index(self.name)
         ask = [n for n in ranked[: max(mine, self.k + 2)] if n != self.name]
         own = self.replicas.get(owner)
         # Their manifest comes along only when it is newer than ours.
         path = f"/v1/local/replicas/{quote(owner, safe='')}?newer_than={own.version if own else -1}"
-        answers = await asyncio.gather(*(self._ask("GET", f"{alive[n]}{path}") for n in ask))
+        answers = await asyncio.gather(*(self._ask(n, "GET", path) for n in ask))
         holders: dict[str, _Holder] = {}
         if own is not None:
             holders[self.name] = _Holder(self.flagged, owner in self._acting, own.version, own)
@@ -662,14 +655,18 @@ class Failover:
                 found[wid] = (self.name, record.to_dict())
         if not ids:
             return found
-        others = {n: u for n, u in self._alive().items() if n != self.name}
-        answers = await asyncio.gather(*(self._ask("POST", f"{u}/v1/local/failover/lookup", {"ids": ids}, timeout=5.0)
-                                         for u in others.values()))
+        others = [n for n in self._alive() if n != self.name]
+        answers = await asyncio.gather(*(self._ask(n, "POST", "/v1/local/failover/lookup", {"ids": ids}, timeout=5.0)
+                                         for n in others))
         for node, body in zip(others, answers):
             for wid, workload in (body or {}).get("found", {}).items():
                 if wid in ids and (wid not in found or workload.get("state") == "running"):
                     found[wid] = (node, workload)
         return found
+
+    def is_acting(self, owner: str) -> bool:
+        """Whether this node is placing `owner`'s workloads right now."""
+        return owner in self._acting
 
     def local_lookup(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         out = {}
@@ -750,7 +747,8 @@ class Failover:
                     log.error("the policy a workload was placed with does not parse any more; using the cluster default",
                               extra={"owner": owner, "id": entry.id, "error": str(exc)})
             try:
-                placement = await self.agent.scheduler.place(entry.spec, policy, request_id=respawn_request_id(entry.id))
+                placement = await self.agent.scheduler.place(entry.spec, policy, request_id=respawn_request_id(entry.id),
+                                                             owner=entry.owner)
             except (NoQualifyingNode, PlacementFailed, HypercoreError) as exc:
                 self.m_respawns.labels(result="failed").inc()
                 log.warning("could not place a workload of a failed node yet; will retry",
@@ -774,11 +772,9 @@ class Failover:
             self._dirty = True  # goes into our manifest, hence to our buddies
 
     async def _deliver(self, owner: str, moves: list[Move]) -> None:
-        view = self.agent.view.node(owner)
-        url = view.api_url if view is not None else None
         body = None
-        if url is not None:
-            body = await self._ask("POST", f"{url}/v1/local/failover/moved",
+        if self.agent.transport.reachable(owner):
+            body = await self._ask(owner, "POST", "/v1/local/failover/moved",
                                    {"moves": [m.model_dump(mode="json") for m in moves]}, timeout=60.0)
         if isinstance(body, dict):
             self.replicas.mark_delivered(m.original_id for m in moves)
@@ -810,7 +806,7 @@ class Failover:
         alive = self._alive()
         ask = holder_rank(self.name, alive, self.flagged_nodes)[: self.k + 2]
         path = f"/v1/local/failover/moves/{quote(self.name, safe='')}"
-        answers = await asyncio.gather(*(self._ask("GET", f"{alive[n]}{path}") for n in ask))
+        answers = await asyncio.gather(*(self._ask(n, "GET", path) for n in ask))
         for body in answers:
             for raw in (body or {}).get("moves", []):
                 with contextlib.suppress(ValidationError):

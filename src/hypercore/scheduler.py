@@ -28,15 +28,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypercore.api.models import LocalSpawnRequest
-from hypercore.api.peer import PeerClient, PeerUnreachable
 from hypercore.errors import HypercoreError
+from hypercore.identity.tokens import User
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
 from hypercore.runtime.base import RuntimeRefused
 from hypercore.runtime.manager import WorkloadManager
-from hypercore.workload import WorkloadSpec, new_workload_id
+from hypercore.transport import PeerUnreachable, Transport
+from hypercore.workload import LocalSpawnRequest, WorkloadSpec, new_workload_id
 
 log = logging.getLogger("hypercore.scheduler")
 
@@ -45,6 +45,11 @@ log = logging.getLogger("hypercore.scheduler")
 REQUEST_NAMESPACE = uuid.UUID("5f0c2f4e-3a8b-4e53-9a57-2f1f4f8e6b21")
 RETRACT_FOR_S = 300.0  # how long a timed-out attempt keeps being retracted
 _PLACEMENTS_KEPT = 10_000
+
+
+def user_request_id(user: str, request_id: str) -> str:
+    """A user's request id as the cluster keys it: two users' "job-1" are two requests, not one."""
+    return f"{user}/{request_id}"
 
 
 def workload_id_for(request_id: str | None) -> str:
@@ -101,7 +106,7 @@ class Scheduler:
         view: ClusterView,
         engine: PolicyEngine,
         metrics: AgentMetrics,
-        peers: PeerClient,
+        transport: Transport,
         attempt_timeout: float = 15.0,
         manager: WorkloadManager | None = None,
         on_change: Callable[[], None] | None = None,
@@ -112,7 +117,7 @@ class Scheduler:
         self.view = view
         self.engine = engine
         self.metrics = metrics
-        self.peers = peers
+        self.transport = transport
         self.attempt_timeout = attempt_timeout
         # One lock per request id being placed, with how many callers hold or await it.
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -156,13 +161,12 @@ class Scheduler:
         )
         return decision
 
-    def owner_of(self, request_id: str) -> tuple[str, str | None]:
-        """(node, api url) that places `request_id`; url None when it is this node."""
-        nodes = {n.name: n for n in self.view.nodes() if n.status == "alive" and n.api_url}
+    def owner_of(self, request_id: str) -> str:
+        """The node that places `request_id` (this one while it does not see itself as a peer)."""
+        nodes = self.view.peers()
         if self.node_name not in nodes:
-            return self.node_name, None
-        owner = rendezvous_rank(request_id, list(nodes))[0]
-        return owner, None if owner == self.node_name else nodes[owner].api_url
+            return self.node_name
+        return rendezvous_rank(request_id, nodes)[0]
 
     # -- placing ------------------------------------------------------------------
 
@@ -173,9 +177,11 @@ class Scheduler:
         *,
         request_id: str | None = None,
         dry_run: bool = False,
+        owner: str | None = None,
     ) -> Placement:
+        """Place `spec` for user `owner` (None: a workload of no user, e.g. in tests of the engine)."""
         if dry_run or request_id is None:
-            return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run)
+            return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run, owner=owner)
         lock, users = self._locks.setdefault(request_id, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
@@ -187,7 +193,7 @@ class Scheduler:
                     log.info("request already placed; returning its workload",
                              extra={"request_id": request_id, "id": workload_id, "node": node})
                     return Placement(self.decide(spec, policy), workload, node, existing=True)
-                return await self._place(spec, policy, workload_id, request_id=request_id)
+                return await self._place(spec, policy, workload_id, request_id=request_id, owner=owner)
         finally:
             users[0] -= 1
             if not users[0]:
@@ -208,7 +214,7 @@ class Scheduler:
 
     async def _place(
         self, spec: WorkloadSpec, policy: Policy | None, workload_id: str, *,
-        request_id: str | None = None, dry_run: bool = False,
+        request_id: str | None = None, dry_run: bool = False, owner: str | None = None,
     ) -> Placement:
         decision = self.decide(spec, policy)
         if not len(decision.ranked):
@@ -228,7 +234,7 @@ class Scheduler:
             # Counted before the attempt: concurrent decisions must see it at once.
             counted = time.time()
             self._recent[ranked.node].append(counted)
-            attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id)
+            attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id, owner)
             placement.attempts.append(attempt)
             self.metrics.spawn_attempts.labels(outcome=attempt.outcome).inc()
             if workload is None:
@@ -257,7 +263,8 @@ class Scheduler:
             raise DeadlinePassed("placement deadline passed before this node could start the workload")
         if self.manager is None:
             raise RuntimeRefused(f"node {self.node_name} runs no workloads")
-        record = await self.manager.accept(req.spec, workload_id=req.id, request_id=req.request_id, policy=req.policy)
+        record = await self.manager.accept(req.spec, workload_id=req.id, request_id=req.request_id, policy=req.policy,
+                                           owner=req.owner)
         if self.on_change is not None:
             self.on_change()
         if req.deadline is not None and time.time() > req.deadline:
@@ -273,9 +280,11 @@ class Scheduler:
         return record.to_dict()
 
     async def _attempt(
-        self, node: str, workload_id: str, spec: WorkloadSpec, policy: Policy, request_id: str | None
+        self, node: str, workload_id: str, spec: WorkloadSpec, policy: Policy, request_id: str | None,
+        owner: str | None,
     ) -> tuple[Attempt, dict[str, Any] | None]:
         body = {
+            "owner": owner,
             "id": workload_id,
             "spec": spec.model_dump(mode="json"),
             "request_id": request_id,
@@ -294,13 +303,9 @@ class Scheduler:
                 return Attempt(node, "refused", str(exc)), None
             except HypercoreError as exc:
                 return Attempt(node, "error", str(exc)), None
-        view = self.view.node(node)
-        url = view.api_url if view else None
-        if url is None:
-            return Attempt(node, "error", "node advertises no API address"), None
         try:
-            response = await self.peers.request(
-                "POST", f"{url}/v1/local/workloads", json_body=body, timeout=self.attempt_timeout
+            response = await self.transport.request(
+                node, "POST", "/v1/local/workloads", json_body=body, timeout=self.attempt_timeout
             )
         except PeerUnreachable as exc:
             return Attempt(node, "timeout" if exc.timed_out else "error", str(exc)), None
@@ -321,13 +326,13 @@ class Scheduler:
         deadline = time.monotonic() + RETRACT_FOR_S
         while time.monotonic() < deadline:
             view = self.view.node(node)
-            if view is None or view.status in ("left", "failed") or view.api_url is None:
+            if view is None or view.status in ("left", "failed") or not view.admitted:
                 return  # gone: its failover, not us, deals with what it ran
             if self.placements.get(workload_id, {}).get("node") == node:
                 return  # a later retry of the same request landed there after all
             try:
-                r = await self.peers.request("DELETE", f"{view.api_url}/v1/local/workloads/{workload_id}?reason=retracted",
-                                             timeout=self.attempt_timeout)
+                r = await self.transport.request(node, "DELETE", f"/v1/local/workloads/{workload_id}?reason=retracted",
+                                                 timeout=self.attempt_timeout)
                 if r.status in (200, 404):
                     log.info("retracted a timed-out placement attempt",
                              extra={"node": node, "id": workload_id, "found": r.status == 200})
@@ -361,11 +366,10 @@ class Scheduler:
 
     async def _ask_origin(self, workload_id: str, origin: str | None) -> str | None:
         """'ours', 'placing', a reason to stop, or None when the origin cannot be asked."""
-        view = self.view.node(origin) if origin else None
-        if view is None or view.api_url is None or view.status != "alive":
+        if not origin:
             return None
         try:
-            r = await self.peers.request("GET", f"{view.api_url}/v1/local/placements/{workload_id}", timeout=5.0)
+            r = await self.transport.request(origin, "GET", f"/v1/local/placements/{workload_id}", timeout=5.0)
         except PeerUnreachable:
             return None
         if r.status != 200:
@@ -381,18 +385,21 @@ class Scheduler:
 
     # -- reading across the cluster ----------------------------------------------------
 
-    async def gather(self, path: str, timeout: float = 5.0) -> list[tuple[str, Any]]:
-        """GET `path` from every alive node with an API, concurrently: [(node, json or error)]."""
-        nodes = [n for n in self.view.nodes() if n.status == "alive" and n.api_url]
+    async def gather(self, path: str, timeout: float = 5.0, user: User | None = None) -> list[tuple[str, Any]]:
+        """GET `path` from every reachable node (this one included), concurrently: [(node, json or error)].
 
-        async def one(name: str, url: str) -> tuple[str, Any]:
+        With `user`, each node answers as it would answer that user.
+        """
+        out: list[tuple[str, Any]] = []
+        for node, r in await self.transport.gather(self.view.peers(), "GET", path, timeout=timeout, user=user):
+            if isinstance(r, PeerUnreachable):
+                out.append((node, r))
+                continue
             try:
-                r = await self.peers.request("GET", f"{url}{path}", timeout=timeout)
-                return name, r.json() if r.status == 200 else HypercoreError(f"HTTP {r.status}: {r.error_message()}")
-            except (PeerUnreachable, ValueError) as exc:
-                return name, HypercoreError(str(exc))
-
-        return list(await asyncio.gather(*(one(n.name, n.api_url) for n in nodes if n.api_url)))
+                out.append((node, r.json() if r.status == 200 else HypercoreError(f"HTTP {r.status}: {r.error_message()}")))
+            except ValueError as exc:
+                out.append((node, HypercoreError(f"node {node}: answer is not JSON ({exc})")))
+        return out
 
     async def close(self) -> None:
         for task in list(self._background):

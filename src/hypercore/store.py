@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final, Self
 
 from hypercore.errors import HypercoreError
-from hypercore.workload import WorkloadSpec, WorkloadState
+from hypercore.workload import LIVE_STATES, WorkloadSpec, WorkloadState
 
 __all__ = ["SCHEMA_VERSION", "DuplicateWorkload", "WorkloadRecord", "WorkloadStore"]
 
@@ -34,7 +34,7 @@ REGISTRY_FILENAME: Final = "registry.sqlite3"
 
 # Bump when the schema changes and add a step to _MIGRATIONS; PRAGMA
 # user_version records which steps a file has already had.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _MIGRATIONS: Final[dict[int, str]] = {
     1: """
@@ -55,6 +55,10 @@ _MIGRATIONS: Final[dict[int, str]] = {
     );
     CREATE INDEX workloads_state ON workloads (state);
     """,
+    # The user (token name) who created a workload: only they, or a management token, may see or act on it.
+    2: """
+    ALTER TABLE workloads ADD COLUMN owner TEXT
+    """,
 }
 
 _COLUMNS: Final = (
@@ -71,10 +75,11 @@ _COLUMNS: Final = (
     "exit_code",
     "error",
     "policy",
+    "owner",
 )
 # The primary key never changes; everything else may be updated.
 _UPDATABLE: Final = frozenset(_COLUMNS) - {"id"}
-_UNFINISHED: Final = (WorkloadState.PENDING.value, WorkloadState.RUNNING.value)
+_UNFINISHED: Final = tuple(sorted(state.value for state in LIVE_STATES))
 
 
 class DuplicateWorkload(HypercoreError):
@@ -98,6 +103,7 @@ class WorkloadRecord:
     exit_code: int | None = None
     error: str | None = None
     policy: dict[str, Any] | None = field(default=None)
+    owner: str | None = None  # the token name that created it; None: created before owners were recorded
 
     def to_dict(self) -> dict[str, Any]:
         """The user-facing view (API, CLI): no driver handle, no policy body."""
@@ -111,6 +117,7 @@ class WorkloadRecord:
             "finished_at": self.finished_at,
             "exit_code": self.exit_code,
             "error": self.error,
+            "owner": self.owner,
         }
 
 
@@ -144,6 +151,7 @@ def _decode(row: sqlite3.Row) -> WorkloadRecord:
         exit_code=row["exit_code"],
         error=row["error"],
         policy=json.loads(row["policy"]) if row["policy"] is not None else None,
+        owner=row["owner"],
     )
 
 
@@ -282,6 +290,6 @@ class WorkloadStore:
         """Workloads accepted and not yet finished (pending or running)."""
         with self._locked() as conn:
             row = conn.execute(
-                "SELECT COUNT(*) FROM workloads WHERE state IN (?, ?)", _UNFINISHED
+                f"SELECT COUNT(*) FROM workloads WHERE state IN ({', '.join('?' * len(_UNFINISHED))})", _UNFINISHED
             ).fetchone()
         return int(row[0])

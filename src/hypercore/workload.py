@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,6 +29,14 @@ class WorkloadState(str, Enum):
     @property
     def finished(self) -> bool:
         return self in (WorkloadState.EXITED, WorkloadState.STOPPED, WorkloadState.FAILED)
+
+
+# The canonical state sets. WorkloadState is a str enum (it hashes and compares
+# like its value), so a state string read from JSON tests as well: "pending" in LIVE_STATES.
+# Accepted and not finished: it holds (or is about to hold) the node's resources.
+LIVE_STATES: frozenset[WorkloadState] = frozenset({WorkloadState.PENDING, WorkloadState.RUNNING})
+# A workload "exists" (counts as placed) in these; a FAILED one never ran or was lost.
+EXISTING_STATES: frozenset[WorkloadState] = LIVE_STATES | {WorkloadState.EXITED, WorkloadState.STOPPED}
 
 
 class WorkloadSpec(BaseModel):
@@ -98,3 +106,23 @@ def is_workload_id(value: str) -> bool:
         return str(uuid.UUID(value)) == value
     except (ValueError, AttributeError, TypeError):
         return False
+
+
+_UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# A user (token) name, as hypercore.identity.tokens allows it.
+_OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+
+
+class LocalSpawnRequest(BaseModel):
+    """A placement attempt: what a scheduling node sends the chosen node (hypercore.scheduler)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=_UUID_PATTERN)
+    spec: WorkloadSpec
+    request_id: str | None = Field(default=None, max_length=256)
+    policy: dict[str, Any] | None = None
+    deadline: float | None = Field(default=None, description="Unix time after which the node must not start it.")
+    origin: str | None = Field(default=None, max_length=256, description="The node placing it, asked when a start ends late.")
+    owner: str | None = Field(default=None, pattern=_OWNER_PATTERN,
+                              description="The user it is placed for, vouched for by the calling node's certificate.")

@@ -8,7 +8,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hypercore.beacon.keys import fingerprint, load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow, choose_targets
-from hypercore.beacon.tags import MAX_AGE_S, SERF_TAGS_LIMIT, Beacon, BeaconInvalid, decode, encode, encoded_size
+from hypercore.beacon.tags import (
+    MAX_AGE_S,
+    SERF_TAGS_LIMIT,
+    Admission,
+    Beacon,
+    BeaconInvalid,
+    decode,
+    encode,
+    encoded_size,
+)
 
 NOW = 1_800_000_000
 
@@ -89,8 +98,30 @@ def test_worst_case_tags_fit_serfs_512_byte_limit() -> None:
         mem_total_mb=1.23456789e11, mem_free_mb=1.23456789e11,
         capabilities=("container", "exec", "gpu-nvidia-a100", "sgx-enclave"),
     )
-    tags = encode(worst, "n" * 128, Ed25519PrivateKey.generate())
+    admission = Admission(99_999_999_999, b"\xff" * 64)
+    tags = {**encode(worst, "n" * 128, Ed25519PrivateKey.generate(), admission), "fo": "1"}  # + failover's flag
     assert encoded_size(tags) <= SERF_TAGS_LIMIT, encoded_size(tags)
+
+
+def test_the_admission_travels_signed_with_the_beacon() -> None:
+    key = Ed25519PrivateKey.generate()
+    admission = Admission(NOW + 3600, bytes(range(64)))
+    tags = encode(beacon(), "n1", key, admission)
+    got = decode(tags, "n1", NOW)
+    assert got.admission == admission and got.public_key == key.public_key().public_bytes_raw()
+    assert "admission" not in got.metrics() and "public_key" not in got.metrics()
+    # Swapping, dropping or adding an admission breaks the beacon signature.
+    other = Admission(NOW + 7200, bytes(64)).encode()
+    for forged in ({**tags, "a": other}, {k: v for k, v in tags.items() if k != "a"}):
+        with pytest.raises(BeaconInvalid) as err:
+            decode(forged, "n1", NOW)
+        assert err.value.cause == "signature"
+    with pytest.raises(BeaconInvalid) as err:
+        decode({**encode(beacon(), "n1", key), "a": other}, "n1", NOW)
+    assert err.value.cause == "signature"
+    for garbage in ("x", "12.", "1" * 13 + ".AAAA", "123.!!!!", f"123.{'A' * 10}"):
+        with pytest.raises(BeaconInvalid):
+            Admission.decode(garbage)
 
 
 def test_node_key_persists_with_private_permissions(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from hypercore.devcluster import TOKEN, Cluster, live_workload_processes, wait_for
-from hypercore.scheduler import rendezvous_rank, workload_id_for
+from hypercore.devcluster import USER, Cluster, Node, live_workload_processes, wait_for
+from hypercore.scheduler import rendezvous_rank, user_request_id, workload_id_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
@@ -59,11 +59,13 @@ def test_a_node_frozen_during_the_spawn_leaves_no_second_copy(cluster: Cluster, 
     # A request id placed by a node that stays awake (a frozen owner is a
     # different failure: the client gets a 504 and retries).
     request_id = next(r for r in (f"frz-{uuid.uuid4().hex}" for _ in range(100))
-                      if rendezvous_rank(r, ["frozen", "backup", "origin"])[0] != "frozen")
+                      if rendezvous_rank(user_request_id(USER, r), ["frozen", "backup", "origin"])[0] != "frozen")
     body = {"spec": {"command": "sleep 120", "cpu": 0.1}, "policy": COST, "request_id": request_id}
     out: list = []
     sender = threading.Thread(target=lambda: out.append(origin.post("/v1/workloads", body)))
     sender.start()
+    # Not a wait for an event: the parameter picks the moment of the freeze
+    # (before the spawn reaches the node, or while it is under way).
     time.sleep(freeze_after)
     frozen.signal(signal.SIGSTOP)
     try:
@@ -76,8 +78,9 @@ def test_a_node_frozen_during_the_spawn_leaves_no_second_copy(cluster: Cluster, 
     finally:
         frozen.signal(signal.SIGCONT)
     # Thawed, the frozen node must not keep (or start) a copy of its own.
-    time.sleep(1)
+    frozen.wait_healthy()  # answering again: it is working through what it missed
     wait_for(lambda: live_workload_processes()[wid] == 1, 20, "exactly one live copy")
+    # A fixed wait is right here: it checks that no second copy appears later.
     time.sleep(3)
     assert live_workload_processes()[wid] == 1
     holders = [w["node"] for w in origin.get("/v1/workloads").json()["workloads"] if w["id"] == wid and w["state"] == "running"]
@@ -89,7 +92,7 @@ def test_when_every_attempt_times_out_nothing_is_left_running(cluster: Cluster) 
     origin = cluster.add("origin", "--disable-containers", "--placement-timeout", "1.5")
     cluster.wait_converged()
     request_id = next(r for r in (f"fail-{uuid.uuid4().hex}" for _ in range(100))
-                      if rendezvous_rank(r, ["only", "origin"])[0] == "origin")
+                      if rendezvous_rank(user_request_id(USER, r), ["only", "origin"])[0] == "origin")
     only.signal(signal.SIGSTOP)
     try:
         r = origin.post("/v1/workloads", {"spec": {"command": "sleep 120", "cpu": 0.1}, "request_id": request_id})
@@ -97,17 +100,20 @@ def test_when_every_attempt_times_out_nothing_is_left_running(cluster: Cluster) 
         assert r.json()["error"]["attempts"] == [{"node": "only", "outcome": "timeout", "detail": "no answer within 1.5 s"}]
     finally:
         only.signal(signal.SIGCONT)
-    wid = workload_id_for(request_id)
+    wid = workload_id_for(user_request_id(USER, request_id))
+    only.wait_healthy()  # answering again, so it has seen the abandoned request
+    # A fixed wait is right here: it checks that no copy starts late.
     time.sleep(4)
     assert live_workload_processes()[wid] == 0
 
 
-async def _spawn_many(url: str, n: int) -> list[tuple[int, dict]]:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0)) as session:
+async def _spawn_many(node: Node, n: int) -> list[tuple[int, dict]]:
+    headers = {"Authorization": f"Bearer {node.token}"}
+    connector = aiohttp.TCPConnector(limit=0, ssl=node.pki.verify())
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         async def one(i: int) -> tuple[int, dict]:
             body = {"spec": {"command": "sleep 120", "cpu": 0.01, "mem": 1}, "request_id": f"load-{i}-{uuid.uuid4().hex}"}
-            async with session.post(f"{url}/v1/workloads", json=body, timeout=aiohttp.ClientTimeout(total=120)) as r:
+            async with session.post(f"{node.url}/v1/workloads", json=body, timeout=aiohttp.ClientTimeout(total=120)) as r:
                 return r.status, await r.json()
 
         return await asyncio.gather(*(one(i) for i in range(n)))
@@ -117,7 +123,7 @@ def test_200_concurrent_spawns_complete_once_each_and_spread_evenly(cluster: Clu
     for name in ("a", "b", "c"):
         cluster.add(name, *EXEC)
     cluster.wait_converged()
-    results = asyncio.run(_spawn_many(cluster["a"].url, 200))
+    results = asyncio.run(_spawn_many(cluster["a"], 200))
     statuses = Counter(status for status, _ in results)
     assert statuses == {201: 200}, (statuses, [b for s, b in results if s != 201][:3])
     ids = [body["id"] for _, body in results]

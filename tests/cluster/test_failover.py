@@ -39,14 +39,14 @@ def spawn(via: Node, policy: dict, expect_node: str) -> str:
 
 def replicated(node: Node, n_workloads: int) -> bool:
     """`node`'s current manifest, with n workloads, is confirmed by both of its buddies."""
-    status = node.get("/v1/local/failover").json()
+    status = node.node_request("GET", "/v1/local/failover").json()
     buddies = status["buddies"]
     return (status["workloads"] == n_workloads and len(buddies) == 2
             and all(b["acked"] == status["version"] for b in buddies.values()))
 
 
 def own_moves(node: Node, owner: str) -> dict[str, str]:
-    return {m["original_id"]: m["new_id"] for m in node.get("/v1/local/failover").json()["moves"] if m["owner"] == owner}
+    return {m["original_id"]: m["new_id"] for m in node.node_request("GET", "/v1/local/failover").json()["moves"] if m["owner"] == owner}
 
 
 def test_killed_node_with_two_flagged_survivors_comes_back_once_and_stops_its_old_copies(cluster: Cluster) -> None:
@@ -61,17 +61,19 @@ def test_killed_node_with_two_flagged_survivors_comes_back_once_and_stops_its_ol
 
     # Both buddies hold a's newest manifest: the three running workloads, not the stopped one.
     def held_ids(holder: Node) -> set[str]:
-        return {w["id"] for w in (holder.get("/v1/local/replicas/a").json()["manifest"] or {}).get("workloads", [])}
+        return {w["id"] for w in (holder.node_request("GET", "/v1/local/replicas/a").json()["manifest"] or {}).get("workloads", [])}
 
     wait_for(lambda: held_ids(b) == held_ids(c) == set(keep), 10, "a's manifest on b and c")
     assert all(live_workload_processes()[i] == 1 for i in keep) and live_workload_processes()[stopped] == 0
 
-    # Manifests are kept only when newer; the replica endpoints need the token.
-    held = b.get("/v1/local/replicas/a").json()
+    # Manifests are kept only when newer, only from their owner's certificate, and never from a user.
+    held = b.node_request("GET", "/v1/local/replicas/a").json()
     stale = {**held["manifest"], "version": held["version"] - 1, "workloads": []}
-    put = httpx.put(f"{b.url}/v1/local/replicas/a", json=stale, headers=b.headers(), timeout=10)
+    put = httpx.put(f"{b.url}/v1/local/replicas/a", json=stale, verify=cluster.pki.node_verify("a"), timeout=10)
     assert put.status_code == 200 and put.json()["result"] == "stale" and put.json()["stored_version"] == held["version"]
-    assert httpx.put(f"{b.url}/v1/local/replicas/a", json=stale, timeout=10).status_code == 401
+    newer = {**held["manifest"], "version": held["version"] + 1, "workloads": []}
+    assert b.node_request("PUT", "/v1/local/replicas/a", json=newer).status_code == 403  # c's or anyone else's cert
+    assert b.request("PUT", "/v1/local/replicas/a", json=newer).status_code == 403  # a user token
     assert held_ids(b) == set(keep)
 
     a.kill()
@@ -97,7 +99,7 @@ def test_killed_node_with_two_flagged_survivors_comes_back_once_and_stops_its_ol
     a.restart()
 
     def old_copies_stopped() -> dict | None:
-        local = {w["id"]: w for w in a.get("/v1/local/workloads").json()["workloads"]}
+        local = {w["id"]: w for w in a.node_request("GET", "/v1/local/workloads").json()["workloads"]}
         done = all(live_workload_processes()[i] == 0 and local[i]["state"] == "stopped" for i in keep)
         return local if done else None
 
@@ -106,7 +108,7 @@ def test_killed_node_with_two_flagged_survivors_comes_back_once_and_stops_its_ol
         assert local[i]["state"] == "stopped"
         assert local[i]["error"] == f"moved to b as {new[i]} while this node was failed"
     assert local[stopped]["state"] == "stopped" and local[stopped]["error"] is None
-    assert {w["id"] for w in a.get("/v1/local/failover").json()["moved_away"]} == set(keep)
+    assert {w["id"] for w in a.node_request("GET", "/v1/local/failover").json()["moved_away"]} == set(keep)
     assert all(live_workload_processes()[n] == 1 for n in new.values())
     # Once back, a's manifest no longer lists what moved.
     wait_for(lambda: held_ids(b) == set() and held_ids(c) == set(), 15, "a's new, empty manifest on its buddies")
@@ -130,7 +132,8 @@ def test_two_nodes_killed_at_once_each_workload_comes_back_once(cluster: Cluster
     new = [respawn_id(i) for i in on_a + on_b]
     wait_for(lambda: all(live_workload_processes()[n] == 1 for n in new), 30, "every workload of a and b to run again")
     respawned_after = time.monotonic() - killed
-    # Past every survivor's grace period, nothing was placed twice.
+    # Past every survivor's grace period, nothing was placed twice. A fixed
+    # wait is right here: it checks that no second copy appears before then.
     time.sleep(max(0.0, 25 - (time.monotonic() - killed)))
     assert all(live_workload_processes()[n] == 1 for n in new)
     listed = {w["id"]: w for w in c.get("/v1/workloads").json()["workloads"]}
@@ -169,7 +172,7 @@ def test_a_node_frozen_past_failure_detection_stops_its_copies_once_it_is_alive_
             os.kill(pid, signal.SIGCONT)
 
     def old_copies_stopped() -> dict | None:
-        local = {w["id"]: w for w in a.get("/v1/local/workloads").json()["workloads"]}
+        local = {w["id"]: w for w in a.node_request("GET", "/v1/local/workloads").json()["workloads"]}
         return local if all(live_workload_processes()[i] == 0 and local[i]["state"] == "stopped" for i in ids) else None
 
     local = wait_for(old_copies_stopped, 30, "the thawed node to stop its old copies")

@@ -18,9 +18,9 @@ pytestmark = pytest.mark.cluster
 
 
 def test_spawn_moves_on_when_the_top_node_refuses_and_when_it_was_killed(cluster: Cluster) -> None:
-    # "refuser" is the cheapest node but was started with another cluster token:
-    # it answers every placement with 401, a refusal.
-    cluster.add("refuser", "--enable-exec", "--disable-containers", "--beacon-price", "0.005", token="another-token")
+    # "refuser" is the cheapest node but offers half a core: it refuses the
+    # default one-core spawn (409, a refusal).
+    cluster.add("refuser", "--enable-exec", "--disable-containers", "--beacon-price", "0.005", "--capacity-cpu", "0.5")
     cluster.add("second", "--enable-exec", "--disable-containers", "--beacon-price", "0.010")
     cluster.add("third", "--enable-exec", "--disable-containers", "--beacon-price", "0.030")
     cluster.wait_converged()
@@ -29,7 +29,7 @@ def test_spawn_moves_on_when_the_top_node_refuses_and_when_it_was_killed(cluster
     body = r.json()
     assert [x["node"] for x in body["decision"]["ranked"]][:2] == ["refuser", "second"]
     assert [(a["node"], a["outcome"]) for a in body["attempts"]] == [("refuser", "refused"), ("second", "ok")]
-    assert "401" in body["attempts"][0]["detail"]
+    assert "409" in body["attempts"][0]["detail"] and "CPU" in body["attempts"][0]["detail"]
     assert body["node"] == "second"
 
     # SIGKILL "second" and spawn at once, before Serf notices: the attempt on it
@@ -52,10 +52,10 @@ def test_spawn_moves_on_when_the_top_node_refuses_and_when_it_was_killed(cluster
 
 
 def test_when_every_attempt_fails_the_error_lists_each_node(cluster: Cluster) -> None:
-    # Only b and c can run commands, and both were given other tokens than a.
-    cluster.add("a", "--disable-containers", token="token-a")
-    cluster.add("b", "--enable-exec", "--disable-containers", token="token-b")
-    cluster.add("c", "--enable-exec", "--disable-containers", token="token-c")
+    # Only b and c can run commands, and neither has a whole core to offer.
+    cluster.add("a", "--disable-containers")
+    cluster.add("b", "--enable-exec", "--disable-containers", "--capacity-cpu", "0.5")
+    cluster.add("c", "--enable-exec", "--disable-containers", "--capacity-cpu", "0.5")
     cluster.wait_converged()
     r = cluster["a"].post("/v1/workloads", {"spec": {"command": "sleep 30"}})
     assert r.status_code == 503, r.text
@@ -66,9 +66,10 @@ def test_when_every_attempt_fails_the_error_lists_each_node(cluster: Cluster) ->
     assert {x["node"]: x["reasons"] for x in err["decision"]["rejected"]}["a"] == ["missing capability exec"]
 
 
-def _rogue_serf(tmp: Path, join: str, name: str, tags: dict[str, str]) -> subprocess.Popen[bytes]:
+def _rogue_serf(tmp: Path, join: str, name: str, tags: dict[str, str], key: str) -> subprocess.Popen[bytes]:
+    """A plain serf agent holding the (leaked) gossip key `key`: it joins, but holds no certificate."""
     args = ["serf", "agent", f"-node={name}", f"-bind=127.0.0.1:{free_port()}", f"-rpc-addr=127.0.0.1:{free_port()}",
-            f"-join={join}", "-profile=local", "-log-level=warn"]
+            f"-join={join}", "-profile=local", "-log-level=warn", f"-encrypt={key}"]
     tagfile = tmp / f"{name}.tags.json"
     tagfile.write_text(json.dumps(tags))
     args.append(f"-tags-file={tagfile}")
@@ -91,9 +92,9 @@ def test_forged_and_malformed_beacons_from_rogue_members_are_ignored(cluster: Cl
     copied = dict(tags)
     garbage = {"hc": "1", "api": "127.0.0.1:1", "m": "x" * 300, "c": "exec", "k": "A" * 43, "sig": "B" * 86}
     rogues = [
-        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-forged", forged),
-        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-copied", copied),
-        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-garbage", garbage),
+        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-forged", forged, cluster.pki.gossip_key),
+        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-copied", copied, cluster.pki.gossip_key),
+        _rogue_serf(tmp_path, honest.gossip_addr, "rogue-garbage", garbage, cluster.pki.gossip_key),
     ]
     try:
         def rogues_seen() -> dict:
@@ -104,7 +105,8 @@ def test_forged_and_malformed_beacons_from_rogue_members_are_ignored(cluster: Cl
         for name in ("rogue-forged", "rogue-copied", "rogue-garbage"):
             assert view[name]["status"] == "alive"
             assert view[name]["beacon_id"] is None and view[name]["price_per_gb"] is None
-            assert view[name]["problem"].startswith("signature"), view[name]["problem"]
+            assert view[name]["problem"].startswith("not admitted: signature"), view[name]["problem"]
+            assert view[name]["admitted"] is False
         assert view["honest"]["beacon_id"] == real["beacon_id"]
         metrics = honest.get("/metrics").text
         assert 'hypercore_beacon_invalid_total{cause="signature"} 3.0' in metrics
@@ -112,8 +114,9 @@ def test_forged_and_malformed_beacons_from_rogue_members_are_ignored(cluster: Cl
         for _ in range(3):
             r = honest.post("/v1/workloads", {"spec": {"command": "sleep 30", "cpu": 0.1}, "policy": COST})
             assert r.status_code == 201 and r.json()["node"] == "honest", r.text
-        rejected = {x["node"]: x["reasons"] for x in r.json()["decision"]["rejected"]}
-        assert "price_per_gb unknown" in rejected["rogue-forged"]
+        decision = r.json()["decision"]
+        considered = {x["node"] for x in decision["ranked"]} | {x["node"] for x in decision["rejected"]}
+        assert not considered & {"rogue-forged", "rogue-copied", "rogue-garbage"}  # not admitted: not even a candidate
         # Logged once per node and cause, not on every read.
         assert honest.log().count('msg="no beacon data for node" node=rogue-forged') == 1
     finally:

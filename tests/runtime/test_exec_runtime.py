@@ -35,6 +35,7 @@ from hypercore.store import (
     WorkloadStore,
 )
 from hypercore.workload import WorkloadSpec, WorkloadState, new_workload_id
+from tests.waiting import eventually
 
 NODE = "node-a"
 
@@ -112,6 +113,14 @@ async def assert_gone(pid: int, timeout: float = 3.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def ignores_sigterm(pid: int) -> bool:
+    """The process has SIGTERM set to ignored (what `trap '' TERM` does), per /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
 def group_has_live_members(pgid: int) -> bool:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -133,9 +142,9 @@ async def test_exit_code_and_logs(manager: WorkloadManager, data_dir: Path) -> N
     done = await wait_for_state(manager, record.id, WorkloadState.EXITED)
     assert done.exit_code == 3
     assert done.finished_at is not None and done.started_at is not None
-    logs = manager.read_logs(record.id)
+    logs = await manager.read_logs(record.id)
     assert b"hello\n" in logs and b"err\n" in logs
-    assert manager.read_logs(record.id, tail_bytes=4) == b"err\n"
+    assert await manager.read_logs(record.id, tail_bytes=4) == b"err\n"
     assert manager.logs_path(record.id) == data_dir / "workloads" / record.id / "output.log"
     assert stat.S_IMODE(manager.logs_path(record.id).stat().st_mode) == 0o600
     assert manager.queue_depth() == 0
@@ -158,7 +167,8 @@ async def test_stop_long_running(manager: WorkloadManager) -> None:
     # (Dead, not necessarily reaped: an orphan is reaped by PID 1, and a
     # container's PID 1 may never do so.)
     assert not group_has_live_members(pid)
-    # The watcher must not overwrite the requested stop with EXITED.
+    # The watcher must not overwrite the requested stop with EXITED. A fixed
+    # wait is right here: it checks that something does *not* happen.
     await asyncio.sleep(0.1)
     assert manager.get(record.id).state is WorkloadState.STOPPED
     assert manager.queue_depth() == 0
@@ -166,7 +176,8 @@ async def test_stop_long_running(manager: WorkloadManager) -> None:
 
 async def test_sigterm_ignored_is_killed_after_grace(manager: WorkloadManager) -> None:
     record = await manager.accept(cmd("trap '' TERM; sleep 60"))
-    await asyncio.sleep(0.1)  # let the shell install the trap
+    pid = record.handle["pid"]  # type: ignore[index]
+    await eventually(lambda: ignores_sigterm(pid), 5, "the shell to install its trap")
     started = time.monotonic()
     stopped = await manager.stop(record.id, grace=0.5)
     elapsed = time.monotonic() - started
@@ -204,7 +215,7 @@ async def test_unknown_id(manager: WorkloadManager) -> None:
     with pytest.raises(WorkloadNotFound):
         await manager.stop(wid)
     with pytest.raises(WorkloadNotFound):
-        manager.read_logs(wid)
+        await manager.read_logs(wid)
 
 
 @pytest.mark.parametrize("bad", ["../../etc", "..", "/etc/passwd", "", "A0B1C2D3-0000-4000-8000-000000000000"])
@@ -218,7 +229,7 @@ async def test_path_traversal_ids_touch_nothing(manager: WorkloadManager, tmp_pa
     with pytest.raises(WorkloadNotFound):
         manager.logs_path(bad)
     with pytest.raises(WorkloadNotFound):
-        manager.read_logs(bad)
+        await manager.read_logs(bad)
     with pytest.raises(WorkloadNotFound):
         await manager.stop(bad)
     with pytest.raises(RuntimeRefused):
@@ -234,7 +245,7 @@ async def test_env_reaches_the_process(manager: WorkloadManager, monkeypatch: py
         cmd('echo "g=$GREETING id=$HYPERCORE_WORKLOAD_ID home=$HOME pwd=$(pwd)"; env', GREETING="hi there")
     )
     await wait_for_state(manager, record.id, WorkloadState.EXITED)
-    logs = manager.read_logs(record.id).decode()
+    logs = (await manager.read_logs(record.id)).decode()
     workdir = manager.logs_path(record.id).parent
     assert f"g=hi there id={record.id} home={workdir} pwd={workdir}" in logs
     assert "PATH=" in logs
@@ -244,7 +255,7 @@ async def test_env_reaches_the_process(manager: WorkloadManager, monkeypatch: py
 async def test_spec_cannot_override_workload_id(manager: WorkloadManager) -> None:
     record = await manager.accept(cmd('echo "$HYPERCORE_WORKLOAD_ID"', HYPERCORE_WORKLOAD_ID="forged"))
     await wait_for_state(manager, record.id, WorkloadState.EXITED)
-    assert manager.read_logs(record.id) == f"{record.id}\n".encode()
+    assert await manager.read_logs(record.id) == f"{record.id}\n".encode()
 
 
 async def test_request_id_dedupe(manager: WorkloadManager, store: WorkloadStore) -> None:
@@ -316,7 +327,7 @@ async def test_adopt_after_restart(store: WorkloadStore, data_dir: Path) -> None
         assert b.get(record.id).state is WorkloadState.RUNNING
         assert b.get(finished.id).state is WorkloadState.EXITED
         assert b.queue_depth() == 1
-        assert b"up\n" in b.read_logs(record.id)
+        assert b"up\n" in await b.read_logs(record.id)
         stopped = await b.stop(record.id, grace=2.0)
         assert stopped.state is WorkloadState.STOPPED
         assert stopped.exit_code is None  # not our child: unknowable
@@ -363,6 +374,9 @@ async def test_recycled_pid_is_not_running(strangers: list[subprocess.Popen[byte
     assert driver.is_running({"pid": os.getpid(), "pgid": os.getpid(), "start_time": me.start_time})
     assert not driver.is_running({"pid": os.getpid(), "pgid": os.getpid(), "start_time": me.start_time + 1})
     assert not driver.is_running({"pid": os.getpid(), "pgid": os.getpid(), "start_time": None})
+    # The Driver protocol's async check says the same.
+    assert await driver.is_alive({"pid": os.getpid(), "pgid": os.getpid(), "start_time": me.start_time})
+    assert not await driver.is_alive({"pid": os.getpid(), "pgid": os.getpid(), "start_time": None})
 
     # A stranger holding the recorded pid must never be signalled.
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)  # noqa: ASYNC220 - instant
@@ -413,10 +427,26 @@ def test_store_file_schema_and_updates(store: WorkloadStore, data_dir: Path) -> 
     assert store.get_by_request_id("r1") == updated
     assert updated.to_dict() == {
         "id": wid, "node": NODE, "state": "running", "spec": record.spec.model_dump(mode="json"),
-        "created_at": 1.0, "started_at": 5.0, "finished_at": None, "exit_code": None, "error": None,
+        "created_at": 1.0, "started_at": 5.0, "finished_at": None, "exit_code": None, "error": None, "owner": None,
     }
     assert store.delete(wid) and not store.delete(wid)
     assert store.get(wid) is None
+
+
+def test_a_version_1_registry_gains_owners_and_keeps_its_rows(data_dir: Path) -> None:
+    # A registry written before workloads had owners (schema 1): opening it migrates, rows stay, owner is None.
+    wid = new_workload_id()
+    with WorkloadStore(data_dir) as store:
+        store.insert(WorkloadRecord(id=wid, spec=cmd("true"), state=WorkloadState.RUNNING, driver="exec", node=NODE,
+                                    created_at=1.0, owner="alice"))
+    with sqlite3.connect(data_dir / "registry.sqlite3") as conn:
+        conn.execute("ALTER TABLE workloads DROP COLUMN owner")
+        conn.execute("PRAGMA user_version = 1")
+    with WorkloadStore(data_dir) as again:
+        record = again.get(wid)
+        assert record is not None and record.owner is None and record.state is WorkloadState.RUNNING
+        again.update(wid, owner="bob")
+        assert again.get(wid).owner == "bob"  # type: ignore[union-attr]
 
 
 def test_store_survives_reopen_and_refuses_newer_schema(data_dir: Path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from hypercore.errors import HypercoreError
+from hypercore.errors import HypercoreError, error_from_body
 
 
 class ApiClientError(HypercoreError):
@@ -16,31 +18,49 @@ class ApiClientError(HypercoreError):
         super().__init__(message)
 
 
+def _verify(ca_file: Path | None) -> ssl.SSLContext | bool:
+    if ca_file is None:
+        return True  # the system's trust store: right for an agent whose certificate a public CA issued
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ApiClientError(f"--ca-file {ca_file}: not a readable CA certificate ({exc})") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
 class ApiClient:
-    def __init__(self, addr: str, token: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(self, addr: str, token: str | None = None, timeout: float = 120.0, ca_file: Path | None = None) -> None:
         if not addr.startswith(("http://", "https://")):
-            addr = f"http://{addr}"
+            addr = f"https://{addr}"
         self.addr = addr.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(base_url=self.addr, headers=headers, timeout=timeout)
+        self._client = httpx.Client(base_url=self.addr, headers=headers, timeout=timeout, verify=_verify(ca_file))
 
     def request(self, method: str, path: str, json: Any = None, text: bool = False) -> Any:
         try:
             response = self._client.request(method, path, json=json)
-        except httpx.ConnectError:
-            raise ApiClientError(f"cannot connect to the hypercore agent at {self.addr}: is `hypercore cluster` running there? (--addr / HYPERCORE_ADDR)") from None
+        except httpx.ConnectError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ApiClientError(f"the agent at {self.addr} has a certificate this client does not trust ({exc}); "
+                                     "pass the cluster CA with --ca-file (env HYPERCORE_CACERT)") from None
+            raise ApiClientError(f"cannot connect to the hypercore agent at {self.addr}: is `hypercore cluster` running "
+                                 "there? (--addr / HYPERCORE_ADDR; agents serve https://)") from None
+        except httpx.RemoteProtocolError:
+            raise ApiClientError(f"the agent at {self.addr} did not answer HTTP: agents serve https:// "
+                                 "(unless run with --insecure)") from None
         except httpx.HTTPError as exc:
             raise ApiClientError(f"{self.addr}{path}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
             try:
                 body = response.json()
-                err = body.get("error", {})
-                message = err.get("message") or str(body)
-            except (ValueError, AttributeError):
-                body, message = {}, response.text[:300]
-            raise ApiClientError(f"{message} (HTTP {response.status_code})", response.status_code, body)
+            except ValueError:
+                body = {}
+            _code, message = error_from_body(response.text)
+            raise ApiClientError(f"{message} (HTTP {response.status_code})", response.status_code,
+                                 body if isinstance(body, dict) else {})
         return response.text if text else response.json()
 
 
-def fetch_node_records(addr: str, token: str | None) -> list[dict[str, Any]]:
-    return ApiClient(addr, token).request("GET", "/v1/nodes")["nodes"]
+def fetch_node_records(addr: str, token: str | None, ca_file: Path | None = None) -> list[dict[str, Any]]:
+    return ApiClient(addr, token, ca_file=ca_file).request("GET", "/v1/nodes")["nodes"]

@@ -6,7 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hypercore.workload import WorkloadSpec
+from hypercore.workload import LocalSpawnRequest, WorkloadSpec
+
+__all__ = ["LocalSpawnRequest", "PlacementRequest", "SpawnRequest"]
 
 
 class SpawnRequest(BaseModel):
@@ -23,16 +25,3 @@ class PlacementRequest(BaseModel):
 
     policy: dict[str, Any] | None = None
     spec: WorkloadSpec | None = None
-
-
-class LocalSpawnRequest(BaseModel):
-    """What a scheduling node sends to the chosen node."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-    spec: WorkloadSpec
-    request_id: str | None = Field(default=None, max_length=128)
-    policy: dict[str, Any] | None = None
-    deadline: float | None = Field(default=None, description="Unix time after which the node must not start it.")
-    origin: str | None = Field(default=None, max_length=256, description="The node placing it, asked when a start ends late.")

@@ -16,22 +16,22 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hypercore.api.peer import PeerClient, PeerUnreachable
 from hypercore.beacon.keys import fingerprint
 from hypercore.beacon.probe import ProbeWindow, choose_targets
-from hypercore.beacon.tags import MAX_AGE_S, Beacon, encode
+from hypercore.beacon.tags import MAX_AGE_S, Admission, Beacon, encode
 from hypercore.metrics import BEACON_GAUGES, AgentMetrics
+from hypercore.transport import PeerUnreachable, Transport
 
 log = logging.getLogger("hypercore.beacon")
 
 
 class Prober:
-    """Probes a bounded sample of peers' APIs each round and records RTTs."""
+    """Probes a bounded sample of peers' APIs each round and records RTTs; `peers` gives member names."""
 
     def __init__(
         self,
         peers: Callable[[], Sequence[str]],
-        client: PeerClient,
+        client: Transport,
         window: ProbeWindow | None = None,
         *,
         sample_size: int = 3,
@@ -45,10 +45,10 @@ class Prober:
         self.interval = interval
         self.timeout = timeout
 
-    async def _probe(self, url: str) -> None:
+    async def _probe(self, node: str) -> None:
         start = time.perf_counter()
         try:
-            response = await self._client.request("GET", f"{url}/v1/ping", timeout=self.timeout)
+            response = await self._client.request(node, "GET", "/v1/ping", timeout=self.timeout)
             ok = response.status == 200
         except PeerUnreachable:
             ok = False
@@ -56,7 +56,7 @@ class Prober:
 
     async def round(self) -> None:
         targets = choose_targets(self._peers(), self.sample_size)
-        await asyncio.gather(*(self._probe(url) for url in targets))
+        await asyncio.gather(*(self._probe(node) for node in targets))
 
     async def run(self) -> None:
         while True:
@@ -76,12 +76,14 @@ class BeaconPublisher:
         sample: Callable[[], dict[str, Any]],
         set_tags: Callable[[dict[str, str]], Awaitable[None]],
         metrics: AgentMetrics,
+        admission: Admission | None = None,
         min_interval: float = 2.0,
         refresh: float = 15.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self._key = key
+        self._admission = admission
         self.api = api
         self.price_per_gb = price_per_gb
         self.reputation = reputation
@@ -122,7 +124,7 @@ class BeaconPublisher:
             self._update_connected(now)
             return False
         try:
-            await self._set_tags(encode(beacon, self.node, self._key))
+            await self._set_tags(encode(beacon, self.node, self._key, self._admission))
         except Exception as exc:  # noqa: BLE001 - Serf down or refusing: report, retry next tick
             log.warning("could not publish beacon", extra={"error": str(exc)})
             self._update_connected(now)

@@ -10,8 +10,15 @@ verify.
   m    latency_ms,jitter_ms,packet_loss,queue_depth,price_per_gb,reputation,
        cpu_total,cpu_free,mem_total_mb,mem_free_mb,timestamp   (empty = unknown)
   c    capabilities, comma-separated
-  k    ed25519 public key (base64url, 32 bytes)
-  sig  signature over the above (base64url, 64 bytes)
+  k    ed25519 public key (base64url, 32 bytes): the node's certified key
+  a    admission: "<not_after>.<CA signature>" — the cluster CA's ed25519
+       signature over (member name, k, not_after), copied from the node's
+       certificate (hypercore.identity); absent on a node run with --insecure
+  sig  signature over the above by k (base64url, 64 bytes)
+
+The signature proves that the member holds k; the admission proves that the
+cluster CA certified k for this member name. Both are checked by readers:
+the first here, the second by the cluster view, which holds the CA.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ VERSION = "1"
 SERF_TAGS_LIMIT = 512
 MAX_AGE_S = 60.0  # a beacon older than this is stale (publishers refresh every ~15 s)
 MAX_FUTURE_S = 30.0  # tolerated clock skew
-BEACON_TAG_KEYS = ("hc", "api", "m", "c", "k", "sig")
+BEACON_TAG_KEYS = ("hc", "api", "m", "c", "k", "a", "sig")
 _CAPABILITY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _API = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[0-9A-Za-z.-]*):(\d{1,5})$")
 
@@ -72,6 +79,30 @@ class BeaconInvalid(Exception):
 
 
 @dataclass(frozen=True)
+class Admission:
+    """The cluster CA's signature certifying a node key for a member name until `not_after`."""
+
+    not_after: int
+    signature: bytes
+
+    def encode(self) -> str:
+        return f"{self.not_after}.{_b64(self.signature)}"
+
+    @classmethod
+    def decode(cls, text: str) -> "Admission":
+        not_after, sep, sig = text.partition(".")
+        if not sep or not not_after.isascii() or not not_after.isdigit() or len(not_after) > 12:
+            raise BeaconInvalid("malformed", "admission tag is not '<not_after>.<signature>'")
+        try:
+            raw = _unb64(sig)
+        except ValueError:
+            raise BeaconInvalid("malformed", "admission signature is not base64url") from None
+        if len(raw) != 64:
+            raise BeaconInvalid("malformed", "admission signature is not 64 bytes")
+        return cls(int(not_after), raw)
+
+
+@dataclass(frozen=True)
 class Beacon:
     """What a node publishes about itself. None means not measured (yet)."""
 
@@ -89,10 +120,15 @@ class Beacon:
     mem_free_mb: float | None = None
     capabilities: tuple[str, ...] = field(default_factory=tuple)
     beacon_id: str = ""
+    # Identity, not metrics: the signing key and the CA's admission of it.
+    public_key: bytes = field(default=b"", repr=False)
+    admission: Admission | None = field(default=None, repr=False)
 
     def metrics(self) -> dict[str, Any]:
         out = asdict(self)
         out["capabilities"] = list(self.capabilities)
+        for key in ("public_key", "admission"):
+            out.pop(key)
         return out
 
 
@@ -108,16 +144,21 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _message(node: str, api: str, m: str, c: str) -> bytes:
-    return b"\0".join((b"hypercore-beacon-v" + VERSION.encode(), node.encode(), api.encode(), m.encode(), c.encode()))
+def _message(node: str, api: str, m: str, c: str, a: str) -> bytes:
+    parts = (b"hypercore-beacon-v" + VERSION.encode(), node.encode(), api.encode(), m.encode(), c.encode(), a.encode())
+    return b"\0".join(parts)
 
 
-def encode(beacon: Beacon, node: str, key: Ed25519PrivateKey) -> dict[str, str]:
-    """Tags for `beacon`, signed by `key` for member `node`."""
+def encode(beacon: Beacon, node: str, key: Ed25519PrivateKey, admission: Admission | None = None) -> dict[str, str]:
+    """Tags for `beacon`, signed by `key` for member `node`, carrying the CA's `admission` of that key."""
     m = ",".join([*(_num(getattr(beacon, f)) for f in _FIELDS), str(int(beacon.timestamp))])
     c = ",".join(sorted(beacon.capabilities))
-    signature = key.sign(_message(node, beacon.api, m, c))
-    return {"hc": VERSION, "api": beacon.api, "m": m, "c": c, "k": _b64(public_bytes(key.public_key())), "sig": _b64(signature)}
+    a = admission.encode() if admission is not None else ""
+    signature = key.sign(_message(node, beacon.api, m, c, a))
+    tags = {"hc": VERSION, "api": beacon.api, "m": m, "c": c, "k": _b64(public_bytes(key.public_key())), "sig": _b64(signature)}
+    if a:
+        tags["a"] = a
+    return tags
 
 
 def encoded_size(tags: dict[str, str]) -> int:
@@ -140,7 +181,7 @@ def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
     try:
         raw_key, raw_sig = _unb64(k), _unb64(sig)
         public = Ed25519PublicKey.from_public_bytes(raw_key)
-        public.verify(raw_sig, _message(node, api, m, c))
+        public.verify(raw_sig, _message(node, api, m, c, tags.get("a", "")))
     except (ValueError, InvalidSignature, TypeError):
         raise BeaconInvalid("signature", "beacon signature does not verify") from None
     if not _API.match(api) or not 1 <= int(_API.match(api).group(2)) <= 65535:  # type: ignore[union-attr]
@@ -171,4 +212,6 @@ def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
     caps = tuple(x for x in c.split(",") if x)
     if any(not _CAPABILITY.match(x) for x in caps):
         raise BeaconInvalid("malformed", f"capabilities {c!r} are not all names")
-    return Beacon(api=api, timestamp=ts, capabilities=caps, beacon_id=fingerprint(raw_key), **values)
+    admission = Admission.decode(tags["a"]) if tags.get("a") else None
+    return Beacon(api=api, timestamp=ts, capabilities=caps, beacon_id=fingerprint(raw_key), public_key=raw_key,
+                  admission=admission, **values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import uuid
 from pathlib import Path
@@ -29,10 +30,27 @@ class ClusterGroup(click.Group):
 
 
 def _client_options(func: Any) -> Any:
-    func = click.option("--token", envvar="HYPERCORE_TOKEN", default=None, help="Cluster token (env HYPERCORE_TOKEN).")(func)
-    func = click.option("--addr", envvar="HYPERCORE_ADDR", default="http://127.0.0.1:8001", show_default=True,
-                        help="Agent API address (env HYPERCORE_ADDR).")(func)
-    return func
+    """--addr, --ca-file, --token and --token-file, folded into one `client` argument (an ApiClient)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, addr: str, ca_file: Path | None, token: str | None, token_file: Path | None, **kw: Any) -> Any:
+        if token_file is not None:
+            try:
+                token = token_file.read_text().strip()
+            except OSError as exc:
+                raise click.BadParameter(f"cannot read {token_file}: {exc.strerror or exc}", param_hint="--token-file")
+        return func(*args, client=ApiClient(addr, token, ca_file=ca_file), **kw)
+
+    wrapper = click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
+                           help="Read the token from this file instead.")(wrapper)
+    wrapper = click.option("--token", envvar="HYPERCORE_TOKEN", default=None,
+                           help="User token from `hypercore token create` (env HYPERCORE_TOKEN).")(wrapper)
+    wrapper = click.option("--ca-file", envvar="HYPERCORE_CACERT", type=click.Path(path_type=Path, dir_okay=False),
+                           help="The cluster CA certificate that the agent's certificate is checked against "
+                                "(env HYPERCORE_CACERT).")(wrapper)
+    wrapper = click.option("--addr", envvar="HYPERCORE_ADDR", default="https://127.0.0.1:8001", show_default=True,
+                           help="Agent API address (env HYPERCORE_ADDR).")(wrapper)
+    return wrapper
 
 
 @click.group("cluster", cls=ClusterGroup)
@@ -50,10 +68,18 @@ def cluster_group() -> None:
 @click.option("--cluster-policy", type=click.Path(path_type=Path), help="Default placement policy file (reloaded on SIGHUP).")
 @click.option("--beacon-price", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Price per GB this node asks.")
 @click.option("--beacon-reputation", type=click.FloatRange(0, 1), default=1.0, show_default=True)
-@click.option("--cluster-token", help="Shared secret for mutating and node-to-node API calls.")
-@click.option("--encrypt", help="Serf gossip encryption key (base64, 16 or 32 bytes).")
+@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The cluster CA certificate (ca.pem): admits members, verifies user tokens.")
+@click.option("--cert-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="This node's certificate (hypercore tls cert create); names the node.")
+@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), help="This node's private key.")
+@click.option("--encrypt", help="Gossip encryption key from `hypercore keygen`; only from HYPERCORE_ENCRYPT or "
+                                "--encrypt-file (a secret on the command line is visible to every local user).")
+@click.option("--encrypt-file", type=click.Path(path_type=Path, dir_okay=False), help="Read the gossip key from this file.")
+@click.option("--cluster-token", hidden=True, help="Refused: nodes authenticate with certificates.")
 @click.option("--enable-exec", is_flag=True, help="Run `--command` workloads on this node.")
-@click.option("--insecure", is_flag=True, help="Allow a non-loopback API without a cluster token.")
+@click.option("--insecure", is_flag=True,
+              help="No TLS, admission or gossip encryption (loopback addresses only; never on a shared machine).")
 @click.option("--container-engine", help="podman, docker or a path (default: podman, else docker, if one answers).")
 @click.option("--disable-containers", is_flag=True, help="Do not offer the `container` capability.")
 @click.option("--placement-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
@@ -65,10 +91,12 @@ def cluster_group() -> None:
 @click.option("--serf-profile", type=click.Choice(["lan", "wan", "local"]), default="lan", show_default=True,
               help="Serf timing profile; `local` detects failures fastest (one machine).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.pass_context
 @user_errors
-def run(join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bind_addr: str, serf_rpc_addr: str,
-        http_bind_addr: str, cluster_policy: Path | None, beacon_price: float, beacon_reputation: float,
-        cluster_token: str | None, encrypt: str | None, enable_exec: bool, insecure: bool,
+def run(ctx: click.Context, join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bind_addr: str,
+        serf_rpc_addr: str, http_bind_addr: str, cluster_policy: Path | None, beacon_price: float,
+        beacon_reputation: float, ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
+        encrypt: str | None, encrypt_file: Path | None, cluster_token: str | None, enable_exec: bool, insecure: bool,
         container_engine: str | None, disable_containers: bool, placement_timeout: float, respawn_on_node_failure: bool,
         capacity_cpu: float | None,
         capacity_mem: float | None, serf_profile: str, log_level: str) -> None:
@@ -77,13 +105,25 @@ def run(join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bi
     from hypercore.agent import AgentConfig, NodeAgent
     from hypercore.membership import find_serf_binary
 
+    if cluster_token is not None:
+        fail("the agent takes no token: a token on its command line (or in its environment) is readable by other "
+             "local users in /proc. Nodes authenticate with --cert-file/--key-file; users' tokens come from "
+             "`hypercore token create` and go to the CLI through HYPERCORE_TOKEN or --token-file")
+    if encrypt is not None and ctx.get_parameter_source("encrypt") == click.core.ParameterSource.COMMANDLINE:
+        fail("--encrypt on the command line is readable by every local user in /proc/PID/cmdline: "
+             "set HYPERCORE_ENCRYPT or use --encrypt-file")
+    if encrypt_file is not None:
+        try:
+            encrypt = encrypt_file.read_text().strip()
+        except OSError as exc:
+            fail(f"--encrypt-file {encrypt_file}: {exc.strerror or exc}")
     logfmt.setup(log_level)
     find_serf_binary()  # fail early, with the package to install
     config = AgentConfig(
         node_name=node_name, data_dir=data_dir.expanduser(), cluster_bind_addr=cluster_bind_addr,
         serf_rpc_addr=serf_rpc_addr, http_bind_addr=http_bind_addr, cluster_policy=cluster_policy,
-        beacon_price=beacon_price, beacon_reputation=beacon_reputation, cluster_token=cluster_token,
-        encrypt=encrypt, enable_exec=enable_exec, insecure=insecure, join=join, serf_profile=serf_profile,
+        beacon_price=beacon_price, beacon_reputation=beacon_reputation, ca_file=ca_file, cert_file=cert_file,
+        key_file=key_file, encrypt=encrypt, enable_exec=enable_exec, insecure=insecure, join=join, serf_profile=serf_profile,
         container_engine=container_engine, enable_containers=not disable_containers,
         capacity_cpu=capacity_cpu, capacity_mem=capacity_mem, placement_timeout=placement_timeout,
         respawn_on_node_failure=respawn_on_node_failure,
@@ -115,7 +155,7 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
 @_client_options
 @user_errors
 def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, ports: str, env: tuple[str, ...],
-          policy_file: Path | None, request_id: str | None, dry_run: bool, as_json: bool, addr: str, token: str | None) -> None:
+          policy_file: Path | None, request_id: str | None, dry_run: bool, as_json: bool, client: ApiClient) -> None:
     """Place a workload with the policy and start it on the chosen node."""
     if (command is None) == (image_ref is None):
         raise click.UsageError("give exactly one of --command or --image-ref")
@@ -132,7 +172,7 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
     if policy_file is not None:
         body["policy"] = load_policy_file(policy_file).model_dump(mode="json")
     try:
-        result = ApiClient(addr, token).request("POST", "/v1/workloads", json=body)
+        result = client.request("POST", "/v1/workloads", json=body)
     except ApiClientError as exc:
         decision = exc.body.get("error", {}).get("decision")
         if exc.status == 409 and decision is not None:
@@ -160,9 +200,9 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
 @click.option("--json", "as_json", is_flag=True)
 @_client_options
 @user_errors
-def list_(as_json: bool, addr: str, token: str | None) -> None:
+def list_(as_json: bool, client: ApiClient) -> None:
     """List the workloads of every alive node."""
-    result = ApiClient(addr, token).request("GET", "/v1/workloads")
+    result = client.request("GET", "/v1/workloads")
     workloads = [{"id": w["id"], "node": w["node"], "state": w["state"], "spec": w["spec"],
                   "exit_code": w.get("exit_code")} for w in result["workloads"]]
     if as_json:
@@ -184,9 +224,9 @@ def list_(as_json: bool, addr: str, token: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @_client_options
 @user_errors
-def stop(workload_id: str, as_json: bool, addr: str, token: str | None) -> None:
+def stop(workload_id: str, as_json: bool, client: ApiClient) -> None:
     """Stop a workload (idempotent)."""
-    result = ApiClient(addr, token).request("DELETE", f"/v1/workloads/{workload_id}")
+    result = client.request("DELETE", f"/v1/workloads/{workload_id}")
     if as_json:
         print_json(result)
     else:
@@ -197,9 +237,9 @@ def stop(workload_id: str, as_json: bool, addr: str, token: str | None) -> None:
 @click.option("--id", "workload_id", required=True)
 @_client_options
 @user_errors
-def remove(workload_id: str, addr: str, token: str | None) -> None:
+def remove(workload_id: str, client: ApiClient) -> None:
     """Forget a finished workload: its record, logs and container."""
-    result = ApiClient(addr, token).request("POST", f"/v1/workloads/{workload_id}/remove")
+    result = client.request("POST", f"/v1/workloads/{workload_id}/remove")
     click.echo(f"{result['id']} on {result['node']}: removed")
 
 
@@ -208,19 +248,18 @@ def remove(workload_id: str, addr: str, token: str | None) -> None:
 @click.option("--tail", type=click.IntRange(min=1), default=None, help="Only the last N bytes.")
 @_client_options
 @user_errors
-def logs(workload_id: str, tail: int | None, addr: str, token: str | None) -> None:
+def logs(workload_id: str, tail: int | None, client: ApiClient) -> None:
     """Print a workload's output (also after it finished)."""
     query = f"?tail={tail}" if tail else ""
-    sys.stdout.write(ApiClient(addr, token).request("GET", f"/v1/workloads/{workload_id}/logs{query}", text=True))
+    sys.stdout.write(client.request("GET", f"/v1/workloads/{workload_id}/logs{query}", text=True))
 
 
 @cluster_group.command("metrics")
 @click.option("--json", "as_json", is_flag=True, help="{\"nodes\": [...]} — feed it to `policy explain --nodes`.")
 @_client_options
 @user_errors
-def metrics(as_json: bool, addr: str, token: str | None) -> None:
+def metrics(as_json: bool, client: ApiClient) -> None:
     """Show every node's beacon metrics."""
-    client = ApiClient(addr, token)
     nodes = client.request("GET", "/v1/nodes")["nodes"]
     counts: dict[str, int] = {}
     try:

@@ -52,12 +52,14 @@ def validate(files: tuple[Path, ...]) -> None:
 @click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path))
 @click.option("--nodes", "nodes_file", type=click.Path(path_type=Path), help="JSON list of node records, or {\"nodes\": [...]}.")
 @click.option("--live", is_flag=True, help="Use the live cluster view of the agent at --addr.")
-@click.option("--addr", envvar="HYPERCORE_ADDR", default="http://127.0.0.1:8001", show_default=True, help="Agent API address (with --live).")
-@click.option("--token", envvar="HYPERCORE_TOKEN", default=None, help="Cluster token (with --live).")
+@click.option("--addr", envvar="HYPERCORE_ADDR", default="https://127.0.0.1:8001", show_default=True, help="Agent API address (with --live).")
+@click.option("--ca-file", envvar="HYPERCORE_CACERT", type=click.Path(path_type=Path, dir_okay=False),
+              help="Cluster CA certificate to check the agent against (with --live; env HYPERCORE_CACERT).")
+@click.option("--token", envvar="HYPERCORE_TOKEN", default=None, help="User token (with --live; unused by /v1/nodes).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show only the best N ranked nodes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @user_errors
-def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, token: str | None, limit: int | None, as_json: bool) -> None:
+def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, ca_file: Path | None, token: str | None, limit: int | None, as_json: bool) -> None:
     """Show how POLICY ranks nodes: exit 0 if a node ranks, 2 on bad input, 3 if none qualifies."""
     if (nodes_file is None) == (not live):
         raise click.UsageError("give exactly one of --nodes FILE or --live")
@@ -65,7 +67,7 @@ def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, t
     if live:
         from hypercore.api.client import fetch_node_records
 
-        records = parse_node_records(fetch_node_records(addr, token), source=f"{addr}/v1/nodes")
+        records = parse_node_records(fetch_node_records(addr, token, ca_file), source=f"{addr}/v1/nodes")
     else:
         assert nodes_file is not None
         records = parse_node_records(read_json_file(nodes_file), source=str(nodes_file))

@@ -5,6 +5,13 @@ trusted only after the signature, range and freshness checks of
 beacon.tags.decode. Anything else is "no beacon data" for that node: its
 metrics are unknown to the engine, the cause is counted, and logged once per
 node and cause.
+
+Admission: a member is a node of this cluster only when its beacon verifies
+AND the cluster CA's admission in it certifies the beacon's key for the
+member's name (the `admit` check the agent wires in from
+hypercore.identity). A member that is not admitted is listed with its
+problem (`not admitted: …`) and is nothing else: not in the engine's table,
+not a peer that any node-to-node call may reach (`peer()`, `peers()`).
 """
 
 from __future__ import annotations
@@ -24,24 +31,51 @@ from hypercore.policy.nodes import NodeTable
 log = logging.getLogger("hypercore.view")
 
 
+# Why a member is not admitted, or None when it is: (member name, its verified beacon, now).
+AdmissionCheck = Callable[[str, Beacon, float], "str | None"]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where an admitted, alive member serves its API; `name` is what its certificate must say."""
+
+    name: str
+    host: str
+    port: int
+
+
 @dataclass(frozen=True)
 class NodeView:
     name: str
     status: str
     addr: str
     beacon: Beacon | None
-    problem: str | None  # why there is no beacon data, when there is none
+    problem: str | None  # why there is no beacon data, or why the member is not admitted
+    admitted: bool = False
+
+    @property
+    def api_address(self) -> tuple[str, int] | None:
+        if self.beacon is None:
+            return None
+        host, _, port = self.beacon.api.rpartition(":")
+        return (host or self.addr).strip("[]"), int(port)
 
     @property
     def api_url(self) -> str | None:
-        if self.beacon is None:
+        """For display only: calls go through hypercore.transport, which verifies the member's name."""
+        address = self.api_address
+        if address is None:
             return None
-        api = self.beacon.api
-        host, _, port = api.rpartition(":")
-        host = host or self.addr
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{port}"
+        host, port = address
+        return f"{'[' + host + ']' if ':' in host else host}:{port}"
+
+    @property
+    def peer(self) -> Peer | None:
+        """Set only for an alive, admitted member with an API: the one thing a node may call."""
+        address = self.api_address
+        if not self.admitted or self.status != "alive" or address is None:
+            return None
+        return Peer(self.name, *address)
 
     def record(self) -> dict[str, Any]:
         """The node as the policy engine takes it (and `cluster metrics --json` prints it)."""
@@ -54,15 +88,23 @@ class NodeView:
             out[key] = getattr(b, key) if b else None
         out["beacon_id"] = b.beacon_id if b else None
         out["api"] = self.api_url
+        out["admitted"] = self.admitted
         return out
 
 
 class ClusterView:
     """Members and beacons, refreshed from Serf by the agent."""
 
-    def __init__(self, invalid_counter: Counter | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        invalid_counter: Counter | None = None,
+        clock: Callable[[], float] = time.time,
+        admit: AdmissionCheck | None = None,
+    ) -> None:
         self._members: dict[str, Member] = {}
         self._verified: dict[tuple[str, str], Beacon | BeaconInvalid] = {}
+        # None admits every verified beacon: only for clusters run with --insecure.
+        self._admit = admit
         self._logged: set[tuple[str, str]] = set()
         self._invalid = invalid_counter
         self._clock = clock
@@ -105,13 +147,27 @@ class ClusterView:
             log.warning("no beacon data for node", extra={"node": node, "cause": exc.cause, "detail": str(exc)})
         return f"{exc.cause}: {exc}"
 
+    def _view(self, member: Member, now: float) -> NodeView:
+        beacon, problem = self._beacon(member, now)
+        if beacon is None:
+            return NodeView(member.name, member.status, member.addr, None, f"not admitted: {problem}")
+        if self._admit is not None and (why := self._admit(member.name, beacon, now)) is not None:
+            self._note(member.name, BeaconInvalid("not_admitted", why))
+            return NodeView(member.name, member.status, member.addr, None, f"not admitted: {why}")
+        return NodeView(member.name, member.status, member.addr, beacon, None, admitted=True)
+
     def nodes(self) -> list[NodeView]:
         now = self._clock()
-        out = []
-        for member in self._members.values():
-            beacon, problem = self._beacon(member, now)
-            out.append(NodeView(member.name, member.status, member.addr, beacon, problem))
-        return sorted(out, key=lambda n: n.name)
+        return sorted((self._view(m, now) for m in self._members.values()), key=lambda n: n.name)
+
+    def peer(self, name: str) -> Peer | None:
+        """The member `name` if a node-to-node call may reach it (alive, admitted, with an API)."""
+        view = self.node(name)
+        return view.peer if view is not None else None
+
+    def peers(self, *, exclude: str | None = None) -> list[str]:
+        """Names of every member a node-to-node call may reach, sorted."""
+        return [n.name for n in self.nodes() if n.peer is not None and n.name != exclude]
 
     def table(self, queue_extra: Mapping[str, int] | None = None) -> NodeTable:
         """The nodes as a policy-engine snapshot (cached; see __init__).
@@ -122,18 +178,16 @@ class ClusterView:
         """
         now = self._clock()
         if self._table is None or now >= self._table_valid_until:
-            nodes = self.nodes()
+            nodes = [n for n in self.nodes() if n.admitted]
             self._table = NodeTable.from_records([n.record() for n in nodes])
             expiries = [n.beacon.timestamp + MAX_AGE_S for n in nodes if n.beacon is not None]
+            expiries += [n.beacon.admission.not_after for n in nodes if n.beacon and n.beacon.admission]
             self._table_valid_until = min(expiries, default=now + MAX_AGE_S)
         return self._table.with_added("queue_depth", queue_extra) if queue_extra else self._table
 
     def node(self, name: str) -> NodeView | None:
         member = self._members.get(name)
-        if member is None:
-            return None
-        beacon, problem = self._beacon(member, self._clock())
-        return NodeView(member.name, member.status, member.addr, beacon, problem)
+        return None if member is None else self._view(member, self._clock())
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

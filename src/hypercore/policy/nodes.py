@@ -39,6 +39,9 @@ class NodeRecord(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=256)]
     status: str = "alive"
+    # False for a gossip member the cluster CA did not admit (a `cluster metrics --json` snapshot
+    # lists them): never a candidate, like a node that is not alive.
+    admitted: bool = True
     latency_ms: _Metric | None = None
     jitter_ms: _Metric | None = None
     packet_loss: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
@@ -250,7 +253,7 @@ class NodeTable:
         cap_sets = tuple(sorted(interned, key=interned.__getitem__))  # type: ignore[arg-type]
         rank = np.empty(n, dtype=np.int64)
         rank[sorted(range(n), key=names.__getitem__)] = np.arange(n)
-        alive = np.fromiter((r.status == "alive" for r in items), dtype=bool, count=n)
+        alive = np.fromiter((r.status == "alive" and r.admitted for r in items), dtype=bool, count=n)
         for arr in (cap_ids, rank, alive):
             arr.flags.writeable = False
         return cls(

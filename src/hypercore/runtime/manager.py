@@ -17,30 +17,33 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from hypercore.runtime import capacity as admission
 from hypercore.runtime.base import (
     Driver,
+    ExitCodeKeeper,
     Handle,
     LogReader,
     RuntimeRefused,
     WorkloadNotFound,
 )
+from hypercore.runtime.capacity import Capacity
 from hypercore.store import DuplicateWorkload, WorkloadRecord, WorkloadStore
 from hypercore.workload import (
+    LIVE_STATES,
     WorkloadSpec,
     WorkloadState,
     is_workload_id,
     new_workload_id,
 )
 
+# Capacity lives in runtime.capacity; it is re-exported here, where callers import it.
 __all__ = ["LOG_FILENAME", "LOST_ERROR", "Capacity", "WorkloadManager"]
 
 log = logging.getLogger(__name__)
 
-_UNFINISHED: Final = (WorkloadState.PENDING, WorkloadState.RUNNING)
 LOG_FILENAME: Final = "output.log"
 LOST_ERROR: Final = "lost while the agent was down"
 # How long stop() waits for the watcher to collect the exit code after the
@@ -48,12 +51,16 @@ LOST_ERROR: Final = "lost while the agent was down"
 _EXIT_COLLECT_TIMEOUT: Final = 5.0
 
 
-@dataclass(frozen=True)
-class Capacity:
-    """What this node offers in total: CPU cores and memory in MB."""
-
-    cpu: float
-    mem_mb: float
+def _read_tail(path: Path, tail_bytes: int | None) -> bytes:
+    """The file's bytes, or its last ``tail_bytes``; b"" when there is no file (blocking)."""
+    try:
+        with open(path, "rb") as fh:
+            if tail_bytes is not None:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - max(0, tail_bytes)))
+            return fh.read()
+    except FileNotFoundError:
+        return b""  # accepted but the driver never opened the log
 
 
 class WorkloadManager:
@@ -97,26 +104,7 @@ class WorkloadManager:
 
     def usage(self) -> tuple[float, float]:
         """(CPU cores, MB of memory) asked for by the workloads not yet finished."""
-        cpu = mem = 0.0
-        for record in self.store.list(states=_UNFINISHED):
-            cpu += record.spec.cpu
-            mem += record.spec.mem
-        return cpu, mem
-
-    def _check_capacity(self, spec: WorkloadSpec) -> None:
-        # Runs with no await between it and the store insert, so two spawns on
-        # this event loop cannot both take the last free core.
-        if self.capacity is None:
-            return
-        cpu_used, mem_used = self.usage()
-        cpu_free = self.capacity.cpu - cpu_used
-        mem_free = self.capacity.mem_mb - mem_used
-        if spec.cpu > cpu_free + 1e-9 or spec.mem > mem_free + 1e-9:
-            raise RuntimeRefused(
-                f"node {self.node_name} lacks capacity: the workload asks for {spec.cpu:g} CPU and "
-                f"{spec.mem} MB; free are {max(cpu_free, 0):g} of {self.capacity.cpu:g} CPU and "
-                f"{max(mem_free, 0):.0f} of {self.capacity.mem_mb:.0f} MB"
-            )
+        return admission.usage(self.store)
 
     def queue_depth(self) -> int:
         """Workloads accepted and not finished (the beacon's queue-depth metric)."""
@@ -136,23 +124,20 @@ class WorkloadManager:
         self.get(workload_id)  # validates the id before any path is built
         return self._workdir(workload_id) / LOG_FILENAME
 
-    def read_logs(self, workload_id: str, tail_bytes: int | None = None) -> bytes:
-        """The workload's combined stdout+stderr, or its last ``tail_bytes`` bytes."""
+    async def read_logs(self, workload_id: str, tail_bytes: int | None = None) -> bytes:
+        """The workload's combined stdout+stderr, or its last ``tail_bytes`` bytes.
+
+        Never blocks the event loop: the file is read in a worker thread (a
+        log can be big), a driver's own reader is awaited.
+        """
         path = self.logs_path(workload_id)
         # Hook (see base.LogReader): a driver that writes the log in its own
         # format (the container driver) turns it back into plain output.
         record = self.get(workload_id)
         driver = self._drivers.get(record.driver)
         if isinstance(driver, LogReader):
-            return driver.read_logs(record.handle, path, tail_bytes)
-        try:
-            with open(path, "rb") as fh:
-                if tail_bytes is not None:
-                    size = fh.seek(0, os.SEEK_END)
-                    fh.seek(max(0, size - max(0, tail_bytes)))
-                return fh.read()
-        except FileNotFoundError:
-            return b""  # accepted but the driver never opened the log
+            return await driver.read_logs(record.handle, path, tail_bytes)
+        return await asyncio.to_thread(_read_tail, path, tail_bytes)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -162,8 +147,9 @@ class WorkloadManager:
         workload_id: str | None = None,
         request_id: str | None = None,
         policy: Mapping[str, Any] | None = None,
+        owner: str | None = None,
     ) -> WorkloadRecord:
-        """Start ``spec`` here and return its RUNNING record.
+        """Start ``spec`` here for user ``owner`` and return its RUNNING record.
 
         A retried request (same ``request_id``, or the same ``workload_id`` and
         spec) returns the first attempt's record instead of a second copy.
@@ -192,11 +178,10 @@ class WorkloadManager:
                 if existing.spec != spec:
                     raise RuntimeRefused(f"workload {workload_id} already exists here with a different spec")
                 return self._replay(existing)
-        self._check_capacity(spec)
-        if self.max_workloads is not None and self.queue_depth() >= self.max_workloads:
-            raise RuntimeRefused(
-                f"node {self.node_name} is at capacity ({self.max_workloads} workloads running or pending)"
-            )
+        # No await from here to the insert: see check_admission.
+        admission.check_admission(
+            self.store, spec, node_name=self.node_name, capacity=self.capacity, max_workloads=self.max_workloads
+        )
 
         record = WorkloadRecord(
             id=workload_id,
@@ -207,6 +192,7 @@ class WorkloadManager:
             node=self.node_name,
             created_at=self._clock(),
             policy=dict(policy) if policy is not None else None,
+            owner=owner,
         )
         try:
             self.store.insert(record)
@@ -313,11 +299,23 @@ class WorkloadManager:
         records examined, in their new state.
         """
         examined: builtins.list[WorkloadRecord] = []
-        for record in self.store.list(states=(WorkloadState.PENDING, WorkloadState.RUNNING)):
+        for record in self.store.list(states=LIVE_STATES):
             driver = self._drivers.get(record.driver)
             if driver is None or record.id in self._watchers:
                 continue  # another driver set may know it; already watched
-            if record.handle is not None and driver.is_running(record.handle):
+            alive = record.handle is not None and await driver.is_alive(record.handle)
+            exit_code: int | None = None
+            if not alive and record.handle is not None and isinstance(driver, ExitCodeKeeper):
+                # The engine may still know how it ended (a container keeps its
+                # exit code); a process that was not our child does not.
+                exit_code = await driver.exit_code(record.handle)
+            # The awaits let other tasks run: act only if none has taken it on since.
+            current = self.store.get(record.id)
+            if current is None or current.state not in LIVE_STATES or record.id in self._watchers:
+                continue
+            if record.id in self._stop_requested:
+                continue  # a stop() is on it and will record the end
+            if alive and record.handle is not None:
                 self._watch(record.id, driver, record.handle)
                 if record.state is WorkloadState.PENDING:
                     record = self._update(record.id, state=WorkloadState.RUNNING, started_at=self._clock())
@@ -327,9 +325,6 @@ class WorkloadManager:
                 # reliable says whether it ever ran.
                 record = self._finish(record.id, WorkloadState.FAILED, error="the agent stopped before it started")
             else:
-                # The engine may still know how it ended (a container keeps its
-                # exit code); a process that was not our child does not.
-                exit_code = getattr(driver, "exit_code", lambda _h: None)(record.handle)
                 error = None if exit_code is not None else LOST_ERROR
                 record = self._finish(record.id, WorkloadState.EXITED, exit_code=exit_code, error=error)
                 log.warning("workload %s ended while the agent was down (exit code %s)", record.id, exit_code)

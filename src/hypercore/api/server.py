@@ -1,0 +1,50 @@
+"""Serving the API: uvicorn over TLS, with the verified client certificate's node name in each request.
+
+Users connect without a client certificate; nodes present theirs, and the
+handshake verifies it against the cluster CA (CERT_OPTIONAL). Uvicorn does
+not pass TLS details to the app, so a small protocol subclass reads the name
+the verified certificate certifies, once per connection, and puts it in the
+ASGI scope, where hypercore.api.auth looks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from hypercore.api.auth import PEER_NODE
+from hypercore.identity.tls import peer_node_name
+
+
+class _PeerAwareProtocol(HttpToolsProtocol):
+    _peer_node: str | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._peer_node = peer_node_name(transport.get_extra_info("ssl_object"))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {PEER_NODE: self._peer_node}  # type: ignore[typeddict-unknown-key]
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn.Server that leaves signals to the agent (it owns SIGTERM/SIGINT/SIGHUP)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def make_server(app: Any, host: str, port: int, tls: ssl.SSLContext | None) -> ApiServer:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off", http=_PeerAwareProtocol,
+        ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
+    )
+    return ApiServer(config)

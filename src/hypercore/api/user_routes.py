@@ -1,0 +1,177 @@
+"""Users' routes: spawn, list, stop, remove, read logs; each needs a user token.
+
+A user sees and acts on the workloads their token created; a management
+token on all. Workloads held by other nodes are reached over the node
+transport, which carries the user's verified identity (never the token).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the Annotated dependencies made inside the router.
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from hypercore.api.auth import can_see, require_management
+from hypercore.api.errors import ApiError
+from hypercore.api.models import PlacementRequest, SpawnRequest
+from hypercore.identity.tokens import User
+from hypercore.policy import Policy, loads_policy, parse_policy
+from hypercore.scheduler import user_request_id
+from hypercore.transport import PeerResponse, PeerUnreachable
+from hypercore.workload import is_workload_id
+
+if TYPE_CHECKING:
+    from hypercore.agent import NodeAgent
+
+log = logging.getLogger("hypercore.api")
+FORWARD_TIMEOUT_S = 110.0  # under the CLI's 120 s, over any sane placement
+
+
+def policy_from(body: dict[str, Any] | None) -> Policy | None:
+    return None if body is None else parse_policy(body, source="request policy", default_name="inline")
+
+
+def checked_id(workload_id: str) -> str:
+    if not is_workload_id(workload_id):
+        raise ApiError(404, "not_found", f"{workload_id!r} is not a workload id (ids are UUIDs)")
+    return workload_id
+
+
+def relay(response: PeerResponse, node: str) -> Any:
+    """The JSON of another node's answer, its errors kept (a 5xx there is a 502 here)."""
+    if response.status != 200:
+        code, message = response.error()
+        raise ApiError(response.status if response.status < 500 else 502, code, message)
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError(502, "upstream", f"node {node} answered with something that is not JSON") from None
+
+
+async def place_for(agent: "NodeAgent", user: User, req: SpawnRequest) -> JSONResponse:
+    """Place `req` from this node for `user` (this node owns the request id, or it is a dry run)."""
+    request_id = user_request_id(user.name, req.request_id) if req.request_id else None
+    placement = await agent.scheduler.place(req.spec, policy_from(req.policy), request_id=request_id,
+                                            dry_run=req.dry_run, owner=user.name)
+    body: dict[str, Any] = {"decision": placement.decision.to_dict(), "attempts": [a.to_dict() for a in placement.attempts]}
+    if req.dry_run:
+        top = placement.decision.top
+        return JSONResponse({"id": None, "node": top.node if top else None, "dry_run": True, **body}, status_code=200)
+    assert placement.workload is not None
+    return JSONResponse({"id": placement.workload["id"], "node": placement.node, "workload": placement.workload,
+                         "existing": placement.existing, **body}, status_code=200 if placement.existing else 201)
+
+
+def user_router(agent: "NodeAgent", user_auth: Callable[[Request], Awaitable[User]]) -> APIRouter:
+    router = APIRouter(tags=["users"])
+    CurrentUser = Annotated[User, Depends(user_auth)]
+
+    @router.put("/v1/policy")
+    async def put_policy(request: Request, user: CurrentUser) -> dict[str, Any]:
+        require_management(user)
+        # The policy loader already parses strictly (size, UTF-8, NaN, duplicate keys).
+        policy = loads_policy(await request.body(), source="request policy", default_name="cluster")
+        agent.engine.swap(policy)
+        agent.log_policy(policy, f"swapped via API by {user.name}")
+        return policy.model_dump(mode="json")
+
+    @router.post("/v1/placements")
+    async def placements(req: PlacementRequest, user: CurrentUser) -> dict[str, Any]:
+        return agent.scheduler.decide(req.spec, policy_from(req.policy)).to_dict()
+
+    @router.post("/v1/workloads", status_code=201)
+    async def spawn(req: SpawnRequest, user: CurrentUser) -> JSONResponse:
+        if req.request_id and not req.dry_run:
+            # One node places a given request id, so that the same request sent
+            # to two nodes at once still yields one workload.
+            owner = agent.scheduler.owner_of(user_request_id(user.name, req.request_id))
+            if owner != agent.name:
+                try:
+                    r = await agent.transport.request(owner, "POST", "/v1/local/spawn", json_body=req.model_dump(mode="json"),
+                                                      timeout=FORWARD_TIMEOUT_S, user=user)
+                except PeerUnreachable as exc:
+                    if exc.timed_out:
+                        # The owner may still be placing it: placing here too could
+                        # make a second copy. The request id makes a retry safe.
+                        raise ApiError(504, "owner_timeout", f"node {owner}, which places request {req.request_id!r}, "
+                                       f"did not answer in {FORWARD_TIMEOUT_S:g} s; retry with the same request id") from None
+                    log.warning("request owner unreachable; placing here", extra={"owner": owner, "error": str(exc)})
+                else:
+                    try:
+                        return JSONResponse(r.json(), status_code=r.status)
+                    except ValueError:
+                        raise ApiError(502, "upstream", f"node {owner} answered with something that is not JSON") from None
+        return await place_for(agent, user, req)
+
+    @router.get("/v1/workloads")
+    async def list_workloads(user: CurrentUser) -> dict[str, Any]:
+        workloads: list[dict[str, Any]] = []
+        errors: dict[str, str] = {}
+        for node, result in await agent.scheduler.gather("/v1/local/workloads", user=user):
+            if isinstance(result, Exception):
+                errors[node] = str(result)
+            else:
+                workloads.extend(result.get("workloads", []))
+        workloads.sort(key=lambda w: (w.get("created_at") or 0, w["id"]))
+        return {"workloads": workloads, "unreachable": errors}
+
+    async def find(workload_id: str, user: User) -> str | None:
+        """The node holding `workload_id` for `user`: None for this node; 404 when no node shows it to them."""
+        record = agent.store.get(checked_id(workload_id))
+        if record is not None:
+            if can_see(user, record.owner):
+                return None
+        else:
+            for node, result in await agent.scheduler.gather(f"/v1/local/workloads/{workload_id}", user=user):
+                if node != agent.name and not isinstance(result, Exception):
+                    return node
+        raise ApiError(404, "not_found", f"no alive node has workload {workload_id}")
+
+    async def on_holder(workload_id: str, user: User, method: str, path: str, local: Callable[[], Awaitable[Any]]) -> Any:
+        node = await find(workload_id, user)
+        if node is None:
+            return await local()
+        try:
+            return relay(await agent.transport.request(node, method, path, timeout=30.0, user=user), node)
+        except PeerUnreachable as exc:
+            raise ApiError(502, "node_unreachable", str(exc)) from None
+
+    @router.get("/v1/workloads/{workload_id}")
+    async def get_workload(workload_id: str, user: CurrentUser) -> dict[str, Any]:
+        async def local() -> dict[str, Any]:
+            return agent.manager.get(workload_id).to_dict()
+        return await on_holder(workload_id, user, "GET", f"/v1/local/workloads/{workload_id}", local)
+
+    @router.delete("/v1/workloads/{workload_id}")
+    async def stop_workload(workload_id: str, user: CurrentUser) -> dict[str, Any]:
+        async def local() -> dict[str, Any]:
+            record = (await agent.manager.stop(workload_id)).to_dict()
+            agent.beacon_changed()
+            return record
+        return await on_holder(workload_id, user, "DELETE", f"/v1/local/workloads/{workload_id}", local)
+
+    @router.post("/v1/workloads/{workload_id}/remove")
+    async def remove_workload(workload_id: str, user: CurrentUser) -> dict[str, Any]:
+        async def local() -> dict[str, Any]:
+            return {**(await agent.manager.remove(workload_id)).to_dict(), "removed": True}
+        return await on_holder(workload_id, user, "POST", f"/v1/local/workloads/{workload_id}/remove", local)
+
+    @router.get("/v1/workloads/{workload_id}/logs")
+    async def workload_logs(workload_id: str, user: CurrentUser, tail: int | None = None) -> PlainTextResponse:
+        query = f"?tail={tail}" if tail else ""
+        node = await find(workload_id, user)
+        if node is None:
+            return PlainTextResponse((await agent.manager.read_logs(workload_id, tail)).decode("utf-8", "replace"))
+        try:
+            r = await agent.transport.request(node, "GET", f"/v1/local/workloads/{workload_id}/logs{query}",
+                                              timeout=30.0, user=user)
+        except PeerUnreachable as exc:
+            raise ApiError(502, "node_unreachable", str(exc)) from None
+        if r.status != 200:
+            relay(r, node)
+        return PlainTextResponse(r.text)
+
+    return router

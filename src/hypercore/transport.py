@@ -1,0 +1,137 @@
+"""The one client for node-to-node calls.
+
+A call names a *member*, never an address: the address comes from the
+cluster view, and only for a member the view admits (alive, certified by the
+cluster CA, with an API) — any other name fails before a socket is opened, so
+a rogue member's listener is never dialled. Over TLS (always, unless the
+agent runs with --insecure) the connection presents this node's certificate
+and checks that the server's certificate, issued by the cluster CA, names
+that very member: an address in a beacon cannot redirect a call to another
+host.
+
+User tokens never travel between nodes. A node that acts for a user sends
+the user's verified identity in two headers, which the receiving node honours
+only on its node-only routes, i.e. only from a peer that proved with its
+certificate that it is a node of this cluster.
+
+aiohttp rather than httpx: on this path every millisecond is placement
+overhead, and a keep-alive aiohttp request on loopback costs about 1 ms where
+httpx's async client costs about 4 ms (bench/README.md). Connections are kept
+alive, so the TLS handshake is paid once per peer, not per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from hypercore.errors import HypercoreError, error_from_body
+from hypercore.identity.tokens import User
+from hypercore.membership.view import Peer
+
+USER_HEADER = "x-hypercore-user"
+MANAGEMENT_HEADER = "x-hypercore-management"
+
+
+def user_headers(user: User | None) -> dict[str, str]:
+    """The headers that carry `user`'s identity to another node (None: the node acts for itself)."""
+    if user is None:
+        return {}
+    return {USER_HEADER: user.name, MANAGEMENT_HEADER: "1" if user.management else "0"}
+
+
+class PeerUnreachable(HypercoreError):
+    """No HTTP answer: not a reachable member, connection refused or reset, TLS refused, or no answer in time.
+
+    The message does not repeat the node's name: callers report it next to it.
+    """
+
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        self.timed_out = timed_out
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class PeerResponse:
+    status: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    def error(self) -> tuple[str, str]:
+        """(code, message) of an error answer."""
+        return error_from_body(self.text)
+
+    def error_message(self) -> str:
+        return self.error()[1]
+
+
+class Transport:
+    def __init__(self, resolve: Callable[[str], Peer | None], ssl_context: ssl.SSLContext | None, *,
+                 limit: int = 256) -> None:
+        self._resolve = resolve
+        self._ssl = ssl_context
+        self._scheme = "https" if ssl_context is not None else "http"
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Created lazily: an aiohttp session must be made inside the running loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl if self._ssl is not None else False)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def reachable(self, node: str) -> bool:
+        return self._resolve(node) is not None
+
+    async def request(
+        self, node: str, method: str, path: str, *, json_body: Any = None, timeout: float = 10.0,
+        user: User | None = None,
+    ) -> PeerResponse:
+        """Call `path` on member `node`; raises PeerUnreachable when there is no answer."""
+        peer = self._resolve(node)
+        if peer is None:
+            raise PeerUnreachable(f"node {node} is not an alive, admitted member with an API address")
+        host = f"[{peer.host}]" if ":" in peer.host else peer.host
+        url = f"{self._scheme}://{host}:{peer.port}{path}"
+        # The member name is both the TLS server name to verify and the Host the peer expects.
+        headers = {"Host": node, **user_headers(user)}
+        extra: dict[str, Any] = {"server_hostname": node} if self._ssl is not None else {}
+        try:
+            async with self._open().request(method, url, json=json_body, headers=headers,
+                                            timeout=aiohttp.ClientTimeout(total=timeout), **extra) as response:
+                return PeerResponse(response.status, await response.text())
+        except asyncio.TimeoutError:
+            raise PeerUnreachable(f"no answer within {timeout:g} s", timed_out=True) from None
+        except aiohttp.ClientError as exc:
+            raise PeerUnreachable(f"{type(exc).__name__}: {exc}") from None
+
+    async def gather(
+        self, nodes: Iterable[str], method: str, path: str, *, json_body: Any = None, timeout: float = 5.0,
+        user: User | None = None,
+    ) -> list[tuple[str, PeerResponse | PeerUnreachable]]:
+        """The same call to several members at once: [(node, response or the reason there is none)]."""
+
+        async def one(node: str) -> tuple[str, PeerResponse | PeerUnreachable]:
+            try:
+                return node, await self.request(node, method, path, json_body=json_body, timeout=timeout, user=user)
+            except PeerUnreachable as exc:
+                return node, exc
+
+        return list(await asyncio.gather(*(one(n) for n in nodes)))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
