@@ -114,7 +114,7 @@ _OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 
 
 class LocalSpawnRequest(BaseModel):
-    """A placement attempt: what a scheduling node sends the chosen node (hypercore.scheduler)."""
+    """A placement attempt: what a scheduling node sends the chosen node (hypercore.placement)."""
 
     model_config = ConfigDict(extra="forbid")
 

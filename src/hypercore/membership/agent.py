@@ -11,23 +11,17 @@ process is gone.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import ctypes
-import ipaddress
-import json
 import logging
 import os
 import secrets
 import shutil
 import signal
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final
 
 from hypercore.membership.rpc import (
     SerfConnectionError,
@@ -36,6 +30,18 @@ from hypercore.membership.rpc import (
     SerfRPCError,
     SerfTimeoutError,
 )
+from hypercore.membership.serf_config import (
+    Profile,
+    SerfConfigError,
+    require_loopback,
+    split_host_port,
+    validate_encrypt_key,
+    validate_log_level,
+    validate_profile,
+    validate_tags,
+    write_config_file,
+)
+from hypercore.membership.serf_process import PARENT_DEATH_PREEXEC, signal_child
 
 __all__ = [
     "SerfAgent",
@@ -47,10 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Profile = Literal["lan", "wan", "local"]
-_PROFILES: Final[frozenset[str]] = frozenset({"lan", "wan", "local"})
-_LOG_LEVELS: Final[frozenset[str]] = frozenset({"trace", "debug", "info", "warn", "err"})
-_ENCRYPT_KEY_SIZES: Final[frozenset[int]] = frozenset({16, 24, 32})
 _LOG_TAIL_LINES: Final[int] = 20
 
 NOT_INSTALLED_MESSAGE: Final[str] = (
@@ -63,10 +65,6 @@ class SerfNotInstalled(SerfError):
 
     def __init__(self, message: str = NOT_INSTALLED_MESSAGE) -> None:
         super().__init__(message)
-
-
-class SerfConfigError(SerfError, ValueError):
-    """The agent's configuration is invalid (refused before anything is started)."""
 
 
 class SerfAgentError(SerfError):
@@ -83,106 +81,6 @@ def find_serf_binary(name: str = "serf") -> str:
     if path is None:
         raise SerfNotInstalled()
     return path
-
-
-def _split_host_port(value: str, what: str) -> tuple[str, int]:
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise SerfConfigError(f"{what} {value!r} must be host:port (IPv6 as [::1]:port)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise SerfConfigError(f"{what} {value!r} has an invalid port") from None
-    if not 0 < port < 65536:
-        raise SerfConfigError(f"{what} {value!r}: port must be within 1-65535")
-    return host, port
-
-
-def _require_loopback(rpc_addr: str) -> tuple[str, int]:
-    # Serf's RPC port can make the node leave, change its tags or join other
-    # clusters, and its only protection is a shared key sent in clear text, so
-    # it must never be reachable from the network.
-    host, port = _split_host_port(rpc_addr, "rpc_addr")
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise SerfConfigError(
-            f"rpc_addr {rpc_addr!r} must be a loopback IP address (e.g. 127.0.0.1:7373), not a host name"
-        ) from None
-    if not ip.is_loopback:
-        raise SerfConfigError(
-            f"rpc_addr {rpc_addr!r} is not a loopback address; the serf RPC port must only listen "
-            "on 127.0.0.0/8 or ::1 because it controls the node"
-        )
-    return str(ip), port
-
-
-def _validate_encrypt_key(key: str) -> None:
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raise SerfConfigError("encrypt_key must be base64 (generate one with 'serf keygen')") from None
-    if len(raw) not in _ENCRYPT_KEY_SIZES:
-        raise SerfConfigError(f"encrypt_key must decode to 16, 24 or 32 bytes, not {len(raw)}")
-
-
-def _validate_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    clean: dict[str, str] = {}
-    for key, value in tags.items():
-        key, value = str(key), str(value)
-        # Serf splits "-tag k=v" at the first '=', so a key can't contain one.
-        if not key or "=" in key:
-            raise SerfConfigError(f"invalid tag name {key!r}: must be non-empty and contain no '='")
-        if "\x00" in key or "\x00" in value:
-            raise SerfConfigError(f"tag {key!r} contains a NUL byte")
-        clean[key] = value
-    return clean
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
-
-
-# Resolved here, in the parent: loading libraries between fork and exec can
-# deadlock on locks held by other threads.
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG: Final[int] = 1
-
-
-def _set_parent_death_signal() -> None:
-    """Runs in the child before exec: die together with the supervisor.
-
-    If the Python process is killed outright none of our cleanup runs; without
-    this the orphaned agent would keep its ports and stay "alive" in the
-    cluster.
-    """
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-
-def _signal(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
-    """Signal our child unless asyncio has already reaped it.
-
-    Not Process.send_signal(): it polls (waitpid) first, which races with
-    asyncio's child watcher for a process that just died; when the poll wins,
-    the watcher finds no child and reports exit status 255 instead of the
-    real one. Signalling a zombie is harmless; once returncode is set the pid
-    is never touched again (the pid would have to be reused within the instant
-    between the watcher's waitpid and returncode being set to misdirect this).
-    """
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, sig)
 
 
 class SerfAgent:
@@ -219,14 +117,12 @@ class SerfAgent:
     ) -> None:
         if not node_name:
             raise SerfConfigError("node_name must not be empty")
-        _split_host_port(bind, "bind")
-        self._rpc_host, self._rpc_port = _require_loopback(rpc_addr)
-        if profile not in _PROFILES:
-            raise SerfConfigError(f"profile must be one of {sorted(_PROFILES)}, not {profile!r}")
-        if log_level.lower() not in _LOG_LEVELS:
-            raise SerfConfigError(f"log_level must be one of {sorted(_LOG_LEVELS)}, not {log_level!r}")
+        split_host_port(bind, "bind")
+        self._rpc_host, self._rpc_port = require_loopback(rpc_addr)
+        validate_profile(profile)
+        log_level = validate_log_level(log_level)
         if encrypt_key is not None:
-            _validate_encrypt_key(encrypt_key)
+            validate_encrypt_key(encrypt_key)
         if rpc_auth_key is not None and not rpc_auth_key:
             raise SerfConfigError("rpc_auth_key must not be empty (pass None to generate one)")
 
@@ -237,9 +133,9 @@ class SerfAgent:
         # Always authenticate: any local process can otherwise drive the node.
         self.rpc_auth_key = rpc_auth_key or secrets.token_urlsafe(32)
         self.encrypt_key = encrypt_key
-        self.tags = _validate_tags(tags or {})
+        self.tags = validate_tags(tags or {})
         self.profile = profile
-        self.log_level = log_level.lower()
+        self.log_level = log_level
         self.extra_args = list(extra_args)
         self.serf_binary = serf_binary
         self.start_timeout = start_timeout
@@ -327,23 +223,13 @@ class SerfAgent:
 
     # -- lifecycle --------------------------------------------------------------
 
-    def _write_config(self) -> None:
-        config: dict[str, str] = {"rpc_auth": self.rpc_auth_key}
-        if self.encrypt_key:
-            config["encrypt_key"] = self.encrypt_key
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(config, fh)
-        # O_CREAT's mode doesn't apply to a file that already existed.
-        os.chmod(self.config_path, 0o600)
-
     async def start(self) -> SerfRPC:
         """Start the agent and return a connected, authenticated RPC client."""
         if self.running:
             raise SerfAgentError(f"serf agent {self.node_name!r} is already running (pid {self.pid})")
         binary = find_serf_binary(self.serf_binary)
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._write_config()
+        write_config_file(self.config_path, rpc_auth_key=self.rpc_auth_key, encrypt_key=self.encrypt_key)
 
         argv = self.command_line(binary)
         with self.log_path.open("ab") as log_file:
@@ -359,7 +245,7 @@ class SerfAgent:
                 # group; serf would then leave and exit on its own while we
                 # are still shutting down. Only stop() decides when it leaves.
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal if _PRCTL is not None else None,
+                preexec_fn=PARENT_DEATH_PREEXEC,
             )
         log.info("serf agent %s started (pid %s, rpc %s)", self.node_name, self._process.pid, self.rpc_addr)
 
@@ -450,15 +336,15 @@ class SerfAgent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(process.wait(), timeout=grace)
             if process.returncode is None and sigterm:
-                _signal(process, signal.SIGTERM)
+                signal_child(process, signal.SIGTERM)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(process.wait(), timeout=grace)
             if process.returncode is None:
-                _signal(process, signal.SIGKILL)
+                signal_child(process, signal.SIGKILL)
                 await process.wait()
         finally:
             # Even if we were cancelled mid-way, don't leave the agent behind.
-            _signal(process, signal.SIGKILL)
+            signal_child(process, signal.SIGKILL)
         log.info("serf agent %s (pid %s) exited with status %s", self.node_name, process.pid, process.returncode)
 
     async def __aenter__(self) -> SerfAgent:

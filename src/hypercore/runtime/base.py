@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from hypercore.errors import HypercoreError
 from hypercore.workload import WorkloadSpec
 
-__all__ = ["Driver", "Handle", "LogReader", "RuntimeRefused", "WorkloadNotFound"]
+__all__ = ["Driver", "ExitCodeKeeper", "Handle", "LogReader", "RuntimeRefused", "WorkloadNotFound"]
 
 Handle = dict[str, Any]
 
@@ -55,8 +55,12 @@ class Driver(Protocol):
         """Ask the workload to end, force it after ``grace`` seconds; no-op if already gone."""
         ...
 
-    def is_running(self, handle: Handle) -> bool:
-        """True only if the very workload of this handle is still alive."""
+    async def is_alive(self, handle: Handle) -> bool:
+        """True only if the very workload of this handle is still alive.
+
+        Async because a driver may have to ask an engine (a subprocess); it is
+        called on the event loop (WorkloadManager.adopt).
+        """
         ...
 
 
@@ -66,6 +70,20 @@ class Driver(Protocol):
 # file raw; drivers without it (exec) are unaffected.
 @runtime_checkable
 class LogReader(Protocol):
-    def read_logs(self, handle: Handle | None, log_path: Path, tail_bytes: int | None = None) -> bytes:
-        """The workload's plain stdout+stderr (or its last ``tail_bytes`` bytes)."""
+    async def read_logs(self, handle: Handle | None, log_path: Path, tail_bytes: int | None = None) -> bytes:
+        """The workload's plain stdout+stderr (or its last ``tail_bytes`` bytes).
+
+        Must not block the event loop: file reads in a thread, engine calls as
+        asyncio subprocesses with a timeout.
+        """
+        ...
+
+
+# Optional hook, for drivers whose engine keeps an ended workload's exit code
+# (a container stays inspectable): WorkloadManager.adopt asks it for a
+# workload that ended while the agent was down. Without it the code is unknown.
+@runtime_checkable
+class ExitCodeKeeper(Protocol):
+    async def exit_code(self, handle: Handle) -> int | None:
+        """The ended workload's exit code; None if unknown or still running."""
         ...

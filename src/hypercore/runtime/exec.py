@@ -154,7 +154,13 @@ class ExecDriver:
         self._children[proc.pid] = (proc, start_time)
         return {"pid": proc.pid, "pgid": proc.pid, "start_time": start_time}
 
+    async def is_alive(self, handle: Handle) -> bool:
+        """The Driver protocol's check; reading /proc is cheap, so it just calls is_running."""
+        return self.is_running(handle)
+
     def is_running(self, handle: Handle) -> bool:
+        """Synchronous: also used from non-async code (hypercore.devcluster's
+        cleanup) and by this driver's own polling loops. It only reads /proc."""
         start_time = handle.get("start_time")
         if start_time is None:
             return False  # never verified, so never safe to treat as ours

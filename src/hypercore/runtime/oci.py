@@ -26,9 +26,8 @@ Design choices, each with its reason:
   ``output.log``. That keeps working while the agent is down, keeps the file
   after the container exited *and* after it was removed (Podman does not
   delete a log at a user-given path), and needs no copier process. The file
-  is in CRI format (``<time> <stream> <F|P> <text>``); :meth:`read_logs`, which
-  the manager calls when a driver provides it, turns it back into the plain
-  interleaved output. Docker has no k8s-file driver; there the engine's own
+  is in CRI format; :meth:`read_logs` (the manager's hook) turns it back
+  into the plain interleaved output (:mod:`hypercore.runtime.oci_logs`). Docker has no k8s-file driver; there the engine's own
   log is read on demand (``docker logs``), which lasts as long as the container.
 * **Removal**: a container is *kept* after it ended, so its exit code and
   state stay inspectable by the engine (also for an agent that was down when
@@ -37,12 +36,8 @@ Design choices, each with its reason:
   workload directory survives it. A container whose start failed (e.g. the
   port clash is only detected by ``podman start``, after ``create``) is
   removed right away.
-* **Podman on this kind of host** (root in a restricted sandbox): the
-  defaults add ``--runtime runc`` and explicit ``--ulimit nofile=1024:1024
-  --ulimit nproc=1024:1024``. Podman otherwise asks the runtime for its own
-  (much higher) default rlimits, and runc fails to raise them above the
-  sandbox's hard limits ("error setting rlimit type 7/6: operation not
-  permitted"); values within the hard limits always work. Both are
+* **Podman on a restricted host**: ``--runtime runc`` and explicit
+  ``--ulimit`` values by default (why: :data:`~hypercore.runtime.oci_engine.PODMAN_ULIMITS`);
   constructor options (``runtime=None, ulimits=()`` to let the engine choose).
 * ``--http-proxy=false`` (Podman): Podman otherwise copies the *agent's*
   proxy variables, which may carry credentials, into every container.
@@ -52,30 +47,57 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import math
-import os
-import re
 import shutil
 import socket
-import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Literal
+from typing import Any, Final
 
-from hypercore.errors import HypercoreError
 from hypercore.runtime.base import Handle, RuntimeRefused
+from hypercore.runtime.oci_engine import (
+    CONTAINER_ID,
+    CONTAINER_PREFIX,
+    DEFAULT,
+    ENGINES,
+    LABEL_NODE,
+    LABEL_WORKLOAD,
+    NOT_FOUND_IMAGE,
+    PODMAN_RUNTIME,
+    PODMAN_ULIMITS,
+    ContainerInfo,
+    Default,
+    EngineError,
+    Flavor,
+    PullPolicy,
+    container_info,
+    container_name,
+    exit_code_of,
+    find_engine,
+    flavor_of,
+    is_gone,
+    probe_engine,
+    run_engine,
+    trim,
+)
+from hypercore.runtime.oci_argv import run_argv
+from hypercore.runtime.oci_logs import read_k8s_log
 from hypercore.workload import WorkloadSpec
 
+# The engine and log helpers live in oci_engine and oci_logs; their public
+# names are re-exported here, where callers have always imported them from.
 __all__ = [
     "CONTAINER_PREFIX",
+    "ENGINES",
     "LABEL_NODE",
     "LABEL_WORKLOAD",
+    "PODMAN_RUNTIME",
+    "PODMAN_ULIMITS",
     "ContainerInfo",
     "EngineError",
+    "Flavor",
     "OCIDriver",
     "PullPolicy",
     "container_name",
@@ -85,152 +107,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CONTAINER_PREFIX: Final = "hc-"
-LABEL_WORKLOAD: Final = "hypercore.workload"
-LABEL_NODE: Final = "hypercore.node"
-# Searched in this order when no engine is named.
-ENGINES: Final = ("podman", "docker")
-
-PullPolicy = Literal["never", "missing", "always", "newer"]
-Flavor = Literal["podman", "docker"]
-
-# Longest engine message kept in a refusal (they can be multi-line and long).
-_MAX_MESSAGE: Final = 600
 # Re-check interval when `<engine> wait` itself failed but the container lives.
 _WAIT_RETRY: Final = 1.0
 # Extra time given to `<engine> stop` beyond the grace, for the SIGKILL and cleanup.
 _STOP_SLACK: Final = 30.0
-_CONTAINER_ID: Final = re.compile(r"^[0-9a-f]{12,64}$")
-_GONE: Final = re.compile(r"no such (container|object)|no container with name or id", re.IGNORECASE)
-_NOT_FOUND_IMAGE: Final = re.compile(r"image not known|no such image|unable to find image|manifest unknown", re.IGNORECASE)
-
-
-class EngineError(HypercoreError):
-    """The container engine failed on a running workload (stop, inspect...)."""
-
-
-class _Default(enum.Enum):
-    """Sentinel: 'the right default for this engine'."""
-
-    DEFAULT = enum.auto()
-
-
-_DEFAULT: Final = _Default.DEFAULT
-# See the module docstring: within any sane hard limit, and explicit so that
-# runc never has to raise a limit above the sandbox's hard one.
-PODMAN_ULIMITS: Final = ("nofile=1024:1024", "nproc=1024:1024")
-PODMAN_RUNTIME: Final = "runc"
-
-
-def container_name(workload_id: str) -> str:
-    return f"{CONTAINER_PREFIX}{workload_id}"
-
-
-def find_engine(engine: str | None = None) -> str | None:
-    """The engine executable to use: ``engine`` (a name on PATH or a path), or
-    the first of podman, docker on PATH; None when there is none."""
-    if engine:
-        if os.sep in engine:
-            return engine if os.path.isfile(engine) and os.access(engine, os.X_OK) else None
-        return shutil.which(engine)
-    for candidate in ENGINES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
-
-
-def _flavor_of(engine: str) -> Flavor:
-    return "docker" if "docker" in os.path.basename(engine).lower() else "podman"
-
-
-def _trim(message: bytes | str) -> str:
-    """The engine's message as one short line: 'Error: x' lines, whitespace folded."""
-    text = message.decode(errors="replace") if isinstance(message, bytes) else message
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # Podman and Docker put the reason on the last "Error:" line; progress
-    # output ("Trying to pull ...") and warnings come before it.
-    errors = [line for line in lines if line.lower().startswith("error")]
-    text = " | ".join(errors or lines[-3:]) or "no message"
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
-
-
-def _cpus(value: float) -> str:
-    # Plain decimal; str(1e-05) would be "1e-05", which the engines reject.
-    return format(value, ".6f").rstrip("0").rstrip(".") or "0"
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerInfo:
-    """A container this node's label points at, as the engine sees it now."""
-
-    workload_id: str | None
-    container_id: str
-    name: str
-    running: bool
-    status: str  # engine words: created, running, exited, ...
-    exit_code: int | None
-    handle: Handle
-
-
-# -- k8s-file (CRI) log format ------------------------------------------------
-
-
-def _parse_k8s(raw: bytes) -> bytes:
-    """CRI log lines → the plain output.
-
-    Each line is ``<RFC3339 time> <stdout|stderr> <F|P> <text>``; ``F`` ends
-    a line of output, ``P`` is a piece of a longer one (no newline follows).
-    Anything that does not look like that is passed through unchanged, so a
-    file written some other way is still readable.
-    """
-    out = bytearray()
-    for line in raw.splitlines(keepends=True):
-        body = line[:-1] if line.endswith(b"\n") else line
-        parts = body.split(b" ", 3)
-        if len(parts) >= 3 and parts[1] in (b"stdout", b"stderr") and parts[2][:1] in (b"F", b"P"):
-            out += parts[3] if len(parts) == 4 else b""
-            if parts[2][:1] == b"F":
-                out += b"\n"
-        else:
-            out += line
-    return bytes(out)
-
-
-def read_k8s_log(path: str | os.PathLike[str], tail_bytes: int | None = None) -> bytes:
-    """The plain output in a k8s-file log, or its last ``tail_bytes`` bytes.
-
-    For a tail only the end of the file is read: the plain text is never
-    longer than the raw file, so reading ``tail_bytes`` plus the prefixes'
-    share is enough, and the window doubles until it is.
-    """
-    if tail_bytes is not None and tail_bytes <= 0:
-        return b""
-    try:
-        with open(path, "rb") as fh:
-            return _parse_k8s(fh.read()) if tail_bytes is None else _tail_k8s(fh, tail_bytes)
-    except FileNotFoundError:
-        return b""
-
-
-def _tail_k8s(fh: BinaryIO, want: int) -> bytes:
-    size = fh.seek(0, os.SEEK_END)
-    window = want * 2 + 4096
-    while True:
-        start = max(0, size - window)
-        fh.seek(start)
-        raw = fh.read(size - start)
-        if start > 0:
-            # Drop the (probably cut) first line; its prefix may be gone.
-            cut = raw.find(b"\n")
-            raw = raw[cut + 1 :] if cut >= 0 else b""
-        plain = _parse_k8s(raw)
-        if len(plain) >= want or start == 0:
-            return plain[-want:]
-        window *= 2
-
-
-# -- the driver ---------------------------------------------------------------
 
 
 class OCIDriver:
@@ -244,8 +124,8 @@ class OCIDriver:
         *,
         node_name: str | None = None,
         flavor: Flavor | None = None,
-        runtime: str | None | _Default = _DEFAULT,
-        ulimits: Sequence[str] | _Default = _DEFAULT,
+        runtime: str | None | Default = DEFAULT,
+        ulimits: Sequence[str] | Default = DEFAULT,
         pull: PullPolicy = "never",
         publish_ip: str | None = None,
         probe_timeout: float = 10.0,
@@ -261,11 +141,11 @@ class OCIDriver:
         restricts published ports to one host address (default: all).
         """
         self.engine = find_engine(engine) or engine or ENGINES[0]
-        self.flavor: Flavor = flavor or _flavor_of(self.engine)
+        self.flavor: Flavor = flavor or flavor_of(self.engine)
         self.node_name = node_name or socket.gethostname()
         podman = self.flavor == "podman"
-        self.runtime = (PODMAN_RUNTIME if podman else None) if runtime is _DEFAULT else runtime
-        self.ulimits = tuple(PODMAN_ULIMITS if podman else ()) if ulimits is _DEFAULT else tuple(ulimits)
+        self.runtime = (PODMAN_RUNTIME if podman else None) if runtime is DEFAULT else runtime
+        self.ulimits = tuple(PODMAN_ULIMITS if podman else ()) if ulimits is DEFAULT else tuple(ulimits)
         self.pull = pull
         self.publish_ip = publish_ip
         self.probe_timeout = probe_timeout
@@ -299,90 +179,20 @@ class OCIDriver:
         for Docker the daemon, to work. The reason for a False is kept in
         :attr:`probe_error`, for the agent's log.
         """
-        if find_engine(self.engine) is None:
-            self.probe_error = f"no executable {self.engine!r} (install podman or docker, or name one)"
-            return False
-        try:
-            rc, _out, err = await self._run("info", "--format", "{{json .}}", timeout=self.probe_timeout)
-        except TimeoutError:
-            self.probe_error = f"{self.engine} info did not answer within {self.probe_timeout:g}s"
-            return False
-        except OSError as exc:
-            self.probe_error = f"cannot run {self.engine}: {exc}"
-            return False
-        if rc != 0:
-            self.probe_error = f"{self.engine} info failed: {_trim(err)}"
-            return False
-        self.probe_error = None
-        return True
+        self.probe_error = await probe_engine(self.engine, self.probe_timeout)
+        return self.probe_error is None
 
     # -- subprocess plumbing ---------------------------------------------------
 
-    async def _run(self, *args: str, timeout: float | None) -> tuple[int, bytes, bytes]:
+    async def _run(self, *args: str, timeout: float | None, merge_stderr: bool = False) -> tuple[int, bytes, bytes]:
         """Run the engine with ``args``; kill it on timeout or cancellation."""
-        proc = await asyncio.create_subprocess_exec(
-            self.engine,
-            *args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(proc.wait())
-            raise
-        assert proc.returncode is not None
-        return proc.returncode, out, err
-
-    def _run_sync(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [self.engine, *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=self.command_timeout,
-            check=False,
-        )
+        return await run_engine(self.engine, *args, timeout=timeout, merge_stderr=merge_stderr)
 
     # -- start -----------------------------------------------------------------
 
     def run_argv(self, workload_id: str, spec: WorkloadSpec, log_path: Path) -> list[str]:
         """The engine arguments that start this workload (without the engine itself)."""
-        assert spec.image_ref is not None
-        argv = [
-            "run",
-            "--detach",
-            "--name",
-            container_name(workload_id),
-            "--label",
-            f"{LABEL_WORKLOAD}={workload_id}",
-            "--label",
-            f"{LABEL_NODE}={self.node_name}",
-            f"--pull={self.pull}",
-            "--cpus",
-            _cpus(spec.cpu),
-            "--memory",
-            f"{spec.mem}m",
-        ]
-        if self.runtime:
-            argv += ["--runtime", self.runtime]
-        for limit in self.ulimits:
-            argv += ["--ulimit", limit]
-        if self.flavor == "podman":
-            argv.append("--http-proxy=false")
-        if self.log_driver == "k8s-file":
-            argv += ["--log-driver", "k8s-file", "--log-opt", f"path={Path(log_path).absolute()}"]
-        for key, value in spec.env.items():
-            if key != "HYPERCORE_WORKLOAD_ID":
-                argv += ["--env", f"{key}={value}"]
-        argv += ["--env", f"HYPERCORE_WORKLOAD_ID={workload_id}"]  # last: the spec cannot fake it
-        for port in spec.ports:
-            argv += ["--publish", f"{self.publish_ip}:{port}" if self.publish_ip else port]
-        argv += ["--", spec.image_ref, *(spec.args or [])]
-        return argv
+        return run_argv(self, workload_id, spec, log_path)
 
     async def start(self, workload_id: str, spec: WorkloadSpec, log_path: Path) -> Handle:
         if spec.image_ref is None:
@@ -418,14 +228,14 @@ class OCIDriver:
             raise RuntimeRefused(self._refusal(spec, err))
         container_id = out.decode(errors="replace").strip().splitlines()[-1:] or [""]
         cid = container_id[0].strip()
-        if not _CONTAINER_ID.match(cid):
+        if not CONTAINER_ID.match(cid):
             cid = await self._id_of(name) or name
         return {"engine": self.engine, "container_id": cid, "name": name, "log_driver": self.log_driver}
 
     def _refusal(self, spec: WorkloadSpec, err: bytes) -> str:
-        message = _trim(err)
+        message = trim(err)
         hint = ""
-        if _NOT_FOUND_IMAGE.search(message) and self.pull == "never":
+        if NOT_FOUND_IMAGE.search(message) and self.pull == "never":
             hint = " (this node does not pull images; load the image on the node first)"
         return f"{self.flavor} on node {self.node_name} refused image {spec.image_ref}: {message}{hint}"
 
@@ -455,9 +265,9 @@ class OCIDriver:
         """The engine's JSON for one container; None if it is gone."""
         rc, out, err = await self._run("container", "inspect", ref, timeout=self.command_timeout)
         if rc != 0:
-            if _GONE.search(err.decode(errors="replace")):
+            if is_gone(err):
                 return None
-            raise EngineError(f"{self.flavor} inspect {ref}: {_trim(err)}")
+            raise EngineError(f"{self.flavor} inspect {ref}: {trim(err)}")
         data = json.loads(out or b"[]")
         return data[0] if data else None
 
@@ -479,8 +289,7 @@ class OCIDriver:
                 return None
             state = info.get("State") or {}
             if not state.get("Running"):
-                last = state.get("ExitCode")
-                return last if isinstance(last, int) and last >= 0 else None
+                return exit_code_of(state)
             await asyncio.sleep(_WAIT_RETRY)
 
     async def stop(self, handle: Handle, grace: float) -> None:
@@ -489,8 +298,8 @@ class OCIDriver:
         rc, _out, err = await self._run(
             "stop", "--time", str(seconds), self._ref(handle), timeout=seconds + _STOP_SLACK
         )
-        if rc != 0 and not _GONE.search(err.decode(errors="replace")):
-            raise EngineError(f"{self.flavor} could not stop {handle.get('name')}: {_trim(err)}")
+        if rc != 0 and not is_gone(err):
+            raise EngineError(f"{self.flavor} could not stop {handle.get('name')}: {trim(err)}")
 
     async def remove(self, handle: Handle) -> None:
         """Delete the container (forcing it to end first); no-op when already gone.
@@ -499,39 +308,35 @@ class OCIDriver:
         workload directory is not the engine's to delete and stays.
         """
         rc, _out, err = await self._run("rm", *self._force_rm(), self._ref(handle), timeout=self.command_timeout)
-        if rc != 0 and not _GONE.search(err.decode(errors="replace")):
-            raise EngineError(f"{self.flavor} could not remove {handle.get('name')}: {_trim(err)}")
+        if rc != 0 and not is_gone(err):
+            raise EngineError(f"{self.flavor} could not remove {handle.get('name')}: {trim(err)}")
 
-    def _state_sync(self, handle: Handle) -> dict[str, Any] | None:
-        ref = self._ref(handle)
-        proc = self._run_sync("container", "inspect", "--format", "{{json .State}}\t{{.Id}}", ref)
-        if proc.returncode != 0:
-            if _GONE.search(proc.stderr.decode(errors="replace")):
-                return None
-            # Not "gone": the engine could not tell. Saying False here would
-            # make adopt() declare a live container lost.
-            raise EngineError(f"{self.flavor} inspect {ref}: {_trim(proc.stderr)}")
-        state_json, _, cid = proc.stdout.decode(errors="replace").strip().rpartition("\t")
+    # Async only: every caller (WorkloadManager.adopt, tests) runs on the event
+    # loop, so no synchronous variant that would block it is kept.
+    async def _state(self, handle: Handle) -> dict[str, Any] | None:
+        """The engine's ``State`` of the handle's very container; None once it is gone.
+
+        Raises EngineError when the engine cannot tell: answering "not
+        running" then would make adopt() declare a live container lost.
+        """
+        info = await self._inspect(self._ref(handle))
         expected = handle.get("container_id")
-        if expected and not cid.startswith(str(expected)):
-            return None  # same name, another container: not this handle's
-        state = json.loads(state_json)
+        if info is None or (expected and not str(info.get("Id", "")).startswith(str(expected))):
+            return None  # gone, or the same name now is another container: not this handle's
+        state = info.get("State")
         return state if isinstance(state, dict) else None
 
-    def is_running(self, handle: Handle) -> bool:
+    async def is_alive(self, handle: Handle) -> bool:
         """True while the handle's very container runs; False once it is gone
-        or ended. Synchronous (it is used at adopt time)."""
-        state = self._state_sync(handle)
+        or ended (used at adopt time)."""
+        state = await self._state(handle)
         return bool(state and state.get("Running"))
 
-    def exit_code(self, handle: Handle) -> int | None:
+    async def exit_code(self, handle: Handle) -> int | None:
         """The exit code of the handle's ended container, None if unknown or
         still running (for an agent that was down when it ended)."""
-        state = self._state_sync(handle)
-        if not state or state.get("Running"):
-            return None
-        code = state.get("ExitCode")
-        return code if isinstance(code, int) and code >= 0 else None
+        state = await self._state(handle)
+        return exit_code_of(state) if state else None
 
     async def list_by_label(self, node_name: str | None = None) -> list[ContainerInfo]:
         """Every container (running or not) labelled for ``node_name`` (default: this node)."""
@@ -541,7 +346,7 @@ class OCIDriver:
             timeout=self.command_timeout,
         )
         if rc != 0:
-            raise EngineError(f"{self.flavor} ps: {_trim(err)}")
+            raise EngineError(f"{self.flavor} ps: {trim(err)}")
         ids = [line.strip() for line in out.decode().splitlines() if line.strip()]
         if not ids:
             return []
@@ -549,52 +354,31 @@ class OCIDriver:
         # A container removed between ps and inspect makes inspect fail but
         # still print the others.
         if rc != 0 and not out.strip():
-            if _GONE.search(err.decode(errors="replace")):
+            if is_gone(err):
                 return []
-            raise EngineError(f"{self.flavor} inspect: {_trim(err)}")
-        found = []
-        for item in json.loads(out or b"[]"):
-            labels = (item.get("Config") or {}).get("Labels") or {}
-            state = item.get("State") or {}
-            name = str(item.get("Name", "")).lstrip("/")
-            code = state.get("ExitCode")
-            log_driver = "k8s-file" if ((item.get("HostConfig") or {}).get("LogConfig") or {}).get("Type") == "k8s-file" else "engine"
-            found.append(
-                ContainerInfo(
-                    workload_id=labels.get(LABEL_WORKLOAD),
-                    container_id=item["Id"],
-                    name=name,
-                    running=bool(state.get("Running")),
-                    status=str(state.get("Status", "")),
-                    exit_code=code if isinstance(code, int) and code >= 0 and not state.get("Running") else None,
-                    handle={"engine": self.engine, "container_id": item["Id"], "name": name, "log_driver": log_driver},
-                )
-            )
-        return found
+            raise EngineError(f"{self.flavor} inspect: {trim(err)}")
+        return [container_info(item, self.engine) for item in json.loads(out or b"[]")]
 
     # -- logs ------------------------------------------------------------------
 
-    def read_logs(self, handle: Handle | None, log_path: Path, tail_bytes: int | None = None) -> bytes:
+    async def read_logs(self, handle: Handle | None, log_path: Path, tail_bytes: int | None = None) -> bytes:
         """The workload's stdout+stderr as plain bytes (the manager's hook).
 
         k8s-file logs are read from ``log_path`` (works with the engine down,
-        and after the container is gone). Engine-kept logs (Docker) are asked
-        for with ``<engine> logs``, stderr merged into stdout.
+        and after the container is gone), in a worker thread: the file can be
+        big. Engine-kept logs (Docker) are asked for with ``<engine> logs``,
+        stderr merged into stdout, bounded by ``command_timeout``.
         """
         if handle is None or handle.get("log_driver", "k8s-file") == "k8s-file":
-            return read_k8s_log(log_path, tail_bytes)
+            return await asyncio.to_thread(read_k8s_log, log_path, tail_bytes)
+        if tail_bytes is not None and tail_bytes <= 0:
+            return b""
         try:
-            proc = subprocess.run(
-                [self.engine, "logs", self._ref(handle)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                timeout=self.command_timeout,
-                check=False,
+            rc, out, _err = await self._run(
+                "logs", self._ref(handle), timeout=self.command_timeout, merge_stderr=True
             )
-        except (OSError, subprocess.TimeoutExpired):
+        except (OSError, TimeoutError):
             return b""
-        if proc.returncode != 0:
+        if rc != 0:
             return b""
-        data = proc.stdout
-        return data if tail_bytes is None else data[-max(0, tail_bytes) :] if tail_bytes > 0 else b""
+        return out if tail_bytes is None else out[-tail_bytes:]
