@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,23 +29,26 @@ from hypercore.beacon.probe import ProbeWindow
 from hypercore.beacon.publisher import BeaconPublisher, Prober
 from hypercore.beacon.tags import Admission
 from hypercore.errors import HypercoreError
-from hypercore.failover import Failover
+from hypercore.failover import FLAG_TAG
 from hypercore.identity.admission import admission_check
 from hypercore.identity.pki import ClusterCA, NodeIdentity, load_ca
 from hypercore.identity.tls import client_context, server_context
 from hypercore.identity.tokens import TokenVerifier
-from hypercore.membership import SerfAgent, SerfError
+from hypercore.loops import Backoff
+from hypercore.membership import SerfAgent, SerfError, SerfTimeoutError
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.policy import PERMISSIVE_DEFAULT, Policy, PolicyEngine, PolicyError, load_policy_file
 from hypercore.runtime.exec import ExecDriver
-from hypercore.runtime.manager import Capacity, WorkloadManager
+from hypercore.node import Node
+from hypercore.runtime.manager import Capacity
 from hypercore.runtime.oci import OCIDriver
-from hypercore.scheduler import Scheduler
-from hypercore.store import WorkloadStore
 from hypercore.transport import Transport
 
 log = logging.getLogger("hypercore.agent")
+
+MEMBER_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
+FULL_REFRESH_S = 10.0  # a full member read, in case an event was missed (events keep the view current)
 
 
 class ConfigError(HypercoreError):
@@ -153,103 +157,114 @@ def _certified_name(cert_file: Path) -> str:
 
 
 class NodeAgent:
+    """A Node (hypercore.node) plus what makes it a process on a network: Serf, the HTTPS API, the beacon."""
+
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.http_host, self.http_port = split_host_port(config.http_bind_addr, "--http-bind-addr")
         gossip_host, _ = split_host_port(config.cluster_bind_addr, "--cluster-bind-addr")
-        self.insecure = config.insecure
         self.identity, ca = _identity(config, gossip_host, self.http_host)
         if not 0 <= config.beacon_reputation <= 1:
             raise ConfigError(f"--beacon-reputation {config.beacon_reputation} must be between 0 and 1")
         if config.beacon_price < 0:
             raise ConfigError(f"--beacon-price {config.beacon_price} must be 0 or more")
-        self.data_dir = config.data_dir.expanduser()
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.name = self.identity.name if self.identity else _node_name(self.data_dir, config.node_name)
-        self.tokens = TokenVerifier(ca) if ca is not None else None
-        self.metrics = AgentMetrics()
+        data_dir = config.data_dir.expanduser()
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = self.identity.name if self.identity else _node_name(data_dir, config.node_name)
+        metrics = AgentMetrics()
         policy = PERMISSIVE_DEFAULT
         if config.cluster_policy is not None:
             policy = load_policy_file(config.cluster_policy)
-        self.engine = PolicyEngine(policy, self.metrics.policy)
         # Without a CA (--insecure) every member with a verified beacon counts as admitted.
-        self.view = ClusterView(self.metrics.beacon_invalid, admit=admission_check(ca) if self.identity else None)
-        self.key = self.identity.key if self.identity else load_or_create_node_key(self.data_dir)
-        self.store = WorkloadStore(self.data_dir)
-        self.capacity = Capacity(
+        view = ClusterView(metrics.beacon_invalid, admit=admission_check(ca) if self.identity else None)
+        self.key = self.identity.key if self.identity else load_or_create_node_key(data_dir)
+        capacity = Capacity(
             cpu=config.capacity_cpu if config.capacity_cpu is not None else float(os.cpu_count() or 1),
             mem_mb=config.capacity_mem if config.capacity_mem is not None else (_mem_total_mb() or 1024.0),
         )
-        self.manager = WorkloadManager(self.store, self.data_dir, {}, self.name, capacity=self.capacity)
-        self.transport = Transport(self.view.peer, client_context(self.identity, ca.path) if self.identity and ca else None)
-        self.scheduler = Scheduler(
-            node_name=self.name, view=self.view, engine=self.engine, metrics=self.metrics, transport=self.transport,
-            attempt_timeout=config.placement_timeout, manager=self.manager, on_change=self.beacon_changed,
+        transport = Transport(view.peer, client_context(self.identity, ca.path) if self.identity and ca else None)
+        self.node = Node(
+            name=name, data_dir=data_dir, view=view, transport=transport, engine=PolicyEngine(policy, metrics.policy),
+            metrics=metrics, capacity=capacity, tokens=TokenVerifier(ca) if ca is not None else None,
+            insecure=config.insecure, attempt_timeout=config.placement_timeout,
+            respawn_on_node_failure=config.respawn_on_node_failure,
         )
-        self.failover = Failover(self)
+        self.node.on_change = self._beacon_changed
+        self.name = name
         self.serf: SerfAgent | None = None
         self.publisher: BeaconPublisher | None = None
+        self.prober: Prober | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
-    # -- helpers used by the API -------------------------------------------------
-
-    def log_policy(self, policy: Policy, how: str) -> None:
-        log.info("loaded policy", extra={"fields": {"name": policy.name, "mode": policy.mode, "how": how}})
-
-    def beacon_changed(self) -> None:
+    def _beacon_changed(self) -> None:
         if self.publisher is not None:
             self.publisher.force()
-
-    def refresh_gauges(self) -> None:
-        for status, count in self.view.status_counts().items():
-            self.metrics.members.labels(status=status).set(count)
-        counts: dict[str, int] = {}
-        for record in self.manager.list():
-            counts[record.state.value] = counts.get(record.state.value, 0) + 1
-        for state in ("pending", "running", "exited", "stopped", "failed"):
-            self.metrics.workloads.labels(state=state).set(counts.get(state, 0))
 
     # -- beacon inputs -------------------------------------------------------------
 
     def _sample(self) -> dict[str, Any]:
+        assert self.prober is not None
         link = self.prober.window.stats()
-        cpu_total, mem_total = self.capacity.cpu, self.capacity.mem_mb
-        cpu_used, mem_used = self.manager.usage()
+        manager, capacity = self.node.manager, self.node.capacity
+        cpu_used, mem_used = manager.usage()
         return {
             "latency_ms": link.latency_ms,
             "jitter_ms": link.jitter_ms,
             "packet_loss": link.packet_loss,
-            "queue_depth": float(self.manager.queue_depth()),
-            "capabilities": tuple(self.manager.capabilities),
-            "cpu_total": cpu_total,
-            "cpu_free": max(0.0, cpu_total - cpu_used),
-            "mem_total_mb": mem_total,
-            "mem_free_mb": max(0.0, mem_total - mem_used),
+            "queue_depth": float(manager.queue_depth()),
+            "capabilities": tuple(manager.capabilities),
+            "cpu_total": capacity.cpu,
+            "cpu_free": max(0.0, capacity.cpu - cpu_used),
+            "mem_total_mb": capacity.mem_mb,
+            "mem_free_mb": max(0.0, capacity.mem_mb - mem_used),
         }
 
     def _probe_targets(self) -> list[str]:
+        view = self.node.view
         # Alone, the node measures its own API so that its metrics are never unknown.
-        return self.view.peers(exclude=self.name) or [n for n in (self.name,) if self.view.peer(n)]
+        return view.peers(exclude=self.name) or [n for n in (self.name,) if view.peer(n)]
 
-    # -- lifecycle -------------------------------------------------------------------
+    # -- membership ------------------------------------------------------------------
 
-    async def _refresh_members(self) -> None:
+    async def _watch_members(self) -> None:
+        """Keep the view current from Serf's member events, with a full read every FULL_REFRESH_S."""
         assert self.serf is not None
+        rpc, view = self.serf.rpc, self.node.view
+        backoff = Backoff(first=0.5, cap=5.0)
         while True:
             try:
-                self.view.update(await self.serf.rpc.members())
+                events = await rpc.stream(MEMBER_EVENTS)
+                try:
+                    view.update(await rpc.members())  # after subscribing, so no change falls in between
+                    backoff.reset()
+                    next_full = time.monotonic() + FULL_REFRESH_S
+                    while True:
+                        try:
+                            event = await events.next(timeout=max(0.01, next_full - time.monotonic()))
+                        except SerfTimeoutError:
+                            view.update(await rpc.members())
+                            next_full = time.monotonic() + FULL_REFRESH_S
+                            continue
+                        if event["Event"] == "member-reap":
+                            view.remove(m.name for m in event["Members"])
+                        else:
+                            view.upsert(event["Members"])
+                finally:
+                    with contextlib.suppress(SerfError, OSError):
+                        await events.stop(timeout=2.0)
             except SerfError as exc:
-                log.warning("cannot read members from serf", extra={"error": str(exc)})
                 if not self.serf.running:
                     log.error("serf agent exited; shutting down", extra={"log": self.serf.log_tail(5)})
                     self._stop.set()
                     return
-            await asyncio.sleep(1.0)
+                delay = backoff.next()
+                log.warning("cannot follow members in serf; retrying", extra={"error": str(exc), "retry_in": delay})
+                await asyncio.sleep(delay)
 
     async def _join(self) -> None:
         assert self.serf is not None
-        delay = 1.0
+        backoff = Backoff(first=1.0, cap=15.0)
         while True:
             try:
                 n = await self.serf.rpc.join(list(self.config.join))
@@ -257,37 +272,38 @@ class NodeAgent:
                     log.info("joined cluster", extra={"contacted": n, "addrs": ",".join(self.config.join)})
                     return
             except SerfError as exc:
-                log.warning("join failed; retrying", extra={"addrs": ",".join(self.config.join), "error": str(exc), "retry_in": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 15.0)
+                log.warning("join failed; retrying", extra={"addrs": ",".join(self.config.join), "error": str(exc)})
+            await asyncio.sleep(backoff.next())
 
     def _reload_policy(self) -> None:
         path = self.config.cluster_policy
         if path is None:
             log.info("SIGHUP: no --cluster-policy to reload")
             return
+        engine = self.node.engine
         try:
             policy = load_policy_file(path)
         except PolicyError as exc:
             log.error("policy reload failed; keeping the current policy",
-                      extra={"file": str(path), "error": str(exc), "current": self.engine.policy.name})
+                      extra={"file": str(path), "error": str(exc), "current": engine.policy.name})
             return
-        self.engine.swap(policy)
-        self.log_policy(policy, "reloaded on SIGHUP")
+        engine.swap(policy)
+        self.node.log_policy(policy, "reloaded on SIGHUP")
 
     async def _start_runtime(self) -> None:
         """Enable the drivers this node can run, then re-adopt what survived a restart."""
+        manager = self.node.manager
         if self.config.enable_exec:
-            self.manager.add_driver(ExecDriver())
+            manager.add_driver(ExecDriver())
         if self.config.enable_containers:
             oci = await OCIDriver.detect(self.config.container_engine, node_name=self.name)
             if oci is not None:
-                self.manager.add_driver(oci)
+                manager.add_driver(oci)
             elif self.config.container_engine:
                 raise ConfigError(f"--container-engine {self.config.container_engine!r} does not answer")
             else:
                 log.info("no container engine answers (podman or docker); not offering 'container'")
-        adopted = await self.manager.adopt()
+        adopted = await manager.adopt()
         if adopted:
             log.info("re-adopted workloads after restart", extra={
                 "running": sum(1 for r in adopted if r.state.value == "running"),
@@ -306,58 +322,61 @@ class NodeAgent:
         wildcard = self.http_host in ("0.0.0.0", "::", "")
         return f":{self.http_port}" if wildcard else f"{self.http_host}:{self.http_port}"
 
+    # -- lifecycle -------------------------------------------------------------------
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
-        self.log_policy(self.engine.policy, "at start")
+        node = self.node
+        node.log_policy(node.engine.policy, "at start")
         await self._start_runtime()
-        self.serf = SerfAgent(
+        # The failover flag is a static tag: others read it from the member list (hypercore.failover).
+        tags = {FLAG_TAG: "1"} if self.config.respawn_on_node_failure else None
+        self.serf = serf = SerfAgent(
             node_name=self.name,
-            data_dir=self.data_dir / "serf",
+            data_dir=node.data_dir / "serf",
             bind=self.config.cluster_bind_addr,
             rpc_addr=self.config.serf_rpc_addr,
             encrypt_key=self.config.encrypt,
             profile=self.config.serf_profile,  # type: ignore[arg-type]
+            tags=tags,
         )
-        await self.serf.start()
-        server = make_server(create_app(self, self._allowed_hosts()), self.http_host, self.http_port,
+        await serf.start()
+        server = make_server(create_app(node, self._allowed_hosts()), self.http_host, self.http_port,
                              server_context(self.identity) if self.identity else None)
         serve = asyncio.create_task(server.serve())
         while not server.started:
             if serve.done():
-                await self.serf.stop()
+                await serf.stop()
                 raise ConfigError(f"cannot serve the API on {self.config.http_bind_addr} (address in use?)")
             await asyncio.sleep(0.02)
-        self.prober = Prober(self._probe_targets, self.transport, ProbeWindow(), interval=self.config.probe_interval)
+        self.prober = Prober(self._probe_targets, node.transport, ProbeWindow(), interval=self.config.probe_interval)
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
             price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation,
-            sample=self._sample, set_tags=lambda tags: self.serf.rpc.tags(set=tags),  # type: ignore[union-attr]
-            metrics=self.metrics,
+            sample=self._sample, set_tags=lambda tags: serf.rpc.tags(set=tags),
+            metrics=node.metrics,
             admission=Admission(self.identity.not_after, self.identity.admission) if self.identity else None,
         )
         await self.publisher.publish_if_due()
-        self.view.update(await self.serf.rpc.members())
-        self._tasks = [asyncio.create_task(c) for c in (self._refresh_members(), self.prober.run(), self.publisher.run(),
-                                                         self.failover.run())]
+        node.view.update(await serf.rpc.members())
+        self._tasks = [asyncio.create_task(c) for c in (self._watch_members(), self.prober.run(), self.publisher.run(),
+                                                         node.failover.run())]
         if self.config.join:
             self._tasks.append(asyncio.create_task(self._join()))
         log.info("node agent started", extra={
             "node": self.name, "api": self.config.http_bind_addr, "gossip": self.config.cluster_bind_addr,
-            "beacon_id": self.publisher.beacon_id, "capabilities": ",".join(self.manager.capabilities) or "none"})
+            "beacon_id": self.publisher.beacon_id, "capabilities": ",".join(node.manager.capabilities) or "none"})
         await self._stop.wait()
         log.info("shutting down: leaving the cluster", extra={"node": self.name})
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(SerfError, OSError):
-            await self.serf.stop(leave=True)
+            await serf.stop(leave=True)
         server.should_exit = True
         await serve
-        await self.scheduler.close()
-        await self.transport.close()
-        await self.manager.close()
-        self.failover.close()
+        await node.close()
         log.info("node agent stopped", extra={"node": self.name})

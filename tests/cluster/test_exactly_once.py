@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from hypercore.devcluster import USER, Cluster, Node, live_workload_processes, wait_for
-from hypercore.scheduler import rendezvous_rank, user_request_id, workload_id_for
+from hypercore.placement import rendezvous_rank, user_request_id, workload_id_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())

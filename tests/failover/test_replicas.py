@@ -21,7 +21,7 @@ from hypercore.failover import (
     rendezvous_rank,
     respawn_id,
 )
-from hypercore.scheduler import workload_id_for
+from hypercore.placement import workload_id_for
 from hypercore.workload import WorkloadSpec
 
 W1 = "11111111-1111-4111-8111-111111111111"

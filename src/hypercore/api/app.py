@@ -27,10 +27,10 @@ from hypercore.api.node_routes import node_router
 from hypercore.api.user_routes import user_router
 from hypercore.policy import NoQualifyingNode, PolicyError
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
-from hypercore.scheduler import DeadlinePassed, PlacementFailed
+from hypercore.placement import DeadlinePassed, OwnerGarbled, OwnerTimeout, PlacementFailed
 
 if TYPE_CHECKING:
-    from hypercore.agent import NodeAgent
+    from hypercore.node import Node
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "create_app"]
 
@@ -74,6 +74,14 @@ def _error_handlers(app: FastAPI) -> None:
         return error_response(503, "placement_failed", str(exc), attempts=[a.to_dict() for a in exc.attempts],
                               decision=exc.decision.to_dict())
 
+    @app.exception_handler(OwnerTimeout)
+    async def _owner_timeout(_: Request, exc: OwnerTimeout) -> JSONResponse:
+        return error_response(504, "owner_timeout", str(exc))
+
+    @app.exception_handler(OwnerGarbled)
+    async def _owner_garbled(_: Request, exc: OwnerGarbled) -> JSONResponse:
+        return error_response(502, "upstream", str(exc))
+
     @app.exception_handler(RuntimeRefused)
     async def _refused(_: Request, exc: RuntimeRefused) -> JSONResponse:
         return error_response(409, "refused", str(exc))
@@ -87,7 +95,7 @@ def _error_handlers(app: FastAPI) -> None:
         return error_response(404, "not_found", str(exc))
 
 
-def create_app(agent: "NodeAgent", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
+def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
     """The node's API. `allowed_hosts`: the Host header values it answers (others get 400: DNS rebinding)."""
     app = FastAPI(title="hypercore node agent", version="1", docs_url="/docs", redoc_url=None)
     # Added last runs first: the Host check, then the body limit, then the routes.

@@ -24,12 +24,12 @@ from hypercore.api.errors import ApiError
 from hypercore.failover import LookupRequest, Manifest, MovesNotice
 
 if TYPE_CHECKING:
-    from hypercore.agent import NodeAgent
+    from hypercore.node import Node
 
 Owner = Annotated[str, Path(min_length=1, max_length=256)]
 
 
-def failover_router(agent: "NodeAgent", node_auth: Callable[[Request], Awaitable[Caller]]) -> APIRouter:
+def failover_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]) -> APIRouter:
     router = APIRouter(tags=["failover"])
     NodeCaller = Annotated[Caller, Depends(node_auth)]
 

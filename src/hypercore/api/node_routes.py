@@ -20,12 +20,12 @@ from hypercore.api.user_routes import checked_id, place_for
 from hypercore.store import WorkloadRecord
 
 if TYPE_CHECKING:
-    from hypercore.agent import NodeAgent
+    from hypercore.node import Node
 
 _RETRACTED = "retracted: the placement attempt timed out and went elsewhere"
 
 
-def node_router(agent: "NodeAgent", node_auth: Callable[[Request], Awaitable[Caller]]) -> APIRouter:
+def node_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]) -> APIRouter:
     router = APIRouter(tags=["nodes"])
     NodeCaller = Annotated[Caller, Depends(node_auth)]
 
@@ -44,7 +44,7 @@ def node_router(agent: "NodeAgent", node_auth: Callable[[Request], Awaitable[Cal
 
     @router.post("/v1/local/workloads", status_code=201)
     async def local_spawn(req: LocalSpawnRequest, caller: NodeCaller) -> dict[str, Any]:
-        return await agent.scheduler.accept_here(req)
+        return await agent.scheduler.receiver.accept(req)
 
     @router.get("/v1/local/placements/{workload_id}")
     async def local_placement(workload_id: str, caller: NodeCaller) -> dict[str, Any]:

@@ -19,15 +19,14 @@ from hypercore.api.errors import ApiError
 from hypercore.api.models import PlacementRequest, SpawnRequest
 from hypercore.identity.tokens import User
 from hypercore.policy import Policy, loads_policy, parse_policy
-from hypercore.scheduler import user_request_id
+from hypercore.placement import forward_to_owner, user_request_id
 from hypercore.transport import PeerResponse, PeerUnreachable
 from hypercore.workload import is_workload_id
 
 if TYPE_CHECKING:
-    from hypercore.agent import NodeAgent
+    from hypercore.node import Node
 
 log = logging.getLogger("hypercore.api")
-FORWARD_TIMEOUT_S = 110.0  # under the CLI's 120 s, over any sane placement
 
 
 def policy_from(body: dict[str, Any] | None) -> Policy | None:
@@ -51,7 +50,7 @@ def relay(response: PeerResponse, node: str) -> Any:
         raise ApiError(502, "upstream", f"node {node} answered with something that is not JSON") from None
 
 
-async def place_for(agent: "NodeAgent", user: User, req: SpawnRequest) -> JSONResponse:
+async def place_for(agent: "Node", user: User, req: SpawnRequest) -> JSONResponse:
     """Place `req` from this node for `user` (this node owns the request id, or it is a dry run)."""
     request_id = user_request_id(user.name, req.request_id) if req.request_id else None
     placement = await agent.scheduler.place(req.spec, policy_from(req.policy), request_id=request_id,
@@ -65,7 +64,7 @@ async def place_for(agent: "NodeAgent", user: User, req: SpawnRequest) -> JSONRe
                          "existing": placement.existing, **body}, status_code=200 if placement.existing else 201)
 
 
-def user_router(agent: "NodeAgent", user_auth: Callable[[Request], Awaitable[User]]) -> APIRouter:
+def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) -> APIRouter:
     router = APIRouter(tags=["users"])
     CurrentUser = Annotated[User, Depends(user_auth)]
 
@@ -85,25 +84,10 @@ def user_router(agent: "NodeAgent", user_auth: Callable[[Request], Awaitable[Use
     @router.post("/v1/workloads", status_code=201)
     async def spawn(req: SpawnRequest, user: CurrentUser) -> JSONResponse:
         if req.request_id and not req.dry_run:
-            # One node places a given request id, so that the same request sent
-            # to two nodes at once still yields one workload.
-            owner = agent.scheduler.owner_of(user_request_id(user.name, req.request_id))
-            if owner != agent.name:
-                try:
-                    r = await agent.transport.request(owner, "POST", "/v1/local/spawn", json_body=req.model_dump(mode="json"),
-                                                      timeout=FORWARD_TIMEOUT_S, user=user)
-                except PeerUnreachable as exc:
-                    if exc.timed_out:
-                        # The owner may still be placing it: placing here too could
-                        # make a second copy. The request id makes a retry safe.
-                        raise ApiError(504, "owner_timeout", f"node {owner}, which places request {req.request_id!r}, "
-                                       f"did not answer in {FORWARD_TIMEOUT_S:g} s; retry with the same request id") from None
-                    log.warning("request owner unreachable; placing here", extra={"owner": owner, "error": str(exc)})
-                else:
-                    try:
-                        return JSONResponse(r.json(), status_code=r.status)
-                    except ValueError:
-                        raise ApiError(502, "upstream", f"node {owner} answered with something that is not JSON") from None
+            forwarded = await forward_to_owner(agent.scheduler, agent.transport, user, req.request_id,
+                                               req.model_dump(mode="json"))
+            if forwarded is not None:
+                return JSONResponse(forwarded.body, status_code=forwarded.status)
         return await place_for(agent, user, req)
 
     @router.get("/v1/workloads")

@@ -114,9 +114,22 @@ class ClusterView:
         self._table_valid_until = 0.0
 
     def update(self, members: Iterable[Member]) -> None:
-        new = {m.name: m for m in members}
-        if new != self._members:
-            self._table = None
+        """Replace the member list (a full read from Serf)."""
+        self._set({m.name: m for m in members})
+
+    def upsert(self, members: Iterable[Member]) -> None:
+        """Apply members from a Serf event (join, leave, failed, update): the rest stay as they are."""
+        self._set({**self._members, **{m.name: m for m in members}})
+
+    def remove(self, names: Iterable[str]) -> None:
+        """Forget members Serf reaped."""
+        gone = set(names)
+        self._set({n: m for n, m in self._members.items() if n not in gone})
+
+    def _set(self, new: dict[str, Member]) -> None:
+        if new == self._members:
+            return
+        self._table = None
         self._members = new
         # Forget verifications of signatures no longer published.
         live = {(m.name, m.tags.get("sig", "")) for m in self._members.values()}
@@ -164,6 +177,10 @@ class ClusterView:
         """The member `name` if a node-to-node call may reach it (alive, admitted, with an API)."""
         view = self.node(name)
         return view.peer if view is not None else None
+
+    def tagged(self, key: str, value: str) -> set[str]:
+        """Names of the members whose Serf tag `key` is `value` (e.g. failover's flag)."""
+        return {m.name for m in self._members.values() if m.tags.get(key) == value}
 
     def peers(self, *, exclude: str | None = None) -> list[str]:
         """Names of every member a node-to-node call may reach, sorted."""

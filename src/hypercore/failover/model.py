@@ -1,0 +1,113 @@
+"""Failover's pure parts: constants, who holds whose manifest, and the messages nodes exchange."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hypercore.placement.ids import rendezvous_rank, workload_id_for
+from hypercore.workload import WorkloadSpec
+
+REPLICAS_FILENAME: Final = "replicas.sqlite3"
+FLAG_TAG: Final = "fo"  # Serf tag "fo=1": this node carries --respawn-on-node-failure
+K: Final = 2  # buddies per node
+TICK: Final = 0.25  # replication loop: how often the registry is checked for changes
+WATCH_TICK: Final = 0.5  # membership watch loop
+PUSH_MIN_INTERVAL: Final = 0.5  # per buddy, between two pushes
+REFRESH_INTERVAL: Final = 10.0  # a buddy hears from its owner at least this often
+PUSH_RETRY: Final = 2.0  # after a failed push
+ASK_TIMEOUT: Final = 3.0
+GRACE: Final = 10.0  # how long a holder that is not the respawner waits before it checks
+MAX_DEFER: Final = 60.0  # how long it defers to a respawner that says it is still placing
+REPLICA_TTL: Final = 60.0  # a replica of an owner that is not failed and stopped pushing is dropped after
+MOVE_KEEP_DELIVERED: Final = 3600.0
+MOVE_KEEP_UNDELIVERED: Final = 7 * 86400.0
+DELIVERY_RETRY: Final = 5.0
+CHECK_DEBOUNCE: Final = 10.0
+RESPAWN_CONCURRENCY: Final = 16
+
+_UUID: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+NodeName = Annotated[str, Field(min_length=1, max_length=256)]
+WorkloadId = Annotated[str, Field(pattern=_UUID)]
+
+
+def holder_rank(owner: str, alive: Iterable[str], flagged: Iterable[str] = ()) -> list[str]:
+    """The alive nodes other than `owner` in the order they hold its manifest.
+
+    Rendezvous order, with nodes that carry --respawn-on-node-failure first:
+    a node's buddies are the nodes that can respawn its workloads whenever
+    there are enough of them. When every node (or none) carries the flag, this
+    is the plain rendezvous order.
+    """
+    ranked = [n for n in rendezvous_rank(owner, alive) if n != owner]
+    flags = set(flagged)
+    return [n for n in ranked if n in flags] + [n for n in ranked if n not in flags]
+
+
+def buddies_of(owner: str, alive: Iterable[str], k: int = K, flagged: Iterable[str] = ()) -> list[str]:
+    """The k nodes that hold `owner`'s manifest, among the alive nodes."""
+    return holder_rank(owner, alive, flagged)[:k]
+
+
+def respawn_request_id(original_id: str) -> str:
+    return f"respawn:{original_id}"
+
+
+def respawn_id(original_id: str) -> str:
+    """The workload id a respawn of `original_id` gets, wherever it is placed."""
+    return workload_id_for(respawn_request_id(original_id))
+
+
+def moved_reason(node: str | None, new_id: str) -> str:
+    return f"moved to {node or 'another node'} as {new_id} while this node was failed"
+
+
+class ManifestEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: WorkloadId
+    spec: WorkloadSpec
+    policy: dict[str, Any] | None = None
+    request_id: str | None = Field(default=None, max_length=256)
+    state: Literal["pending", "running"]
+    owner: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # the user it runs for
+
+
+class Move(BaseModel):
+    """A workload of `owner` placed again while `owner` was failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owner: NodeName
+    original_id: WorkloadId
+    new_id: WorkloadId
+    node: str | None = Field(default=None, max_length=256)  # where the new copy went
+    moved_at: float
+    by: NodeName  # the node that placed it (or learned of it)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner: NodeName
+    version: int = Field(ge=0)
+    generated_at: float
+    workloads: list[ManifestEntry] = Field(default_factory=list, max_length=100_000)
+    moves: list[Move] = Field(default_factory=list, max_length=100_000)
+
+
+class LookupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[WorkloadId] = Field(max_length=100_000)
+
+
+class MovesNotice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    moves: list[Move] = Field(max_length=100_000)
+
+

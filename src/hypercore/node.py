@@ -1,0 +1,93 @@
+"""One node's rooms, wired together: everything but processes and sockets.
+
+A `Node` holds the workload registry and runtime, the placement protocol,
+failover, the policy engine and the cluster view, each handed only what it
+needs. It has no Serf, no HTTP server and no beacon of its own: the agent
+(hypercore.agent) adds those around it, and the in-process test harness
+(tests/inprocess) runs several Nodes against a static view and an in-memory
+transport instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from hypercore.failover import Failover, Handles
+from hypercore.identity.tokens import TokenVerifier
+from hypercore.membership.view import ClusterView
+from hypercore.metrics import AgentMetrics
+from hypercore.placement import Scheduler
+from hypercore.policy import Policy, PolicyEngine
+from hypercore.runtime.manager import Capacity, WorkloadManager
+from hypercore.store import WorkloadStore
+from hypercore.transport import Transport
+from hypercore.workload import WorkloadState
+
+log = logging.getLogger("hypercore.agent")
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        name: str,
+        data_dir: Path,
+        view: ClusterView,
+        transport: Transport,
+        engine: PolicyEngine,
+        metrics: AgentMetrics,
+        capacity: Capacity,
+        tokens: TokenVerifier | None,
+        insecure: bool = False,
+        attempt_timeout: float = 15.0,
+        respawn_on_node_failure: bool = False,
+        failover_grace: float | None = None,
+    ) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.view = view
+        self.transport = transport
+        self.engine = engine
+        self.metrics = metrics
+        self.capacity = capacity
+        self.tokens = tokens
+        self.insecure = insecure
+        # Called when this node's load changed (the agent republishes its beacon).
+        self.on_change: Callable[[], None] = lambda: None
+        self.store = WorkloadStore(data_dir)
+        self.manager = WorkloadManager(self.store, data_dir, {}, name, capacity=capacity)
+        self.scheduler = Scheduler(
+            node_name=name, view=view, engine=engine, metrics=metrics, transport=transport,
+            attempt_timeout=attempt_timeout, manager=self.manager, on_change=self.beacon_changed,
+        )
+        handles = Handles(name=name, data_dir=data_dir, view=view, transport=transport, workloads=self.store,
+                          place=self.scheduler.place, stop=self._stop_workload, registry=metrics.registry,
+                          flagged=respawn_on_node_failure)
+        self.failover = Failover(handles) if failover_grace is None else Failover(handles, grace=failover_grace)
+
+    def beacon_changed(self) -> None:
+        self.on_change()
+
+    async def _stop_workload(self, workload_id: str, reason: str) -> None:
+        await self.manager.stop(workload_id, reason=reason)
+        self.beacon_changed()
+
+    def log_policy(self, policy: Policy, how: str) -> None:
+        log.info("loaded policy", extra={"fields": {"name": policy.name, "mode": policy.mode, "how": how}})
+
+    def refresh_gauges(self) -> None:
+        for status, count in self.view.status_counts().items():
+            self.metrics.members.labels(status=status).set(count)
+        counts: dict[str, int] = {}
+        for record in self.manager.list():
+            counts[record.state.value] = counts.get(record.state.value, 0) + 1
+        for state in WorkloadState:
+            self.metrics.workloads.labels(state=state.value).set(counts.get(state.value, 0))
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+        await self.failover.close()
+        await self.transport.close()
+        await self.manager.close()

@@ -1,0 +1,258 @@
+"""The origin's half of the placement protocol: cluster view → policy engine → nodes in rank order.
+
+Each attempt is a call to the chosen node's node-only endpoint carrying the
+workload id, a deadline and this node's name (the origin). A refusal, an
+error or a timeout moves on to the next node. The result names the node that
+took the workload and carries the decision.
+
+One spawn, one workload (docs/placement-protocol.md):
+- a request id names its workload: `workload_id_for(request_id)`;
+- a request reaches its request id's owner node first (placement.forwarding),
+  which places one request id at a time and first looks for an existing copy
+  anywhere in the cluster;
+- an attempt that timed out is retracted in the background (the node may have
+  been frozen and start the workload later); the chosen node's side, including
+  what it does after a late start, is placement.receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from hypercore.errors import HypercoreError
+from hypercore.identity.tokens import User
+from hypercore.loops import TaskSet
+from hypercore.membership.view import ClusterView
+from hypercore.metrics import AgentMetrics
+from hypercore.placement.ids import rendezvous_rank, workload_id_for
+from hypercore.placement.locks import KeyedLocks
+from hypercore.placement.model import Attempt, DeadlinePassed, Placement, PlacementFailed
+from hypercore.placement.reads import ClusterReads
+from hypercore.placement.receiver import Receiver
+from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
+from hypercore.runtime.base import RuntimeRefused
+from hypercore.runtime.manager import WorkloadManager
+from hypercore.transport import PeerUnreachable, Transport
+from hypercore.workload import LocalSpawnRequest, WorkloadSpec
+
+log = logging.getLogger("hypercore.scheduler")
+
+RETRACT_FOR_S = 300.0  # how long a timed-out attempt keeps being retracted
+_PLACEMENTS_KEPT = 10_000
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        view: ClusterView,
+        engine: PolicyEngine,
+        metrics: AgentMetrics,
+        transport: Transport,
+        attempt_timeout: float = 15.0,
+        manager: WorkloadManager | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.node_name = node_name
+        self.manager = manager
+        self.on_change = on_change  # called after this node accepted a workload
+        self.view = view
+        self.engine = engine
+        self.metrics = metrics
+        self.transport = transport
+        self.attempt_timeout = attempt_timeout
+        self._locks = KeyedLocks()  # one per request id being placed
+        # workload id → {"state": placing|placed|failed, "node": ...}: what the
+        # origin answers a node that finished a start after its deadline.
+        self.placements: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Placements made here that the chosen node's beacon may not show yet.
+        self._recent: dict[str, list[float]] = defaultdict(list)
+        self._tasks = TaskSet()
+        self.reads = ClusterReads(view, transport)
+        self.receiver = Receiver(node_name=node_name, manager=manager, transport=transport, reads=self.reads,
+                                 tasks=self._tasks, on_change=on_change)
+
+    # -- deciding ---------------------------------------------------------------
+
+    def _unreported(self) -> dict[str, int]:
+        """Per node, placements made here since its published beacon was measured."""
+        out: dict[str, int] = {}
+        cutoff = time.time() - 60.0
+        for node, times in list(self._recent.items()):
+            times[:] = [t for t in times if t > cutoff]
+            view = self.view.node(node)
+            since = view.beacon.timestamp if view and view.beacon else cutoff
+            if n := sum(1 for t in times if t >= since):
+                out[node] = n
+        return out
+
+    def decide(self, spec: WorkloadSpec | None, policy: Policy | None) -> Decision:
+        started = time.perf_counter()
+        table = self.view.table(queue_extra=self._unreported())
+        needs = [spec.capability] if spec is not None else []
+        decision = self.engine.evaluate(table, policy, require_capabilities=needs)
+        self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        top = decision.top
+        log.info(
+            "policy-based node selection completed",
+            extra={
+                "policy": decision.policy,
+                "candidates": int(table.alive.sum()),
+                "selected": len(decision.ranked),
+                "top_node": top.node if top else "",
+                "fallback": decision.fallback,
+            },
+        )
+        return decision
+
+    def owner_of(self, request_id: str) -> str:
+        """The node that places `request_id` (this one while it does not see itself as a peer)."""
+        nodes = self.view.peers()
+        if self.node_name not in nodes:
+            return self.node_name
+        return rendezvous_rank(request_id, nodes)[0]
+
+    # -- placing ------------------------------------------------------------------
+
+    async def place(
+        self,
+        spec: WorkloadSpec,
+        policy: Policy | None = None,
+        *,
+        request_id: str | None = None,
+        dry_run: bool = False,
+        owner: str | None = None,
+    ) -> Placement:
+        """Place `spec` for user `owner` (None: a workload of no user, e.g. in tests of the engine)."""
+        if dry_run or request_id is None:
+            return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run, owner=owner)
+        async with self._locks.hold(request_id):
+            workload_id = workload_id_for(request_id)
+            found = await self.reads.live_copy(workload_id)
+            if found is not None:
+                node, workload = found
+                log.info("request already placed; returning its workload",
+                         extra={"request_id": request_id, "id": workload_id, "node": node})
+                return Placement(self.decide(spec, policy), workload, node, existing=True)
+            return await self._place(spec, policy, workload_id, request_id=request_id, owner=owner)
+
+    async def gather(self, path: str, timeout: float = 5.0, user: User | None = None) -> list[tuple[str, Any]]:
+        return await self.reads.gather(path, timeout=timeout, user=user)
+
+    def _remember(self, workload_id: str, state: str, node: str | None) -> None:
+        self.placements[workload_id] = {"state": state, "node": node}
+        self.placements.move_to_end(workload_id)
+        while len(self.placements) > _PLACEMENTS_KEPT:
+            self.placements.popitem(last=False)
+
+    async def _place(
+        self, spec: WorkloadSpec, policy: Policy | None, workload_id: str, *,
+        request_id: str | None = None, dry_run: bool = False, owner: str | None = None,
+    ) -> Placement:
+        decision = self.decide(spec, policy)
+        if not len(decision.ranked):
+            self.metrics.spawns.labels(result="no_node").inc()
+            raise NoQualifyingNode(decision)
+        if dry_run:
+            return Placement(decision)
+        used_policy = policy or self.engine.policy
+        placement = Placement(decision)
+        self._remember(workload_id, "placing", None)
+        total = len(decision.ranked)
+        for priority, ranked in enumerate(decision.ranked, 1):
+            log.info(
+                "attempting to spawn on policy-selected node",
+                extra={"node": ranked.node, "priority": priority, "total": total},
+            )
+            # Counted before the attempt: concurrent decisions must see it at once.
+            counted = time.time()
+            self._recent[ranked.node].append(counted)
+            attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id, owner)
+            placement.attempts.append(attempt)
+            self.metrics.spawn_attempts.labels(outcome=attempt.outcome).inc()
+            if workload is None:
+                with contextlib.suppress(ValueError):
+                    self._recent[ranked.node].remove(counted)
+            else:
+                log.info("successfully spawned VM on policy-selected node", extra={"node": ranked.node, "id": workload["id"]})
+                self._remember(workload_id, "placed", ranked.node)
+                placement.workload, placement.node = workload, ranked.node
+                self.metrics.spawns.labels(result="placed").inc()
+                return placement
+            if attempt.outcome == "timeout":
+                # The node may still start it (frozen, slow): take it back.
+                self._tasks.spawn(self._retract(ranked.node, workload_id))
+            log.warning(
+                "spawn attempt failed; trying next node",
+                extra={"node": ranked.node, "outcome": attempt.outcome, "detail": attempt.detail},
+            )
+        self._remember(workload_id, "failed", None)
+        self.metrics.spawns.labels(result="failed").inc()
+        raise PlacementFailed(decision, placement.attempts)
+
+    async def _attempt(
+        self, node: str, workload_id: str, spec: WorkloadSpec, policy: Policy, request_id: str | None,
+        owner: str | None,
+    ) -> tuple[Attempt, dict[str, Any] | None]:
+        body = {
+            "owner": owner,
+            "id": workload_id,
+            "spec": spec.model_dump(mode="json"),
+            "request_id": request_id,
+            "policy": policy.model_dump(mode="json"),
+            "deadline": time.time() + self.attempt_timeout,
+            "origin": self.node_name,
+        }
+        if node == self.node_name and self.manager is not None:
+            # Our own node: the same attempt, without an HTTP round trip to ourselves.
+            try:
+                return Attempt(node, "ok"), await asyncio.wait_for(
+                    self.receiver.accept(LocalSpawnRequest.model_validate(body)), self.attempt_timeout)
+            except asyncio.TimeoutError:
+                return Attempt(node, "timeout", f"no answer within {self.attempt_timeout:g} s"), None
+            except (RuntimeRefused, DeadlinePassed) as exc:
+                return Attempt(node, "refused", str(exc)), None
+            except HypercoreError as exc:
+                return Attempt(node, "error", str(exc)), None
+        try:
+            response = await self.transport.request(
+                node, "POST", "/v1/local/workloads", json_body=body, timeout=self.attempt_timeout
+            )
+        except PeerUnreachable as exc:
+            return Attempt(node, "timeout" if exc.timed_out else "error", str(exc)), None
+        if response.status in (200, 201):
+            return Attempt(node, "ok"), response.json()
+        outcome = "refused" if 400 <= response.status < 500 else "error"
+        return Attempt(node, outcome, f"HTTP {response.status}: {response.error_message()}"), None
+
+    # -- taking back what was not ours --------------------------------------------------
+
+    async def _retract(self, node: str, workload_id: str) -> None:
+        """Stop `workload_id` on `node` once it answers (a frozen node answers when thawed)."""
+        deadline = time.monotonic() + RETRACT_FOR_S
+        while time.monotonic() < deadline:
+            view = self.view.node(node)
+            if view is None or view.status in ("left", "failed") or not view.admitted:
+                return  # gone: its failover, not us, deals with what it ran
+            if self.placements.get(workload_id, {}).get("node") == node:
+                return  # a later retry of the same request landed there after all
+            try:
+                r = await self.transport.request(node, "DELETE", f"/v1/local/workloads/{workload_id}?reason=retracted",
+                                                 timeout=self.attempt_timeout)
+                if r.status in (200, 404):
+                    log.info("retracted a timed-out placement attempt",
+                             extra={"node": node, "id": workload_id, "found": r.status == 200})
+                    return
+            except PeerUnreachable:
+                pass
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        await self._tasks.close()
