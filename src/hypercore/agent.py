@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import secrets
 import signal
 import socket
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from hypercore.beacon.keys import load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow
 from hypercore.beacon.publisher import BeaconPublisher, Prober
 from hypercore.beacon.tags import Admission
-from hypercore.errors import HypercoreError
+from hypercore.config import AgentConfig, ConfigError
 from hypercore.failover import FLAG_TAG
 from hypercore.identity.admission import admission_check
 from hypercore.identity.pki import ClusterCA, NodeIdentity, load_ca
@@ -43,59 +40,13 @@ from hypercore.runtime.exec import ExecDriver
 from hypercore.node import Node
 from hypercore.runtime.manager import Capacity
 from hypercore.runtime.oci import OCIDriver
+from hypercore.netaddr import is_loopback, split_host_port
 from hypercore.transport import Transport
 
 log = logging.getLogger("hypercore.agent")
 
 MEMBER_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
 FULL_REFRESH_S = 10.0  # a full member read, in case an event was missed (events keep the view current)
-
-
-class ConfigError(HypercoreError):
-    """A flag has a value the agent cannot run with."""
-
-
-@dataclass
-class AgentConfig:
-    node_name: str | None = None
-    data_dir: Path = field(default_factory=lambda: Path.home() / ".local/share/hypercore")
-    cluster_bind_addr: str = "0.0.0.0:7946"
-    serf_rpc_addr: str = "127.0.0.1:7373"
-    http_bind_addr: str = "0.0.0.0:8001"
-    cluster_policy: Path | None = None
-    beacon_price: float = 0.01
-    beacon_reputation: float = 1.0
-    ca_file: Path | None = None  # the cluster CA's certificate: admits members, verifies tokens
-    cert_file: Path | None = None  # this node's certificate (hypercore tls cert create)
-    key_file: Path | None = None  # and its key
-    encrypt: str | None = None  # gossip encryption key (hypercore keygen)
-    enable_exec: bool = False
-    insecure: bool = False  # no TLS, no admission, no gossip encryption: loopback-only experiments
-    join: tuple[str, ...] = ()
-    serf_profile: str = "lan"
-    probe_interval: float = 2.0
-    capacity_cpu: float | None = None  # None: the machine's
-    capacity_mem: float | None = None  # MB; None: the machine's
-    container_engine: str | None = None  # None: podman, else docker, when one answers
-    enable_containers: bool = True
-    placement_timeout: float = 15.0  # deadline of one placement attempt
-    respawn_on_node_failure: bool = False  # place a failed node's workloads again (hypercore.failover)
-
-
-def split_host_port(value: str, flag: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{flag} {value!r} must be HOST:PORT, e.g. 127.0.0.1:8001")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _node_name(data_dir: Path, given: str | None) -> str:
@@ -161,14 +112,12 @@ class NodeAgent:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.http_host, self.http_port = split_host_port(config.http_bind_addr, "--http-bind-addr")
-        gossip_host, _ = split_host_port(config.cluster_bind_addr, "--cluster-bind-addr")
+        # Checked by the config model already; here they are only taken apart.
+        self.http_host, self.http_port = split_host_port(config.http_bind_addr, "--http-bind-addr",
+                                                         allow_port_zero=True, default_host="0.0.0.0")
+        gossip_host, _ = split_host_port(config.cluster_bind_addr, "--cluster-bind-addr", default_host="0.0.0.0")
         self.identity, ca = _identity(config, gossip_host, self.http_host)
-        if not 0 <= config.beacon_reputation <= 1:
-            raise ConfigError(f"--beacon-reputation {config.beacon_reputation} must be between 0 and 1")
-        if config.beacon_price < 0:
-            raise ConfigError(f"--beacon-price {config.beacon_price} must be 0 or more")
-        data_dir = config.data_dir.expanduser()
+        data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = self.identity.name if self.identity else _node_name(data_dir, config.node_name)
         metrics = AgentMetrics()
@@ -295,7 +244,7 @@ class NodeAgent:
         manager = self.node.manager
         if self.config.enable_exec:
             manager.add_driver(ExecDriver())
-        if self.config.enable_containers:
+        if not self.config.disable_containers:
             oci = await OCIDriver.detect(self.config.container_engine, node_name=self.name)
             if oci is not None:
                 manager.add_driver(oci)

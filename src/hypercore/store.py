@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final, Self
 
 from hypercore.errors import HypercoreError
+from hypercore.sqlite import open_private_db
 from hypercore.workload import LIVE_STATES, WorkloadSpec, WorkloadState
 
 __all__ = ["SCHEMA_VERSION", "DuplicateWorkload", "WorkloadRecord", "WorkloadStore"]
@@ -162,22 +163,11 @@ class WorkloadStore:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.data_dir / REGISTRY_FILENAME
-        # Create the file ourselves so it is born 0600: the registry holds
-        # commands and environment variables, which may carry secrets. SQLite
-        # gives its -wal/-shm files the database file's permissions.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
         self._lock = threading.Lock()
-        # Autocommit mode (isolation_level=None): every statement commits on
-        # its own, and multi-statement changes use explicit transactions.
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        self._conn.row_factory = sqlite3.Row
+        # Born 0600 (commands and environment variables may carry secrets), WAL, autocommit.
+        self._conn = open_private_db(self.path)
         try:
             with self._lock:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                # NORMAL is durable across application crashes in WAL mode; only a
-                # power loss may drop the last transactions, which adopt() tolerates.
-                self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._migrate()
         except BaseException:
             self._conn.close()

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hypercore.api.client import ApiClient, ApiClientError
+from hypercore.config import agent_options
 from hypercore.cli.common import EXIT_NO_NODE, EXIT_NOT_PLACED, fail, print_json, user_errors
 from hypercore.policy import load_policy_file
 from hypercore.workload import WorkloadSpec
@@ -58,76 +59,35 @@ def cluster_group() -> None:
     """Run a node agent (`hypercore cluster [FLAGS] [JOIN_ADDR...]`, see `cluster run -h`) or talk to one."""
 
 
-@cluster_group.command("run", context_settings={"auto_envvar_prefix": "HYPERCORE"})
-@click.argument("join", nargs=-1, metavar="[JOIN_ADDR]...")
-@click.option("--node-name", help="Unique node name (default: hostname plus a random suffix, kept in the data dir).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("~/.local/share/hypercore"), show_default=True)
-@click.option("--cluster-bind-addr", default="0.0.0.0:7946", show_default=True, help="Serf gossip address.")
-@click.option("--serf-rpc-addr", default="127.0.0.1:7373", show_default=True, help="Serf RPC address (loopback only).")
-@click.option("--http-bind-addr", default="0.0.0.0:8001", show_default=True, help="HTTP API and /metrics address.")
-@click.option("--cluster-policy", type=click.Path(path_type=Path), help="Default placement policy file (reloaded on SIGHUP).")
-@click.option("--beacon-price", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Price per GB this node asks.")
-@click.option("--beacon-reputation", type=click.FloatRange(0, 1), default=1.0, show_default=True)
-@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="The cluster CA certificate (ca.pem): admits members, verifies user tokens.")
-@click.option("--cert-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="This node's certificate (hypercore tls cert create); names the node.")
-@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), help="This node's private key.")
-@click.option("--encrypt", help="Gossip encryption key from `hypercore keygen`; only from HYPERCORE_ENCRYPT or "
-                                "--encrypt-file (a secret on the command line is visible to every local user).")
+@cluster_group.command("run")
+@agent_options
 @click.option("--encrypt-file", type=click.Path(path_type=Path, dir_okay=False), help="Read the gossip key from this file.")
-@click.option("--cluster-token", hidden=True, help="Refused: nodes authenticate with certificates.")
-@click.option("--enable-exec", is_flag=True, help="Run `--command` workloads on this node.")
-@click.option("--insecure", is_flag=True,
-              help="No TLS, admission or gossip encryption (loopback addresses only; never on a shared machine).")
-@click.option("--container-engine", help="podman, docker or a path (default: podman, else docker, if one answers).")
-@click.option("--disable-containers", is_flag=True, help="Do not offer the `container` capability.")
-@click.option("--placement-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
-              help="Deadline, in seconds, of one placement attempt on a node.")
-@click.option("--respawn-on-node-failure", is_flag=True,
-              help="When a node fails, place its workloads again (once in the cluster; see docs/cluster.md).")
-@click.option("--capacity-cpu", type=click.FloatRange(min=0, min_open=True), help="CPU cores offered (default: the machine's).")
-@click.option("--capacity-mem", type=click.FloatRange(min=0, min_open=True), help="Memory offered in MB (default: the machine's).")
-@click.option("--serf-profile", type=click.Choice(["lan", "wan", "local"]), default="lan", show_default=True,
-              help="Serf timing profile; `local` detects failures fastest (one machine).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--cluster-token", hidden=True, envvar="HYPERCORE_CLUSTER_TOKEN",
+              help="Refused: nodes authenticate with certificates.")
 @click.pass_context
 @user_errors
-def run(ctx: click.Context, join: tuple[str, ...], node_name: str | None, data_dir: Path, cluster_bind_addr: str,
-        serf_rpc_addr: str, http_bind_addr: str, cluster_policy: Path | None, beacon_price: float,
-        beacon_reputation: float, ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
-        encrypt: str | None, encrypt_file: Path | None, cluster_token: str | None, enable_exec: bool, insecure: bool,
-        container_engine: str | None, disable_containers: bool, placement_timeout: float, respawn_on_node_failure: bool,
-        capacity_cpu: float | None,
-        capacity_mem: float | None, serf_profile: str, log_level: str) -> None:
+def run(ctx: click.Context, encrypt_file: Path | None, cluster_token: str | None, **settings: Any) -> None:
     """Run this machine's node agent and join the cluster through JOIN_ADDR (retried until it answers)."""
-    from hypercore import logfmt
-    from hypercore.agent import AgentConfig, NodeAgent
-    from hypercore.membership import find_serf_binary
-
     if cluster_token is not None:
         fail("the agent takes no token: a token on its command line (or in its environment) is readable by other "
              "local users in /proc. Nodes authenticate with --cert-file/--key-file; users' tokens come from "
              "`hypercore token create` and go to the CLI through HYPERCORE_TOKEN or --token-file")
-    if encrypt is not None and ctx.get_parameter_source("encrypt") == click.core.ParameterSource.COMMANDLINE:
+    if settings.get("encrypt") is not None and ctx.get_parameter_source("encrypt") == click.core.ParameterSource.COMMANDLINE:
         fail("--encrypt on the command line is readable by every local user in /proc/PID/cmdline: "
              "set HYPERCORE_ENCRYPT or use --encrypt-file")
     if encrypt_file is not None:
         try:
-            encrypt = encrypt_file.read_text().strip()
+            settings["encrypt"] = encrypt_file.read_text().strip()
         except OSError as exc:
             fail(f"--encrypt-file {encrypt_file}: {exc.strerror or exc}")
-    logfmt.setup(log_level)
+    from hypercore import logfmt
+    from hypercore.agent import NodeAgent
+    from hypercore.config import parse
+    from hypercore.membership import find_serf_binary
+
+    config = parse(settings)
+    logfmt.setup(config.log_level)
     find_serf_binary()  # fail early, with the package to install
-    config = AgentConfig(
-        node_name=node_name, data_dir=data_dir.expanduser(), cluster_bind_addr=cluster_bind_addr,
-        serf_rpc_addr=serf_rpc_addr, http_bind_addr=http_bind_addr, cluster_policy=cluster_policy,
-        beacon_price=beacon_price, beacon_reputation=beacon_reputation, ca_file=ca_file, cert_file=cert_file,
-        key_file=key_file, encrypt=encrypt, enable_exec=enable_exec, insecure=insecure, join=join, serf_profile=serf_profile,
-        container_engine=container_engine, enable_containers=not disable_containers,
-        capacity_cpu=capacity_cpu, capacity_mem=capacity_mem, placement_timeout=placement_timeout,
-        respawn_on_node_failure=respawn_on_node_failure,
-    )
     asyncio.run(NodeAgent(config).run())
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from hypercore.membership.rpc_types import SerfError
+from hypercore import netaddr
 
 __all__ = [
     "LOG_LEVELS",
@@ -45,18 +46,10 @@ class SerfConfigError(SerfError, ValueError):
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
     """``host:port`` (IPv6 as ``[::1]:port``) → (host, port); ``what`` names it in errors."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise SerfConfigError(f"{what} {value!r} must be host:port (IPv6 as [::1]:port)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
     try:
-        port = int(port_text)
-    except ValueError:
-        raise SerfConfigError(f"{what} {value!r} has an invalid port") from None
-    if not 0 < port < 65536:
-        raise SerfConfigError(f"{what} {value!r}: port must be within 1-65535")
-    return host, port
+        return netaddr.split_host_port(value, what)
+    except netaddr.AddressError as exc:
+        raise SerfConfigError(str(exc)) from None
 
 
 def require_loopback(rpc_addr: str) -> tuple[str, int]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from hypercore.runtime import capacity as admission
+import hypercore.runtime.capacity as admission
 from hypercore.runtime.base import (
     Driver,
     ExitCodeKeeper,

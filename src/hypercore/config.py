@@ -1,0 +1,179 @@
+"""The agent's settings, declared once: flags, environment variables and a config file all feed this model.
+
+`AgentConfig` is the single declaration. `agent_options` turns its fields into
+the `hypercore cluster` flags (the flag is the field name in kebab case, its
+environment variable `HYPERCORE_<FIELD>`, its help the field's description),
+and `--config FILE` (TOML or JSON, keys as field names) supplies defaults
+under both. Precedence: command line, then environment, then the file, then
+the field's default. Every value is checked here, once, and a bad one is
+reported with the flag that carries it.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import click
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hypercore.errors import HypercoreError
+from hypercore.netaddr import AddressError, split_host_port
+
+ENV_PREFIX = "HYPERCORE"
+
+
+class ConfigError(HypercoreError):
+    """A flag, variable or config-file entry has a value the agent cannot run with."""
+
+
+def _address(flag: str, *, port_zero: bool) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        try:
+            split_host_port(value, flag, allow_port_zero=port_zero, default_host="0.0.0.0")
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+    return check
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    join: tuple[str, ...] = Field((), description="Gossip addresses of members to join through (retried).")
+    node_name: str | None = Field(None, description="Unique node name (default: the name the certificate "
+                                                    "certifies; with --insecure, hostname plus a random suffix).")
+    data_dir: Path = Field(Path("~/.local/share/hypercore"), validate_default=True,
+                           description="Registry, Serf snapshot, workload logs.")
+    cluster_bind_addr: str = Field("0.0.0.0:7946", description="Serf gossip address.")
+    serf_rpc_addr: str = Field("127.0.0.1:7373", description="Serf RPC address (loopback only).")
+    http_bind_addr: str = Field("0.0.0.0:8001", description="HTTPS API and /metrics address.")
+    cluster_policy: Path | None = Field(None, description="Default placement policy file (reloaded on SIGHUP).")
+    beacon_price: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] = Field(
+        0.01, description="Price per GB this node asks.")
+    beacon_reputation: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        1.0, description="Reputation this node claims, 0..1.")
+    ca_file: Path | None = Field(None, description="The cluster CA certificate (ca.pem): admits members, "
+                                                   "verifies user tokens.")
+    cert_file: Path | None = Field(None, description="This node's certificate (hypercore tls cert create).")
+    key_file: Path | None = Field(None, description="This node's private key.")
+    encrypt: str | None = Field(None, description="Gossip encryption key from `hypercore keygen`: from "
+                                                  "HYPERCORE_ENCRYPT, --encrypt-file or --config, never the command "
+                                                  "line (visible to every local user).")
+    enable_exec: bool = Field(False, description="Run `--command` workloads on this node.")
+    insecure: bool = Field(False, description="No TLS, admission or gossip encryption (loopback addresses only; "
+                                              "never on a shared machine).")
+    container_engine: str | None = Field(None, description="podman, docker or a path (default: podman, else "
+                                                           "docker, if one answers).")
+    disable_containers: bool = Field(False, description="Do not offer the `container` capability.")
+    placement_timeout: Annotated[float, Field(ge=0.1, le=3600, allow_inf_nan=False)] = Field(
+        15.0, description="Deadline, in seconds, of one placement attempt on a node.")
+    respawn_on_node_failure: bool = Field(False, description="When a node fails, place its workloads again "
+                                                             "(once in the cluster; see docs/cluster.md).")
+    capacity_cpu: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = Field(
+        None, description="CPU cores offered (default: the machine's).")
+    capacity_mem: Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)] | None = Field(
+        None, description="Memory offered in MB (default: the machine's).")
+    serf_profile: Literal["lan", "wan", "local"] = Field(
+        "lan", description="Serf timing profile; `local` detects failures fastest (one machine).")
+    probe_interval: Annotated[float, Field(ge=0.1, le=3600, allow_inf_nan=False)] = Field(
+        2.0, description="Seconds between two rounds of RTT probes.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    _cluster = field_validator("cluster_bind_addr")(_address("--cluster-bind-addr", port_zero=False))
+    _http = field_validator("http_bind_addr")(_address("--http-bind-addr", port_zero=True))
+    _rpc = field_validator("serf_rpc_addr")(_address("--serf-rpc-addr", port_zero=False))
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def parse(values: dict[str, Any], source: str = "flags") -> AgentConfig:
+    """The model from raw values, or ConfigError naming each bad flag, its value and what is allowed."""
+    try:
+        return AgentConfig.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else ""
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{source}: unknown setting {name!r} (allowed: {', '.join(AgentConfig.model_fields)})")
+            elif msg.startswith(flag(name)):
+                problems.append(msg)  # an address check names its flag itself
+            else:
+                problems.append(f"{flag(name)} {err.get('input')!r}: {msg}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML or JSON file whose keys are field names (or flag names)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a table of settings")
+    settings = {str(k).removeprefix("--").replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(settings) - set(AgentConfig.model_fields))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown setting(s) {', '.join(unknown)} "
+                          f"(allowed: {', '.join(AgentConfig.model_fields)})")
+    if isinstance(settings.get("join"), list):
+        settings["join"] = tuple(settings["join"])
+    return settings
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(click type, is a flag) for a field's annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
+        base = args[0]
+    if typing.get_origin(base) is Annotated:
+        base = typing.get_args(base)[0]
+    if base is bool:
+        return None, True
+    if typing.get_origin(base) is Literal:
+        return click.Choice([str(a) for a in typing.get_args(base)]), False
+    if base is Path:
+        return click.Path(path_type=Path), False
+    return (float if base is float else str), False
+
+
+def agent_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags of every AgentConfig field (and `--config`), added to a click command."""
+    for name, info in reversed(list(AgentConfig.model_fields.items())):
+        if name == "join":
+            func = click.argument("join", nargs=-1, metavar="[JOIN_ADDR]...")(func)
+            continue
+        kind, is_flag = _click_type(info.annotation)
+        default = info.default
+        func = click.option(flag(name), name, is_flag=is_flag, type=kind, default=default,
+                            show_default=default not in (None, False), help=info.description,
+                            envvar=f"{ENV_PREFIX}_{name.upper()}", show_envvar=True)(func)
+    return click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), is_eager=True,
+                        expose_value=False, callback=_use_config_file,
+                        help="TOML or JSON file of settings (keys: the flags' names); flags and variables win.")(func)
+
+
+def _use_config_file(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **load_file(value)}
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc).removeprefix(f"--config {value}: "), param_hint="--config") from None
