@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,8 +7,19 @@ import pytest
 
 from hypercore.devcluster import Cluster
 
-if shutil.which("serf") is None:
-    pytest.skip("the serf binary is not installed (apt-get install serf; `make test` does it)", allow_module_level=True)
+HERE = Path(__file__).parent
+
+
+# Every test here runs real serf agents. Marked from this conftest so no test
+# file can forget it; tests/conftest.py skips (or, under
+# HYPERCORE_REQUIRE_REAL=1, fails) each of them when serf is missing.
+# tryfirst: before `-m` deselection, which must see these markers.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.serf)
 
 
 @pytest.fixture

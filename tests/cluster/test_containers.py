@@ -6,33 +6,26 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from hypercore.devcluster import Cluster, free_port, live_workload_processes, wait_for
+from tests.runtime.oci_image import ensure_test_image
 
 ROOT = Path(__file__).resolve().parents[2]
-ENGINE = shutil.which("podman")
-if ENGINE is None:
-    pytest.skip("podman is not installed (apt-get install podman runc; `make test` does it)", allow_module_level=True)
-if subprocess.run([ENGINE, "info"], capture_output=True, timeout=60).returncode != 0:
-    pytest.skip("podman is installed but does not answer `podman info` on this machine", allow_module_level=True)
-
-from tests.runtime.oci_image import busybox_is_static, ensure_test_image  # noqa: E402
-
-if not busybox_is_static():
-    pytest.skip("needs a static /bin/busybox (apt-get install busybox-static) to build the test image", allow_module_level=True)
-
-pytestmark = pytest.mark.cluster
+# conftest.py marks every test here `cluster` and `serf`; these also need Podman
+# and the busybox image, which tests/conftest.py checks once per session.
+pytestmark = pytest.mark.podman
+# "podman" when it is not on PATH: then no test here gets past that check.
+ENGINE: str = shutil.which("podman") or "podman"
 COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    return ensure_test_image(ENGINE)  # type: ignore[arg-type]
+    return ensure_test_image(ENGINE)
 
 
 def containers_for(workload_id: str) -> list[dict]:
@@ -138,7 +131,12 @@ def test_sigkill_and_restart_readopts_without_loss_or_duplicates(cluster: Cluste
              "the workloads to run")
 
     node.kill()  # SIGKILL: no graceful anything
-    time.sleep(2)  # the short-lived one ends while the agent is down
+
+    def short_lived_ones_ended() -> bool:
+        states = [c.get("State") for c in containers_for(short_container_id)]
+        return live_workload_processes()[short_id] == 0 and states == ["exited"]
+
+    wait_for(short_lived_ones_ended, 15, "the short-lived workloads to end while the agent is down")
     assert live_workload_processes()[exec_id] == 1 and running_containers(container_id) == 1
     node.restart()
     assert "re-adopted workloads after restart" in node.log()

@@ -10,22 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
 import pytest_asyncio
 
 from hypercore.devcluster import free_port
 from hypercore.membership import SerfAgent
 
-
-
-if shutil.which("serf") is None:
-    pytest.skip("the serf binary is not installed (apt-get install serf; `make test` does it)", allow_module_level=True)
+# No module-level skip for a missing serf: it would also hide the in-process
+# tests here. Tests that run serf carry the `serf` marker (tests/conftest.py).
 
 
 class AgentFactory(Protocol):
