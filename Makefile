@@ -21,7 +21,7 @@ demo: $(STAMP) system-deps
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP) system-deps
-	HYPERCORE_REQUIRE_REAL=1 $(BIN)/python -m pytest -q
+	HYPERCORE_REQUIRE_REAL=1 $(BIN)/python -m pytest -q -n 4 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/select.py

@@ -38,17 +38,38 @@ HYPERCORE = [sys.executable, "-m", "hypercore.cli"]
 USER = "tester"  # the user of Cluster.token
 
 
+_PORTS_PER_PROCESS = 1500
+_PORT_BASE = 15000  # below Linux's ephemeral range (32768+), so the kernel never hands these out on its own
+_next_port: list[int] = []
+
+
+def _port_block() -> int:
+    """This process's first port: its own block, so parallel test workers never pick the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    slot = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 8 + os.getpid() % 3
+    return _PORT_BASE + (slot % 11) * _PORTS_PER_PROCESS
+
+
 def free_port() -> int:
-    """A loopback port free for both TCP and UDP (serf gossips over both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
+    """A loopback port free for both TCP and UDP (serf gossips over both), from this process's block.
+
+    Binding port 0 and releasing it is racy when several processes do it at
+    once (another one may get the same port before ours is used), so each
+    process walks its own block instead and checks that a port is free.
+    """
+    if not _next_port:
+        _next_port.append(_port_block())
+    start = _port_block()
+    for _ in range(_PORTS_PER_PROCESS):
+        port = _next_port[0]
+        _next_port[0] = start + (port + 1 - start) % _PORTS_PER_PROCESS
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
         return port
     raise RuntimeError("could not find a free TCP+UDP port on 127.0.0.1")
 
@@ -306,6 +327,10 @@ class Cluster:
         wait_for(converged, timeout, f"cluster {names} to converge with beacons")
 
     def close(self) -> None:
+        # SIGTERM to all first, then wait: the nodes leave the cluster in parallel, not one after another.
+        for node in self.nodes.values():
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
         for node in self.nodes.values():
             node.stop(timeout=10)
         # Workloads outlive their agent by design; end the ones our nodes started.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from hypercore.policy.nodes import METRICS
 from hypercore.policy.service import PolicyMetrics
 
-BEACON_GAUGES = ("latency_ms", "jitter_ms", "packet_loss", "queue_depth", "price_per_gb", "reputation")
+BEACON_GAUGES = METRICS  # one gauge per policy metric, named after it
 
 
 class AgentMetrics:

@@ -108,7 +108,8 @@ def is_workload_id(value: str) -> bool:
         return False
 
 
-_UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# A canonical workload id, for pydantic fields (is_workload_id says the same in code).
+WORKLOAD_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # A user (token) name, as hypercore.identity.tokens allows it.
 _OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 
@@ -118,7 +119,7 @@ class LocalSpawnRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=_UUID_PATTERN)
+    id: str = Field(pattern=WORKLOAD_ID_PATTERN)
     spec: WorkloadSpec
     request_id: str | None = Field(default=None, max_length=256)
     policy: dict[str, Any] | None = None

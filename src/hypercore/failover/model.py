@@ -8,7 +8,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hypercore.placement.ids import rendezvous_rank, workload_id_for
-from hypercore.workload import WorkloadSpec
+from hypercore.workload import WORKLOAD_ID_PATTERN, WorkloadSpec
 
 REPLICAS_FILENAME: Final = "replicas.sqlite3"
 FLAG_TAG: Final = "fo"  # Serf tag "fo=1": this node carries --respawn-on-node-failure
@@ -28,10 +28,9 @@ DELIVERY_RETRY: Final = 5.0
 CHECK_DEBOUNCE: Final = 10.0
 RESPAWN_CONCURRENCY: Final = 16
 
-_UUID: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 NodeName = Annotated[str, Field(min_length=1, max_length=256)]
-WorkloadId = Annotated[str, Field(pattern=_UUID)]
+WorkloadId = Annotated[str, Field(pattern=WORKLOAD_ID_PATTERN)]
 
 
 def holder_rank(owner: str, alive: Iterable[str], flagged: Iterable[str] = ()) -> list[str]:

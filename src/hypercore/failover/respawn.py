@@ -39,6 +39,7 @@ from hypercore.failover.model import (
     respawn_id,
     respawn_request_id,
 )
+from hypercore.loops import Backoff
 from hypercore.placement.model import PlacementFailed
 from hypercore.policy import NoQualifyingNode, Policy
 from hypercore.workload import EXISTING_STATES
@@ -169,7 +170,7 @@ class Respawner:
         return out
 
     async def _handle_failure(self, owner: str) -> None:
-        delay = 1.0
+        backoff = Backoff(first=1.0, cap=30.0)
         while self.ctx.status(owner) == "failed":
             try:
                 wait = await self._failure_round(owner)
@@ -177,8 +178,7 @@ class Respawner:
                 raise
             except Exception:
                 log.exception("respawn round failed", extra={"owner": owner})
-                wait = delay
-                delay = min(delay * 2, 30.0)
+                wait = backoff.next()
             if wait is None:
                 return
             await asyncio.sleep(wait)

@@ -26,7 +26,7 @@ from prometheus_client import Counter
 
 from hypercore.beacon.tags import MAX_AGE_S, Beacon, BeaconInvalid, decode
 from hypercore.membership.rpc import Member
-from hypercore.policy.nodes import NodeTable
+from hypercore.policy.nodes import METRICS, NodeTable
 
 log = logging.getLogger("hypercore.view")
 
@@ -81,7 +81,7 @@ class NodeView:
         """The node as the policy engine takes it (and `cluster metrics --json` prints it)."""
         b = self.beacon
         out: dict[str, Any] = {"name": self.name, "status": self.status}
-        for key in ("latency_ms", "jitter_ms", "packet_loss", "price_per_gb", "reputation", "queue_depth"):
+        for key in METRICS:
             out[key] = getattr(b, key) if b else None
         out["capabilities"] = list(b.capabilities) if b else None
         for key in ("cpu_total", "cpu_free", "mem_total_mb", "mem_free_mb"):
