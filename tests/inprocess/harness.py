@@ -93,7 +93,7 @@ class InProcessTransport(Transport):
         async def as_node(scope: Any, receive: Any, send: Any) -> None:
             await app({**scope, "extensions": {**(scope.get("extensions") or {}), PEER_NODE: caller}}, receive, send)
 
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=as_node), base_url=f"https://{node}") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=as_node, raise_app_exceptions=False), base_url=f"https://{node}") as client:
             try:
                 r = await asyncio.wait_for(client.request(method, path, json=json_body, headers=user_headers(user)),
                                            timeout)

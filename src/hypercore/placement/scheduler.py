@@ -33,6 +33,7 @@ from hypercore.metrics import AgentMetrics
 from hypercore.placement.ids import rendezvous_rank, workload_id_for
 from hypercore.placement.locks import KeyedLocks
 from hypercore.placement.model import Attempt, DeadlinePassed, Placement, PlacementFailed
+from hypercore.placement.outliers import OutlierDetector
 from hypercore.placement.reads import ClusterReads
 from hypercore.placement.receiver import Receiver
 from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
@@ -74,6 +75,7 @@ class Scheduler:
         self.placements: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Placements made here that the chosen node's beacon may not show yet.
         self._recent: dict[str, list[float]] = defaultdict(list)
+        self.outliers = OutlierDetector()
         self._tasks = TaskSet()
         self.reads = ClusterReads(view, transport)
         self.receiver = Receiver(node_name=node_name, manager=manager, transport=transport, reads=self.reads,
@@ -97,7 +99,7 @@ class Scheduler:
         started = time.perf_counter()
         table = self.view.table(queue_extra=self._unreported())
         needs = [spec.capability] if spec is not None else []
-        decision = self.engine.evaluate(table, policy, require_capabilities=needs)
+        decision = self.engine.evaluate(table, policy, require_capabilities=needs, exclude=self.outliers.ejected())
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         top = decision.top
         log.info(
@@ -176,6 +178,7 @@ class Scheduler:
             self._recent[ranked.node].append(counted)
             attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id, owner)
             placement.attempts.append(attempt)
+            self.outliers.record(ranked.node, attempt.outcome, attempt.detail)
             self.metrics.spawn_attempts.labels(outcome=attempt.outcome).inc()
             if workload is None:
                 with contextlib.suppress(ValueError):

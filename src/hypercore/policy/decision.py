@@ -278,6 +278,8 @@ class Decision:
         alive = self.table.alive
         bad_by_rule: dict[str, np.ndarray] = {}
         for check in self._checks:
+            if check.rule == "excluded":
+                continue  # the origin's outlier ejection, not a rule of the policy
             bad = check.violated if check.unknown is None else check.violated | check.unknown
             # A node counts once per rule, however many capabilities it lacks.
             bad_by_rule[check.rule] = bad | bad_by_rule[check.rule] if check.rule in bad_by_rule else bad

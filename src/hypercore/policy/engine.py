@@ -131,6 +131,21 @@ def _capability_checks(table: NodeTable, capabilities: Iterable[str], treat_unkn
     return checks
 
 
+def _exclusion_checks(table: NodeTable, exclude: Mapping[str, str]) -> list[Check]:
+    """One check per distinct reason, over the alive rows of the excluded nodes present in the table."""
+    by_reason: dict[str, list[int]] = {}
+    for name, reason in exclude.items():
+        row = table._index.get(name)
+        if row is not None and table.alive[row]:
+            by_reason.setdefault(reason, []).append(row)
+    checks = []
+    for reason, rows in sorted(by_reason.items()):
+        mask = np.zeros(len(table), dtype=bool)
+        mask[rows] = True
+        checks.append(Check._new("excluded", reason, None, mask, None, len(rows), None))
+    return checks
+
+
 def _score(plan: _Plan, table: NodeTable, positions: np.ndarray) -> np.ndarray:
     """Weighted components, shape (4, len(positions)): latency, price, reputation, queue.
 
@@ -203,11 +218,14 @@ def decide(
     *,
     limit: int | None = None,
     require_capabilities: Iterable[str] = (),
+    exclude: Mapping[str, str] | None = None,
 ) -> Decision:
     """Evaluate `policy` over `nodes`; rank at most `limit` nodes (None: all).
 
     `require_capabilities` are needs of the workload itself (exec, container):
-    unlike policy rules they hold in every mode, fallback included.
+    unlike policy rules they hold in every mode, fallback included. So does
+    `exclude` (node name → reason), e.g. nodes the origin ejected as outliers:
+    they are rejected with that reason whatever the policy says.
     """
     table = as_table(nodes)
     plan = _plan(policy)
@@ -246,12 +264,18 @@ def decide(
         checks.extend(_capability_checks(table, [c for c in plan.capabilities if c not in needs], enforce))
         absolute = _capability_checks(table, sorted(needs), treat_unknown_as_failure=True)
         checks.extend(absolute)
+    needs_caps = bool(absolute)
+    capability_checks = len(checks) > len(plan.thresholds)
+    if exclude:
+        excluded = _exclusion_checks(table, exclude)
+        checks.extend(excluded)
+        absolute = [*absolute, *excluded]
     if len(checks) > len(plan.thresholds):
         if failed is None:
             failed = np.zeros(len(table), dtype=bool)
         for check in checks[len(plan.thresholds) :]:
             failed |= check.violated
-        if enforce or absolute:
+        if capability_checks and (enforce or needs_caps):
             failed |= prepared.alive_unknown_caps  # the same mask for every capability check that counts it
 
     # 2. candidates, as places in name order
@@ -265,7 +289,7 @@ def decide(
     if not passed and not enforce:
         candidates = alive.copy()
         for check in absolute:
-            candidates &= ~(check.violated | check.unknown)  # type: ignore[operator]
+            candidates &= ~(check.violated if check.unknown is None else check.violated | check.unknown)
         places = _candidates(table, candidates)
         fallback = len(places) > 0
 

@@ -71,9 +71,11 @@ class PolicyEngine:
         *,
         limit: int | None = None,
         require_capabilities: Iterable[str] = (),
+        exclude: Mapping[str, str] | None = None,
     ) -> Decision:
         """Decide with `policy`, or the current cluster policy when None, and count it."""
-        decision = decide(policy or self._policy, nodes, limit=limit, require_capabilities=require_capabilities)
+        decision = decide(policy or self._policy, nodes, limit=limit, require_capabilities=require_capabilities,
+                          exclude=exclude)
         if self.metrics is not None:
             self.metrics.record(decision)
         return decision
