@@ -13,8 +13,9 @@ The real-process suites (tests/cluster) cover what this leaves out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from hypercore.metrics import AgentMetrics
 from hypercore.node import Node
 from hypercore.policy import PolicyEngine
 from hypercore.runtime.manager import Capacity
-from hypercore.transport import PeerResponse, PeerUnreachable, Transport, user_headers
+from hypercore.transport import PeerResponse, PeerStream, PeerUnreachable, Transport, user_headers
 from hypercore.workload import WorkloadSpec
 
 
@@ -101,6 +102,27 @@ class InProcessTransport(Transport):
                 raise PeerUnreachable(f"no answer within {timeout:g} s", timed_out=True) from None
         return PeerResponse(r.status_code, r.text)
 
+    @contextlib.asynccontextmanager
+    async def stream(self, node: str, method: str, path: str, *, timeout: float = 10.0, user: Any = None,
+                     chunk_size: int = 64 * 1024) -> AsyncIterator[PeerStream]:
+        """Transport.stream into the other node's ASGI app (httpx's ASGI transport gathers the body first)."""
+        if not self.reachable(node):
+            raise PeerUnreachable(f"node {node} is not an alive, admitted member with an API address")
+        self.calls.append((node, method, path))
+        if node in self.cluster.down:
+            raise PeerUnreachable("ClientConnectorError: connection refused")
+        if node in self.cluster.frozen:
+            await asyncio.sleep(timeout)
+            raise PeerUnreachable(f"no data within {timeout:g} s", timed_out=True)
+        app, caller = self.cluster.apps[node], self.caller
+
+        async def as_node(scope: Any, receive: Any, send: Any) -> None:
+            await app({**scope, "extensions": {**(scope.get("extensions") or {}), PEER_NODE: caller}}, receive, send)
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=as_node), base_url=f"https://{node}") as client:
+            async with client.stream(method, path, headers=user_headers(user), timeout=timeout) as r:
+                yield PeerStream(r.status_code, r.aiter_bytes(chunk_size))
+
 
 class FakeCluster:
     def __init__(self, root: Path, *, attempt_timeout: float = 2.0, failover_grace: float = 0.5) -> None:
@@ -120,7 +142,9 @@ class FakeCluster:
         self._loops: list[asyncio.Task[Any]] = []
 
     def add(self, name: str, *, price: float = 0.01, reputation: float = 1.0, latency_ms: float = 1.0,
-            flagged: bool = False, cpu: float = 100.0, start_delay: float = 0.0) -> Node:
+            flagged: bool = False, cpu: float = 100.0, start_delay: float = 0.0,
+            advertised_cpu: float | None = None) -> Node:
+        """A node; `advertised_cpu`: what its beacon says is free, when that differs from `cpu` (a stale beacon)."""
         cert, key = create_node_cert(self.ca_dir, name, self.ca_dir)
         identity = NodeIdentity.load(self.ca_dir / "ca.pem", cert, key, name)
         metrics = AgentMetrics()
@@ -135,7 +159,8 @@ class FakeCluster:
         node.manager.add_driver(driver)
         beacon = Beacon(api=f"127.0.0.1:{10000 + len(self.nodes)}", timestamp=int(time.time()), latency_ms=latency_ms,
                         jitter_ms=0.0, packet_loss=0.0, queue_depth=0.0, price_per_gb=price, reputation=reputation,
-                        cpu_total=cpu, cpu_free=cpu, mem_total_mb=1e6, mem_free_mb=1e6, capabilities=("exec",))
+                        cpu_total=advertised_cpu or cpu, cpu_free=advertised_cpu or cpu, mem_total_mb=1e6,
+                        mem_free_mb=1e6, capabilities=("exec",))
         tags = encode(beacon, name, identity.key, Admission(identity.not_after, identity.admission))
         self.beacons[name] = {**tags, **({"fo": "1"} if flagged else {})}
         self.nodes[name], self.drivers[name], self.statuses[name] = node, driver, "alive"

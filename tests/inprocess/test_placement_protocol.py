@@ -58,7 +58,7 @@ async def test_the_same_request_sent_to_every_node_at_once_starts_one_workload(f
 
 
 async def test_refusals_errors_and_timeouts_move_on_to_the_next_node(fake: FakeCluster) -> None:
-    fake.add("full", price=0.001, cpu=0.05)  # cheapest, but refuses 0.1 CPU
+    fake.add("full", price=0.001, cpu=0.05, advertised_cpu=100)  # cheapest; its beacon is stale: it refuses 0.1 CPU
     fake.add("gone", price=0.002)
     fake.add("frozen", price=0.003)
     fake.add("ok", price=0.004)
@@ -77,8 +77,8 @@ async def test_refusals_errors_and_timeouts_move_on_to_the_next_node(fake: FakeC
 
 
 async def test_when_every_node_refuses_the_spawn_fails_with_each_attempt(fake: FakeCluster) -> None:
-    fake.add("a", cpu=0.05)
-    fake.add("b", cpu=0.05)
+    fake.add("a", cpu=0.05, advertised_cpu=100)
+    fake.add("b", cpu=0.05, advertised_cpu=100)
     async with fake.client("a", fake.token("alice")) as client:
         r = await client.post("/v1/workloads", json={"spec": SPEC})
     assert r.status_code == 503, r.text

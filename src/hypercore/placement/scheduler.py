@@ -74,7 +74,7 @@ class Scheduler:
         # origin answers a node that finished a start after its deadline.
         self.placements: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Placements made here that the chosen node's beacon may not show yet.
-        self._recent: dict[str, list[float]] = defaultdict(list)
+        self._recent: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (time, cpu, mem)
         self.outliers = OutlierDetector()
         self._tasks = TaskSet()
         self.reads = ClusterReads(view, transport)
@@ -83,23 +83,35 @@ class Scheduler:
 
     # -- deciding ---------------------------------------------------------------
 
-    def _unreported(self) -> dict[str, int]:
-        """Per node, placements made here since its published beacon was measured."""
-        out: dict[str, int] = {}
+    def _unreported(self) -> dict[str, tuple[int, float, float]]:
+        """Per node, placements made here since its published beacon was measured: (count, cpu, mem)."""
+        out: dict[str, tuple[int, float, float]] = {}
         cutoff = time.time() - 60.0
-        for node, times in list(self._recent.items()):
-            times[:] = [t for t in times if t > cutoff]
+        for node, placed in list(self._recent.items()):
+            placed[:] = [p for p in placed if p[0] > cutoff]
             view = self.view.node(node)
             since = view.beacon.timestamp if view and view.beacon else cutoff
-            if n := sum(1 for t in times if t >= since):
-                out[node] = n
+            fresh = [p for p in placed if p[0] >= since]
+            if fresh:
+                out[node] = (len(fresh), sum(p[1] for p in fresh), sum(p[2] for p in fresh))
         return out
+
+    def _table(self) -> Any:
+        """The view's table, with what this node placed that the beacons do not show yet."""
+        unreported = self._unreported()
+        table = self.view.table(queue_extra={n: c for n, (c, _, _) in unreported.items()})
+        if unreported:
+            table = table.with_added("cpu_free", {n: -cpu for n, (_, cpu, _) in unreported.items()})
+            table = table.with_added("mem_free_mb", {n: -mem for n, (_, _, mem) in unreported.items()})
+        return table
 
     def decide(self, spec: WorkloadSpec | None, policy: Policy | None) -> Decision:
         started = time.perf_counter()
-        table = self.view.table(queue_extra=self._unreported())
+        table = self._table()
         needs = [spec.capability] if spec is not None else []
-        decision = self.engine.evaluate(table, policy, require_capabilities=needs, exclude=self.outliers.ejected())
+        resources = (spec.cpu, float(spec.mem)) if spec is not None else None
+        decision = self.engine.evaluate(table, policy, require_capabilities=needs, require_resources=resources,
+                                        exclude=self.outliers.ejected())
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         top = decision.top
         log.info(
@@ -174,7 +186,7 @@ class Scheduler:
                 extra={"node": ranked.node, "priority": priority, "total": total},
             )
             # Counted before the attempt: concurrent decisions must see it at once.
-            counted = time.time()
+            counted = (time.time(), spec.cpu, float(spec.mem))
             self._recent[ranked.node].append(counted)
             attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id, owner)
             placement.attempts.append(attempt)

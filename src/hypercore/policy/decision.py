@@ -16,6 +16,7 @@ import numpy as np
 from hypercore.policy.nodes import NodeTable
 
 COMPONENTS: tuple[str, ...] = ("latency", "price", "reputation", "queue")
+_NOT_POLICY_RULES = frozenset({"excluded", "resources"})
 
 _T = TypeVar("_T")
 
@@ -91,6 +92,7 @@ class Check:
     unknown: np.ndarray | None  # bool per table row; None when unknown values pass
     violated_count: int | None = field(default=None, compare=False, repr=False)  # alive rows violating
     unknown_count: int | None = field(default=None, compare=False, repr=False)  # alive rows unknown
+    detail: Callable[[int], str] | None = field(default=None, compare=False, repr=False)  # row → its reason
 
     @classmethod
     def _new(
@@ -102,6 +104,7 @@ class Check:
         unknown: np.ndarray | None,
         violated_count: int | None,
         unknown_count: int | None,
+        detail: Callable[[int], str] | None = None,
     ) -> Check:
         # Check(...) without the frozen dataclass's object.__setattr__ per
         # field (the engine builds one per rule per decision). Keep in step
@@ -109,7 +112,7 @@ class Check:
         check = object.__new__(cls)
         check.__dict__.update(
             rule=rule, label=label, metric=metric, violated=violated, unknown=unknown,
-            violated_count=violated_count, unknown_count=unknown_count,
+            violated_count=violated_count, unknown_count=unknown_count, detail=detail,
         )
         return check
 
@@ -278,8 +281,8 @@ class Decision:
         alive = self.table.alive
         bad_by_rule: dict[str, np.ndarray] = {}
         for check in self._checks:
-            if check.rule == "excluded":
-                continue  # the origin's outlier ejection, not a rule of the policy
+            if check.rule in _NOT_POLICY_RULES:
+                continue  # the origin's outlier ejection and the workload's own fit are no rules of the policy
             bad = check.violated if check.unknown is None else check.violated | check.unknown
             # A node counts once per rule, however many capabilities it lacks.
             bad_by_rule[check.rule] = bad | bad_by_rule[check.rule] if check.rule in bad_by_rule else bad
@@ -308,7 +311,9 @@ class Decision:
                 continue
             reasons: list[str] = []
             for check in self._checks:
-                if check.violated[i]:
+                if check.violated[i] and check.detail is not None:
+                    reasons.append(check.detail(i))
+                elif check.violated[i]:
                     value = table.columns[check.metric][i] if check.metric else None
                     reasons.append(check.label if value is None else f"{check.label} (is {value:g})")
                 elif check.unknown is not None and check.unknown[i] and check.unknown_label not in reasons:

@@ -146,6 +146,52 @@ def _exclusion_checks(table: NodeTable, exclude: Mapping[str, str]) -> list[Chec
     return checks
 
 
+_RESOURCES = (("cpu", "cpu_free", "cpu_total", ""), ("memory", "mem_free_mb", "mem_total_mb", " MB"))
+
+
+def _resource_checks(table: NodeTable, cpu: float, mem: float) -> list[Check]:
+    """One check per resource the workload asks for: free < asked (unknown free passes)."""
+    checks = []
+    for (what, free_key, total_key, unit), asks in zip(_RESOURCES, (cpu, mem)):
+        if not asks or asks <= 0:
+            continue
+        free, total = table.columns[free_key], table.columns[total_key]
+        short = np.less(free, asks - 1e-9) & table.alive  # NaN compares False
+
+        def detail(i: int, free: np.ndarray = free, total: np.ndarray = total, what: str = what,
+                   unit: str = unit, asks: float = asks) -> str:
+            of = "" if np.isnan(total[i]) else f" of {total[i]:g}"
+            return f"insufficient {what} (free {free[i]:g}{of}{unit}, asks {asks:g}{unit})"
+
+        checks.append(Check._new("resources", f"insufficient {what}", None, short, None,
+                                 int(np.count_nonzero(short)), None, detail))
+    return checks
+
+
+def _allocated(table: NodeTable, rows: np.ndarray) -> np.ndarray:
+    """Per row, the share of its capacity in use (mean of cpu and memory; 0.5 when unknown)."""
+    shares = []
+    for free_key, total_key in (("cpu_free", "cpu_total"), ("mem_free_mb", "mem_total_mb")):
+        free, total = table.columns[free_key].take(rows), table.columns[total_key].take(rows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = 1.0 - free / total
+        shares.append(np.where(np.isfinite(share), np.clip(share, 0.0, 1.0), np.nan))
+    mean = np.nanmean(np.vstack(shares), axis=0) if rows.size else np.zeros(0)
+    return np.where(np.isnan(mean), 0.5, mean)
+
+
+def _rank_by_allocation(table: NodeTable, places: np.ndarray, scores: np.ndarray, strategy: str,
+                        limit: int | None) -> np.ndarray:
+    """Positions into `scores`: least (spread) or most (binpack) allocated first, then score, then name."""
+    if not len(places):
+        return np.empty(0, dtype=np.intp)
+    with np.errstate(all="ignore"):
+        allocated = _allocated(table, table._prepared.by_name.take(places))
+    key = allocated if strategy == "spread" else -allocated
+    order = np.lexsort((-scores, key))  # stable: equal keys keep name order
+    return order if limit is None else order[: max(limit, 0)]
+
+
 def _score(plan: _Plan, table: NodeTable, positions: np.ndarray) -> np.ndarray:
     """Weighted components, shape (4, len(positions)): latency, price, reputation, queue.
 
@@ -218,6 +264,7 @@ def decide(
     *,
     limit: int | None = None,
     require_capabilities: Iterable[str] = (),
+    require_resources: tuple[float, float] | None = None,
     exclude: Mapping[str, str] | None = None,
 ) -> Decision:
     """Evaluate `policy` over `nodes`; rank at most `limit` nodes (None: all).
@@ -225,7 +272,10 @@ def decide(
     `require_capabilities` are needs of the workload itself (exec, container):
     unlike policy rules they hold in every mode, fallback included. So does
     `exclude` (node name → reason), e.g. nodes the origin ejected as outliers:
-    they are rejected with that reason whatever the policy says.
+    they are rejected with that reason whatever the policy says. And so does
+    `require_resources` (cpu cores, memory MB): a node whose free capacity
+    cannot take the workload is never ranked (a node that does not say what is
+    free is given the benefit of the doubt; it refuses if it must).
     """
     table = as_table(nodes)
     plan = _plan(policy)
@@ -266,6 +316,10 @@ def decide(
         checks.extend(absolute)
     needs_caps = bool(absolute)
     capability_checks = len(checks) > len(plan.thresholds)
+    if require_resources is not None:
+        misfits = _resource_checks(table, *require_resources)
+        checks.extend(misfits)
+        absolute = [*absolute, *misfits]
     if exclude:
         excluded = _exclusion_checks(table, exclude)
         checks.extend(excluded)
@@ -296,7 +350,10 @@ def decide(
     # 3. score, 4. rank, 5. limit
     parts = _score(plan, table, places)
     scores = parts.sum(axis=0)
-    order = _rank(scores, limit)
+    if policy.strategy is None:
+        order = _rank(scores, limit)
+    else:
+        order = _rank_by_allocation(table, places, scores, policy.strategy, limit)
     ranked_rows = prepared.by_name.take(places.take(order))
     ranking = Ranking._picked(table.names, ranked_rows, order, scores, parts)
     return Decision._from_engine(policy.name, policy.mode, table, ranking, failed, tuple(checks), fallback, passed, len(places))

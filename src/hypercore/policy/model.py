@@ -108,6 +108,11 @@ class Policy(_Strict):
     name: str = Field(default="unnamed", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
     description: str = Field(default="", max_length=4096)
     mode: Literal["enforce", "permissive"] = "enforce"
+    strategy: Literal["spread", "binpack"] | None = Field(
+        default=None,
+        description="Among the nodes that fit: spread = least allocated first, binpack = most allocated first "
+                    "(the weights break ties). Absent: the weights alone decide.",
+    )
     rules: Rules = Field(default_factory=Rules)
     scoring: Scoring = Field(default_factory=Scoring)
 

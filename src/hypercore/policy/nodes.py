@@ -29,6 +29,11 @@ METRICS: tuple[str, ...] = (
     "queue_depth",
 )
 
+# What a node offers, as its beacon says (free = total minus what its workloads reserve).
+# Not policy metrics: they filter a spawn that does not fit (every mode), and
+# place by allocation when a policy asks for a strategy.
+RESOURCES: tuple[str, ...] = ("cpu_total", "cpu_free", "mem_total_mb", "mem_free_mb")
+
 _Metric = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
@@ -49,13 +54,17 @@ class NodeRecord(BaseModel):
     reputation: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     queue_depth: _Metric | None = None
     capabilities: list[str] | None = None
+    cpu_total: _Metric | None = None
+    cpu_free: _Metric | None = None
+    mem_total_mb: _Metric | None = None
+    mem_free_mb: _Metric | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _no_bools(cls, data: Any) -> Any:
         # JSON true/false must not pass for 1/0 in a metric.
         if isinstance(data, dict):
-            for key in METRICS:
+            for key in (*METRICS, *RESOURCES):
                 if isinstance(data.get(key), bool):
                     raise ValueError(f"{key}: {data[key]!r} is not a number")
         return data
@@ -84,7 +93,8 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
             for err in exc.errors(include_url=False):
                 loc = ".".join(str(p) for p in err["loc"])
                 given = err.get("input")
-                shown = f"{given!r} is not allowed: " if loc and not isinstance(given, (dict, list)) else ""
+                text = repr(given) if loc and not isinstance(given, (dict, list)) else ""
+                shown = f"{text if len(text) <= 60 else text[:57] + '...'} is not allowed: " if text else ""
                 msg = str(err["ctx"]["error"]) if err["type"] == "value_error" else f"{shown}{err['msg']}"
                 problems.append(Problem(source, f"{where}.{loc}" if loc else where, msg))
             continue
@@ -206,7 +216,7 @@ class NodeTable:
     def record(self, i: int) -> dict[str, Any]:
         """The i-th node as a plain record (for rendering, not for hot paths)."""
         out: dict[str, Any] = {"name": self.names[i], "status": self.statuses[i]}
-        for metric in METRICS:
+        for metric in (*METRICS, *RESOURCES):
             value = self.columns[metric][i]
             out[metric] = None if np.isnan(value) else float(value)
         caps = self.cap_sets[int(self.cap_ids[i])]
@@ -236,7 +246,7 @@ class NodeTable:
             raise ValueError("node names must be unique")
         columns: dict[str, np.ndarray] = {}
         unknown: dict[str, np.ndarray] = {}
-        for metric in METRICS:
+        for metric in (*METRICS, *RESOURCES):
             col = np.fromiter(
                 (np.nan if (v := getattr(r, metric)) is None else v for r in items), dtype=np.float64, count=n
             )

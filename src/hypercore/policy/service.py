@@ -71,11 +71,12 @@ class PolicyEngine:
         *,
         limit: int | None = None,
         require_capabilities: Iterable[str] = (),
+        require_resources: tuple[float, float] | None = None,
         exclude: Mapping[str, str] | None = None,
     ) -> Decision:
         """Decide with `policy`, or the current cluster policy when None, and count it."""
         decision = decide(policy or self._policy, nodes, limit=limit, require_capabilities=require_capabilities,
-                          exclude=exclude)
+                          require_resources=require_resources, exclude=exclude)
         if self.metrics is not None:
             self.metrics.record(decision)
         return decision

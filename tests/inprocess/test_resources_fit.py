@@ -1,0 +1,52 @@
+"""A spawn's cpu and memory are hard filters against free capacity; spread and binpack place among the nodes that fit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from hypercore.policy import Policy, PolicyEngine, load_policy_file
+from hypercore.workload import WorkloadSpec
+from tests.inprocess.harness import FakeCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+COST = load_policy_file(ROOT / "examples" / "policies" / "cost-optimized.json")
+
+
+async def test_a_node_without_free_cpu_is_rejected_with_the_reason_and_never_tried(fake: FakeCluster) -> None:
+    for name, price in (("node1", 0.03), ("node2", 0.02), ("node3", 0.01)):
+        fake.add(name, price=price, cpu=2.0)
+    origin = fake["node1"]
+    spec = WorkloadSpec(command="sleep 60", cpu=1.0, mem=64)
+    placed = [await origin.scheduler.place(spec, COST) for _ in range(3)]
+    assert [p.node for p in placed] == ["node3", "node3", "node2"]
+    third = placed[2]
+    assert [(a.node, a.outcome) for a in third.attempts] == [("node2", "ok")]  # one attempt, no wasted round trip
+    reasons = {r.node: r.reasons for r in third.decision.rejected}
+    assert reasons == {"node3": ("insufficient cpu (free 0 of 2, asks 1)",)}
+    assert "1 insufficient cpu" in third.decision.summary
+    assert third.decision.violations == {}  # not a rule of the policy
+
+
+def test_memory_fits_too_and_holds_in_permissive_fallback() -> None:
+    nodes = [{"name": "small", "price_per_gb": 0.001, "mem_total_mb": 512, "mem_free_mb": 100},
+             {"name": "big", "price_per_gb": 0.9, "mem_total_mb": 4096, "mem_free_mb": 4000},
+             {"name": "silent", "price_per_gb": 0.9}]  # says nothing about memory: given the benefit of the doubt
+    strict = Policy(name="strict", mode="permissive", rules={"max_price_per_gb": 0.0001})
+    d = PolicyEngine().evaluate(nodes, strict, require_resources=(0.5, 256))
+    assert d.fallback and sorted(r.node for r in d.ranked) == ["big", "silent"]
+    assert {r.node: r.reasons for r in d.rejected}["small"][-1] == "insufficient memory (free 100 of 512 MB, asks 256 MB)"
+
+
+@pytest.mark.parametrize("strategy, expected", [("spread", [2, 2, 2]), ("binpack", [4, 2, 0])])
+async def test_spread_and_binpack_on_three_equal_nodes(fake: FakeCluster, strategy: str, expected: list[int]) -> None:
+    for name in ("n1", "n2", "n3"):
+        fake.add(name, price=0.01, cpu=2.0)
+    queue_only = Policy(name=strategy, mode="enforce", strategy=strategy,  # type: ignore[arg-type]
+                        scoring={"latency_weight": 0, "price_weight": 0, "reputation_weight": 0, "queue_weight": 1})
+    spec = WorkloadSpec(command="sleep 60", cpu=0.5, mem=64)
+    nodes = [(await fake["n1"].scheduler.place(spec, queue_only)).node for _ in range(6)]
+    counts = Counter(nodes)
+    assert sorted(counts.values(), reverse=True) + [0] * (3 - len(counts)) == expected, nodes
