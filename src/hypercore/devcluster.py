@@ -123,11 +123,11 @@ class Pki:
         self._ssl: ssl.SSLContext | None = None
         self._node_ssl: dict[str, ssl.SSLContext] = {}
 
-    def node(self, name: str) -> tuple[Path, Path]:
-        """(certificate, key) of node `name`, made on first use."""
+    def node(self, name: str, reputation: float | None = None) -> tuple[Path, Path]:
+        """(certificate, key) of node `name`, made on first use; `reputation`: the prior the operator attests."""
         cert, key = self.dir / f"{name}.pem", self.dir / f"{name}-key.pem"
         if not cert.exists():
-            create_node_cert(self.dir, name, self.dir, ips=["127.0.0.1"])
+            create_node_cert(self.dir, name, self.dir, ips=["127.0.0.1"], reputation=reputation)
         return cert, key
 
     def token(self, user: str = USER, management: bool = False) -> str:
@@ -186,7 +186,10 @@ class Node:
         ]
         if self.insecure:
             return [*args, "--insecure"]
-        cert, key = self.pki.node(self.name)
+        # A node's own --beacon-reputation counts for nothing; here the operator attests the same figure
+        # in its certificate, so that local clusters start with the priors their nodes were given.
+        claimed = self.extra[self.extra.index("--beacon-reputation") + 1] if "--beacon-reputation" in self.extra else None
+        cert, key = self.pki.node(self.name, float(claimed) if claimed is not None else None)
         return [*args, "--cert-file", str(cert), "--key-file", str(key)]
 
     def start(self, join: list[str]) -> None:

@@ -14,12 +14,15 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from hypercore.failover import Failover, Handles
 from hypercore.identity.tokens import TokenVerifier
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.placement import Scheduler
 from hypercore.policy import Policy, PolicyEngine
+from hypercore.reputation import Reputation
 from hypercore.runtime.manager import Capacity, WorkloadManager
 from hypercore.store import WorkloadStore
 from hypercore.transport import Transport
@@ -44,6 +47,11 @@ class Node:
         attempt_timeout: float = 15.0,
         respawn_on_node_failure: bool = False,
         failover_grace: float | None = None,
+        max_workloads: int | None = 256,
+        max_log_mb: int = 64,
+        spawn_rate: float = 20.0,
+        spawn_burst: int = 40,
+        key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.name = name
         self.data_dir = data_dir
@@ -54,21 +62,35 @@ class Node:
         self.capacity = capacity
         self.tokens = tokens
         self.insecure = insecure
+        # The cap of each workload's log on disk (drivers) and of one `logs` answer (api).
+        self.max_log_mb = max_log_mb
+        self.max_log_bytes = max_log_mb * 1024 * 1024
+        # Spawns per second one user may send to this node, and in one burst (api.ratelimit).
+        self.spawn_rate, self.spawn_burst = spawn_rate, spawn_burst
         # Called when this node's load changed (the agent republishes its beacon).
         self.on_change: Callable[[], None] = lambda: None
         self.store = WorkloadStore(data_dir)
-        self.manager = WorkloadManager(self.store, data_dir, {}, name, capacity=capacity)
+        self.manager = WorkloadManager(self.store, data_dir, {}, name, capacity=capacity, max_workloads=max_workloads)
+        # Reputation from evidence: this node's observations (signed with `key`) and its peers' views.
+        self.reputation = Reputation(name, key, transport, view.peers, prior=self._attested_prior)
         self.scheduler = Scheduler(
             node_name=name, view=view, engine=engine, metrics=metrics, transport=transport,
             attempt_timeout=attempt_timeout, manager=self.manager, on_change=self.beacon_changed,
+            reputation=self.reputation,
         )
         handles = Handles(name=name, data_dir=data_dir, view=view, transport=transport, workloads=self.store,
                           place=self.scheduler.place, stop=self._stop_workload, registry=metrics.registry,
-                          flagged=respawn_on_node_failure)
+                          flagged=respawn_on_node_failure, observe=self.reputation.observe)
         self.failover = Failover(handles) if failover_grace is None else Failover(handles, grace=failover_grace)
 
     def beacon_changed(self) -> None:
         self.on_change()
+
+    def _attested_prior(self, node: str) -> float | None:
+        """The prior reputation the cluster CA attested for `node` (verified with its admission)."""
+        view = self.view.node(node)
+        admission = view.beacon.admission if view is not None and view.beacon is not None else None
+        return admission.reputation if admission is not None else None
 
     async def _stop_workload(self, workload_id: str, reason: str) -> None:
         await self.manager.stop(workload_id, reason=reason)

@@ -143,9 +143,9 @@ class FakeCluster:
 
     def add(self, name: str, *, price: float = 0.01, reputation: float = 1.0, latency_ms: float = 1.0,
             flagged: bool = False, cpu: float = 100.0, start_delay: float = 0.0,
-            advertised_cpu: float | None = None) -> Node:
+            advertised_cpu: float | None = None, attested: float | None = None) -> Node:
         """A node; `advertised_cpu`: what its beacon says is free, when that differs from `cpu` (a stale beacon)."""
-        cert, key = create_node_cert(self.ca_dir, name, self.ca_dir)
+        cert, key = create_node_cert(self.ca_dir, name, self.ca_dir, reputation=attested)
         identity = NodeIdentity.load(self.ca_dir / "ca.pem", cert, key, name)
         metrics = AgentMetrics()
         view = ClusterView(metrics.beacon_invalid, admit=admission_check(self.ca))
@@ -153,7 +153,7 @@ class FakeCluster:
         node = Node(name=name, data_dir=self.root / name, view=view, transport=transport,
                     engine=PolicyEngine(metrics=metrics.policy), metrics=metrics, capacity=Capacity(cpu=cpu, mem_mb=1e6),
                     tokens=TokenVerifier(self.ca), attempt_timeout=self.attempt_timeout,
-                    respawn_on_node_failure=flagged, failover_grace=self.failover_grace)
+                    respawn_on_node_failure=flagged, failover_grace=self.failover_grace, key=identity.key)
         (self.root / name).mkdir(parents=True, exist_ok=True)
         driver = MemoryDriver(start_delay)
         node.manager.add_driver(driver)
@@ -161,7 +161,7 @@ class FakeCluster:
                         jitter_ms=0.0, packet_loss=0.0, queue_depth=0.0, price_per_gb=price, reputation=reputation,
                         cpu_total=advertised_cpu or cpu, cpu_free=advertised_cpu or cpu, mem_total_mb=1e6,
                         mem_free_mb=1e6, capabilities=("exec",))
-        tags = encode(beacon, name, identity.key, Admission(identity.not_after, identity.admission))
+        tags = encode(beacon, name, identity.key, Admission(identity.not_after, identity.admission, identity.reputation))
         self.beacons[name] = {**tags, **({"fo": "1"} if flagged else {})}
         self.nodes[name], self.drivers[name], self.statuses[name] = node, driver, "alive"
         self.apps[name] = create_app(node)

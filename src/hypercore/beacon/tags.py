@@ -40,8 +40,9 @@ SERF_TAGS_LIMIT = 512
 MAX_AGE_S = 60.0  # a beacon older than this is stale (publishers refresh every ~15 s)
 MAX_FUTURE_S = 30.0  # tolerated clock skew
 BEACON_TAG_KEYS = ("hc", "api", "m", "c", "k", "a", "sig")
-_CAPABILITY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_API = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[0-9A-Za-z.-]*):(\d{1,5})$")
+# Used with fullmatch only (`$` would let a trailing newline through), ASCII only (`\d` is any Unicode digit).
+_CAPABILITY = re.compile(r"[a-z][a-z0-9_-]{0,31}", re.ASCII)
+_API = re.compile(r"(\[[0-9a-fA-F:.]+\]|[0-9A-Za-z.-]*):([0-9]{1,5})", re.ASCII)
 
 _FIELDS = (
     "latency_ms",
@@ -80,26 +81,39 @@ class BeaconInvalid(Exception):
 
 @dataclass(frozen=True)
 class Admission:
-    """The cluster CA's signature certifying a node key for a member name until `not_after`."""
+    """The cluster CA's signature certifying a node key for a member name until `not_after`,
+    and the prior reputation it attested, if any."""
 
     not_after: int
     signature: bytes
+    reputation: float | None = None
 
     def encode(self) -> str:
-        return f"{self.not_after}.{_b64(self.signature)}"
+        text = f"{self.not_after}.{_b64(self.signature)}"
+        return text if self.reputation is None else f"{text}.{self.reputation:.3f}".rstrip("0").rstrip(".")
 
     @classmethod
     def decode(cls, text: str) -> "Admission":
-        not_after, sep, sig = text.partition(".")
-        if not sep or not not_after.isascii() or not not_after.isdigit() or len(not_after) > 12:
-            raise BeaconInvalid("malformed", "admission tag is not '<not_after>.<signature>'")
+        parts = text.split(".", 3)
+        if len(parts) == 4 and parts[2].isascii() and parts[2].isdigit():
+            parts = [parts[0], parts[1], f"{parts[2]}.{parts[3]}"]  # "<not_after>.<sig>.<0.xyz>"
+        if len(parts) not in (2, 3):
+            raise BeaconInvalid("malformed", "admission tag is not '<not_after>.<signature>[.<reputation>]'")
+        not_after, sig = parts[0], parts[1]
+        if not not_after.isascii() or not not_after.isdigit() or len(not_after) > 12:
+            raise BeaconInvalid("malformed", "admission tag is not '<not_after>.<signature>[.<reputation>]'")
         try:
             raw = _unb64(sig)
         except ValueError:
             raise BeaconInvalid("malformed", "admission signature is not base64url") from None
         if len(raw) != 64:
             raise BeaconInvalid("malformed", "admission signature is not 64 bytes")
-        return cls(int(not_after), raw)
+        reputation = None
+        if len(parts) == 3:
+            if not re.fullmatch(r"[01](\.[0-9]{1,3})?", parts[2], re.ASCII) or float(parts[2]) > 1:
+                raise BeaconInvalid("malformed", f"attested reputation {parts[2][:20]!r} is not a number in 0..1")
+            reputation = float(parts[2])
+        return cls(int(not_after), raw, reputation)
 
 
 @dataclass(frozen=True)
@@ -184,7 +198,8 @@ def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
         public.verify(raw_sig, _message(node, api, m, c, tags.get("a", "")))
     except (ValueError, InvalidSignature, TypeError):
         raise BeaconInvalid("signature", "beacon signature does not verify") from None
-    if not _API.match(api) or not 1 <= int(_API.match(api).group(2)) <= 65535:  # type: ignore[union-attr]
+    api_match = _API.fullmatch(api)
+    if api_match is None or not 1 <= int(api_match.group(2)) <= 65535:
         raise BeaconInvalid("malformed", f"api address {api!r} is not host:port")
     parts = m.split(",")
     if len(parts) != len(_FIELDS) + 1:
@@ -210,7 +225,7 @@ def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
     if ts > now + MAX_FUTURE_S:
         raise BeaconInvalid("future", f"beacon timestamp is {ts - now:.0f} s in the future")
     caps = tuple(x for x in c.split(",") if x)
-    if any(not _CAPABILITY.match(x) for x in caps):
+    if any(not _CAPABILITY.fullmatch(x) for x in caps):
         raise BeaconInvalid("malformed", f"capabilities {c!r} are not all names")
     admission = Admission.decode(tags["a"]) if tags.get("a") else None
     return Beacon(api=api, timestamp=ts, capabilities=caps, beacon_id=fingerprint(raw_key), public_key=raw_key,

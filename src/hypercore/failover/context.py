@@ -48,6 +48,7 @@ class Handles:
     stop: StopFn
     registry: CollectorRegistry
     flagged: bool  # this node carries --respawn-on-node-failure
+    observe: Callable[[str, bool, str], Any] | None = None  # evidence for reputation: (node, ok, what)
 
 
 class FailoverMetrics:

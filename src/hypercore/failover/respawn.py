@@ -255,6 +255,8 @@ class Respawner:
             self.ctx.record_move(Move(owner=owner, original_id=entry.id, new_id=new_id, node=placement.node,
                                    moved_at=time.time(), by=self.ctx.name))
             self.ctx.metrics.respawns.labels(result="placed").inc()
+            if self.ctx.h.observe is not None:
+                self.ctx.h.observe(owner, False, "workload lost with its node")
             log.info("respawned a workload of a failed node", extra={
                 "owner": owner, "id": entry.id, "new_id": new_id, "node": placement.node})
             return True

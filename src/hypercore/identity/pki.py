@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 import re
 import secrets
 import time
@@ -26,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat, PublicFormat,
-                                                          load_pem_private_key)
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hypercore.errors import HypercoreError
+from hypercore.identity.files import IdentityError, _key_pem, _make_dir, _read_cert, _read_key, _write_atomic
 
 # A private OID: 2.25 is the arc of UUIDs (ITU-T X.667); this one was drawn once
 # at random and never changes, since certificates already issued carry it.
@@ -44,15 +43,10 @@ NODE_NAMES_ALLOWED = "1-63 ASCII letters, digits, '.' and '-', starting with a l
 
 CA_CERT_NAME = "ca.pem"
 CA_KEY_NAME = "ca-key.pem"
-MAX_PEM_BYTES = 256 * 1024  # far above any real certificate or key; caps what a wrong path can make us read
 MAX_DAYS = 100 * 366  # keeps datetime arithmetic far from its limits
 # Validity starts 5 minutes early: nodes whose clocks lag the operator's still accept fresh certificates.
 BACKDATE = dt.timedelta(minutes=5)
 _ADMISSION_PREFIX = b"hypercore-admission-v1\0"
-
-
-class IdentityError(HypercoreError):
-    """A CA, certificate, key or name that cannot be used, with the fix in the message."""
 
 
 class NotAdmitted(HypercoreError):
@@ -64,9 +58,21 @@ class NotAdmitted(HypercoreError):
         super().__init__(f"node {node!r} is not admitted: {reason}" if node is not None else reason)
 
 
-def admission_message(node: str, public_raw: bytes, not_after: int) -> bytes:
-    """The bytes the CA signs to admit `node` with this key until `not_after` (unix seconds)."""
-    return _ADMISSION_PREFIX + node.encode("ascii") + b"\0" + public_raw + b"\0" + str(int(not_after)).encode("ascii")
+def admission_message(node: str, public_raw: bytes, not_after: int, reputation: float | None = None) -> bytes:
+    """The bytes the CA signs to admit `node` with this key until `not_after` (unix seconds).
+
+    With `reputation`, the CA also attests the node's prior reputation (0..1):
+    the one reputation figure a node may carry that is not its own word.
+    """
+    message = _ADMISSION_PREFIX + node.encode("ascii") + b"\0" + public_raw + b"\0" + str(int(not_after)).encode("ascii")
+    return message if reputation is None else message + b"\0" + attested(reputation).encode("ascii")
+
+
+def attested(reputation: float) -> str:
+    """The attested prior as it is signed and gossiped: at most 3 decimals."""
+    if not 0.0 <= reputation <= 1.0:
+        raise IdentityError(f"--reputation {reputation!r} must be between 0 and 1")
+    return f"{reputation:.3f}".rstrip("0").rstrip(".") or "0"
 
 
 @dataclass(frozen=True)
@@ -77,67 +83,6 @@ class ClusterCA:
     public_key: Ed25519PublicKey
     path: Path
     fingerprint: str  # first 16 hex digits of the SHA-256 of the DER certificate
-
-
-def _read_pem(path: Path, what: str, fix: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PEM_BYTES + 1)
-    except FileNotFoundError:
-        raise IdentityError(f"{what} {path}: no such file; {fix}") from None
-    except OSError as exc:
-        raise IdentityError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_PEM_BYTES:
-        raise IdentityError(f"{what} {path} is larger than {MAX_PEM_BYTES} bytes; it is not a PEM file. {fix}")
-    return data
-
-
-def _read_cert(path: Path, what: str, fix: str) -> x509.Certificate:
-    try:
-        certs = x509.load_pem_x509_certificates(_read_pem(path, what, fix))
-    except ValueError:
-        raise IdentityError(f"{what} {path} is not a PEM certificate; {fix}") from None
-    if len(certs) != 1:
-        raise IdentityError(f"{what} {path} holds {len(certs)} certificates; expected exactly one. {fix}")
-    return certs[0]
-
-
-def _read_key(path: Path, what: str, fix: str) -> Ed25519PrivateKey:
-    try:
-        key = load_pem_private_key(_read_pem(path, what, fix), password=None)
-    except TypeError:
-        raise IdentityError(f"{what} {path} is encrypted; hypercore reads unencrypted keys (0600). {fix}") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise IdentityError(f"{what} {path} is not a PEM private key; {fix}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise IdentityError(f"{what} {path} is a {type(key).__name__.lstrip('_')}, hypercore keys are Ed25519; {fix}")
-    return key
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file created with `mode` (never wider), then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise IdentityError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _make_dir(path: Path, flag: str) -> Path:
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise IdentityError(f"{flag} {path}: cannot create the directory: {exc.strerror or exc}") from None
-    return path
-
-
-def _key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
 
 def _raw(public_key: Ed25519PublicKey) -> bytes:
@@ -252,7 +197,7 @@ def _check_node_name(node: str, flag: str = "--node") -> None:
 
 
 def create_node_cert(ca_dir: Path, node: str, out_dir: Path, *, ips: Sequence[str] = (),
-                     days: int = 365) -> tuple[Path, Path]:
+                     days: int = 365, reputation: float | None = None) -> tuple[Path, Path]:
     """Issue a certificate (with admission) for `node`: returns (out_dir/NODE.pem, out_dir/NODE-key.pem).
 
     An existing pair for `node` is replaced: that is how a certificate is renewed.
@@ -276,7 +221,9 @@ def create_node_cert(ca_dir: Path, node: str, out_dir: Path, *, ips: Sequence[st
     not_after = int(end.timestamp())
     key = Ed25519PrivateKey.generate()
     public_raw = _raw(key.public_key())
-    admission = ca_key.sign(admission_message(node, public_raw, not_after))
+    admission = ca_key.sign(admission_message(node, public_raw, not_after, reputation))
+    if reputation is not None:  # the attested prior travels after the signature, in the same extension
+        admission += attested(reputation).encode("ascii")
     sans: list[x509.GeneralName] = [x509.DNSName(node), *(x509.IPAddress(a) for a in dict.fromkeys(addresses))]
     cert = (
         x509.CertificateBuilder()
@@ -304,8 +251,9 @@ def create_node_cert(ca_dir: Path, node: str, out_dir: Path, *, ips: Sequence[st
 
 
 def verify_admission(ca: ClusterCA, node: str, public_raw: bytes, not_after: int, signature: bytes,
-                     now: float) -> None:
-    """Check that the CA admitted `node` with key `public_raw` until `not_after`; raise NotAdmitted if not."""
+                     now: float, reputation: float | None = None) -> None:
+    """Check that the CA admitted `node` with key `public_raw` until `not_after` (and attested
+    `reputation`, when given); raise NotAdmitted if not."""
     if not isinstance(node, str) or not NODE_NAME_RE.fullmatch(node):
         raise NotAdmitted("not a valid node name", node=str(node))
     public_raw, signature = (bytes(v) if isinstance(v, (bytearray, memoryview)) else v for v in (public_raw, signature))
@@ -316,8 +264,8 @@ def verify_admission(ca: ClusterCA, node: str, public_raw: bytes, not_after: int
     if isinstance(not_after, bool) or not isinstance(not_after, int):
         raise NotAdmitted("admission expiry is not a whole number of seconds", node=node)
     try:
-        ca.public_key.verify(signature, admission_message(node, public_raw, not_after))
-    except InvalidSignature:
+        ca.public_key.verify(signature, admission_message(node, public_raw, not_after, reputation))
+    except (InvalidSignature, IdentityError):
         raise NotAdmitted("admission signature is not this cluster CA's", node=node) from None
     # Checked after the signature: an expiry is only worth reporting once we know the CA wrote it.
     if now >= not_after:
@@ -347,12 +295,13 @@ class NodeIdentity:
     key: Ed25519PrivateKey
     public_raw: bytes  # 32 raw Ed25519 bytes, as gossiped
     not_after: int  # unix seconds; the end of the certificate and of the admission
-    admission: bytes  # the CA's 64-byte signature over admission_message(name, public_raw, not_after)
+    admission: bytes  # the CA's 64-byte signature over admission_message(name, public_raw, not_after, reputation)
     dns_names: tuple[str, ...]
     ips: tuple[str, ...]
     ca_file: Path
     cert_file: Path
     key_file: Path
+    reputation: float | None = None  # the prior the CA attested, if any
 
     @classmethod
     def load(cls, ca_file: Path, cert_file: Path, key_file: Path, node_name: str,
@@ -389,10 +338,14 @@ class NodeIdentity:
             raise IdentityError(f"certificate {cert_file} carries no hypercore admission (it was not made by "
                                 f"hypercore tls cert create); {fix}")
         not_after = int(cert.not_valid_after_utc.timestamp())
+        signature, attestation = admission.value[:64], admission.value[64:]
         try:
-            verify_admission(ca, node_name, public_raw, not_after, admission.value, when.timestamp())
+            reputation = float(attestation.decode("ascii")) if attestation else None
+            verify_admission(ca, node_name, public_raw, not_after, signature, when.timestamp(), reputation)
+        except (ValueError, UnicodeDecodeError):
+            raise IdentityError(f"certificate {cert_file}: its attested reputation is garbled; {fix}") from None
         except NotAdmitted as exc:
             raise IdentityError(f"certificate {cert_file}: {exc.reason}; {fix}") from None
         return cls(name=node_name, ca=ca, cert=cert, key=key, public_raw=public_raw, not_after=not_after,
-                   admission=admission.value, dns_names=dns_names, ips=ips, ca_file=ca_file, cert_file=cert_file,
-                   key_file=key_file)
+                   admission=signature, dns_names=dns_names, ips=ips, ca_file=ca_file, cert_file=cert_file,
+                   key_file=key_file, reputation=reputation)

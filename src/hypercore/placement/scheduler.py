@@ -33,10 +33,11 @@ from hypercore.metrics import AgentMetrics
 from hypercore.placement.ids import rendezvous_rank, workload_id_for
 from hypercore.placement.locks import KeyedLocks
 from hypercore.placement.model import Attempt, DeadlinePassed, Placement, PlacementFailed
-from hypercore.placement.outliers import OutlierDetector
+from hypercore.placement.outliers import OutlierDetector, counts_as_failure
 from hypercore.placement.reads import ClusterReads
 from hypercore.placement.receiver import Receiver
 from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
+from hypercore.reputation import Reputation
 from hypercore.runtime.base import RuntimeRefused
 from hypercore.runtime.manager import WorkloadManager
 from hypercore.transport import PeerUnreachable, Transport
@@ -60,6 +61,7 @@ class Scheduler:
         attempt_timeout: float = 15.0,
         manager: WorkloadManager | None = None,
         on_change: Callable[[], None] | None = None,
+        reputation: Reputation | None = None,
     ) -> None:
         self.node_name = node_name
         self.manager = manager
@@ -76,6 +78,8 @@ class Scheduler:
         # Placements made here that the chosen node's beacon may not show yet.
         self._recent: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (time, cpu, mem)
         self.outliers = OutlierDetector()
+        self.reputation = reputation
+        self._reputed: tuple[Any, int, float, Any] | None = None  # (view table, version, at, table with scores)
         self._tasks = TaskSet()
         self.reads = ClusterReads(view, transport)
         self.receiver = Receiver(node_name=node_name, manager=manager, transport=transport, reads=self.reads,
@@ -99,11 +103,24 @@ class Scheduler:
     def _table(self) -> Any:
         """The view's table, with what this node placed that the beacons do not show yet."""
         unreported = self._unreported()
-        table = self.view.table(queue_extra={n: c for n, (c, _, _) in unreported.items()})
+        table = self._with_reputation(self.view.table())
+        if unreported:
+            table = table.with_added("queue_depth", {n: c for n, (c, _, _) in unreported.items()})
         if unreported:
             table = table.with_added("cpu_free", {n: -cpu for n, (_, cpu, _) in unreported.items()})
             table = table.with_added("mem_free_mb", {n: -mem for n, (_, _, mem) in unreported.items()})
         return table
+
+    def _with_reputation(self, table: Any) -> Any:
+        """The table with reputation from evidence instead of what nodes say (cached a second, or until news)."""
+        if self.reputation is None:
+            return table
+        cached, now = self._reputed, time.monotonic()
+        if cached is not None and cached[0] is table and cached[1] == self.reputation.version and now - cached[2] < 1.0:
+            return cached[3]
+        scored = table.with_values("reputation", self.reputation.scores(list(table.names)))
+        self._reputed = (table, self.reputation.version, now, scored)
+        return scored
 
     def decide(self, spec: WorkloadSpec | None, policy: Policy | None) -> Decision:
         started = time.perf_counter()
@@ -191,6 +208,9 @@ class Scheduler:
             attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id, owner)
             placement.attempts.append(attempt)
             self.outliers.record(ranked.node, attempt.outcome, attempt.detail)
+            if self.reputation is not None and (attempt.outcome == "ok" or
+                                                counts_as_failure(attempt.outcome, attempt.detail)):
+                self.reputation.observe(ranked.node, attempt.outcome == "ok", f"attempt {attempt.outcome}")
             self.metrics.spawn_attempts.labels(outcome=attempt.outcome).inc()
             if workload is None:
                 with contextlib.suppress(ValueError):

@@ -70,6 +70,15 @@ class NodeRecord(BaseModel):
         return data
 
 
+def _shown(value: Any) -> str:
+    """A short repr; an int past Python's 4,300-digit limit has none, so say what it is."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"an integer of about {value.bit_length() * 30103 // 100000 + 1} digits"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
     """Accept a JSON list of node records or an object with a `nodes` list."""
     prefix = ""
@@ -93,8 +102,8 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
             for err in exc.errors(include_url=False):
                 loc = ".".join(str(p) for p in err["loc"])
                 given = err.get("input")
-                text = repr(given) if loc and not isinstance(given, (dict, list)) else ""
-                shown = f"{text if len(text) <= 60 else text[:57] + '...'} is not allowed: " if text else ""
+                text = _shown(given) if loc and not isinstance(given, (dict, list)) else ""
+                shown = f"{text} is not allowed: " if text else ""
                 msg = str(err["ctx"]["error"]) if err["type"] == "value_error" else f"{shown}{err['msg']}"
                 problems.append(Problem(source, f"{where}.{loc}" if loc else where, msg))
             continue
@@ -236,6 +245,18 @@ class NodeTable:
                 column[i] += amount  # NaN + x stays NaN
         column.flags.writeable = False
         return replace(self, columns={**self.columns, metric: column})
+
+    def with_values(self, metric: str, values: Mapping[str, float]) -> "NodeTable":
+        """A copy with `metric` set to `values[name]` for the named nodes (e.g. reputation from evidence)."""
+        column = self.columns[metric].copy()
+        for name, value in values.items():
+            i = self._index.get(name)
+            if i is not None:
+                column[i] = value
+        column.flags.writeable = False
+        unknown = np.isnan(column)
+        unknown.flags.writeable = False
+        return replace(self, columns={**self.columns, metric: column}, unknown={**self.unknown, metric: unknown})
 
     @classmethod
     def from_records(cls, records: Iterable[NodeRecord | Mapping[str, Any]]) -> "NodeTable":

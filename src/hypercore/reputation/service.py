@@ -1,0 +1,128 @@
+"""A node's reputation service: its own evidence, its peers' views, and the aggregate the engine uses.
+
+Evidence comes from this node's own placement attempts (hypercore.placement)
+and from failover (a workload lost with its node). Views are exchanged
+without gossip: every EXCHANGE_S, this node asks up to SAMPLE random peers
+for their views (`GET /v1/local/reputation`), so the cost per node is
+constant whatever the size of the cluster. The score of a node is the
+weighted median of the views that have evidence of it — this node's own
+(weight 1) and each peer's (weighted by this node's own view of that peer) —
+and its prior (attested by the CA in its certificate, else PRIOR) until
+someone has evidence. A node's word about itself is never used, and neither
+is its view of itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hypercore.reputation.evidence import EvidenceLog, Observation
+from hypercore.reputation.score import ATTESTED_WEIGHT, PRIOR, PRIOR_WEIGHT, Evidence, beta_score, weighted_median
+from hypercore.transport import PeerUnreachable, Transport
+
+log = logging.getLogger("hypercore.reputation")
+
+EXCHANGE_S = 30.0
+SAMPLE = 3
+VIEW_TTL_S = 3 * EXCHANGE_S  # a peer's view older than this no longer counts
+MAX_SUBJECTS = 10_000  # what one peer's view may hold
+
+
+class Reputation:
+    def __init__(self, name: str, key: Ed25519PrivateKey | None, transport: Transport,
+                 peers: Callable[[], list[str]], prior: Callable[[str], float | None], *,
+                 clock: Callable[[], float] = time.time, sample: int = SAMPLE) -> None:
+        self.name = name
+        self.log = EvidenceLog(name, key, clock=clock)
+        self._transport = transport
+        self._peers = peers
+        self._prior = prior  # node → the prior its CA attested, or None
+        self._clock = clock
+        self.sample = sample
+        self._views: dict[str, tuple[float, dict[str, float]]] = {}  # observer → (fetched at, subject → score)
+        self.version = 0  # grows with every new observation or view: a cache of scores keys on it
+
+    # -- evidence ---------------------------------------------------------------------
+
+    def observe(self, node: str, ok: bool, what: str) -> Observation | None:
+        if node == self.name:
+            return None  # a node's view of itself is its own word
+        self.version += 1
+        return self.log.record(node, ok, what)
+
+    def prior_of(self, node: str) -> float:
+        attested = self._prior(node)
+        return PRIOR if attested is None else attested
+
+    def local(self, node: str) -> tuple[float, Evidence]:
+        evidence = self.log.evidence(node)
+        attested = self._prior(node)
+        if attested is None:
+            return beta_score(evidence, PRIOR, PRIOR_WEIGHT), evidence
+        return beta_score(evidence, attested, ATTESTED_WEIGHT), evidence
+
+    # -- views --------------------------------------------------------------------------
+
+    def view(self) -> dict[str, dict[str, Any]]:
+        """This node's own view, for its peers: subject → score and evidence counts."""
+        out = {}
+        for subject in self.log.subjects():
+            score, evidence = self.local(subject)
+            out[subject] = {"score": round(score, 4), **evidence.to_dict()}
+        return out
+
+    def accept_view(self, observer: str, body: Any) -> int:
+        """Keep `observer`'s view (validated, bounded); returns how many subjects were kept."""
+        if observer == self.name or not isinstance(body, dict) or not isinstance(body.get("view"), dict):
+            return 0
+        scores: dict[str, float] = {}
+        for subject, entry in list(body["view"].items())[:MAX_SUBJECTS]:
+            score = entry.get("score") if isinstance(entry, dict) else None
+            if isinstance(subject, str) and isinstance(score, (int, float)) and not isinstance(score, bool) \
+                    and 0.0 <= score <= 1.0 and subject != observer:
+                scores[subject] = float(score)
+        self._views[observer] = (self._clock(), scores)
+        self.version += 1
+        return len(scores)
+
+    async def exchange(self) -> None:
+        peers = [p for p in self._peers() if p != self.name]
+        for peer in random.sample(peers, min(self.sample, len(peers))):
+            try:
+                r = await self._transport.request(peer, "GET", "/v1/local/reputation", timeout=5.0)
+                if r.status == 200:
+                    self.accept_view(peer, r.json())
+            except (PeerUnreachable, ValueError) as exc:
+                log.debug("no reputation view from peer", extra={"peer": peer, "error": str(exc)})
+
+    # -- the figure the engine uses -------------------------------------------------------
+
+    def score(self, node: str) -> float:
+        now = self._clock()
+        own, evidence = self.local(node)
+        views: list[tuple[float, float]] = []
+        if evidence.successes or evidence.failures:
+            views.append((own, 1.0))
+        for observer, (at, scores) in self._views.items():
+            if now - at > VIEW_TTL_S or observer == node or node not in scores:
+                continue
+            views.append((scores[node], self.local(observer)[0]))
+        aggregate = weighted_median(views)
+        return self.prior_of(node) if aggregate is None else aggregate
+
+    def scores(self, nodes: list[str]) -> dict[str, float]:
+        return {n: self.score(n) for n in nodes}
+
+    def explain(self, node: str) -> dict[str, Any]:
+        """What `cluster metrics` shows next to a reputation: this node's evidence and how many views count."""
+        _own, evidence = self.local(node)
+        now = self._clock()
+        observers = sum(1 for o, (at, s) in self._views.items() if now - at <= VIEW_TTL_S and node in s and o != node)
+        return {**evidence.to_dict(), "observers": observers + (1 if evidence.successes or evidence.failures else 0),
+                "prior": self.prior_of(node)}

@@ -1,0 +1,93 @@
+"""Reputation from evidence: priors attested by the CA, observations, peers' views, lying minorities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hypercore.policy import load_policy_file
+from hypercore.reputation import Evidence, Reputation, beta_score, weighted_median
+from hypercore.runtime.base import RuntimeRefused
+from hypercore.workload import WorkloadSpec
+from tests.inprocess.harness import FakeCluster, MemoryDriver
+
+ROOT = Path(__file__).resolve().parents[2]
+HIGH_TRUST = load_policy_file(ROOT / "examples" / "policies" / "high-trust.json")
+COST = load_policy_file(ROOT / "examples" / "policies" / "cost-optimized.json")
+SPEC = WorkloadSpec(command="sleep 60", cpu=0.1)
+
+
+class BrokenDriver(MemoryDriver):
+    async def start(self, workload_id: str, spec: WorkloadSpec, log_path: Path) -> dict[str, Any]:
+        raise RuntimeRefused("podman run exited with status 1")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 500), st.integers(0, 500), st.floats(0, 1))
+def test_a_failure_never_raises_and_a_success_never_lowers(s: int, f: int, prior: float) -> None:
+    now = beta_score(Evidence(s, f), prior)
+    assert beta_score(Evidence(s, f + 1), prior) <= now <= beta_score(Evidence(s + 1, f), prior)
+    assert 0.0 <= now <= 1.0
+
+
+def test_a_lying_minority_moves_no_honest_node_by_more_than_a_tenth() -> None:
+    nodes = ["n1", "n2", "n3", "n4", "n5"]
+    me = Reputation("n1", None, transport=None, peers=lambda: nodes, prior=lambda n: None)  # type: ignore[arg-type]
+    for peer in nodes[1:]:
+        for _ in range(20):
+            me.observe(peer, True, "attempt ok")
+    honest = {n: {"score": 0.95} for n in nodes}
+    for observer in ("n2", "n3", "n4"):
+        me.accept_view(observer, {"view": {k: v for k, v in honest.items() if k != observer}})
+    before = {n: me.score(n) for n in nodes[1:]}
+    me.accept_view("n5", {"view": {n: {"score": 0.0} for n in nodes if n != "n5"}})  # n5 says everyone failed
+    for n in nodes[1:]:
+        assert abs(me.score(n) - before[n]) <= 0.1, (n, before[n], me.score(n))
+    assert weighted_median([(0.0, 1.0), (0.9, 1.0), (0.95, 1.0)]) == 0.9
+    assert weighted_median([]) is None
+
+
+async def test_a_nodes_own_claim_counts_for_nothing_and_an_attested_prior_does(fake: FakeCluster) -> None:
+    fake.add("claims", price=0.001, reputation=1.0)  # its beacon says 1.0; nobody attested anything
+    fake.add("attested", price=0.02, reputation=0.5, attested=0.95)  # says 0.5, the CA attested 0.95
+    origin = fake.add("origin", price=0.5, attested=0.95)
+    decision = origin.scheduler.decide(SPEC, HIGH_TRUST)
+    ranked = [r.node for r in decision.ranked]
+    assert "claims" not in ranked and ranked[0] == "attested"
+    assert {r.node: r.reasons for r in decision.rejected}["claims"] == ("reputation < 0.9 (is 0.5)",)
+    async with fake.client("origin", fake.token("alice")) as client:
+        listed = {n["name"]: n for n in (await client.get("/v1/nodes")).json()["nodes"]}
+    assert listed["claims"]["reputation"] == 0.5 and listed["attested"]["reputation"] == 0.95
+    assert listed["claims"]["reputation_evidence"] == {"ok": 0, "failed": 0, "observers": 0, "prior": 0.5}
+
+
+async def test_failing_starts_lose_reputation_in_others_eyes_and_fixed_nodes_earn_it_back(fake: FakeCluster) -> None:
+    flaky = fake.add("flaky", price=0.001, attested=0.95)
+    fake.add("steady", price=0.02, attested=0.95)
+    origin = fake.add("origin", price=0.5, attested=0.95)
+    other = fake.add("other", price=0.6, attested=0.95)
+    flaky.manager._drivers["exec"] = BrokenDriver()
+    for _ in range(3):  # the cheapest node, so tried first until it is ejected
+        placement = await origin.scheduler.place(SPEC, COST)
+        assert placement.node != "flaky" and placement.attempts[0].node == "flaky"
+    assert origin.reputation.score("flaky") < 0.9
+    # Another node learns it from origin's view, through the node-only route.
+    other.reputation.sample = 10
+    await other.reputation.exchange()
+    assert other.reputation.score("flaky") < 0.9
+    assert "flaky" not in [r.node for r in other.scheduler.decide(SPEC, HIGH_TRUST).ranked]
+    # The record is signed by the observer and verifies with its key.
+    record = origin.reputation.log.records("flaky")[-1]
+    assert not record.ok and record.verify(origin.reputation.log._key.public_key())  # type: ignore[union-attr]
+    # Fixed, and once the old failures leave the window, it is back at its prior; successes build on it.
+    flaky.manager._drivers["exec"] = MemoryDriver()
+    origin.reputation.log.window = 0.0
+    other.reputation._views.clear()
+    assert origin.reputation.score("flaky") == 0.95
+    origin.reputation.log.window = 3600.0
+    origin.scheduler.outliers._nodes.clear()
+    placement = await origin.scheduler.place(SPEC, COST)  # the cheapest again, and it works now
+    assert placement.node == "flaky" and origin.reputation.score("flaky") > 0.95
