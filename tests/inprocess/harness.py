@@ -27,7 +27,7 @@ from hypercore.beacon.tags import Admission, Beacon, encode
 from hypercore.identity.admission import admission_check
 from hypercore.identity.pki import NodeIdentity, create_ca, create_node_cert, load_ca
 from hypercore.identity.tokens import TokenVerifier, create_token
-from hypercore.membership.rpc import Member
+from hypercore.membership.rpc import Coordinate, Member
 from hypercore.membership.view import ClusterView, Peer
 from hypercore.metrics import AgentMetrics
 from hypercore.node import Node
@@ -137,13 +137,15 @@ class FakeCluster:
         self.apps: dict[str, Any] = {}
         self.statuses: dict[str, str] = {}
         self.beacons: dict[str, dict[str, str]] = {}
+        self.coordinates: dict[str, Coordinate] = {}
         self.down: set[str] = set()  # connection refused
         self.frozen: set[str] = set()  # no answer until the caller's timeout
         self._loops: list[asyncio.Task[Any]] = []
 
     def add(self, name: str, *, price: float = 0.01, reputation: float = 1.0, latency_ms: float = 1.0,
             flagged: bool = False, cpu: float = 100.0, start_delay: float = 0.0,
-            advertised_cpu: float | None = None, attested: float | None = None) -> Node:
+            advertised_cpu: float | None = None, attested: float | None = None,
+            position_ms: tuple[float, float] = (0.0, 0.0)) -> Node:
         """A node; `advertised_cpu`: what its beacon says is free, when that differs from `cpu` (a stale beacon)."""
         cert, key = create_node_cert(self.ca_dir, name, self.ca_dir, reputation=attested)
         identity = NodeIdentity.load(self.ca_dir / "ca.pem", cert, key, name)
@@ -164,6 +166,9 @@ class FakeCluster:
         tags = encode(beacon, name, identity.key, Admission(identity.not_after, identity.admission, identity.reputation))
         self.beacons[name] = {**tags, **({"fo": "1"} if flagged else {})}
         self.nodes[name], self.drivers[name], self.statuses[name] = node, driver, "alive"
+        # A network position, as Serf's Vivaldi coordinates would give it: RTT = distance + 2 × 0.5 ms.
+        self.coordinates[name] = Coordinate(vec=[position_ms[0] / 1000, position_ms[1] / 1000], error=0.1,
+                                            adjustment=0.0, height=0.0005)
         self.apps[name] = create_app(node)
         self.refresh()
         return node
@@ -177,6 +182,12 @@ class FakeCluster:
                    for n, t in self.beacons.items()]
         for node in self.nodes.values():
             node.view.update(members)
+            for name, coordinate in self.coordinates.items():
+                node.coordinates.set(name, coordinate)
+            # One probe of every peer, as the prober's first rounds would give (RTT as the positions say).
+            for name in self.nodes:
+                if name != node.name and node.probes.stats(name) is None:
+                    node.probes.record(name, node.coordinates.rtt_ms(node.name, name))
 
     def fail(self, name: str) -> None:
         """As Serf would see a killed node: failed everywhere, its API gone."""

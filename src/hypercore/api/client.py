@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any
 
@@ -62,5 +63,8 @@ class ApiClient:
         return response.text if text else response.json()
 
 
-def fetch_node_records(addr: str, token: str | None, ca_file: Path | None = None) -> list[dict[str, Any]]:
-    return ApiClient(addr, token, ca_file=ca_file).request("GET", "/v1/nodes")["nodes"]
+def fetch_node_records(addr: str, token: str | None, ca_file: Path | None = None,
+                       near: str | None = None) -> list[dict[str, Any]]:
+    """The nodes as the agent at `addr` sees them (links measured from it, or from `near`)."""
+    path = "/v1/nodes" + (f"?near={quote(near, safe='')}" if near else "")
+    return ApiClient(addr, token, ca_file=ca_file).request("GET", path)["nodes"]

@@ -18,6 +18,9 @@ class SpawnRequest(BaseModel):
     policy: dict[str, Any] | None = Field(default=None, description="Inline policy (same JSON as a policy file).")
     dry_run: bool = False
     request_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    near: str | None = Field(default=None, min_length=1, max_length=253,
+                             description="Node whose network position latency is measured from "
+                                         "(default: the node that receives the request).")
 
 
 class PlacementRequest(BaseModel):
@@ -25,3 +28,4 @@ class PlacementRequest(BaseModel):
 
     policy: dict[str, Any] | None = None
     spec: WorkloadSpec | None = None
+    near: str | None = Field(default=None, min_length=1, max_length=253)

@@ -59,3 +59,35 @@ def choose_targets(peers: Sequence[str], sample_size: int, rng: random.Random | 
 
 def monotonic_ms() -> float:
     return time.monotonic() * 1000.0
+
+
+class PeerLinks:
+    """This node's own probes, per peer: what it measured of each link (the peer does not control it).
+
+    Targets are chosen so that every peer gets measured: peers never probed
+    first, then the ones probed longest ago; so a node that just joined is
+    measured in the next round, and each peer of N every N/k rounds.
+    """
+
+    def __init__(self, window: int = 20) -> None:
+        self._size = window
+        self._windows: dict[str, ProbeWindow] = {}
+        self._last: dict[str, float] = {}
+        self.version = 0
+
+    def choose(self, peers: Sequence[str], k: int) -> list[str]:
+        return sorted(peers, key=lambda p: (p in self._last, self._last.get(p, 0.0), p))[:k]
+
+    def record(self, peer: str, rtt_ms: float | None) -> None:
+        self._windows.setdefault(peer, ProbeWindow(self._size)).record(rtt_ms)
+        self._last[peer] = time.monotonic()
+        self.version += 1
+
+    def stats(self, peer: str) -> LinkStats | None:
+        window = self._windows.get(peer)
+        return window.stats() if window is not None else None
+
+    def forget_except(self, peers: set[str]) -> None:
+        for peer in [p for p in self._windows if p not in peers]:
+            self._windows.pop(peer, None)
+            self._last.pop(peer, None)

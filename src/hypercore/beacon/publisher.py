@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hypercore.beacon.keys import fingerprint
-from hypercore.beacon.probe import ProbeWindow, choose_targets
+from hypercore.beacon.probe import PeerLinks, ProbeWindow
 from hypercore.beacon.tags import MAX_AGE_S, Admission, Beacon, encode
 from hypercore.metrics import BEACON_GAUGES, AgentMetrics
 from hypercore.transport import PeerUnreachable, Transport
@@ -37,8 +37,10 @@ class Prober:
         sample_size: int = 3,
         interval: float = 2.0,
         timeout: float = 1.0,
+        links: PeerLinks | None = None,
     ) -> None:
         self.window = window or ProbeWindow()
+        self.links = links if links is not None else PeerLinks()  # per peer, for origin-relative decisions
         self._peers = peers
         self._client = client
         self.sample_size = sample_size
@@ -52,10 +54,12 @@ class Prober:
             ok = response.status == 200
         except PeerUnreachable:
             ok = False
-        self.window.record((time.perf_counter() - start) * 1000.0 if ok else None)
+        rtt = (time.perf_counter() - start) * 1000.0 if ok else None
+        self.window.record(rtt)
+        self.links.record(node, rtt)
 
     async def round(self) -> None:
-        targets = choose_targets(self._peers(), self.sample_size)
+        targets = self.links.choose(self._peers(), self.sample_size)
         await asyncio.gather(*(self._probe(node) for node in targets))
 
     async def run(self) -> None:

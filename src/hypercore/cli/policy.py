@@ -10,7 +10,9 @@ from rich.console import Console
 from hypercore.cli.common import (
     EXIT_INVALID,
     EXIT_NO_NODE,
+    check_regular,
     print_json,
+    printable,
     read_json_file,
     user_errors,
 )
@@ -31,6 +33,7 @@ def schema() -> None:
 
 @policy_group.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
 def validate(files: tuple[Path, ...]) -> None:
     """Check policy files: exit 0 when all are valid, 1 otherwise (one line per problem)."""
     bad = False
@@ -40,11 +43,12 @@ def validate(files: tuple[Path, ...]) -> None:
         except PolicyError as exc:
             bad = True
             for problem in exc.problems:
-                click.echo(str(problem))
+                click.echo(printable(problem))
             continue
+        shown = printable(path)
         for rule in policy.rules.zero_limits():
-            click.echo(f"{path}: rules.{rule}: warning: 0 is a literal zero limit, not 'no limit' (omit the rule for no limit)")
-        click.echo(f"{path}: ok (policy '{policy.name}', mode {policy.mode})")
+            click.echo(f"{shown}: rules.{rule}: warning: 0 is a literal zero limit, not 'no limit' (omit the rule for no limit)")
+        click.echo(f"{shown}: ok (policy '{printable(policy.name)}', mode {policy.mode})")
     raise SystemExit(EXIT_INVALID if bad else 0)
 
 
@@ -56,18 +60,21 @@ def validate(files: tuple[Path, ...]) -> None:
 @click.option("--ca-file", envvar="HYPERCORE_CACERT", type=click.Path(path_type=Path, dir_okay=False),
               help="Cluster CA certificate to check the agent against (with --live; env HYPERCORE_CACERT).")
 @click.option("--token", envvar="HYPERCORE_TOKEN", default=None, help="User token (with --live; unused by /v1/nodes).")
+@click.option("--near", help="With --live: latency as seen from this node (default: the agent at --addr).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show only the best N ranked nodes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @user_errors
-def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, ca_file: Path | None, token: str | None, limit: int | None, as_json: bool) -> None:
+def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, ca_file: Path | None, token: str | None,
+            near: str | None, limit: int | None, as_json: bool) -> None:
     """Show how POLICY ranks nodes: exit 0 if a node ranks, 2 on bad input, 3 if none qualifies."""
     if (nodes_file is None) == (not live):
         raise click.UsageError("give exactly one of --nodes FILE or --live")
     policy = load_policy_file(policy_file)
     if live:
+        check_regular(ca_file, "--ca-file")
         from hypercore.api.client import fetch_node_records
 
-        records = parse_node_records(fetch_node_records(addr, token, ca_file), source=f"{addr}/v1/nodes")
+        records = parse_node_records(fetch_node_records(addr, token, ca_file, near), source=f"{addr}/v1/nodes")
     else:
         assert nodes_file is not None
         records = parse_node_records(read_json_file(nodes_file), source=str(nodes_file))

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +31,7 @@ from hypercore.loops import TaskSet
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.placement.ids import rendezvous_rank, workload_id_for
+from hypercore.placement.links import OriginLinks
 from hypercore.placement.locks import KeyedLocks
 from hypercore.placement.model import Attempt, DeadlinePassed, Placement, PlacementFailed
 from hypercore.placement.outliers import OutlierDetector, counts_as_failure
@@ -47,6 +48,7 @@ log = logging.getLogger("hypercore.scheduler")
 
 RETRACT_FOR_S = 300.0  # how long a timed-out attempt keeps being retracted
 _PLACEMENTS_KEPT = 10_000
+DECISIONS_KEPT = 50  # the recent placements the web console shows (hypercore.api.console)
 
 
 class Scheduler:
@@ -62,6 +64,7 @@ class Scheduler:
         manager: WorkloadManager | None = None,
         on_change: Callable[[], None] | None = None,
         reputation: Reputation | None = None,
+        links: OriginLinks | None = None,
     ) -> None:
         self.node_name = node_name
         self.manager = manager
@@ -78,8 +81,10 @@ class Scheduler:
         # Placements made here that the chosen node's beacon may not show yet.
         self._recent: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (time, cpu, mem)
         self.outliers = OutlierDetector()
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)  # newest last
         self.reputation = reputation
-        self._reputed: tuple[Any, int, float, Any] | None = None  # (view table, version, at, table with scores)
+        self.links = links
+        self._derived: tuple[Any, Any, float, Any] | None = None  # (view table, key, at, derived table)
         self._tasks = TaskSet()
         self.reads = ClusterReads(view, transport)
         self.receiver = Receiver(node_name=node_name, manager=manager, transport=transport, reads=self.reads,
@@ -100,31 +105,40 @@ class Scheduler:
                 out[node] = (len(fresh), sum(p[1] for p in fresh), sum(p[2] for p in fresh))
         return out
 
-    def _table(self) -> Any:
-        """The view's table, with what this node placed that the beacons do not show yet."""
+    def _table(self, near: str | None = None) -> Any:
+        """The view's table as seen from `near` (default: this node), with what this node placed
+        that the beacons do not show yet."""
         unreported = self._unreported()
-        table = self._with_reputation(self.view.table())
+        table = self._derived_table(self.view.table(), near or self.node_name)
         if unreported:
             table = table.with_added("queue_depth", {n: c for n, (c, _, _) in unreported.items()})
-        if unreported:
             table = table.with_added("cpu_free", {n: -cpu for n, (_, cpu, _) in unreported.items()})
             table = table.with_added("mem_free_mb", {n: -mem for n, (_, _, mem) in unreported.items()})
         return table
 
-    def _with_reputation(self, table: Any) -> Any:
-        """The table with reputation from evidence instead of what nodes say (cached a second, or until news)."""
-        if self.reputation is None:
-            return table
-        cached, now = self._reputed, time.monotonic()
-        if cached is not None and cached[0] is table and cached[1] == self.reputation.version and now - cached[2] < 1.0:
-            return cached[3]
-        scored = table.with_values("reputation", self.reputation.scores(list(table.names)))
-        self._reputed = (table, self.reputation.version, now, scored)
-        return scored
+    def _derived_table(self, table: Any, origin: str) -> Any:
+        """Reputation from evidence and links from the origin instead of what nodes say about themselves.
 
-    def decide(self, spec: WorkloadSpec | None, policy: Policy | None) -> Decision:
+        Cached for a second, or until new evidence, probes or coordinates arrive.
+        """
+        key = (origin, self.reputation.version if self.reputation else None, self.links.version if self.links else None)
+        cached, now = self._derived, time.monotonic()
+        if cached is not None and cached[0] is table and cached[1] == key and now - cached[2] < 1.0:
+            return cached[3]
+        derived = table
+        names = list(table.names)
+        if self.reputation is not None:
+            derived = derived.with_values("reputation", self.reputation.scores(names))
+        if self.links is not None:
+            for metric, values in self.links.columns(origin, names).items():
+                derived = derived.with_values(metric, values)
+        self._derived = (table, key, now, derived)
+        return derived
+
+    def decide(self, spec: WorkloadSpec | None, policy: Policy | None, near: str | None = None) -> Decision:
+        """Rank the nodes for `spec`, with latencies as seen from `near` (default: this node)."""
         started = time.perf_counter()
-        table = self._table()
+        table = self._table(near)
         needs = [spec.capability] if spec is not None else []
         resources = (spec.cpu, float(spec.mem)) if spec is not None else None
         decision = self.engine.evaluate(table, policy, require_capabilities=needs, require_resources=resources,
@@ -143,6 +157,16 @@ class Scheduler:
         )
         return decision
 
+    def _record(self, decision: Decision, outcome: str, workload_id: str, owner: str | None,
+                attempts: list[Attempt], node: str | None = None) -> None:
+        """Keep a finished placement for the console: its top 10, a capped rejected list, its attempts."""
+        entry = decision.to_dict(limit=10)
+        entry["rejected_total"] = len(entry["rejected"])
+        entry["rejected"] = entry["rejected"][:DECISIONS_KEPT]  # a 100,000-node cluster: 50 of them, not all
+        self.decisions.append({"time": time.time(), "decided_by": self.node_name, "id": workload_id, "owner": owner,
+                               "outcome": outcome, "node": node, "decision": entry,
+                               "attempts": [a.to_dict() for a in attempts]})
+
     def owner_of(self, request_id: str) -> str:
         """The node that places `request_id` (this one while it does not see itself as a peer)."""
         nodes = self.view.peers()
@@ -160,10 +184,12 @@ class Scheduler:
         request_id: str | None = None,
         dry_run: bool = False,
         owner: str | None = None,
+        near: str | None = None,
     ) -> Placement:
-        """Place `spec` for user `owner` (None: a workload of no user, e.g. in tests of the engine)."""
+        """Place `spec` for user `owner` (None: a workload of no user, e.g. in tests of the engine),
+        with latencies as seen from `near` (the node the user asked; default: this node)."""
         if dry_run or request_id is None:
-            return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run, owner=owner)
+            return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run, owner=owner, near=near)
         async with self._locks.hold(request_id):
             workload_id = workload_id_for(request_id)
             found = await self.reads.live_copy(workload_id)
@@ -171,8 +197,8 @@ class Scheduler:
                 node, workload = found
                 log.info("request already placed; returning its workload",
                          extra={"request_id": request_id, "id": workload_id, "node": node})
-                return Placement(self.decide(spec, policy), workload, node, existing=True)
-            return await self._place(spec, policy, workload_id, request_id=request_id, owner=owner)
+                return Placement(self.decide(spec, policy, near), workload, node, existing=True)
+            return await self._place(spec, policy, workload_id, request_id=request_id, owner=owner, near=near)
 
     async def gather(self, path: str, timeout: float = 5.0, user: User | None = None) -> list[tuple[str, Any]]:
         return await self.reads.gather(path, timeout=timeout, user=user)
@@ -185,11 +211,13 @@ class Scheduler:
 
     async def _place(
         self, spec: WorkloadSpec, policy: Policy | None, workload_id: str, *,
-        request_id: str | None = None, dry_run: bool = False, owner: str | None = None,
+        request_id: str | None = None, dry_run: bool = False, owner: str | None = None, near: str | None = None,
     ) -> Placement:
-        decision = self.decide(spec, policy)
+        decision = self.decide(spec, policy, near)
         if not len(decision.ranked):
             self.metrics.spawns.labels(result="no_node").inc()
+            if not dry_run:
+                self._record(decision, "no_node", workload_id, owner, [])
             raise NoQualifyingNode(decision)
         if dry_run:
             return Placement(decision)
@@ -220,6 +248,7 @@ class Scheduler:
                 self._remember(workload_id, "placed", ranked.node)
                 placement.workload, placement.node = workload, ranked.node
                 self.metrics.spawns.labels(result="placed").inc()
+                self._record(decision, "placed", workload_id, owner, placement.attempts, ranked.node)
                 return placement
             if attempt.outcome == "timeout":
                 # The node may still start it (frozen, slow): take it back.
@@ -230,6 +259,7 @@ class Scheduler:
             )
         self._remember(workload_id, "failed", None)
         self.metrics.spawns.labels(result="failed").inc()
+        self._record(decision, "failed", workload_id, owner, placement.attempts)
         raise PlacementFailed(decision, placement.attempts)
 
     async def _attempt(

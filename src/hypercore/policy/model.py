@@ -116,6 +116,17 @@ class Policy(_Strict):
     rules: Rules = Field(default_factory=Rules)
     scoring: Scoring = Field(default_factory=Scoring)
 
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        # No control characters (C0, DEL, C1) and no bidirectional overrides: a name prints as what it is.
+        bad = sorted({c for c in value if c == "\x7f" or "\x80" <= c <= "\x9f" or "\u202a" <= c <= "\u202e"
+                      or "\u2066" <= c <= "\u2069"})
+        if bad:
+            shown = ", ".join(f"U+{ord(c):04X}" for c in bad)
+            raise ValueError(f"names must not hold control characters or text-direction overrides ({shown})")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _lift_flat_rules(cls, data: Any) -> Any:

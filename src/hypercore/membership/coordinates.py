@@ -1,0 +1,49 @@
+"""Network coordinates: Serf's Vivaldi estimates of the round-trip time between any two members.
+
+Serf keeps a coordinate per member from its own gossip probes; the RTT
+between two members is estimated from their coordinates alone, so a node can
+tell how far any candidate is from any origin without measuring that pair
+(Consul's `?near=` sorting works the same way). The agent refreshes the book
+from Serf's RPC (`get-coordinate`) every few seconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hypercore.membership.rpc_types import Coordinate
+
+
+def rtt_ms(a: Coordinate, b: Coordinate) -> float:
+    """Estimated round trip between two coordinates, in ms (Serf's coordinate.DistanceTo)."""
+    dims = min(len(a.vec), len(b.vec))
+    distance = math.sqrt(sum((a.vec[i] - b.vec[i]) ** 2 for i in range(dims))) + a.height + b.height
+    adjusted = distance + a.adjustment + b.adjustment
+    return 1000.0 * (adjusted if adjusted > 0 else distance)
+
+
+class CoordinateBook:
+    """The latest coordinate of each member, as this node's Serf knows it."""
+
+    def __init__(self) -> None:
+        self._coords: dict[str, Coordinate] = {}
+        self.version = 0
+
+    def set(self, name: str, coordinate: Coordinate | None) -> None:
+        if coordinate is None:
+            if self._coords.pop(name, None) is not None:
+                self.version += 1
+        elif self._coords.get(name) != coordinate:
+            self._coords[name] = coordinate
+            self.version += 1
+
+    def forget_except(self, names: set[str]) -> None:
+        for name in [n for n in self._coords if n not in names]:
+            self.set(name, None)
+
+    def rtt_ms(self, a: str, b: str) -> float | None:
+        ca, cb = self._coords.get(a), self._coords.get(b)
+        return None if ca is None or cb is None else rtt_ms(ca, cb)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._coords
