@@ -27,7 +27,7 @@ from hypercore.runtime import (
     WorkloadNotFound,
 )
 from hypercore.runtime.exec import read_proc_stat
-from hypercore.runtime.manager import LOST_ERROR
+from hypercore.runtime.manager import LOST_ERROR, NOT_STARTED_ERROR
 from hypercore.store import (
     SCHEMA_VERSION,
     DuplicateWorkload,
@@ -203,7 +203,8 @@ async def test_stop_is_idempotent(manager: WorkloadManager) -> None:
 async def test_leftover_background_processes_end_with_the_workload(manager: WorkloadManager) -> None:
     record = await manager.accept(cmd("sleep 60 & echo $! > bg.pid; exit 0"))
     await wait_for_state(manager, record.id, WorkloadState.EXITED)
-    bg = int((manager.logs_path(record.id).parent / "bg.pid").read_text())
+    # The workload's working directory is its home, a subdirectory it owns (the log and state are root's).
+    bg = int((manager.logs_path(record.id).parent / "home" / "bg.pid").read_text())
     proc = read_proc_stat(bg)
     assert proc is None or not proc.alive
 
@@ -246,8 +247,8 @@ async def test_env_reaches_the_process(manager: WorkloadManager, monkeypatch: py
     )
     await wait_for_state(manager, record.id, WorkloadState.EXITED)
     logs = (await manager.read_logs(record.id)).decode()
-    workdir = manager.logs_path(record.id).parent
-    assert f"g=hi there id={record.id} home={workdir} pwd={workdir}" in logs
+    home = manager.logs_path(record.id).parent / "home"  # its own directory, next to the root-owned log
+    assert f"g=hi there id={record.id} home={home} pwd={home}" in logs
     assert "PATH=" in logs
     assert "do-not-leak" not in logs
 
@@ -330,7 +331,8 @@ async def test_adopt_after_restart(store: WorkloadStore, data_dir: Path) -> None
         assert b"up\n" in await b.read_logs(record.id)
         stopped = await b.stop(record.id, grace=2.0)
         assert stopped.state is WorkloadState.STOPPED
-        assert stopped.exit_code is None  # not our child: unknowable
+        # Not the new manager's child, but its supervisor recorded how it ended.
+        assert stopped.exit_code == 128 + signal.SIGTERM
         assert not ExecDriver().is_running(record.handle)  # type: ignore[arg-type]
         await assert_gone(pid)
     finally:
@@ -363,6 +365,67 @@ async def test_adopt_marks_lost_workloads(store: WorkloadStore, data_dir: Path) 
         assert lost.exit_code is None and lost.error == LOST_ERROR
         assert m.get(pending).state is WorkloadState.FAILED
         assert m.queue_depth() == 0
+    finally:
+        await m.close()
+
+
+def _pending(store: WorkloadStore, command: str, request_id: str | None = None) -> WorkloadRecord:
+    """A row as accept() writes it before the driver starts anything."""
+    record = WorkloadRecord(id=new_workload_id(), spec=cmd(command), state=WorkloadState.PENDING, driver="exec",
+                            node=NODE, created_at=time.time(), request_id=request_id)
+    store.insert(record)
+    return record
+
+
+async def test_a_start_whose_handle_was_never_stored_is_found_by_id(store: WorkloadStore, data_dir: Path) -> None:
+    # The agent wrote PENDING, the driver started the workload, and the agent died before storing the handle.
+    driver = ExecDriver(adopted_poll_interval=0.05)
+    running = _pending(store, "echo found; sleep 60")
+    ended = _pending(store, "exit 4")
+    never = _pending(store, "echo retried", "req-never")  # the agent died before the driver was even called
+    for record in (running, ended):
+        workdir = data_dir / "workloads" / record.id
+        workdir.mkdir(parents=True)
+        await driver.start(record.id, record.spec, workdir / "output.log")  # handle dropped
+    await eventually(lambda: (data_dir / "workloads" / ended.id / "state.json").read_text().count('"ended"'), 5,
+                     "the short one to end")
+
+    m = WorkloadManager(store, data_dir, {"exec": ExecDriver(adopted_poll_interval=0.05)}, NODE)
+    try:
+        await m.adopt()
+        adopted = m.get(running.id)
+        assert adopted.state is WorkloadState.RUNNING and adopted.handle is not None
+        assert ExecDriver().is_running(adopted.handle)
+        assert b"found\n" in await m.read_logs(running.id)
+        assert (m.get(ended.id).state, m.get(ended.id).exit_code) == (WorkloadState.EXITED, 4)
+        assert (m.get(never.id).state, m.get(never.id).error) == (WorkloadState.FAILED, NOT_STARTED_ERROR)
+        # Nothing of it ever ran, so the client's retry of the same request starts it (once).
+        retried = await m.accept(never.spec, workload_id=never.id, request_id="req-never")
+        assert retried.id == never.id and retried.started_at is not None
+        assert (await wait_for_state(m, never.id, WorkloadState.EXITED)).exit_code == 0
+        assert await m.read_logs(never.id) == b"retried\n"
+        assert (await m.accept(never.spec, request_id="req-never")).id == never.id  # and not again
+        stopped = await m.stop(running.id, grace=1.0)
+        assert (stopped.state, stopped.exit_code) == (WorkloadState.STOPPED, 128 + signal.SIGTERM)
+    finally:
+        _kill_verified(store)
+        await m.close()
+
+
+async def test_a_workload_without_any_record_is_stopped_at_adopt(
+    store: WorkloadStore, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = ExecDriver()
+    wid = new_workload_id()
+    workdir = data_dir / "workloads" / wid
+    workdir.mkdir(parents=True)
+    handle = await driver.start(wid, cmd("sleep 60"), workdir / "output.log")  # no row at all (a lost registry)
+    m = WorkloadManager(store, data_dir, {"exec": driver}, NODE)
+    try:
+        await m.adopt()
+        assert not driver.is_running(handle)
+        assert f"stopping workload {wid}" in caplog.text
+        assert store.get(wid) is None
     finally:
         await m.close()
 

@@ -269,8 +269,14 @@ async def test_exit_code(driver: OCIDriver, image: str, ids, tmp_path: Path) -> 
 async def test_unrunnable_specs_are_refused(driver: OCIDriver, image: str, tmp_path: Path) -> None:
     with pytest.raises(RuntimeRefused, match="exec"):
         await driver.start(new_workload_id(), WorkloadSpec(command="true"), tmp_path / "output.log")
+    # A NUL byte cannot even make a spec now (workload.py refuses it); the driver still guards against a
+    # spec that skipped validation.
+    with pytest.raises(ValueError, match="NUL"):
+        spec(image, "echo", "nul\x00byte")
+    unchecked = WorkloadSpec.model_construct(image_ref=image, args=["echo", "nul\x00byte"], cpu=1.0, mem=64, ports=[],
+                                             env={}, command=None)
     with pytest.raises(RuntimeRefused, match="cannot run this spec"):
-        await driver.start(new_workload_id(), spec(image, "echo", "nul\x00byte"), tmp_path / "output.log")
+        await driver.start(new_workload_id(), unchecked, tmp_path / "output.log")
 
 
 @pytest.mark.podman

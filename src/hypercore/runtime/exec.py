@@ -1,123 +1,147 @@
-"""The ``exec`` driver: a shell command run as its own process group.
+"""The ``exec`` driver: a shell command, run by a supervisor of its own, as a uid of its own.
 
-Each workload is ``/bin/sh -c COMMAND`` in a new session, so that the workload
-and everything it forks share one process group that can be signalled as a
-whole. The handle records the leader's pid *and* its start time from
-``/proc/<pid>/stat``: after an agent restart a pid alone could name an
-unrelated process that got the recycled number, and signalling that would be a
-serious bug. The start time makes the handle name one process, once.
+Each workload gets a supervisor process (:mod:`hypercore.runtime.supervisor`)
+in a session of its own, so it outlives the agent, like conmon does for a
+container. The supervisor runs ``/bin/sh -c COMMAND`` as an unprivileged uid
+that no other workload shares, with no capabilities, in cgroups that enforce
+``--mem``, ``--cpu`` and a process limit (rlimits where cgroups are not
+available), copies its output into a capped ``output.log`` and records
+everything in ``<workdir>/state.json``. See docs/cluster.md for what that
+does and does not keep a workload from.
 
-Limits worth knowing: ``cpu``, ``mem`` and ``ports`` are not enforced by this
-driver (no cgroups, no network namespace); the command runs as the agent's
-user with a minimal environment.
+The workload's directory ``<data dir>/workloads/<id>/`` is root's (0711): the
+log, the state and the supervisor's lock are in it, the workload's own home
+and working directory is ``home/`` (0700, its uid). The data dir and
+``workloads/`` are made 0711 (traversable, not listable) and everything else
+in the data dir private to the agent's user.
+
+Everything the driver needs is found from the workload id alone: the state
+file and lock are at fixed places in its directory. So an agent killed while
+starting a workload finds it again (:meth:`ExecDriver.locate`), and the
+handle (supervisor pid *and* start time, state path, the workload's pid,
+group and uid) is only a cache of that. A pid is always checked with its start
+time from ``/proc``: a recycled pid is never mistaken for ours.
+
+Handles from before the supervisor (``pid``, ``pgid``, ``start_time`` only)
+are still watched and stopped the old way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
+import logging
 import os
 import signal
 import subprocess
-from dataclasses import dataclass
+import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import hypercore.runtime.cgroups as limits
+import hypercore.runtime.isolation as isolation
+import hypercore.runtime.supervisor as sv
 from hypercore.runtime.base import Handle, RuntimeRefused
-from hypercore.workload import WorkloadSpec
+from hypercore.runtime.isolation import ProcStat, read_proc_stat
+from hypercore.workload import WorkloadSpec, is_workload_id
 
 __all__ = ["ExecDriver", "ProcStat", "read_proc_stat"]
 
-_SHELL: Final = "/bin/sh"
+log = logging.getLogger(__name__)
+
+_SUPERVISOR: Final = str(Path(sv.__file__).resolve())
 _SAFE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# How often stop() re-checks whether the group is gone; short, because a
-# well-behaved workload exits within milliseconds of SIGTERM.
 _STOP_POLL: Final = 0.05
-# After SIGKILL the kernel needs a moment to tear processes down; bounded so a
-# stuck (D-state) process cannot hang the agent.
+# After the grace, how long the supervisor gets to kill and record before the driver does it itself.
 _KILL_SETTLE: Final = 5.0
-# Grace given to processes a workload left behind when its leader exited.
-_LEFTOVER_GRACE: Final = 1.0
+# How long locate() waits for a supervisor that is still starting its workload.
+_LOCATE_WAIT: Final = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class ProcStat:
-    """The few fields of ``/proc/<pid>/stat`` the driver needs."""
-
-    state: str  # R, S, D, Z, X, ...
-    pgrp: int
-    start_time: int  # clock ticks since boot (field 22)
-
-    @property
-    def alive(self) -> bool:
-        # A zombie has ended; it only waits for its parent to reap it.
-        return self.state not in ("Z", "X", "x")
+def _handle(state: dict[str, Any], workdir: Path) -> Handle:
+    return {"supervisor_pid": state.get("supervisor_pid"), "supervisor_start_time": state.get("supervisor_start_time"),
+            "state": str(workdir / sv.STATE), "pid": state.get("pid"), "pgid": state.get("pgid"),
+            "start_time": state.get("start_time"), "uid": state.get("uid")}
 
 
-def read_proc_stat(pid: int) -> ProcStat | None:
-    """Parse ``/proc/<pid>/stat``; None if there is no such process."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as fh:
-            data = fh.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # Field 2 (comm) is in parentheses and may itself contain ')' or spaces,
-    # so split after the *last* ')'. What follows starts at field 3.
-    rest = data[data.rfind(b")") + 2 :].split()
-    try:
-        return ProcStat(state=rest[0].decode(), pgrp=int(rest[2]), start_time=int(rest[19]))
-    except (IndexError, ValueError):
-        return None
+def _request_stop(workdir: Path, grace: float) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(workdir / sv.STOP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.write(fd, repr(max(0.0, grace)).encode())
+        os.close(fd)
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is in process group ``pgid``."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # kill(0) also succeeds for zombies (ours not yet reaped, or orphans whose
-    # new parent does not reap), so look closer before waiting on them.
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            stat = read_proc_stat(int(entry.name))
-            if stat is not None and stat.pgrp == pgid and stat.alive:
-                return True
-    return False
+def _supervised(handle: Handle) -> bool:
+    return "supervisor_pid" in handle
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _exit_code(returncode: int) -> int:
-    # Python reports death by signal N as -N; use the shell's 128+N so the
-    # codes users see match what sh, docker and systemd print.
-    return 128 - returncode if returncode < 0 else returncode
+def _workdir(handle: Handle) -> Path:
+    return Path(str(handle["state"])).parent
 
 
 class ExecDriver:
-    """Runs ``spec.command`` with ``/bin/sh -c`` in the workload's directory."""
+    """Runs ``spec.command`` with ``/bin/sh -c`` under a supervisor, as a uid of its own."""
 
     name: Final = "exec"
 
-    def __init__(self, *, adopted_poll_interval: float = 0.5, locale: str = "C.UTF-8") -> None:
+    def __init__(
+        self,
+        *,
+        adopted_poll_interval: float = 0.5,
+        locale: str = "C.UTF-8",
+        uid_base: int = isolation.UID_BASE,
+        uid_count: int = isolation.UID_COUNT,
+        uid_lock_dir: Path = isolation.UID_LOCK_DIR,
+        pids_max: int = isolation.PIDS_MAX,
+        max_log_bytes: int = sv.DEFAULT_LOG_BYTES,
+        cgroups: bool = True,
+        start_timeout: float = 30.0,
+    ) -> None:
         self._poll = adopted_poll_interval
         self._locale = locale
-        # Processes this driver started, by pid. Only these can be awaited for
-        # an exit code; anything else (adopted after a restart) is polled.
+        self.uid_base, self.uid_count, self.uid_lock_dir = uid_base, uid_count, Path(uid_lock_dir)
+        self.pids_max = pids_max
+        self.max_log_bytes = max_log_bytes
+        self.cgroups = cgroups
+        self.start_timeout = start_timeout
+        self._opened: set[Path] = set()
+        # Supervisors this driver started, by pid: only these can be awaited (and must be reaped).
         self._children: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
 
-    def _env(self, workload_id: str, spec: WorkloadSpec, workdir: Path) -> dict[str, str]:
+    def _env(self, workload_id: str, spec: WorkloadSpec, home: Path) -> dict[str, str]:
         # Start from nothing rather than the agent's environment, which may
         # hold credentials (API tokens, the RPC key) a workload must not see.
-        env = {"PATH": _SAFE_PATH, "HOME": str(workdir), "LANG": self._locale}
+        env = {"PATH": _SAFE_PATH, "HOME": str(home), "LANG": self._locale}
         env.update(spec.env)
         env["HYPERCORE_WORKLOAD_ID"] = workload_id  # last: the spec cannot fake it
         return env
+
+    def _argv(self, workload_id: str, spec: WorkloadSpec, workdir: Path, lock_fd: int) -> list[str]:
+        argv = [sys.executable, "-I", "-S", "-c", sv.BOOTSTRAP, _SUPERVISOR,
+                "--workdir", str(workdir), "--id", workload_id, "--lock-fd", str(lock_fd), "--mem-mb", str(spec.mem), "--cpu", repr(spec.cpu),
+                "--pids-max", str(self.pids_max), "--log-bytes", str(self.max_log_bytes),
+                "--uid-base", str(self.uid_base), "--uid-count", str(self.uid_count),
+                "--uid-lock-dir", str(self.uid_lock_dir)]
+        return argv if self.cgroups else [*argv, "--no-cgroups"]
+
+    def _prepare(self, workdir: Path) -> int:
+        """Directories and modes (see the module docstring); the supervisor lock, taken (blocking)."""
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(workdir, 0o711)
+        data_dir = workdir.parent.parent
+        if data_dir not in self._opened:
+            for path in isolation.open_up_data_dir(data_dir):
+                log.warning("made %s private to the agent: exec workloads run as other users", path)
+            self._opened.add(data_dir)
+        fd = os.open(workdir / sv.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeRefused(f"a supervisor already runs for workload {workdir.name}") from None
+        return fd
 
     async def start(self, workload_id: str, spec: WorkloadSpec, log_path: Path) -> Handle:
         if spec.command is None:
@@ -126,99 +150,242 @@ class ExecDriver:
                 f"({spec.image_ref}), which needs a node with the 'container' capability"
             )
         workdir = Path(log_path).parent
-        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock_fd = await asyncio.to_thread(self._prepare, workdir)
+        err_fd = -1
         try:
+            err_fd = os.open(workdir / sv.SUPERVISOR_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # The lock goes to the supervisor with the fork: held from then on, for its whole life.
             proc = await asyncio.create_subprocess_exec(
-                _SHELL,
-                "-c",
-                spec.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                env=self._env(workload_id, spec, workdir),
-                start_new_session=True,  # own session ⇒ own process group, pgid == pid
-                close_fds=True,
-            )
-        except ValueError as exc:  # e.g. a NUL byte in the command or an env value
-            raise RuntimeRefused(f"the exec driver cannot run this spec: {exc}") from exc
+                *self._argv(workload_id, spec, workdir, lock_fd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err_fd, cwd=workdir, env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"},
+                start_new_session=True, pass_fds=(lock_fd,))
         except OSError as exc:
-            raise RuntimeRefused(f"the exec driver could not start {_SHELL}: {exc}") from exc
+            raise RuntimeRefused(f"the exec driver could not start its supervisor: {exc}") from exc
         finally:
-            os.close(log_fd)  # the child has its own copy
-        # Read right away: the child cannot have been reaped by anyone but
-        # asyncio's watcher, and if it already has, it also already ended.
-        stat = read_proc_stat(proc.pid)
-        start_time = stat.start_time if stat is not None else None
-        self._children[proc.pid] = (proc, start_time)
-        return {"pid": proc.pid, "pgid": proc.pid, "start_time": start_time}
+            os.close(lock_fd)
+            if err_fd >= 0:
+                os.close(err_fd)
+        assert proc.stdin is not None and proc.stdout is not None
+        payload = json.dumps({"command": spec.command, "env": self._env(workload_id, spec, workdir / sv.HOME)})
+        try:
+            proc.stdin.write(payload.encode())
+            await proc.stdin.drain()
+            proc.stdin.close()
+            line = await asyncio.wait_for(proc.stdout.readline(), self.start_timeout)
+            with contextlib.suppress(asyncio.TimeoutError):  # it closes its stdout after answering: our end closes
+                await asyncio.wait_for(proc.stdout.read(), 1.0)
+        except BaseException as exc:  # cancelled (the placement deadline), timed out, the pipe broke
+            await asyncio.shield(self._abort(proc, workdir))
+            if isinstance(exc, (TimeoutError, OSError)):
+                raise RuntimeRefused(f"the exec supervisor did not start the workload: {exc!r}") from exc
+            raise
+        try:
+            state = json.loads(line)
+        except ValueError:
+            state = {"error": f"the supervisor exited without an answer; see {workdir / sv.SUPERVISOR_LOG}"}
+        if state.get("status") != "running":
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), _KILL_SETTLE)
+            raise RuntimeRefused(f"the exec driver could not start the workload: {state.get('error')}")
+        self._children[proc.pid] = (proc, state.get("supervisor_start_time"))
+        return _handle(state, workdir)
+
+    async def _abort(self, proc: asyncio.subprocess.Process, workdir: Path) -> None:
+        _request_stop(workdir, 0.0)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), _KILL_SETTLE)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    # -- finding workloads from their id ------------------------------------------
+
+    async def locate(self, workload_id: str, log_path: Path) -> Handle | None:
+        """The workload's handle, from its directory alone (the agent died before storing it).
+
+        Waits while a supervisor still sets the workload up. None when no
+        supervisor ever started it (or it failed to).
+        """
+        workdir = Path(log_path).parent
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _LOCATE_WAIT
+        while True:
+            held = isolation.lock_held(workdir / sv.LOCK)  # before the state: a supervisor may just be ending
+            state = sv.read_state(workdir) or {}
+            status = state.get("status")
+            if status == "failed":
+                return None  # its supervisor could not start it
+            if status in ("running", "ended"):
+                return _handle(state, workdir)
+            if not held or loop.time() > deadline:
+                # Its supervisor died while starting it (what it left is ended by exit_code()), is
+                # stuck (watched like any other), or never was (nothing ran: None).
+                return _handle(state, workdir) if state.get("supervisor_pid") else None
+            await asyncio.sleep(_STOP_POLL)  # a supervisor is still setting the workload up
+
+    async def running(self, workloads_dir: Path) -> dict[str, Handle]:
+        """This node's live supervisors by workload id (the manager stops those it has no record of)."""
+        found: dict[str, Handle] = {}
+        with contextlib.suppress(OSError):
+            for entry in Path(workloads_dir).iterdir():
+                if is_workload_id(entry.name) and (state := sv.read_state(entry)) is not None:
+                    handle = _handle(state, entry)
+                    if self.is_running(handle):
+                        found[entry.name] = handle
+        return found
+
+    # -- watching ------------------------------------------------------------------
 
     async def is_alive(self, handle: Handle) -> bool:
         """The Driver protocol's check; reading /proc is cheap, so it just calls is_running."""
         return self.is_running(handle)
 
     def is_running(self, handle: Handle) -> bool:
-        """Synchronous: also used from non-async code (hypercore.devcluster's
-        cleanup) and by this driver's own polling loops. It only reads /proc."""
-        start_time = handle.get("start_time")
-        if start_time is None:
-            return False  # never verified, so never safe to treat as ours
-        stat = read_proc_stat(int(handle["pid"]))
-        return stat is not None and stat.alive and stat.start_time == start_time
+        """Synchronous: also used from non-async code (hypercore.devcluster's cleanup). The
+        supervisor (for an old handle, the process) still lives and has not recorded the end."""
+        if _supervised(handle):
+            return isolation.same_process(handle.get("supervisor_pid"), handle.get("supervisor_start_time")) and (
+                sv.read_state(_workdir(handle)) or {}).get("status") != "ended"
+        return isolation.same_process(handle.get("pid"), handle.get("start_time"))
 
     def _child(self, handle: Handle) -> asyncio.subprocess.Process | None:
-        entry = self._children.get(int(handle["pid"]))
-        if entry is None or entry[1] != handle.get("start_time"):
-            return None
-        return entry[0]
+        pid = handle.get("supervisor_pid")
+        entry = self._children.get(pid) if isinstance(pid, int) else None
+        return entry[0] if entry is not None and entry[1] == handle.get("supervisor_start_time") else None
+
+    async def _until_gone(self, handle: Handle, timeout: float | None = None) -> bool:
+        """Wait for the handle's process (the supervisor) to end; True when it did within ``timeout``."""
+        proc = self._child(handle)
+        try:
+            if proc is not None:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)  # also reaps it
+            else:
+                await asyncio.wait_for(self._watch(handle), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def _watch(self, handle: Handle) -> None:
+        """Until the handle's process, not our child, ends: a pidfd wakes us up, else /proc is polled."""
+        pid = handle.get("supervisor_pid") if _supervised(handle) else handle.get("pid")
+        try:
+            fd = os.pidfd_open(int(pid))  # type: ignore[arg-type]
+        except (OSError, TypeError, ValueError):
+            fd = -1
+        loop = asyncio.get_running_loop()
+        try:
+            # Checked after opening the pidfd, with the start time: it names that very process.
+            while self.is_running(handle):
+                if fd < 0:
+                    await asyncio.sleep(self._poll)
+                    continue
+                ready = loop.create_future()
+                loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(fd)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    async def _ended(self, handle: Handle) -> dict[str, Any]:
+        """The final state once the supervisor is gone; what it could not clean up, cleaned up here."""
+        state = sv.read_state(_workdir(handle)) or {}
+        if state.get("status") != "ended":
+            uid = state.get("uid") if state.get("dedicated_uid") else None
+            cg = limits.cgroups_from(state)
+            pgid = handle.get("pgid") if isolation.same_process(handle.get("pid"), handle.get("start_time")) else None
+            await asyncio.to_thread(isolation.end_remains, pgid=pgid, uid=uid, cg=cg)
+        return state
 
     async def wait(self, handle: Handle) -> int | None:
+        await self._until_gone(handle)
+        if not _supervised(handle):
+            return None  # an old workload, not our child: its exit status is unknowable
         proc = self._child(handle)
         if proc is not None:
-            returncode = await proc.wait()
-            # The workload ended with its leader. Whatever it left running in
-            # its group (`cmd &`) goes too, so a finished workload stops using
-            # the node. Safe only for our own child: its group id cannot have
-            # been recycled in the microseconds since it was reaped.
-            pgid = int(handle.get("pgid") or proc.pid)
-            if _group_alive(pgid):
-                await self._end_group(pgid, _LEFTOVER_GRACE)
             self._children.pop(proc.pid, None)
-            return _exit_code(returncode)
-        # Not our child (the agent restarted): the kernel will not tell us its
-        # exit status, so watch it until it is gone and report "unknown".
-        while self.is_running(handle):
-            await asyncio.sleep(self._poll)
-        return None
+        state = await self._ended(handle)
+        code = state.get("exit_code")
+        return code if state.get("status") == "ended" and isinstance(code, int) else None
 
-    @staticmethod
-    async def _end_group(pgid: int, grace: float) -> None:
-        """SIGTERM the group, give it ``grace`` seconds, then SIGKILL what is left."""
-        loop = asyncio.get_running_loop()
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = loop.time() + max(grace, 0.0)
-        while _group_alive(pgid) and loop.time() < deadline:
-            await asyncio.sleep(_STOP_POLL)
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
+    async def exit_code(self, handle: Handle) -> int | None:
+        """The ExitCodeKeeper hook: the code the supervisor recorded (None while it runs, or if it died)."""
+        if not _supervised(handle) or self.is_running(handle):
+            return None
+        state = await self._ended(handle)
+        code = state.get("exit_code")
+        return code if state.get("status") == "ended" and isinstance(code, int) else None
+
+    async def exit_reason(self, handle: Handle) -> str | None:
+        """Why the workload ended, when it was not a plain exit (out of memory, a signal)."""
+        if not _supervised(handle):
+            return None
+        state = sv.read_state(_workdir(handle)) or {}
+        if state.get("status") != "ended":
+            return "its supervisor died; the workload's processes were ended"
+        error = state.get("error")
+        return error if isinstance(error, str) else None
+
+    # -- stopping ------------------------------------------------------------------
 
     async def stop(self, handle: Handle, grace: float) -> None:
-        pgid = int(handle.get("pgid") or handle["pid"])
-        proc = self._child(handle)
-        leader_alive = proc.returncode is None if proc is not None else self.is_running(handle)
-        if not leader_alive and proc is None:
-            # An adopted workload whose leader is gone: its pgid can no longer
-            # be proven ours, so signalling it could hit a stranger.
+        if not _supervised(handle):
+            return await self._stop_unsupervised(handle, grace)
+        if not self.is_running(handle):
+            await self._ended(handle)
             return
+        workdir = _workdir(handle)
+        _request_stop(workdir, grace)  # read by the supervisor on SIGTERM
+        if self.is_running(handle):  # checked right before: never signal a recycled pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(handle["supervisor_pid"]), signal.SIGTERM)
+        if not await self._until_gone(handle, max(grace, 0.0) + _KILL_SETTLE):
+            log.warning("the supervisor of %s did not end the workload; killing it", workdir.name)
+            if self.is_running(handle):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(handle["supervisor_pid"]), signal.SIGKILL)
+            await self._until_gone(handle, _KILL_SETTLE)
+            await self._ended(handle)
+
+    async def _stop_unsupervised(self, handle: Handle, grace: float) -> None:
+        """A handle from before supervisors: SIGTERM its group, SIGKILL after ``grace``."""
+        if not self.is_running(handle):
+            return  # its pgid can no longer be proven ours, so signalling it could hit a stranger
+        pgid = int(handle.get("pgid") or handle["pid"])
         loop = asyncio.get_running_loop()
-        if leader_alive or _group_alive(pgid):
-            await self._end_group(pgid, grace)
-        # Always reap, so no zombie is left behind and the pid is truly free.
-        if proc is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(proc.wait(), _KILL_SETTLE)
-        else:
-            settle = loop.time() + _KILL_SETTLE
-            while self.is_running(handle) and loop.time() < settle:
-                await asyncio.sleep(_STOP_POLL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        deadline = loop.time() + max(grace, 0.0)
+        while isolation.group_alive(pgid) and loop.time() < deadline:
+            await asyncio.sleep(_STOP_POLL)
+        if isolation.group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        await self._until_gone(handle, _KILL_SETTLE)
+
+    # -- logs ----------------------------------------------------------------------
+
+    async def read_logs(self, handle: Handle | None, log_path: Path, tail_bytes: int | None = None) -> bytes:
+        """The LogReader hook: ``output.log.1`` then ``output.log`` (the capped, rotated log)."""
+        def read() -> bytes:
+            parts = []
+            for path in (log_path.with_name(log_path.name + sv.ROTATED), log_path):
+                with contextlib.suppress(FileNotFoundError):
+                    parts.append(path.read_bytes() if tail_bytes is None else _tail(path, tail_bytes))
+            data = b"".join(parts)
+            if tail_bytes is None:
+                return data
+            return data[-tail_bytes:] if tail_bytes > 0 else b""
+
+        return await asyncio.to_thread(read)
+
+
+def _tail(path: Path, tail_bytes: int) -> bytes:
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - max(0, tail_bytes)))
+        return fh.read()

@@ -16,19 +16,20 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import hypercore.runtime.capacity as admission
+import hypercore.runtime.logs as runtime_logs
 from hypercore.runtime.base import (
     Driver,
-    ExitCodeKeeper,
     Handle,
     LogReader,
     RuntimeRefused,
     WorkloadNotFound,
 )
+from hypercore.runtime.base import examine, exit_reason, stop_unrecorded
 from hypercore.runtime.capacity import Capacity
 from hypercore.store import DuplicateWorkload, WorkloadRecord, WorkloadStore
 from hypercore.workload import (
@@ -40,27 +41,16 @@ from hypercore.workload import (
 )
 
 # Capacity lives in runtime.capacity; it is re-exported here, where callers import it.
-__all__ = ["LOG_FILENAME", "LOST_ERROR", "Capacity", "WorkloadManager"]
+__all__ = ["LOG_FILENAME", "LOST_ERROR", "NOT_STARTED_ERROR", "Capacity", "WorkloadManager"]
 
 log = logging.getLogger(__name__)
 
 LOG_FILENAME: Final = "output.log"
 LOST_ERROR: Final = "lost while the agent was down"
+NOT_STARTED_ERROR: Final = "the agent stopped before it started"  # nothing ran: a retry may start it
 # How long stop() waits for the watcher to collect the exit code after the
 # driver reported the workload stopped.
 _EXIT_COLLECT_TIMEOUT: Final = 5.0
-
-
-def _read_tail(path: Path, tail_bytes: int | None) -> bytes:
-    """The file's bytes, or its last ``tail_bytes``; b"" when there is no file (blocking)."""
-    try:
-        with open(path, "rb") as fh:
-            if tail_bytes is not None:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - max(0, tail_bytes)))
-            return fh.read()
-    except FileNotFoundError:
-        return b""  # accepted but the driver never opened the log
 
 
 class WorkloadManager:
@@ -124,12 +114,15 @@ class WorkloadManager:
         self.get(workload_id)  # validates the id before any path is built
         return self._workdir(workload_id) / LOG_FILENAME
 
-    async def read_logs(self, workload_id: str, tail_bytes: int | None = None) -> bytes:
-        """The workload's combined stdout+stderr, or its last ``tail_bytes`` bytes.
+    async def read_logs(self, workload_id: str, tail_bytes: int | None = None,
+                        tail_lines: int | None = None) -> bytes:
+        """The workload's combined stdout+stderr, or its last ``tail_bytes`` bytes (``tail_lines``: iter_logs').
 
         Never blocks the event loop: the file is read in a worker thread (a
         log can be big), a driver's own reader is awaited.
         """
+        if tail_lines is not None:
+            return b"".join([chunk async for chunk in self.iter_logs(workload_id, tail_lines=tail_lines)])
         path = self.logs_path(workload_id)
         # Hook (see base.LogReader): a driver that writes the log in its own
         # format (the container driver) turns it back into plain output.
@@ -137,7 +130,15 @@ class WorkloadManager:
         driver = self._drivers.get(record.driver)
         if isinstance(driver, LogReader):
             return await driver.read_logs(record.handle, path, tail_bytes)
-        return await asyncio.to_thread(_read_tail, path, tail_bytes)
+        return await asyncio.to_thread(runtime_logs.read_tail, path, tail_bytes)
+
+    def iter_logs(self, workload_id: str, *, tail_lines: int | None = None,
+                  max_bytes: int = runtime_logs.DEFAULT_MAX_BYTES) -> AsyncIterator[bytes]:
+        """Output in chunks, capped, maybe only the last lines (runtime.logs); WorkloadNotFound before any."""
+        path = self.logs_path(workload_id)
+        record = self.get(workload_id)
+        return runtime_logs.iter_logs(record, path, self._drivers.get(record.driver), tail_lines=tail_lines,
+                                      max_bytes=max_bytes)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -159,8 +160,8 @@ class WorkloadManager:
             raise RuntimeRefused(f"node {self.node_name} is shutting down")
         if request_id is not None:
             existing = self.store.get_by_request_id(request_id)
-            if existing is not None:
-                return self._replay(existing)
+            if existing is not None and (replayed := self._replay(existing)) is not None:
+                return replayed
         driver = self._drivers.get(spec.capability)
         if driver is None:
             offered = ", ".join(self.capabilities) or "none"
@@ -177,7 +178,8 @@ class WorkloadManager:
             if existing is not None:
                 if existing.spec != spec:
                     raise RuntimeRefused(f"workload {workload_id} already exists here with a different spec")
-                return self._replay(existing)
+                if (replayed := self._replay(existing)) is not None:
+                    return replayed
         # No await from here to the insert: see check_admission.
         admission.check_admission(
             self.store, spec, node_name=self.node_name, capacity=self.capacity, max_workloads=self.max_workloads
@@ -203,7 +205,7 @@ class WorkloadManager:
                 winner = self.store.get(workload_id)
                 if winner is None or winner.spec != spec:
                     raise RuntimeRefused(f"workload {workload_id} already exists here with a different spec")
-            return self._replay(winner)
+            return self._replay(winner) or winner
 
         workdir = self._workdir(workload_id)
         try:
@@ -294,41 +296,37 @@ class WorkloadManager:
     async def adopt(self) -> builtins.list[WorkloadRecord]:
         """Reconcile the registry with reality after a (re)start of the agent.
 
-        Every PENDING/RUNNING workload whose driver is known is either
-        re-attached to a watcher (still running) or marked as lost. Returns the
-        records examined, in their new state.
+        Every PENDING/RUNNING workload whose driver is known is re-attached to a watcher (still running)
+        or marked ended; one the agent died starting is found by id (base.examine); what runs with no
+        record is stopped. Returns the records examined, in their new state.
         """
         examined: builtins.list[WorkloadRecord] = []
         for record in self.store.list(states=LIVE_STATES):
             driver = self._drivers.get(record.driver)
             if driver is None or record.id in self._watchers:
                 continue  # another driver set may know it; already watched
-            alive = record.handle is not None and await driver.is_alive(record.handle)
-            exit_code: int | None = None
-            if not alive and record.handle is not None and isinstance(driver, ExitCodeKeeper):
-                # The engine may still know how it ended (a container keeps its
-                # exit code); a process that was not our child does not.
-                exit_code = await driver.exit_code(record.handle)
+            handle, alive, exit_code, error = await examine(
+                driver, record.handle, record.id, self._workdir(record.id) / LOG_FILENAME)
             # The awaits let other tasks run: act only if none has taken it on since.
             current = self.store.get(record.id)
             if current is None or current.state not in LIVE_STATES or record.id in self._watchers:
                 continue
             if record.id in self._stop_requested:
                 continue  # a stop() is on it and will record the end
-            if alive and record.handle is not None:
-                self._watch(record.id, driver, record.handle)
+            if alive and handle is not None:
+                self._watch(record.id, driver, handle)
                 if record.state is WorkloadState.PENDING:
-                    record = self._update(record.id, state=WorkloadState.RUNNING, started_at=self._clock())
+                    record = self._update(record.id, state=WorkloadState.RUNNING, handle=handle, started_at=self._clock())
                 log.info("adopted workload %s (driver %s)", record.id, record.driver)
-            elif record.handle is None:
-                # The agent died between recording and starting it: nothing
-                # reliable says whether it ever ran.
-                record = self._finish(record.id, WorkloadState.FAILED, error="the agent stopped before it started")
+            elif handle is None:  # recorded, but nothing of it was ever started
+                record = self._finish(record.id, WorkloadState.FAILED, error=NOT_STARTED_ERROR)
             else:
-                error = None if exit_code is not None else LOST_ERROR
+                error = error or (None if exit_code is not None else LOST_ERROR)
+                self._update(record.id, handle=handle)
                 record = self._finish(record.id, WorkloadState.EXITED, exit_code=exit_code, error=error)
                 log.warning("workload %s ended while the agent was down (exit code %s)", record.id, exit_code)
             examined.append(record)
+        await stop_unrecorded(self._drivers.values(), self.store.get, self._workloads_dir)
         return examined
 
     async def close(self) -> None:
@@ -342,10 +340,12 @@ class WorkloadManager:
 
     # -- internals -------------------------------------------------------------
 
-    def _replay(self, existing: WorkloadRecord) -> WorkloadRecord:
+    def _replay(self, existing: WorkloadRecord) -> WorkloadRecord | None:
         # A retry gets the first attempt's answer: its record, or the same
         # refusal if the driver refused to start it (so the scheduler moves on).
         if existing.state is WorkloadState.FAILED and existing.started_at is None:
+            if existing.error == NOT_STARTED_ERROR and self.store.delete(existing.id):
+                return None  # the agent died before anything of it ran: this retry starts it
             raise RuntimeRefused(existing.error or f"workload {existing.id} could not be started here")
         return existing
 
@@ -391,8 +391,9 @@ class WorkloadManager:
             if workload_id not in self._stop_requested:
                 self._finish(workload_id, WorkloadState.FAILED, error=f"lost track of the workload: {exc}")
             return None
+        error = await exit_reason(driver, handle)  # e.g. out of memory; before the check, which must not await
         if workload_id not in self._stop_requested:
             # Ended by itself; a requested stop records STOPPED in _stop().
-            self._finish(workload_id, WorkloadState.EXITED, exit_code=exit_code)
+            self._finish(workload_id, WorkloadState.EXITED, exit_code=exit_code, error=error)
             log.info("workload %s exited with code %s", workload_id, exit_code)
         return exit_code

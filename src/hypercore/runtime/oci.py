@@ -56,6 +56,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import hypercore.runtime.isolation as isolation
 from hypercore.runtime.base import Handle, RuntimeRefused
 from hypercore.runtime.oci_engine import (
     CONTAINER_ID,
@@ -358,6 +359,20 @@ class OCIDriver:
                 return []
             raise EngineError(f"{self.flavor} inspect: {trim(err)}")
         return [container_info(item, self.engine) for item in json.loads(out or b"[]")]
+
+    async def locate(self, workload_id: str, log_path: Path) -> Handle | None:
+        """The workload's container by name and label, for an agent killed before it stored the handle
+        (after the `run` it left behind, in a session of its own, is done); None if there is none."""
+        name, deadline = container_name(workload_id), asyncio.get_running_loop().time() + self.start_timeout
+        while await asyncio.to_thread(isolation.has_args, "--name", name) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+        info = await self._inspect(name)
+        labels = ((info or {}).get("Config") or {}).get("Labels") or {}
+        return container_info(info, self.engine).handle if info and labels.get(LABEL_WORKLOAD) == workload_id else None
+
+    async def running(self, workloads_dir: Path) -> dict[str, Handle]:
+        """This node's running containers by workload id (the manager stops those it has no record of)."""
+        return {c.workload_id: c.handle for c in await self.list_by_label() if c.running and c.workload_id}
 
     # -- logs ------------------------------------------------------------------
 

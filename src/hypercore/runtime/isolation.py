@@ -1,0 +1,315 @@
+"""Keeping a workload away from the node and from other workloads: its uid, its privileges, its end.
+
+* **A uid of its own.** Each exec workload runs as a uid (and gid) from a
+  range no account uses (:data:`UID_BASE` on), held by its supervisor for the
+  workload's life with an ``flock`` on ``<lock dir>/<uid>``, so no two live
+  workloads on the machine share one, whatever agent started them. A uid
+  still owning a process is never handed out again.
+* **No privileges.** :func:`drop_privileges` runs in the forked child before
+  ``exec``: join the cgroups (hypercore.runtime.cgroups), set rlimits, empty
+  the capability bounding set, ``setgroups([])``, set gid and uid,
+  ``PR_SET_NO_NEW_PRIVS`` and a parent-death SIGKILL.
+* **Ending everything.** :func:`kill_all` signals the workload's process
+  group, its cgroup members and (for a dedicated uid) every process of its
+  uid, so nothing it forked or daemonized escapes.
+* **The data dir.** :func:`open_up_data_dir`: traversable, not listable.
+
+Standard library only: the supervisor loads this file without the hypercore
+package (see hypercore.runtime.supervisor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import grp
+import os
+import pwd
+import resource
+import signal
+import time
+from collections import namedtuple
+from pathlib import Path
+
+TYPE_CHECKING = False  # not typing's: the supervisor starts faster without importing typing
+
+if TYPE_CHECKING:  # duck-typed at run time: the supervisor loads both files without the package
+    from collections.abc import Callable
+
+    from hypercore.runtime.cgroups import Cgroups
+
+UID_BASE = 2_000_000
+UID_COUNT = 65_536
+PIDS_MAX = 256
+UID_LOCK_DIR = Path("/run/hypercore/uids")
+_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 24, 36, 38
+
+
+class IsolationError(Exception):
+    """The workload cannot be given what it needs (no free uid, a failed privilege drop...)."""
+
+
+# -- processes ------------------------------------------------------------------
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (clock ticks since boot); None if there is no live process."""
+    stat = read_proc_stat(pid)
+    return stat.start_time if stat is not None and stat.alive else None
+
+
+def same_process(pid: object, started: object) -> bool:
+    """True while ``pid`` is alive and is the very process that started at ``started``."""
+    return isinstance(pid, int) and isinstance(started, int) and pid > 0 and start_time(pid) == started
+
+
+def pids_of_uid(uid: int) -> list[int]:
+    """Live (not zombie) processes whose real, effective or saved uid is ``uid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as fh:
+                status = fh.read()
+        except OSError:
+            continue
+        fields = dict(line.split(b":", 1) for line in status.splitlines() if b":" in line)
+        uids = fields.get(b"Uid", b"").split()[:3]
+        if str(uid).encode() in uids and not fields.get(b"State", b"").strip().startswith((b"Z", b"X")):
+            found.append(int(entry))
+    return found
+
+
+def has_args(*args: str) -> bool:
+    """True while a live process has ``args`` in a row in its command line (e.g. an engine's ``--name X``)."""
+    want = b"\0" + b"\0".join(a.encode() for a in args) + b"\0"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if want in b"\0" + Path(f"/proc/{entry}/cmdline").read_bytes() and start_time(int(entry)):
+                    return True
+    return False
+
+
+def used_uids() -> set[int]:
+    """Every real, effective and saved uid of a process now (a leftover process keeps its uid busy)."""
+    uids: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{entry}/status").read_text().splitlines():
+                    if line.startswith("Uid:"):
+                        uids.update(int(u) for u in line.split()[1:4])
+                        break
+    return uids
+
+
+class ProcStat(namedtuple("ProcStat", "state pgrp start_time")):
+    """The few fields of ``/proc/<pid>/stat`` the driver needs: state (R, S, D, Z...), process
+    group, start time (clock ticks since boot, field 22)."""
+
+    __slots__ = ()
+
+    @property
+    def alive(self) -> bool:
+        # A zombie has ended; it only waits for its parent to reap it.
+        return self.state not in ("Z", "X", "x")
+
+
+def read_proc_stat(pid: int) -> ProcStat | None:
+    """Parse ``/proc/<pid>/stat``; None if there is no such process."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # Field 2 (comm) is in parentheses and may itself contain ')' or spaces,
+    # so split after the *last* ')'. What follows starts at field 3.
+    rest = data[data.rfind(b")") + 2 :].split()
+    try:
+        return ProcStat(rest[0].decode(), int(rest[2]), int(rest[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is in process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = read_proc_stat(int(entry.name))
+            if stat is not None and stat.pgrp == pgid and stat.alive:
+                return True
+    return False
+
+
+def lock_held(path: Path) -> bool:
+    """True while a supervisor holds the flock on ``path`` (it is alive)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+
+# -- uids -----------------------------------------------------------------------
+
+
+class UidLease:
+    """A uid held for one workload while ``fd`` (an flock'ed file) stays open."""
+
+    def __init__(self, uid: int, fd: int) -> None:
+        self.uid, self.fd = uid, fd
+
+
+def allocate_uid(workload_id: str, base: int = UID_BASE, count: int = UID_COUNT,
+                 lock_dir: Path = UID_LOCK_DIR) -> UidLease:
+    """The first uid of [base, base+count) that no account, group, live workload or process uses."""
+    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    busy = used_uids()
+    for uid in range(base, base + count):
+        if uid in busy or uid == 0:
+            continue
+        try:
+            pwd.getpwuid(uid)
+            continue  # a real user: never run a workload as someone
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(uid)
+            continue
+        except KeyError:
+            pass
+        fd = os.open(lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{workload_id} {os.getpid()}\n".encode(), 0)
+        return UidLease(uid, fd)
+    raise IsolationError(f"no free uid in {base}..{base + count - 1} (every one is in use or belongs to an account)")
+
+
+# -- privileges ------------------------------------------------------------------
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, arg: int) -> None:
+    if _libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def become_subreaper() -> None:
+    """Orphans of the workload get reparented to this process (so it reaps them and sees them end)."""
+    with contextlib.suppress(OSError):
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def drop_privileges(uid: int | None, cg: Cgroups, rlimits: list[tuple[int, int]], parent: int) -> Callable[[], None]:
+    """The ``preexec_fn`` that turns the forked child into the workload (runs between fork and exec).
+
+    Order matters: cgroups and the bounding set need root, so they come
+    before the uid change; no-new-privs and the parent-death signal after it
+    (a credential change clears the latter).
+    """
+    procs = cg.procs_files()
+    try:
+        last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        last_cap = 40
+
+    def child() -> None:
+        pid = str(os.getpid())
+        for path in procs:
+            with open(path, "w") as fh:
+                fh.write(pid)
+        for which, value in rlimits:
+            resource.setrlimit(which, (value, value))
+        if uid is not None:
+            for cap in range(last_cap + 1):
+                with contextlib.suppress(OSError):
+                    _prctl(_PR_CAPBSET_DROP, cap)
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(137)  # the supervisor died before the death signal was armed
+
+    return child
+
+
+# -- ending ---------------------------------------------------------------------
+
+
+def kill_all(sig: int, *, pgid: int | None, uid: int | None, cg: Cgroups) -> int:
+    """Send ``sig`` to the workload's group, cgroup members and (dedicated) uid; how many got it."""
+    targets = cg.pids()
+    if uid is not None:
+        targets.update(pids_of_uid(uid))
+    if pgid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+    sent = 0
+    for pid in targets:
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                sent += 1
+    return sent
+
+
+def anything_left(*, uid: int | None, cg: Cgroups) -> bool:
+    return bool(cg.pids() or (uid is not None and pids_of_uid(uid)))
+
+
+def end_remains(*, pgid: int | None, uid: int | None, cg: Cgroups, grace: float = 1.0) -> None:
+    """SIGTERM what is left of a workload, SIGKILL after ``grace``, then remove its cgroups (blocking)."""
+    if anything_left(uid=uid, cg=cg):
+        kill_all(signal.SIGTERM, pgid=pgid, uid=uid, cg=cg)
+        deadline = time.monotonic() + grace
+        while anything_left(uid=uid, cg=cg) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(50):  # a fork bomb may need a few rounds
+            if not kill_all(signal.SIGKILL, pgid=pgid, uid=uid, cg=cg):
+                break
+            time.sleep(0.02)
+    cg.remove()
+
+
+# -- the data dir ------------------------------------------------------------------
+
+
+def open_up_data_dir(data_dir: Path) -> list[Path]:
+    """Data dir and workloads/ 0711 (workloads traverse to their home); what else was open, made private."""
+    if not data_dir.is_dir() or data_dir.stat().st_uid != os.geteuid():
+        return []
+    changed = []
+    for entry in data_dir.iterdir():
+        mode = entry.lstat().st_mode
+        if entry.name != "workloads" and not entry.is_symlink() and mode & 0o077:
+            os.chmod(entry, mode & 0o7700)
+            changed.append(entry)
+    for d in (data_dir, data_dir / "workloads"):
+        os.chmod(d, 0o711)
+    return changed
