@@ -12,6 +12,7 @@ reported with the flag that carries it.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 import types
 import typing
@@ -66,6 +67,9 @@ class AgentConfig(BaseModel):
                                                   "HYPERCORE_ENCRYPT, --encrypt-file or --config, never the command "
                                                   "line (visible to every local user).")
     enable_exec: bool = Field(False, description="Run `--command` workloads on this node.")
+    exec_uid_base: Annotated[int, Field(ge=1000, le=2**32 - 65_538)] = Field(
+        2_000_000, description="First of the 65536 uids exec workloads run as, one of its own each (uids of "
+                               "accounts are skipped).")
     insecure: bool = Field(False, description="No TLS, admission or gossip encryption (loopback addresses only; "
                                               "never on a shared machine).")
     container_engine: str | None = Field(None, description="podman, docker or a path (default: podman, else "
@@ -84,15 +88,52 @@ class AgentConfig(BaseModel):
     probe_interval: Annotated[float, Field(ge=0.1, le=3600, allow_inf_nan=False)] = Field(
         2.0, description="Seconds between two rounds of RTT probes.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    max_log_mb: Annotated[int, Field(ge=1, le=1024 * 1024)] = Field(
+        64, description="Cap in MiB of each workload's log on disk, and of one `logs` answer.")
+    max_workloads: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        256, description="Workloads pending or running on this node at most; more are refused (at capacity).")
+    spawn_rate: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = Field(
+        20.0, description="Spawns per second one user (token name) may send to this node, on average (else 429).")
+    spawn_burst: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        40, description="Spawns one user may send at once before --spawn-rate applies.")
+    gc_after: str = Field("24h", description="Remove finished workloads (record, logs, container) this long after "
+                                             "they ended: 24h, 90m, 45s, 3600 (seconds); `off` keeps them.")
 
     _cluster = field_validator("cluster_bind_addr")(_address("--cluster-bind-addr", port_zero=False))
     _http = field_validator("http_bind_addr")(_address("--http-bind-addr", port_zero=True))
     _rpc = field_validator("serf_rpc_addr")(_address("--serf-rpc-addr", port_zero=False))
 
+    @field_validator("gc_after")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value.strip()
+
+    @property
+    def gc_after_seconds(self) -> float | None:
+        """--gc-after in seconds; None: `off`."""
+        return parse_duration(self.gc_after)
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> float | None:
+    """'24h', '90m', '45s', '2d' or plain seconds → seconds; 'off' → None. ValueError otherwise."""
+    text = value.strip().lower()
+    if text == "off":
+        return None
+    m = _DURATION.fullmatch(text)
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)] if m else 0.0
+    if not m or not 0 < seconds <= 10 * 365 * 86400:
+        raise ValueError(f"{value!r} is not a duration like 24h, 90m, 45s or 3600 (seconds), or off")
+    return seconds
 
 
 def flag(field: str) -> str:
@@ -117,21 +158,62 @@ def parse(values: dict[str, Any], source: str = "flags") -> AgentConfig:
         raise ConfigError("; ".join(problems)) from None
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _read_regular(path: Path) -> bytes:
+    """A regular file's bytes. A FIFO or a device (it would block, or never end) is refused before
+    opening; the open does not block and is checked again, in case the file was swapped meanwhile."""
+    import os
+    import stat
+
+    refused = ConfigError(f"--config {path}: not a regular file (a FIFO, a device or a directory); refusing to read it")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise refused
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise refused
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config {path}: over {MAX_CONFIG_BYTES} bytes; not a settings file")
+    return raw
+
+
+def _json_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > 100:  # no setting needs more; past 4,300 digits int() itself would refuse, less clearly
+        raise ValueError(f"integer {text[:20]}... has {digits} digits, far too large for any setting")
+    return int(text)
+
+
+def _line_of(text: str, key: str, is_json: bool) -> int | None:
+    """The line (from 1) where top-level `key` is set in a settings file's text, if a plain search finds it."""
+    k = re.escape(key)
+    pattern = rf'"{k}"\s*:' if is_json else rf"""^[ \t]*\[{{0,2}}[ \t]*(["']?){k}\1[ \t]*[=.\]]"""
+    m = re.search(pattern, text, re.MULTILINE)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
 def load_file(path: Path) -> dict[str, Any]:
     """Settings from a TOML or JSON file whose keys are field names (or flag names)."""
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        text = _read_regular(path).decode("utf-8")
+        data = json.loads(text, parse_int=_json_int) if path.suffix == ".json" else tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ConfigError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {why}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a table of settings")
     settings = {str(k).removeprefix("--").replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(settings) - set(AgentConfig.model_fields))
     if unknown:
-        raise ConfigError(f"--config {path}: unknown setting(s) {', '.join(unknown)} "
+        written = {str(k).removeprefix("--").replace("-", "_"): str(k) for k in data}
+        shown = ", ".join((k if k.isprintable() else ascii(k))
+                          + (f" ({path}:{line})" if (line := _line_of(text, written[k], path.suffix == ".json")) else "")
+                          for k in unknown)
+        raise ConfigError(f"--config {path}: unknown setting(s) {shown} "
                           f"(allowed: {', '.join(AgentConfig.model_fields)})")
     if isinstance(settings.get("join"), list):
         settings["join"] = tuple(settings["join"])

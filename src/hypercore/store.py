@@ -10,12 +10,20 @@ Plain synchronous ``sqlite3`` is used on purpose: every call is a point query
 or a tiny write that takes well under a millisecond, so pushing it to a thread
 would cost more than it saves. One connection is shared and guarded by a lock,
 so the store is safe to use from the event loop and from worker threads alike.
+
+Damage is contained. A file SQLite cannot read at all stops the agent with
+:class:`RegistryDamaged`, which names the file and the way out (``hypercore
+node recover``). A single row that no longer decodes (a spec that does not
+validate, an unknown state) is *quarantined*: the queries the node acts on
+skip it, :meth:`WorkloadStore.scan` returns it apart, and the API lists it
+with state ``unknown`` and the reason; it never fails a listing or a start.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -25,11 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self
 
+from pydantic import ValidationError
+
 from hypercore.errors import HypercoreError
 from hypercore.sqlite import open_private_db
 from hypercore.workload import LIVE_STATES, WorkloadSpec, WorkloadState
 
-__all__ = ["SCHEMA_VERSION", "DuplicateWorkload", "WorkloadRecord", "WorkloadStore"]
+__all__ = ["SCHEMA_VERSION", "DuplicateWorkload", "QuarantinedRow", "RegistryDamaged", "WorkloadRecord",
+           "WorkloadStore"]
+
+log = logging.getLogger("hypercore.store")
 
 REGISTRY_FILENAME: Final = "registry.sqlite3"
 
@@ -62,22 +75,8 @@ _MIGRATIONS: Final[dict[int, str]] = {
     """,
 }
 
-_COLUMNS: Final = (
-    "id",
-    "request_id",
-    "spec",
-    "state",
-    "driver",
-    "handle",
-    "node",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "exit_code",
-    "error",
-    "policy",
-    "owner",
-)
+_COLUMNS: Final = ("id", "request_id", "spec", "state", "driver", "handle", "node", "created_at", "started_at",
+                   "finished_at", "exit_code", "error", "policy", "owner")
 # The primary key never changes; everything else may be updated.
 _UPDATABLE: Final = frozenset(_COLUMNS) - {"id"}
 _UNFINISHED: Final = tuple(sorted(state.value for state in LIVE_STATES))
@@ -85,6 +84,23 @@ _UNFINISHED: Final = tuple(sorted(state.value for state in LIVE_STATES))
 
 class DuplicateWorkload(HypercoreError):
     """A record with this id or request_id is already in the registry."""
+
+
+class RegistryDamaged(HypercoreError):
+    """The registry file is not a database SQLite can read (the agent exits 1 with this message)."""
+
+    exit_code = 1
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path, self.detail = path, detail
+        super().__init__(
+            f"the workload registry {path} is damaged ({detail}). With the agent stopped, run "
+            f"`hypercore node recover --data-dir {path.parent}`: it moves the file aside and rebuilds the "
+            "registry from what the container engine and the workload directories still hold")
+
+
+class _BadRow(Exception):
+    """A row that does not decode; the message says why."""
 
 
 @dataclass(slots=True)
@@ -122,6 +138,46 @@ class WorkloadRecord:
         }
 
 
+def _plain(value: Any) -> Any:
+    """A column value as JSON can carry it."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if value is None or isinstance(value, (str, int, float)) else str(value)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRow:
+    """A registry row that does not decode: kept and shown (state "unknown", with why), never acted on."""
+
+    id: str
+    reason: str
+    columns: dict[str, Any]
+
+    @property
+    def owner(self) -> str | None:
+        owner = self.columns.get("owner")
+        return owner if isinstance(owner, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The user-facing view, shaped like WorkloadRecord.to_dict (whatever the columns hold)."""
+        c = self.columns
+        try:
+            spec = json.loads(c.get("spec") or "null")
+        except (TypeError, ValueError):
+            spec = None
+        exit_code = c.get("exit_code")
+        return {"id": self.id, "node": _plain(c.get("node")), "state": "unknown",
+                "spec": spec if isinstance(spec, dict) else {},
+                **{k: _number(c.get(k)) for k in ("created_at", "started_at", "finished_at")},
+                "exit_code": exit_code if isinstance(exit_code, int) else None, "error": _plain(c.get("error")),
+                "owner": self.owner, "quarantined": True, "reason": self.reason,
+                "recorded_state": _plain(c.get("state"))}
+
+
 def _encode(column: str, value: Any) -> Any:
     """Python value → what SQLite stores for that column."""
     if value is None:
@@ -137,23 +193,40 @@ def _encode(column: str, value: Any) -> Any:
     return value
 
 
+def _json_column(row: sqlite3.Row, column: str) -> dict[str, Any] | None:
+    try:
+        value = None if row[column] is None else json.loads(row[column])
+    except (TypeError, ValueError):
+        raise _BadRow(f"its {column} is not JSON") from None
+    if value is not None and not isinstance(value, dict):
+        raise _BadRow(f"its {column} is not a JSON object")
+    return value
+
+
 def _decode(row: sqlite3.Row) -> WorkloadRecord:
-    return WorkloadRecord(
-        id=row["id"],
-        request_id=row["request_id"],
-        spec=WorkloadSpec.model_validate_json(row["spec"]),
-        state=WorkloadState(row["state"]),
-        driver=row["driver"],
-        handle=json.loads(row["handle"]) if row["handle"] is not None else None,
-        node=row["node"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        exit_code=row["exit_code"],
-        error=row["error"],
-        policy=json.loads(row["policy"]) if row["policy"] is not None else None,
-        owner=row["owner"],
-    )
+    """The row's record; _BadRow with the reason when it does not decode."""
+    try:
+        state = WorkloadState(row["state"])
+    except ValueError:
+        known = ", ".join(s.value for s in WorkloadState)
+        raise _BadRow(f"its state {_plain(row['state'])!r} is not a known state ({known})") from None
+    try:
+        spec = WorkloadSpec.model_validate_json(row["spec"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors()[:3])
+        raise _BadRow(f"its spec does not validate: {problems[:300]}") from None
+    except (TypeError, ValueError):
+        raise _BadRow("its spec is not JSON") from None
+    plain = {c: row[c] for c in _COLUMNS if c not in ("spec", "state", "handle", "policy")}
+    return WorkloadRecord(spec=spec, state=state, handle=_json_column(row, "handle"),
+                          policy=_json_column(row, "policy"), **plain)
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+    return "not a database" in str(exc) or "malformed" in str(exc)
 
 
 class WorkloadStore:
@@ -164,13 +237,23 @@ class WorkloadStore:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.data_dir / REGISTRY_FILENAME
         self._lock = threading.Lock()
-        # Born 0600 (commands and environment variables may carry secrets), WAL, autocommit.
-        self._conn = open_private_db(self.path)
+        self._warned: set[str] = set()  # quarantined ids already logged
+        conn = None
         try:
+            # Born 0600 (commands and environment variables may carry secrets), WAL, autocommit.
+            self._conn = conn = open_private_db(self.path)
             with self._lock:
                 self._migrate()
-        except BaseException:
-            self._conn.close()
+                check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise RegistryDamaged(self.path, f"integrity check: {str(check)[:200]}")
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) and _is_damage(exc):
+                raise RegistryDamaged(self.path, str(exc)) from None
+            if isinstance(exc, sqlite3.Error):
+                raise HypercoreError(f"cannot open the workload registry {self.path}: {exc}") from None
             raise
 
     # -- lifecycle -----------------------------------------------------------
@@ -226,15 +309,15 @@ class WorkloadStore:
     def get(self, workload_id: str) -> WorkloadRecord | None:
         with self._locked() as conn:
             row = conn.execute("SELECT * FROM workloads WHERE id = ?", (workload_id,)).fetchone()
-        return _decode(row) if row is not None else None
+        return self._record(row) if row is not None else None
 
     def get_by_request_id(self, request_id: str) -> WorkloadRecord | None:
         with self._locked() as conn:
             row = conn.execute("SELECT * FROM workloads WHERE request_id = ?", (request_id,)).fetchone()
-        return _decode(row) if row is not None else None
+        return self._record(row) if row is not None else None
 
     def list(self, states: Iterable[WorkloadState] | None = None) -> builtins.list[WorkloadRecord]:
-        """Records oldest first, optionally only those in ``states``."""
+        """Records oldest first, optionally only those in ``states`` (quarantined rows left out)."""
         sql = "SELECT * FROM workloads"
         params: builtins.list[str] = []
         if states is not None:
@@ -245,7 +328,36 @@ class WorkloadStore:
         sql += " ORDER BY created_at, id"
         with self._locked() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_decode(row) for row in rows]
+        return [record for row in rows if (record := self._record(row)) is not None]
+
+    def scan(self) -> tuple[builtins.list[WorkloadRecord], builtins.list[QuarantinedRow]]:
+        """Every row, oldest first: (the records, the rows that do not decode, with why)."""
+        with self._locked() as conn:
+            rows = conn.execute("SELECT * FROM workloads ORDER BY created_at, id").fetchall()
+        quarantined: builtins.list[QuarantinedRow] = []
+        return [r for row in rows if (r := self._record(row, quarantined)) is not None], quarantined
+
+    def _record(self, row: sqlite3.Row, bad: builtins.list[QuarantinedRow] | None = None) -> WorkloadRecord | None:
+        """The row's record, or None when it does not decode: quarantined (logged once, added to `bad`)."""
+        try:
+            return _decode(row)
+        except _BadRow as exc:
+            key = str(_plain(row["id"]))
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("quarantined a registry row that does not decode", extra={"id": key, "reason": str(exc)})
+            if bad is not None:
+                bad.append(QuarantinedRow(key, str(exc), dict(zip(row.keys(), row))))
+            return None
+
+    def insert_unknown(self, workload_id: str, *, driver: str, node: str, created_at: float, error: str) -> None:
+        """A row whose spec and state are unknown (hypercore node recover): it stays quarantined, listed."""
+        try:
+            with self._locked() as conn:
+                conn.execute("INSERT INTO workloads (id, spec, state, driver, node, created_at, error) "
+                             "VALUES (?, '{}', 'unknown', ?, ?, ?, ?)", (workload_id, driver, node, created_at, error))
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateWorkload(f"workload {workload_id} is already registered") from exc
 
     def update(self, workload_id: str, **fields: Any) -> WorkloadRecord | None:
         """Set the given columns; returns the updated record, or None if unknown.
@@ -268,7 +380,7 @@ class WorkloadStore:
             if cursor.rowcount == 0:
                 return None
             row = conn.execute("SELECT * FROM workloads WHERE id = ?", (workload_id,)).fetchone()
-        return _decode(row)
+        return self._record(row)
 
     def delete(self, workload_id: str) -> bool:
         """Remove a record; True if there was one."""

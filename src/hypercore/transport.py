@@ -23,9 +23,10 @@ alive, so the TLS handshake is paid once per peer, not per call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,26 @@ class PeerResponse:
         return self.error()[1]
 
 
+class PeerStream:
+    """An answer whose body arrives in chunks (Transport.stream): its status, then `async for` the chunks."""
+
+    def __init__(self, status: int, chunks: AsyncIterator[bytes]) -> None:
+        self.status = status
+        self._chunks = chunks
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def text(self, limit: int = 64 * 1024) -> str:
+        """The start of the body as text, at most `limit` bytes (for an error answer, which is small)."""
+        data = bytearray()
+        async for chunk in self._chunks:
+            data += chunk
+            if len(data) >= limit:
+                break
+        return bytes(data[:limit]).decode("utf-8", "replace")
+
+
 class Transport:
     def __init__(self, resolve: Callable[[str], Peer | None], ssl_context: ssl.SSLContext | None, *,
                  limit: int = 256) -> None:
@@ -115,6 +136,32 @@ class Transport:
                 return PeerResponse(response.status, await response.text())
         except asyncio.TimeoutError:
             raise PeerUnreachable(f"no answer within {timeout:g} s", timed_out=True) from None
+        except aiohttp.ClientError as exc:
+            raise PeerUnreachable(f"{type(exc).__name__}: {exc}") from None
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, node: str, method: str, path: str, *, timeout: float = 10.0, user: User | None = None,
+        chunk_size: int = 64 * 1024,
+    ) -> AsyncIterator[PeerStream]:
+        """Call `path` on member `node` and take its answer's body chunk by chunk, never whole.
+
+        `timeout` bounds connecting and each wait for data, not the whole
+        answer. Raises PeerUnreachable (also when the answer breaks off).
+        """
+        peer = self._resolve(node)
+        if peer is None:
+            raise PeerUnreachable(f"node {node} is not an alive, admitted member with an API address")
+        host = f"[{peer.host}]" if ":" in peer.host else peer.host
+        headers = {"Host": node, **user_headers(user)}
+        extra: dict[str, Any] = {"server_hostname": node} if self._ssl is not None else {}
+        limits = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        try:
+            async with self._open().request(method, f"{self._scheme}://{host}:{peer.port}{path}", headers=headers,
+                                            timeout=limits, **extra) as response:
+                yield PeerStream(response.status, response.content.iter_chunked(chunk_size))
+        except asyncio.TimeoutError:
+            raise PeerUnreachable(f"no data within {timeout:g} s", timed_out=True) from None
         except aiohttp.ClientError as exc:
             raise PeerUnreachable(f"{type(exc).__name__}: {exc}") from None
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from hypercore.api.errors import error_response
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -21,8 +23,12 @@ def limit_for(path: str) -> int:
     return MAX_MANIFEST_BYTES if path.startswith(_LARGE_PREFIXES) else MAX_BODY_BYTES
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised from inside the body read: an HTTPException, so FastAPI's body parsing lets it through as a 413
+    (any other exception there becomes a generic 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 class BodyLimit:
@@ -50,7 +56,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Any) -> None:

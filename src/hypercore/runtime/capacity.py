@@ -12,10 +12,12 @@ from hypercore.runtime.base import RuntimeRefused
 from hypercore.store import WorkloadStore
 from hypercore.workload import LIVE_STATES, WorkloadSpec
 
-__all__ = ["Capacity", "check_admission", "usage"]
+__all__ = ["MIN_CPU", "Capacity", "check_admission", "usage"]
 
 # Float slack, so that e.g. ten workloads of 0.1 CPU fit in one core.
 _EPSILON = 1e-9
+# The least CPU a workload may ask for: below it, `max_workloads` would be the only bound on a node's load.
+MIN_CPU = 0.01
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ def check_admission(
     The caller must insert the record with no ``await`` in between, so that
     two spawns on one event loop cannot both take the last free core.
     """
+    if spec.cpu < MIN_CPU - _EPSILON:
+        raise RuntimeRefused(
+            f"node {node_name} refuses a workload asking for {spec.cpu:g} CPU: "
+            f"a workload must ask for at least {MIN_CPU:g} CPU"
+        )
     if capacity is not None:
         cpu_used, mem_used = usage(store)
         cpu_free = capacity.cpu - cpu_used

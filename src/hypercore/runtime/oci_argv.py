@@ -34,6 +34,8 @@ class RunSettings(Protocol):
     def publish_ip(self) -> str | None: ...
     @property
     def log_driver(self) -> str: ...
+    # Optional (read with getattr): the cap in bytes of a k8s-file log; None or absent: no cap.
+    # log_max_bytes: int | None
 
 
 def run_argv(settings: RunSettings, workload_id: str, spec: WorkloadSpec, log_path: Path) -> list[str]:
@@ -64,6 +66,10 @@ def run_argv(settings: RunSettings, workload_id: str, spec: WorkloadSpec, log_pa
         argv.append("--http-proxy=false")
     if settings.log_driver == "k8s-file":
         argv += ["--log-driver", "k8s-file", "--log-opt", f"path={Path(log_path).absolute()}"]
+        # conmon starts the file over when it would pass the cap, so it never holds more (--max-log-mb).
+        max_bytes = getattr(settings, "log_max_bytes", None)
+        if max_bytes:
+            argv += ["--log-opt", f"max-size={int(max_bytes)}"]
     for key, value in spec.env.items():
         if key != "HYPERCORE_WORKLOAD_ID":
             argv += ["--env", f"{key}={value}"]
