@@ -13,10 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PORT = re.compile(r"^(\d{1,5}):(\d{1,5})(/(tcp|udp))?$")
+# Always fullmatch (`$` would let a trailing newline through) and ASCII only (`\d` is any Unicode
+# digit, and IGNORECASE folds the Kelvin sign into `k`).
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)  # POSIX names
+_PORT = re.compile(r"([0-9]{1,5}):([0-9]{1,5})(/(tcp|udp))?", re.ASCII)
 # An OCI reference: [registry[:port]/]path[:tag][@digest], no spaces or shell metacharacters.
-_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@+-]*$", re.IGNORECASE)
+_IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9._/:@+-]*", re.IGNORECASE | re.ASCII)
 
 
 class WorkloadState(str, Enum):
@@ -53,7 +55,7 @@ class WorkloadSpec(BaseModel):
     args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         default=None, max_length=256, description="Command override for an image."
     )
-    cpu: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] = Field(default=1.0, description="CPU cores.")
+    cpu: Annotated[float, Field(ge=0.01, le=1024, allow_inf_nan=False)] = Field(default=1.0, description="CPU cores (at least 0.01).")
     mem: Annotated[int, Field(gt=0, le=16 * 1024 * 1024)] = Field(default=256, description="Memory in MB.")
     ports: list[str] = Field(default_factory=list, max_length=64, description="HOST:CONTAINER[/tcp|udp] mappings.")
     env: dict[str, Annotated[str, Field(max_length=32768)]] = Field(default_factory=dict, max_length=256)
@@ -61,7 +63,7 @@ class WorkloadSpec(BaseModel):
     @field_validator("image_ref")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
-        if value is not None and not _IMAGE_REF.match(value):
+        if value is not None and not _IMAGE_REF.fullmatch(value):
             raise ValueError(f"{value!r} is not an image reference like 'nginx:latest' or 'registry:5000/app@sha256:...'")
         return value
 
@@ -69,7 +71,7 @@ class WorkloadSpec(BaseModel):
     @classmethod
     def _ports(cls, value: list[str]) -> list[str]:
         for item in value:
-            m = _PORT.match(item)
+            m = _PORT.fullmatch(item)
             if not m or not (1 <= int(m.group(1)) <= 65535 and 1 <= int(m.group(2)) <= 65535):
                 raise ValueError(f"port mapping {item!r} must be HOST:CONTAINER with ports 1-65535, e.g. 8080:80")
         return value
@@ -77,9 +79,26 @@ class WorkloadSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _ENV_KEY.match(key):
-                raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+        for key, text in value.items():
+            if not _ENV_KEY.fullmatch(key):
+                raise ValueError(f"environment variable name {key!r} must be ASCII letters, digits and '_', "
+                                 "not starting with a digit ([A-Za-z_][A-Za-z0-9_]*)")
+            if "\x00" in text:
+                raise ValueError(f"environment variable {key}: a value cannot contain a NUL character")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a command cannot contain a NUL character")
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any("\x00" in arg for arg in value):
+            raise ValueError("an argument cannot contain a NUL character")
         return value
 
     @model_validator(mode="after")

@@ -20,12 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from hypercore.api.auth import make_dependencies
+from hypercore.api.console import install_console
 from hypercore.api.errors import ApiError, error_response
 from hypercore.api.failover_routes import failover_router
 from hypercore.api.limits import MAX_BODY_BYTES, BodyLimit
 from hypercore.api.node_routes import node_router
-from hypercore.api.user_routes import user_router
-from hypercore.policy import NoQualifyingNode, PolicyError
+from hypercore.api.user_routes import checked_near, user_router
+from hypercore.policy import NoQualifyingNode, PolicyError, parse_json_strict
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
 from hypercore.placement import DeadlinePassed, OwnerGarbled, OwnerTimeout, PlacementFailed
 
@@ -48,6 +49,26 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+async def _unparsable_body(request: Request, exc: StarletteHTTPException) -> JSONResponse | None:
+    """A 422 naming the value, for a body FastAPI could not parse for a reason other than bad syntax.
+
+    FastAPI answers 400 "There was an error parsing the body" when json.loads raises anything but a
+    JSONDecodeError: an integer past Python's 4,300-digit limit, nesting too deep, bytes that are not
+    UTF-8. The strict parser says which value it is (the body was read already, the request keeps it).
+    """
+    if exc.status_code != 400 or not isinstance(exc.__cause__, (ValueError, RecursionError)):
+        return None
+    try:
+        parse_json_strict((await request.body()).decode("utf-8"), "request body")
+    except PolicyError as err:
+        return error_response(422, "invalid_request", str(err), problems=[str(p) for p in err.problems])
+    except UnicodeDecodeError:
+        return error_response(422, "invalid_request", "request body is not UTF-8 text")
+    except Exception:  # noqa: BLE001 - the body is gone; say what we know
+        pass
+    return error_response(422, "invalid_request", "request body is not valid JSON (a number out of range, or nested too deeply)")
+
+
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -58,8 +79,8 @@ def _error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "http_error", str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return await _unparsable_body(request, exc) or error_response(exc.status_code, "http_error", str(exc.detail))
 
     @app.exception_handler(PolicyError)
     async def _policy(_: Request, exc: PolicyError) -> JSONResponse:
@@ -118,8 +139,20 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
         return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/nodes")
-    async def nodes() -> dict[str, Any]:
-        return {"nodes": [dict(n.record(), problem=n.problem) for n in agent.view.nodes()]}
+    async def nodes(near: str | None = None) -> dict[str, Any]:
+        """Every member as this node sees it: links measured from this node (or `near`, from network
+        coordinates) and reputation from evidence — never what a node says about itself."""
+        origin = checked_near(agent, near)
+        out = []
+        for n in agent.view.nodes():
+            record = dict(n.record(), problem=n.problem)
+            if n.admitted:
+                link = agent.links.link(origin, n.name)
+                record.update(latency_ms=link.latency_ms, jitter_ms=link.jitter_ms, packet_loss=link.packet_loss,
+                              link_source=link.source, reputation=agent.reputation.score(n.name),
+                              reputation_evidence=agent.reputation.explain(n.name))
+            out.append(record)
+        return {"origin": origin, "nodes": out}
 
     @app.get("/v1/policy")
     async def get_policy() -> dict[str, Any]:
@@ -128,4 +161,5 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
     app.include_router(user_router(agent, user_auth))
     app.include_router(node_router(agent, node_auth))
     app.include_router(failover_router(agent, node_auth))
+    install_console(app, agent, user_auth, node_auth)  # the web console at /ui/ (hypercore.api.console)
     return app

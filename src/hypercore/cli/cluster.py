@@ -6,16 +6,19 @@ import asyncio
 import functools
 import sys
 import uuid
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from hypercore.api.client import ApiClient, ApiClientError
 from hypercore.config import agent_options
-from hypercore.cli.common import EXIT_NO_NODE, EXIT_NOT_PLACED, fail, print_json, user_errors
+from hypercore.cli.common import (EXIT_NO_NODE, EXIT_NOT_PLACED, check_regular, fail, print_json, printable,
+                                  read_secret_file, user_errors)
 from hypercore.policy import load_policy_file
 from hypercore.workload import WorkloadSpec
 
@@ -36,10 +39,8 @@ def _client_options(func: Any) -> Any:
     @functools.wraps(func)
     def wrapper(*args: Any, addr: str, ca_file: Path | None, token: str | None, token_file: Path | None, **kw: Any) -> Any:
         if token_file is not None:
-            try:
-                token = token_file.read_text().strip()
-            except OSError as exc:
-                raise click.BadParameter(f"cannot read {token_file}: {exc.strerror or exc}", param_hint="--token-file")
+            token = read_secret_file(token_file, "--token-file")
+        check_regular(ca_file, "--ca-file")
         return func(*args, client=ApiClient(addr, token, ca_file=ca_file), **kw)
 
     wrapper = click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -76,10 +77,7 @@ def run(ctx: click.Context, encrypt_file: Path | None, cluster_token: str | None
         fail("--encrypt on the command line is readable by every local user in /proc/PID/cmdline: "
              "set HYPERCORE_ENCRYPT or use --encrypt-file")
     if encrypt_file is not None:
-        try:
-            settings["encrypt"] = encrypt_file.read_text().strip()
-        except OSError as exc:
-            fail(f"--encrypt-file {encrypt_file}: {exc.strerror or exc}")
+        settings["encrypt"] = read_secret_file(encrypt_file, "--encrypt-file", limit=4096)
     from hypercore import logfmt
     from hypercore.agent import NodeAgent
     from hypercore.config import parse
@@ -110,12 +108,14 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--env", multiple=True, help="KEY=VALUE, repeatable.")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="Policy file for this spawn (read here, sent inline).")
 @click.option("--request-id", help="Idempotency key (default: a new UUID).")
+@click.option("--near", help="Measure latency from this node (default: the node at --addr).")
 @click.option("--dry-run", is_flag=True, help="Show the placement decision; start nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @_client_options
 @user_errors
 def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, ports: str, env: tuple[str, ...],
-          policy_file: Path | None, request_id: str | None, dry_run: bool, as_json: bool, client: ApiClient) -> None:
+          policy_file: Path | None, request_id: str | None, near: str | None, dry_run: bool, as_json: bool,
+          client: ApiClient) -> None:
     """Place a workload with the policy and start it on the chosen node."""
     if (command is None) == (image_ref is None):
         raise click.UsageError("give exactly one of --command or --image-ref")
@@ -129,6 +129,8 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
                       for e in exc.errors()))
     body: dict[str, Any] = {"spec": spec.model_dump(mode="json", exclude_none=True), "dry_run": dry_run,
                             "request_id": request_id or str(uuid.uuid4())}
+    if near is not None:
+        body["near"] = near
     if policy_file is not None:
         body["policy"] = load_policy_file(policy_file).model_dump(mode="json")
     try:
@@ -147,13 +149,13 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
         return
     d = result["decision"]
     if dry_run:
-        click.echo(f"dry run: would place on {result.get('node')} — {d['summary']}")
+        click.echo(f"dry run: would place on {printable(result.get('node'))} — {printable(d['summary'])}")
     else:
-        click.echo(f"spawned {result['id']} on {result['node']} (policy '{d['policy']}')")
-        click.echo(d["summary"])
+        click.echo(f"spawned {printable(result['id'])} on {printable(result['node'])} (policy '{printable(d['policy'])}')")
+        click.echo(printable(d["summary"]))
     for a in result.get("attempts", []):
         if a["outcome"] != "ok":
-            click.echo(f"  tried {a['node']}: {a['outcome']} ({a['detail']})")
+            click.echo(f"  tried {printable(a['node'])}: {printable(a['outcome'])} ({printable(a['detail'])})")
 
 
 @cluster_group.command("list")
@@ -173,10 +175,11 @@ def list_(as_json: bool, client: ApiClient) -> None:
         table.add_column(col)
     for w in workloads:
         spec = w["spec"]
-        table.add_row(w["id"], w["node"], w["state"], spec.get("command") or spec.get("image_ref") or "")
+        table.add_row(*(Text(printable(v)) for v in (w["id"], w["node"], w["state"],
+                                                     spec.get("command") or spec.get("image_ref") or "")))
     Console().print(table)
     for node, err in result.get("unreachable", {}).items():
-        click.echo(f"warning: node {node} did not answer: {err}", err=True)
+        click.echo(f"warning: node {printable(node)} did not answer: {printable(err)}", err=True)
 
 
 @cluster_group.command("stop")
@@ -190,7 +193,7 @@ def stop(workload_id: str, as_json: bool, client: ApiClient) -> None:
     if as_json:
         print_json(result)
     else:
-        click.echo(f"{result['id']} on {result['node']}: {result['state']}")
+        click.echo(f"{printable(result['id'])} on {printable(result['node'])}: {printable(result['state'])}")
 
 
 @cluster_group.command("remove")
@@ -200,12 +203,13 @@ def stop(workload_id: str, as_json: bool, client: ApiClient) -> None:
 def remove(workload_id: str, client: ApiClient) -> None:
     """Forget a finished workload: its record, logs and container."""
     result = client.request("POST", f"/v1/workloads/{workload_id}/remove")
-    click.echo(f"{result['id']} on {result['node']}: removed")
+    click.echo(f"{printable(result['id'])} on {printable(result['node'])}: removed")
 
 
 @cluster_group.command("logs")
 @click.option("--id", "workload_id", required=True)
-@click.option("--tail", type=click.IntRange(min=1), default=None, help="Only the last N bytes.")
+@click.option("--tail", type=click.IntRange(min=1), default=None,
+              help="Only the last N lines (a whole log is capped at the node's --max-log-mb).")
 @_client_options
 @user_errors
 def logs(workload_id: str, tail: int | None, client: ApiClient) -> None:
@@ -216,11 +220,12 @@ def logs(workload_id: str, tail: int | None, client: ApiClient) -> None:
 
 @cluster_group.command("metrics")
 @click.option("--json", "as_json", is_flag=True, help="{\"nodes\": [...]} — feed it to `policy explain --nodes`.")
+@click.option("--near", help="Latency, jitter and loss as seen from this node (default: the node at --addr).")
 @_client_options
 @user_errors
-def metrics(as_json: bool, client: ApiClient) -> None:
-    """Show every node's beacon metrics."""
-    nodes = client.request("GET", "/v1/nodes")["nodes"]
+def metrics(as_json: bool, near: str | None, client: ApiClient) -> None:
+    """Show every node as the node at --addr sees it: links measured from there, reputation from evidence."""
+    nodes = client.request("GET", "/v1/nodes" + (f"?near={quote(near, safe='')}" if near else ""))["nodes"]
     counts: dict[str, int] = {}
     try:
         for w in client.request("GET", "/v1/workloads")["workloads"]:
@@ -233,17 +238,34 @@ def metrics(as_json: bool, client: ApiClient) -> None:
     if as_json:
         print_json({"nodes": nodes})
         return
-    # The per-node block of the spec's testing guide.
+    # The per-node block of the spec's testing guide. Everything a node published is printed escaped.
+    def fmt(v: Any, unit: str = "") -> str:
+        if v is None:
+            return "unknown"
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return printable(repr(v))
+        try:
+            return f"{float(v):g}{unit}"
+        except OverflowError:
+            return "out of range"
+
     for n in nodes:
-        fmt = lambda v, unit="": "unknown" if v is None else f"{v:g}{unit}"  # noqa: E731
-        click.echo(f"Node: {n['name']} ({n['status']})")
-        click.echo(f"  Beacon ID:    {n.get('beacon_id') or 'no beacon data'}" + (f" ({n['problem']})" if n.get("problem") else ""))
-        click.echo(f"  Latency:      {fmt(n['latency_ms'], ' ms')}")
+        click.echo(f"Node: {printable(n['name'])} ({printable(n['status'])})")
+        click.echo(f"  Beacon ID:    {printable(n.get('beacon_id') or 'no beacon data')}"
+                   + (f" ({printable(n['problem'])})" if n.get("problem") else ""))
+        source = f" (from {printable(str(n['link_source']))})" if n.get("link_source") else ""
+        click.echo(f"  Latency:      {fmt(n['latency_ms'], ' ms')}{source}")
         click.echo(f"  Jitter:       {fmt(n['jitter_ms'], ' ms')}")
         click.echo(f"  Packet Loss:  {fmt(n['packet_loss'], '%')}")
         click.echo(f"  Queue Depth:  {fmt(n['queue_depth'])}")
         click.echo(f"  Price/GB:     {fmt(n['price_per_gb'])}")
-        click.echo(f"  Reputation:   {fmt(n['reputation'])}")
-        click.echo(f"  Capabilities: {', '.join(n['capabilities'] or []) or 'none'}")
+        ev = n.get("reputation_evidence")
+        try:
+            evidence = (f" ({int(ev['ok'])} ok, {int(ev['failed'])} failed, {int(ev['observers'])} observers, "
+                        f"prior {float(ev['prior']):g})") if isinstance(ev, dict) else ""
+        except (KeyError, TypeError, ValueError, OverflowError):
+            evidence = ""
+        click.echo(f"  Reputation:   {fmt(n['reputation'])}{evidence}")
+        click.echo(f"  Capabilities: {printable(', '.join(map(str, n['capabilities'] or [])) or 'none')}")
         click.echo(f"  Workloads:    {n['workloads']}")
         click.echo("")

@@ -13,11 +13,17 @@ from pathlib import Path
 
 import click
 
-from hypercore.cli.common import user_errors
-from hypercore.identity.pki import MAX_DAYS, IdentityError, create_ca, create_node_cert
+from hypercore.cli.common import check_regular, user_errors
+from hypercore.identity.pki import CA_CERT_NAME, CA_KEY_NAME, MAX_DAYS, IdentityError, create_ca, create_node_cert
 from hypercore.identity.tokens import create_token, parse_ttl
 
 _DIR = click.Path(path_type=Path, file_okay=False)
+
+
+def _check_ca_files(ca_dir: Path) -> None:
+    """Refuse a ca.pem or ca-key.pem that is a FIFO or a device (reading it would hang) before the CA reads it."""
+    for name in (CA_CERT_NAME, CA_KEY_NAME):
+        check_regular(ca_dir / name, "--ca-dir")
 
 
 @click.group("tls")
@@ -55,10 +61,15 @@ def cert_group() -> None:
 @click.option("--ip", "ips", multiple=True, help="An IP address the node is reached at, repeatable.")
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=365, show_default=True, help="Validity in days.")
 @click.option("--out", "out_dir", type=_DIR, required=True, help="Directory for NODE.pem and NODE-key.pem.")
+@click.option("--reputation", type=click.FloatRange(0, 1), default=None,
+              help="The prior reputation you attest for this node (0..1), e.g. after an audit; "
+                   "without it the node starts from the cluster's default prior (0.5).")
 @user_errors
-def cert_create(ca_dir: Path, node: str, ips: tuple[str, ...], days: int, out_dir: Path) -> None:
+def cert_create(ca_dir: Path, node: str, ips: tuple[str, ...], days: int, out_dir: Path,
+                reputation: float | None) -> None:
     """Issue a certificate for one node; prints the paths of the certificate and the key."""
-    cert, key = create_node_cert(ca_dir, node, out_dir, ips=ips, days=days)
+    _check_ca_files(ca_dir)
+    cert, key = create_node_cert(ca_dir, node, out_dir, ips=ips, days=days, reputation=reputation)
     click.echo(str(cert))
     click.echo(str(key))
 
@@ -90,4 +101,5 @@ def token_group() -> None:
 @user_errors
 def token_create(ca_dir: Path, name: str, ttl_seconds: int, management: bool) -> None:
     """Print a new token (and nothing else, so that `$(hypercore token create …)` works)."""
+    _check_ca_files(ca_dir)
     click.echo(create_token(ca_dir, name, ttl_seconds=ttl_seconds, management=management))

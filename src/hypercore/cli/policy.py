@@ -61,7 +61,8 @@ def validate(files: tuple[Path, ...]) -> None:
               help="Cluster CA certificate to check the agent against (with --live; env HYPERCORE_CACERT).")
 @click.option("--token", envvar="HYPERCORE_TOKEN", default=None, help="User token (with --live; unused by /v1/nodes).")
 @click.option("--near", help="With --live: latency as seen from this node (default: the agent at --addr).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show only the best N ranked nodes.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Show only the best N ranked nodes and the first N rejected (with counts of the rest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @user_errors
 def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, ca_file: Path | None, token: str | None,

@@ -299,10 +299,22 @@ class Decision:
         return text
 
     @cached_property
+    def _rejected_rows(self) -> np.ndarray:
+        return np.flatnonzero(~self.table.alive | self._failed)
+
+    @property
+    def rejected_count(self) -> int:
+        return len(self._rejected_rows)
+
+    @cached_property
     def rejected(self) -> list[RejectedNode]:
         """Every node that is not alive or broke a rule, with each reason, in table order."""
+        return self.rejected_first(None)
+
+    def rejected_first(self, limit: int | None) -> list[RejectedNode]:
+        """The first `limit` rejected nodes (None: all), reasons built only for those."""
         table = self.table
-        bad = np.flatnonzero(~table.alive | self._failed)
+        bad = self._rejected_rows if limit is None else self._rejected_rows[:limit]
         out: list[RejectedNode] = []
         for i in bad:
             i = int(i)
@@ -328,11 +340,15 @@ class Decision:
     def to_dict(self, limit: int | None = None) -> dict[str, Any]:
         """The JSON form printed by `policy explain --json` and returned by the API."""
         ranked = self.ranked if limit is None else self.ranked[:limit]
-        return {
+        out = {
             "policy": self.policy,
             "mode": self.mode,
             "fallback": self.fallback,
             "ranked": [r.to_dict() for r in ranked],
-            "rejected": [r.to_dict() for r in self.rejected],
+            "rejected": [r.to_dict() for r in (self.rejected if limit is None else self.rejected_first(limit))],
             "summary": self.summary,
         }
+        if limit is not None:  # capped lists say how much they left out
+            out["ranked_more"] = max(0, len(self.ranked) - limit)
+            out["rejected_more"] = max(0, self.rejected_count - limit)
+        return out
