@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hypercore.beacon.keys import fingerprint, load_or_create_node_key
+from hypercore.beacon import keys
+from hypercore.beacon.keys import KeyError_, fingerprint, generate, load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow, choose_targets
 from hypercore.beacon.tags import (
     MAX_AGE_S,
@@ -14,12 +20,21 @@ from hypercore.beacon.tags import (
     Admission,
     Beacon,
     BeaconInvalid,
+    _b64,
+    _unb64,
     decode,
     encode,
     encoded_size,
 )
 
 NOW = 1_800_000_000
+
+
+def uncompressed(k: str) -> str:
+    """A gossiped key ("k", base64url of the compressed point) as its 65-byte uncompressed point."""
+    point = keys.public_key_from_bytes(_unb64(k)).public_bytes(serialization.Encoding.X962,
+                                                               serialization.PublicFormat.UncompressedPoint)
+    return _b64(point)
 
 
 def beacon(**kw: object) -> Beacon:
@@ -30,15 +45,18 @@ def beacon(**kw: object) -> Beacon:
 
 
 def test_round_trip_keeps_every_value_and_names_the_key() -> None:
-    key = Ed25519PrivateKey.generate()
+    key = generate()
     got = decode(encode(beacon(), "n1", key), "n1", NOW)
     assert (got.latency_ms, got.jitter_ms, got.packet_loss, got.queue_depth) == (12.5, 1.25, 0.5, 3)
     assert (got.price_per_gb, got.reputation, got.capabilities, got.api) == (0.02, 0.95, ("exec",), "127.0.0.1:8001")
     assert got.beacon_id == fingerprint(key.public_key())
+    assert got.public_key == key.public_key().public_bytes(serialization.Encoding.X962,
+                                                           serialization.PublicFormat.CompressedPoint)
+    assert len(got.public_key) == 33
 
 
 def test_unknown_metrics_stay_unknown() -> None:
-    got = decode(encode(beacon(latency_ms=None, jitter_ms=None), "n1", Ed25519PrivateKey.generate()), "n1", NOW)
+    got = decode(encode(beacon(latency_ms=None, jitter_ms=None), "n1", generate()), "n1", NOW)
     assert got.latency_ms is None and got.jitter_ms is None and got.price_per_gb == 0.02
 
 
@@ -48,8 +66,12 @@ def test_unknown_metrics_stay_unknown() -> None:
         (lambda t: {**t, "m": t["m"].replace("0.02", "0.01")}, "signature"),
         (lambda t: {**t, "api": "127.0.0.1:9999"}, "signature"),
         (lambda t: {**t, "c": "exec,container"}, "signature"),
-        (lambda t: {**t, "k": encode(beacon(), "n1", Ed25519PrivateKey.generate())["k"]}, "signature"),
+        (lambda t: {**t, "k": encode(beacon(), "n1", generate())["k"]}, "signature"),
         (lambda t: {**t, "sig": "AAAA"}, "signature"),
+        (lambda t: {**t, "sig": "A" * 86}, "signature"),  # 64 zero bytes: r = s = 0
+        (lambda t: {**t, "k": "A" * 44}, "signature"),  # 33 bytes, but no point
+        (lambda t: {**t, "k": t["k"][:-2]}, "signature"),
+        (lambda t: {**t, "k": uncompressed(t["k"])}, "signature"),  # the same key, but not as gossiped
         (lambda t: {k: v for k, v in t.items() if k != "sig"}, "malformed"),
         (lambda t: {**t, "hc": "2"}, "version"),
         (lambda t: {"role": "web"}, "missing"),
@@ -57,21 +79,21 @@ def test_unknown_metrics_stay_unknown() -> None:
     ],
 )
 def test_tampered_or_foreign_tags_are_rejected_with_a_cause(mutate, cause) -> None:  # type: ignore[no-untyped-def]
-    tags = encode(beacon(), "n1", Ed25519PrivateKey.generate())
+    tags = encode(beacon(), "n1", generate())
     with pytest.raises(BeaconInvalid) as err:
         decode(mutate(tags), "n1", NOW)
     assert err.value.cause == cause
 
 
 def test_tags_copied_to_another_member_do_not_verify() -> None:
-    tags = encode(beacon(), "n1", Ed25519PrivateKey.generate())
+    tags = encode(beacon(), "n1", generate())
     with pytest.raises(BeaconInvalid) as err:
         decode(tags, "n2", NOW)
     assert err.value.cause == "signature"
 
 
 def test_stale_and_future_beacons_are_rejected() -> None:
-    key = Ed25519PrivateKey.generate()
+    key = generate()
     with pytest.raises(BeaconInvalid) as err:
         decode(encode(beacon(timestamp=NOW - int(MAX_AGE_S) - 1), "n1", key), "n1", NOW)
     assert err.value.cause == "stale"
@@ -83,7 +105,7 @@ def test_stale_and_future_beacons_are_rejected() -> None:
 @pytest.mark.parametrize("field, value", [("reputation", 1.5), ("packet_loss", 101.0), ("latency_ms", -1.0),
                                           ("price_per_gb", float("inf")), ("queue_depth", float("nan"))])
 def test_signed_but_out_of_range_values_are_rejected(field: str, value: float) -> None:
-    tags = encode(beacon(**{field: value}), "n1", Ed25519PrivateKey.generate())
+    tags = encode(beacon(**{field: value}), "n1", generate())
     with pytest.raises(BeaconInvalid) as err:
         decode(tags, "n1", NOW)
     assert err.value.cause in ("range", "malformed")
@@ -98,17 +120,18 @@ def test_worst_case_tags_fit_serfs_512_byte_limit() -> None:
         mem_total_mb=1.23456789e11, mem_free_mb=1.23456789e11,
         capabilities=("container", "exec", "gpu-nvidia-a100", "sgx-enclave"),
     )
-    admission = Admission(99_999_999_999, b"\xff" * 64)
-    tags = {**encode(worst, "n" * 128, Ed25519PrivateKey.generate(), admission), "fo": "1"}  # + failover's flag
+    admission = Admission(99_999_999_999, b"\xff" * 64, 0.123)  # with an attested reputation
+    tags = {**encode(worst, "n" * 128, generate(), admission), "fo": "1"}  # + failover's flag
+    assert len(tags["k"]) == 44 and len(tags["sig"]) == 86  # 33-byte P-256 point, 64-byte r‖s
     assert encoded_size(tags) <= SERF_TAGS_LIMIT, encoded_size(tags)
 
 
 def test_the_admission_travels_signed_with_the_beacon() -> None:
-    key = Ed25519PrivateKey.generate()
+    key = generate()
     admission = Admission(NOW + 3600, bytes(range(64)))
     tags = encode(beacon(), "n1", key, admission)
     got = decode(tags, "n1", NOW)
-    assert got.admission == admission and got.public_key == key.public_key().public_bytes_raw()
+    assert got.admission == admission and got.public_key == keys.public_bytes(key)
     assert "admission" not in got.metrics() and "public_key" not in got.metrics()
     # Swapping, dropping or adding an admission breaks the beacon signature.
     other = Admission(NOW + 7200, bytes(64)).encode()
@@ -127,8 +150,46 @@ def test_the_admission_travels_signed_with_the_beacon() -> None:
 def test_node_key_persists_with_private_permissions(tmp_path) -> None:  # type: ignore[no-untyped-def]
     first = load_or_create_node_key(tmp_path)
     again = load_or_create_node_key(tmp_path)
+    assert isinstance(first.curve, ec.SECP256R1)
     assert fingerprint(first.public_key()) == fingerprint(again.public_key())
     assert (tmp_path / "node.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("other, says", [(Ed25519PrivateKey.generate, "an Ed25519 key"),
+                                         (lambda: ec.generate_private_key(ec.SECP384R1()), "an ECDSA secp384r1 key")])
+def test_a_node_key_that_is_not_p256_is_refused_naming_the_file(tmp_path: Path, other: Any, says: str) -> None:
+    (tmp_path / "node.key").write_bytes(other().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(KeyError_) as err:
+        load_or_create_node_key(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'node.key'}: holds {says}; hypercore keys are ECDSA P-256")
+    assert "move it away" in str(err.value)
+
+
+def test_signatures_are_64_raw_bytes_and_verify_only_as_such() -> None:
+    key = generate()
+    signature = keys.sign(key, b"message")
+    assert len(signature) == 64 and len(keys.public_bytes(key)) == 33
+    keys.verify(key.public_key(), signature, b"message")
+    keys.verify(keys.public_bytes(key), signature, b"message")
+    keys.verify(bytearray(keys.public_bytes(key)), memoryview(signature), b"message")
+    der = key.sign(b"message", ec.ECDSA(hashes.SHA256()))  # the same scheme, DER-encoded: not our wire form
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256's group order
+    bad = [
+        (key.public_key(), signature, b"other message"),
+        (generate().public_key(), signature, b"message"),
+        (key.public_key(), der, b"message"),
+        (key.public_key(), signature[:63], b"message"),
+        (key.public_key(), bytes(64), b"message"),
+        (key.public_key(), signature[:32] + n.to_bytes(32, "big"), b"message"),  # s out of range
+        (b"\x02" + bytes(32), signature, b"message"),
+        (keys.public_bytes(key)[:32], signature, b"message"),
+        (ec.generate_private_key(ec.SECP384R1()).public_key(), signature, b"message"),
+        (Ed25519PrivateKey.generate().public_key(), signature, b"message"),
+    ]
+    for public, sig, message in bad:
+        with pytest.raises(InvalidSignature):
+            keys.verify(public, sig, message)
 
 
 def test_probe_window_median_jitter_and_loss() -> None:

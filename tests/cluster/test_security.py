@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from hypercore.beacon import keys
 from hypercore.beacon.tags import Admission, Beacon, encode
 from hypercore.devcluster import Cluster, Pki, free_port, wait_for
 from hypercore.identity.pki import NodeIdentity, admission_message, load_ca_key
@@ -88,7 +89,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(5)
 
 
-def forged_tags(name: str, api_port: int, key: Ed25519PrivateKey, admission: Admission | None) -> dict[str, str]:
+def forged_tags(name: str, api_port: int, key: ec.EllipticCurvePrivateKey, admission: Admission | None) -> dict[str, str]:
     """The most attractive beacon there is: nearly free, perfect reputation, fresh for the whole test."""
     beacon = Beacon(api=f"127.0.0.1:{api_port}", timestamp=int(time.time()) + 25, latency_ms=0.1, jitter_ms=0.0,
                     packet_loss=0.0, queue_depth=0.0, price_per_gb=0.000001, reputation=1.0, cpu_total=64.0,
@@ -118,10 +119,10 @@ def test_a_rogue_with_the_leaked_gossip_key_is_listed_but_never_contacted(
     # Its own key, and an "admission" signed by a CA of its own: everything but our CA's signature.
     own_ca = Pki(tmp_path / "rogue-pki")
     _, rogue_ca_key = load_ca_key(own_ca.dir)
-    key = Ed25519PrivateKey.generate()
+    key = keys.generate()
     not_after = int(time.time()) + 86400
-    raw = key.public_key().public_bytes_raw()
-    admission = Admission(not_after, rogue_ca_key.sign(admission_message("rogue", raw, not_after)))
+    raw = keys.public_bytes(key)
+    admission = Admission(not_after, keys.sign(rogue_ca_key, admission_message("rogue", raw, not_after)))
     rogue = rogue_serf(tmp_path, a.gossip_addr, "rogue", forged_tags("rogue", listener.port, key, admission),
                        key=cluster.pki.gossip_key)
     try:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
+from hypercore.beacon import keys
 from hypercore.errors import HypercoreError
 from hypercore.identity import (
     ADMISSION_OID,
@@ -41,14 +43,22 @@ def cert_of(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def raw(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def raw(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
+    """The key as gossiped: its compressed X9.62 point (33 bytes)."""
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    return public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+
+
+def is_p256_sha256(cert: x509.Certificate) -> bool:
+    key = cert.public_key()
+    return (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+            and cert.signature_algorithm_oid == SignatureAlgorithmOID.ECDSA_WITH_SHA256)
 
 
 # --------------------------------------------------------------------------- the CA
 
 
-def test_create_ca_writes_a_self_signed_ed25519_ca(tmp_path: Path):
+def test_create_ca_writes_a_self_signed_p256_ca(tmp_path: Path):
     cert_path, key_path = create_ca(tmp_path / "new" / "ca")
     assert (cert_path, key_path) == (tmp_path / "new" / "ca" / "ca.pem", tmp_path / "new" / "ca" / "ca-key.pem")
     assert mode(key_path) == 0o600
@@ -56,7 +66,7 @@ def test_create_ca_writes_a_self_signed_ed25519_ca(tmp_path: Path):
     assert sorted(p.name for p in cert_path.parent.iterdir()) == ["ca-key.pem", "ca.pem"]  # no temporary files left
     cert = cert_of(cert_path)
     cert.verify_directly_issued_by(cert)
-    assert isinstance(cert.public_key(), Ed25519PublicKey)
+    assert is_p256_sha256(cert)  # ECDSA P-256, signed ecdsa-with-SHA256: what browsers and Go accept
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical and bc.value.ca and bc.value.path_length == 0
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
@@ -66,7 +76,7 @@ def test_create_ca_writes_a_self_signed_ed25519_ca(tmp_path: Path):
     days = (cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).days
     assert 3648 <= days <= 3650
     ca, key = load_ca_key(cert_path.parent)
-    assert raw(key.public_key()) == raw(ca.public_key)
+    assert raw(key) == raw(ca.public_key)
     assert ca.fingerprint == hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()[:16]
     assert load_ca(cert_path) == ca
 
@@ -134,6 +144,7 @@ def test_node_cert_content(ca_dir: Path, make_node):
     ca, _ = load_ca_key(ca_dir)
     cert = cert_of(cert_path)
     cert.verify_directly_issued_by(ca.cert)
+    assert is_p256_sha256(cert)
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "node-1.example"
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["node-1.example"]
@@ -147,8 +158,8 @@ def test_node_cert_content(ca_dir: Path, make_node):
     assert not_after.microsecond == 0
     assert abs((not_after - dt.datetime.now(dt.timezone.utc)).total_seconds() - 30 * 86400) < 60
     key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-    assert isinstance(key, Ed25519PrivateKey)
-    verify_admission(ca, "node-1.example", raw(key.public_key()), int(not_after.timestamp()), ext.value.value,
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+    verify_admission(ca, "node-1.example", raw(key), int(not_after.timestamp()), ext.value.value,
                      time.time())
 
 
@@ -157,7 +168,7 @@ def test_node_identity_load(ca_dir: Path, make_node):
     ident = NodeIdentity.load(ca_dir / "ca.pem", cert_path, key_path, "n1")
     assert ident.name == "n1" and ident.dns_names == ("n1",) and ident.ips == ("192.0.2.1",)
     assert ident.ca == load_ca(ca_dir / "ca.pem")
-    assert len(ident.public_raw) == 32 and ident.public_raw == raw(ident.key.public_key())
+    assert len(ident.public_raw) == 33 and ident.public_raw == raw(ident.key)  # the compressed point
     assert ident.not_after == int(ident.cert.not_valid_after_utc.timestamp())
     assert len(ident.admission) == 64
     assert (ident.ca_file, ident.cert_file, ident.key_file) == (ca_dir / "ca.pem", cert_path, key_path)
@@ -235,10 +246,10 @@ def test_load_refuses_a_cert_not_valid_yet(ca_dir: Path, tmp_path: Path):
 
 
 def _sign_by_ca(ca_dir: Path, tmp_path: Path, node: str, admission: bytes | None,
-                valid_from: dt.timedelta = dt.timedelta(minutes=-1)) -> tuple[Path, Path]:
-    """A certificate the CA signed, but not through create_node_cert."""
+                valid_from: dt.timedelta = dt.timedelta(minutes=-1), key=None) -> tuple[Path, Path]:
+    """A certificate the CA signed, but not through create_node_cert (for `key`, a fresh P-256 key by default)."""
     ca, ca_key = load_ca_key(ca_dir)
-    key = Ed25519PrivateKey.generate()
+    key = key or keys.generate()
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     builder = (
         x509.CertificateBuilder()
@@ -253,7 +264,7 @@ def _sign_by_ca(ca_dir: Path, tmp_path: Path, node: str, admission: bytes | None
     if admission is not None:
         builder = builder.add_extension(x509.UnrecognizedExtension(ADMISSION_OID, admission), critical=False)
     cert_path, key_path = tmp_path / f"{node}-hand.pem", tmp_path / f"{node}-hand-key.pem"
-    cert_path.write_bytes(builder.sign(ca_key, None).public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
@@ -284,7 +295,7 @@ def test_load_refuses_garbage_and_missing_files(ca_dir: Path, tmp_path: Path, ma
     assert f"CA certificate {garbage} is not a PEM certificate" in msg and "ca.pem" in msg
     msg = load_error(ca, tmp_path / "absent.pem", key, "n1")
     assert f"certificate {tmp_path / 'absent.pem'}: no such file" in msg and FIX in msg
-    msg = load_error(ca, cert, ca_dir / "ca-key.pem", "n1")  # an Ed25519 key, but the CA's
+    msg = load_error(ca, cert, ca_dir / "ca-key.pem", "n1")  # a P-256 key, but the CA's
     assert "does not belong to certificate" in msg
 
 
@@ -298,10 +309,18 @@ def test_load_refuses_an_expired_ca(ca_dir: Path, make_node):
 
 
 def test_admission_message_layout():
-    assert admission_message("n1", b"K" * 32, 1700000000) == (
-        b"hypercore-admission-v1\0n1\0" + b"K" * 32 + b"\0" + b"1700000000"
+    assert admission_message("n1", b"K" * 33, 1700000000) == (
+        b"hypercore-admission-v1\0n1\0" + b"K" * 33 + b"\0" + b"1700000000"
     )
-    assert str(ADMISSION_OID.dotted_string).startswith("2.25.")
+    assert admission_message("n1", b"K" * 33, 1700000000, 0.75) == (
+        b"hypercore-admission-v1\0n1\0" + b"K" * 33 + b"\0" + b"1700000000" + b"\0" + b"0.75"
+    )
+
+
+def test_admission_oid_is_one_go_can_parse():
+    # Go's x509 (Prometheus, any Go client) refuses an OID with an arc above 2**31 - 1.
+    assert ADMISSION_OID.dotted_string == "1.3.6.1.4.1.32473.7.1"
+    assert all(0 <= int(arc) < 2**31 for arc in ADMISSION_OID.dotted_string.split("."))
 
 
 def test_verify_admission(load_node, other_ca_dir: Path, make_node):
@@ -319,7 +338,9 @@ def test_verify_admission(load_node, other_ca_dir: Path, make_node):
 
     sig_wrong = "admission signature is not this cluster CA's"
     assert reason("n2", *args[1:]) == sig_wrong
-    assert reason("n1", bytes(32), *args[2:]) == sig_wrong
+    assert reason("n1", bytes(33), *args[2:]) == sig_wrong
+    other_y = bytes([ident.public_raw[0] ^ 1]) + ident.public_raw[1:]  # 0x02 <-> 0x03: the point's other y
+    assert reason("n1", other_y, *args[2:]) == sig_wrong
     assert reason("n1", ident.public_raw, ident.not_after + 86400, ident.admission) == sig_wrong
     tampered = bytes([ident.admission[0] ^ 1]) + ident.admission[1:]
     assert reason("n1", ident.public_raw, ident.not_after, tampered) == sig_wrong
@@ -327,8 +348,60 @@ def test_verify_admission(load_node, other_ca_dir: Path, make_node):
     assert reason(*args, ca=other) == sig_wrong
     assert reason(*args, at=ident.not_after) == "admission expired"
     assert reason(*args, at=ident.not_after + 1) == "admission expired"
-    assert "32" in reason("n1", ident.public_raw[:31], *args[2:])
+    assert "33-byte compressed ECDSA P-256 point" in reason("n1", ident.public_raw[:32], *args[2:])
+    assert "33-byte" in reason("n1", ident.key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint), *args[2:])
     assert "64" in reason("n1", ident.public_raw, ident.not_after, ident.admission[:63])
     assert "node name" in reason("n 1", *args[1:])
     with pytest.raises(NotAdmitted, match="node 'n2' is not admitted: admission signature"):
         verify_admission(ident.ca, "n2", *args[1:], now)
+
+
+# --------------------------------------------------------------------------- keys that are not P-256
+
+
+def _pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def test_keys_and_certificates_that_are_not_p256_are_refused_naming_the_file(ca_dir: Path, tmp_path: Path,
+                                                                              make_node):
+    cert, key = make_node("n1")
+    ca = ca_dir / "ca.pem"
+    # An Ed25519 node key (what hypercore made before it switched to P-256).
+    ed_key = tmp_path / "ed-key.pem"
+    ed_key.write_bytes(_pem(Ed25519PrivateKey.generate()))
+    msg = load_error(ca, cert, ed_key, "n1")
+    assert msg.startswith(f"key {ed_key} holds an Ed25519 key; hypercore keys are ECDSA P-256") and FIX in msg
+    # A P-384 CA key.
+    (ca_dir / "ca-key.pem").write_bytes(_pem(ec.generate_private_key(ec.SECP384R1())))
+    with pytest.raises(IdentityError) as err:
+        load_ca_key(ca_dir)
+    assert str(err.value).startswith(f"CA key {ca_dir / 'ca-key.pem'} holds an ECDSA secp384r1 key; "
+                                     f"hypercore keys are ECDSA P-256")
+
+
+def test_a_node_certificate_that_is_not_p256_is_refused(tmp_path: Path):
+    ca_dir = tmp_path / "ca"
+    create_ca(ca_dir)
+    cert, _ = _sign_by_ca(ca_dir, tmp_path, "n1", admission=bytes(64), key=ec.generate_private_key(ec.SECP384R1()))
+    _, key = create_node_cert(ca_dir, "n1", tmp_path / "certs")  # a P-256 key: the certificate is the problem
+    msg = load_error(ca_dir / "ca.pem", cert, key, "n1")
+    assert msg.startswith(f"certificate {cert} holds an ECDSA secp384r1 key; hypercore node certificates are "
+                          f"ECDSA P-256") and FIX in msg
+
+
+def test_an_ed25519_ca_is_refused(tmp_path: Path):
+    key = Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "an old hypercore CA")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, None))
+    path = tmp_path / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(IdentityError) as err:
+        load_ca(path)
+    assert str(err.value).startswith(f"CA certificate {path} holds an Ed25519 key; hypercore CAs are ECDSA P-256")
+    assert "hypercore tls ca create" in str(err.value)

@@ -49,7 +49,7 @@ def claims(name: str = "alice", now: float = T0, ttl: int = 3600, **extra) -> di
 
 def sign_with_ca(ca_dir: Path, payload: dict, **headers) -> str:
     ca, key = load_ca_key(ca_dir)
-    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": ca.fingerprint, **headers})
+    return jwt.encode(payload, key, algorithm="ES256", headers={"kid": ca.fingerprint, **headers})
 
 
 def hand_made(header: dict, payload: dict, signature: bytes | None = None, secret: bytes | None = None) -> str:
@@ -76,7 +76,7 @@ def test_roundtrip_user_and_management(ca_dir: Path, verifier: TokenVerifier):
     assert verifier.verify(create_token(ca_dir, "ops@example.org", management=True, now=T0)) == User(
         "ops@example.org", management=True)
     header = jwt.get_unverified_header(token)
-    assert header["alg"] == "EdDSA" and header["kid"] == load_ca(ca_dir / "ca.pem").fingerprint
+    assert header["alg"] == "ES256" and header["kid"] == load_ca(ca_dir / "ca.pem").fingerprint
     body = jwt.decode(token, options={"verify_signature": False})
     assert body["iss"] == "hypercore" and body["aud"] == "hypercore-api" and body["sub"] == "alice"
     assert body["iat"] == body["nbf"] == int(T0) and body["exp"] == int(T0) + 720 * 3600
@@ -140,7 +140,7 @@ def test_cache_is_bounded(ca_dir: Path, verifier: TokenVerifier):
 
     ca, key = load_ca_key(ca_dir)
     for i in range(tokens.CACHE_SIZE + 20):
-        verifier.verify(jwt.encode(claims(f"u{i}"), key, algorithm="EdDSA", headers={"kid": ca.fingerprint}))
+        verifier.verify(jwt.encode(claims(f"u{i}"), key, algorithm="ES256", headers={"kid": ca.fingerprint}))
     assert len(verifier._cache) == tokens.CACHE_SIZE
 
 
@@ -149,8 +149,20 @@ def test_other_ca_is_refused(ca_dir: Path, other_ca_dir: Path, verifier: TokenVe
     assert "not signed by this cluster's CA" in refused(verifier, token)
     # The same, naming our CA's key id: the signature itself is refused.
     _, other_key = load_ca_key(other_ca_dir)
-    forged = jwt.encode(claims(), other_key, algorithm="EdDSA", headers={"kid": verifier.ca.fingerprint})
+    forged = jwt.encode(claims(), other_key, algorithm="ES256", headers={"kid": verifier.ca.fingerprint})
     assert refused(verifier, forged) == "token is not signed by this cluster's CA"
+
+
+def test_tokens_of_other_algorithms_are_refused(verifier: TokenVerifier):
+    # EdDSA: what hypercore issued before its keys became ECDSA P-256.
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    kid = {"kid": verifier.ca.fingerprint}
+    old = jwt.encode(claims(), Ed25519PrivateKey.generate(), algorithm="EdDSA", headers=kid)
+    assert "algorithm 'EdDSA'; only ES256 tokens" in refused(verifier, old)
+    p384 = jwt.encode(claims(), ec.generate_private_key(ec.SECP384R1()), algorithm="ES384", headers=kid)
+    assert "algorithm 'ES384'" in refused(verifier, p384)
 
 
 def test_alg_none_and_hmac_with_the_public_key_are_refused(ca_dir: Path, verifier: TokenVerifier):
@@ -160,7 +172,7 @@ def test_alg_none_and_hmac_with_the_public_key_are_refused(ca_dir: Path, verifie
     assert "algorithm 'none'" in refused(verifier, hand_made({"alg": "none", "kid": kid}, payload, b"x"))
     public = verifier.ca.public_key
     for secret in (
-        public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+        public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint),
         public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         (ca_dir / "ca.pem").read_bytes(),
     ):

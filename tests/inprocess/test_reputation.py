@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypercore.beacon.tags import decode
 from hypercore.policy import load_policy_file
 from hypercore.reputation import Evidence, Reputation, beta_score, weighted_median
 from hypercore.runtime.base import RuntimeRefused
@@ -79,9 +83,15 @@ async def test_failing_starts_lose_reputation_in_others_eyes_and_fixed_nodes_ear
     await other.reputation.exchange()
     assert other.reputation.score("flaky") < 0.9
     assert "flaky" not in [r.node for r in other.scheduler.decide(SPEC, HIGH_TRUST).ranked]
-    # The record is signed by the observer and verifies with its key.
+    # The record is signed by the observer (ECDSA P-256, 64 bytes r‖s) and verifies with its key, also as any
+    # node knows it: the certified 33-byte point in the observer's beacon. Altered, or with another key, it does not.
     record = origin.reputation.log.records("flaky")[-1]
     assert not record.ok and record.verify(origin.reputation.log._key.public_key())  # type: ignore[union-attr]
+    assert len(base64.urlsafe_b64decode(record.signature + "==")) == 64
+    gossiped = decode(fake.beacons["origin"], "origin", time.time()).public_key
+    assert len(gossiped) == 33 and record.verify(gossiped)
+    assert not dataclasses.replace(record, ok=True).verify(gossiped)
+    assert not record.verify(decode(fake.beacons["other"], "other", time.time()).public_key)
     # Fixed, and once the old failures leave the window, it is back at its prior; successes build on it.
     flaky.manager._drivers["exec"] = MemoryDriver()
     origin.reputation.log.window = 0.0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from hypercore.beacon import keys
 from hypercore.beacon.tags import Admission, Beacon, encode
 from hypercore.identity.admission import admission_check
 from hypercore.identity.pki import NodeIdentity, create_ca, create_node_cert, load_ca, load_ca_key
@@ -20,7 +21,7 @@ def member(name: str, tags: dict[str, str], status: str = "alive") -> Member:
     return Member(name=name, addr="127.0.0.1", port=7946, tags=tags, status=status)
 
 
-def tags_of(name: str, key: Ed25519PrivateKey, admission: Admission | None, port: int = 8001) -> dict[str, str]:
+def tags_of(name: str, key: ec.EllipticCurvePrivateKey, admission: Admission | None, port: int = 8001) -> dict[str, str]:
     beacon = Beacon(api=f"127.0.0.1:{port}", timestamp=int(NOW), latency_ms=1.0, price_per_gb=0.01, reputation=1.0,
                     capabilities=("exec",))
     return encode(beacon, name, key, admission)
@@ -34,17 +35,17 @@ def test_only_members_certified_for_their_name_are_admitted_and_reachable(tmp_pa
     foreign = NodeIdentity.load(tmp_path / "other" / "ca.pem",
                                 *create_node_cert(tmp_path / "other", "foreign", tmp_path / "other"), "foreign")
     _, ca_key = load_ca_key(tmp_path / "ca")
-    expired_key = Ed25519PrivateKey.generate()
+    expired_key = keys.generate()
     from hypercore.identity.pki import admission_message
 
-    raw = expired_key.public_key().public_bytes_raw()
-    expired = Admission(int(NOW) - 10, ca_key.sign(admission_message("expired", raw, int(NOW) - 10)))
+    raw = keys.public_bytes(expired_key)
+    expired = Admission(int(NOW) - 10, keys.sign(ca_key, admission_message("expired", raw, int(NOW) - 10)))
     members = [
         member("good", tags_of("good", good.key, Admission(good.not_after, good.admission))),
         member("foreign", tags_of("foreign", foreign.key, Admission(foreign.not_after, foreign.admission))),
         # a real node's key and admission, published under another name
         member("impostor", tags_of("impostor", good.key, Admission(good.not_after, good.admission))),
-        member("bare", tags_of("bare", Ed25519PrivateKey.generate(), None)),
+        member("bare", tags_of("bare", keys.generate(), None)),
         member("expired", tags_of("expired", expired_key, expired)),
         member("silent", {}),
     ]
@@ -65,7 +66,7 @@ def test_only_members_certified_for_their_name_are_admitted_and_reachable(tmp_pa
 
 def test_without_a_ca_insecure_clusters_admit_every_verified_beacon() -> None:
     view = ClusterView(clock=lambda: NOW)
-    key = Ed25519PrivateKey.generate()
+    key = keys.generate()
     view.update([member("n1", tags_of("n1", key, None)), member("n2", {}), member("n3", tags_of("n3", key, None), "failed")])
     assert view.peers() == ["n1"]
     assert view.peer("n3") is None  # admitted, but not alive

@@ -1,8 +1,14 @@
-"""Measure this node, sign the beacon and keep it published in Serf tags.
+"""Measure this node, sign the beacon and keep it published in Serf tags — within a gossip budget.
 
-Tags are re-published when a (rounded) value changes, at most every
-`min_interval` seconds so a jittery link does not flood the gossip layer, and
-at least every `refresh` seconds so readers never see it go stale.
+Every tag update is gossiped to the whole cluster, so tags carry what changes
+slowly and are re-published only on news: price, capabilities, capacity
+totals, and load in coarse steps (queue depth 0, 1, 2-3, 4-7, …; free CPU and
+memory in tenths of the total). Link figures are published for compatibility
+but are no news: readers measure links themselves (hypercore.placement.links),
+so a jittery link causes no update. An update waits at least `min_interval`
+after the previous one (a burst of changes becomes one update) and the
+beacon is refreshed every `refresh` seconds anyway (30: at most one update per
+node per 30 s in steady state; readers call it stale after MAX_AGE_S).
 """
 
 from __future__ import annotations
@@ -11,10 +17,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from hypercore.beacon.keys import fingerprint
 from hypercore.beacon.probe import PeerLinks, ProbeWindow
@@ -73,7 +78,7 @@ class BeaconPublisher:
         self,
         *,
         node: str,
-        key: Ed25519PrivateKey,
+        key: ec.EllipticCurvePrivateKey,
         api: str,
         price_per_gb: float,
         reputation: float,
@@ -82,7 +87,7 @@ class BeaconPublisher:
         metrics: AgentMetrics,
         admission: Admission | None = None,
         min_interval: float = 2.0,
-        refresh: float = 15.0,
+        refresh: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
@@ -108,10 +113,16 @@ class BeaconPublisher:
 
     @staticmethod
     def _rounded(beacon: Beacon) -> tuple[Any, ...]:
-        # Sub-0.1 ms wobble in RTT is not news worth gossiping.
-        r = lambda v: None if v is None else round(v, 1)  # noqa: E731
-        return (r(beacon.latency_ms), r(beacon.jitter_ms), r(beacon.packet_loss), beacon.queue_depth,
-                beacon.price_per_gb, beacon.reputation, beacon.cpu_free, beacon.mem_free_mb, beacon.capabilities, beacon.api)
+        """What counts as news: slow facts, and load in coarse steps (see the module docstring)."""
+        def step(v: float | None) -> int | None:
+            return None if v is None else int(v).bit_length()  # 0, 1, 2-3, 4-7, ...
+
+        def tenth(free: float | None, total: float | None) -> int | None:
+            return None if free is None or not total else int(10 * free / total)
+
+        return (step(beacon.queue_depth), beacon.price_per_gb, beacon.reputation, beacon.capabilities, beacon.api,
+                beacon.cpu_total, beacon.mem_total_mb, tenth(beacon.cpu_free, beacon.cpu_total),
+                tenth(beacon.mem_free_mb, beacon.mem_total_mb))
 
     def due(self, beacon: Beacon, now: float) -> bool:
         if self.published is None:
@@ -151,7 +162,4 @@ class BeaconPublisher:
             await asyncio.sleep(tick)
 
     def force(self) -> None:
-        """Make the next tick publish (e.g. right after the queue depth changed)."""
-        if self.published is not None:
-            self.published = replace(self.published, queue_depth=-1)
-            self._published_at = min(self._published_at, self._clock() - self.min_interval)
+        """The load changed. Nothing to do: every tick (1 s) looks for news, and `min_interval` still holds."""

@@ -1,20 +1,21 @@
 """Beacon metrics in Serf tags: a compact, signed encoding and its strict verification.
 
 Serf caps a member's encoded tags at 512 bytes, so the beacon is one short
-comma-separated field plus a raw ed25519 key and signature in base64url. The
-signature covers the node name too, so tags copied onto another member do not
-verify.
+comma-separated field plus a raw ECDSA P-256 key and signature in base64url
+(hypercore.beacon.keys). The signature covers the node name too, so tags
+copied onto another member do not verify.
 
   hc   protocol version ("1")
   api  HTTP API address, "host:port", or ":port" meaning the member's own address
   m    latency_ms,jitter_ms,packet_loss,queue_depth,price_per_gb,reputation,
        cpu_total,cpu_free,mem_total_mb,mem_free_mb,timestamp   (empty = unknown)
   c    capabilities, comma-separated
-  k    ed25519 public key (base64url, 32 bytes): the node's certified key
-  a    admission: "<not_after>.<CA signature>" — the cluster CA's ed25519
-       signature over (member name, k, not_after), copied from the node's
-       certificate (hypercore.identity); absent on a node run with --insecure
-  sig  signature over the above by k (base64url, 64 bytes)
+  k    public key (base64url, the 33-byte compressed P-256 point): the node's certified key
+  a    admission: "<not_after>.<CA signature>[.<reputation>]" — the cluster CA's
+       signature (64 bytes r‖s) over (member name, k, not_after[, reputation]),
+       copied from the node's certificate (hypercore.identity); absent on a
+       node run with --insecure
+  sig  signature over the above by k (base64url, 64 bytes r‖s)
 
 The signature proves that the member holds k; the admission proves that the
 cluster CA certified k for this member name. Both are checked by readers:
@@ -31,13 +32,13 @@ from typing import Any
 
 import msgpack
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from hypercore.beacon.keys import fingerprint, public_bytes
+from hypercore.beacon import keys
 
 VERSION = "1"
 SERF_TAGS_LIMIT = 512
-MAX_AGE_S = 60.0  # a beacon older than this is stale (publishers refresh every ~15 s)
+MAX_AGE_S = 100.0  # a beacon older than this is stale (publishers refresh every 30 s: two may be lost)
 MAX_FUTURE_S = 30.0  # tolerated clock skew
 BEACON_TAG_KEYS = ("hc", "api", "m", "c", "k", "a", "sig")
 # Used with fullmatch only (`$` would let a trailing newline through), ASCII only (`\d` is any Unicode digit).
@@ -106,8 +107,8 @@ class Admission:
             raw = _unb64(sig)
         except ValueError:
             raise BeaconInvalid("malformed", "admission signature is not base64url") from None
-        if len(raw) != 64:
-            raise BeaconInvalid("malformed", "admission signature is not 64 bytes")
+        if len(raw) != keys.SIGNATURE_BYTES:
+            raise BeaconInvalid("malformed", f"admission signature is not {keys.SIGNATURE_BYTES} bytes")
         reputation = None
         if len(parts) == 3:
             if not re.fullmatch(r"[01](\.[0-9]{1,3})?", parts[2], re.ASCII) or float(parts[2]) > 1:
@@ -163,13 +164,14 @@ def _message(node: str, api: str, m: str, c: str, a: str) -> bytes:
     return b"\0".join(parts)
 
 
-def encode(beacon: Beacon, node: str, key: Ed25519PrivateKey, admission: Admission | None = None) -> dict[str, str]:
+def encode(beacon: Beacon, node: str, key: ec.EllipticCurvePrivateKey,
+           admission: Admission | None = None) -> dict[str, str]:
     """Tags for `beacon`, signed by `key` for member `node`, carrying the CA's `admission` of that key."""
     m = ",".join([*(_num(getattr(beacon, f)) for f in _FIELDS), str(int(beacon.timestamp))])
     c = ",".join(sorted(beacon.capabilities))
     a = admission.encode() if admission is not None else ""
-    signature = key.sign(_message(node, beacon.api, m, c, a))
-    tags = {"hc": VERSION, "api": beacon.api, "m": m, "c": c, "k": _b64(public_bytes(key.public_key())), "sig": _b64(signature)}
+    signature = keys.sign(key, _message(node, beacon.api, m, c, a))
+    tags = {"hc": VERSION, "api": beacon.api, "m": m, "c": c, "k": _b64(keys.public_bytes(key)), "sig": _b64(signature)}
     if a:
         tags["a"] = a
     return tags
@@ -194,8 +196,7 @@ def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
         raise BeaconInvalid("oversized", f"tags take {encoded_size(tags)} bytes, over Serf's {SERF_TAGS_LIMIT}")
     try:
         raw_key, raw_sig = _unb64(k), _unb64(sig)
-        public = Ed25519PublicKey.from_public_bytes(raw_key)
-        public.verify(raw_sig, _message(node, api, m, c, tags.get("a", "")))
+        keys.verify(raw_key, raw_sig, _message(node, api, m, c, tags.get("a", "")))
     except (ValueError, InvalidSignature, TypeError):
         raise BeaconInvalid("signature", "beacon signature does not verify") from None
     api_match = _API.fullmatch(api)
@@ -228,5 +229,5 @@ def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
     if any(not _CAPABILITY.fullmatch(x) for x in caps):
         raise BeaconInvalid("malformed", f"capabilities {c!r} are not all names")
     admission = Admission.decode(tags["a"]) if tags.get("a") else None
-    return Beacon(api=api, timestamp=ts, capabilities=caps, beacon_id=fingerprint(raw_key), public_key=raw_key,
+    return Beacon(api=api, timestamp=ts, capabilities=caps, beacon_id=keys.fingerprint(raw_key), public_key=raw_key,
                   admission=admission, **values)

@@ -1,6 +1,7 @@
 """The cluster's identity layer: CA, node certificates and admissions, user tokens, TLS contexts.
 
-An operator holds one Ed25519 CA per cluster. Nodes prove who they are with
+An operator holds one CA per cluster; all its keys are ECDSA P-256 (see
+hypercore.beacon.keys). Nodes prove who they are with
 CA-issued certificates (mutual TLS) and, in gossip, with the admission
 signature those certificates carry; users prove who they are with bearer
 tokens the CA key signed. Verifying any of them needs only `ca.pem`.

@@ -1,6 +1,6 @@
 """Admission of gossip members: is this member's beacon key certified by our CA for its name?
 
-The check runs on every read of the cluster view, so the Ed25519 verification
+The check runs on every read of the cluster view, so the ECDSA verification
 is cached per (member, key, admission); only the expiry is looked at each time.
 """
 

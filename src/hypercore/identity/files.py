@@ -8,9 +8,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_pem_private_key
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from hypercore.beacon import keys
 from hypercore.errors import HypercoreError
 
 MAX_PEM_BYTES = 256 * 1024  # far above any real certificate or key; caps what a wrong path can make us read
@@ -43,16 +43,15 @@ def _read_cert(path: Path, what: str, fix: str) -> x509.Certificate:
     return certs[0]
 
 
-def _read_key(path: Path, what: str, fix: str) -> Ed25519PrivateKey:
+def _read_key(path: Path, what: str, fix: str) -> ec.EllipticCurvePrivateKey:
     try:
-        key = load_pem_private_key(_read_pem(path, what, fix), password=None)
+        return keys.load_private_pem(_read_pem(path, what, fix))
     except TypeError:
         raise IdentityError(f"{what} {path} is encrypted; hypercore reads unencrypted keys (0600). {fix}") from None
     except (ValueError, UnsupportedAlgorithm):
         raise IdentityError(f"{what} {path} is not a PEM private key; {fix}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise IdentityError(f"{what} {path} is a {type(key).__name__.lstrip('_')}, hypercore keys are Ed25519; {fix}")
-    return key
+    except keys.WrongKeyType as exc:  # "holds an Ed25519 key; hypercore keys are ECDSA P-256 (secp256r1)"
+        raise IdentityError(f"{what} {path} {exc}; {fix}") from None
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -77,5 +76,5 @@ def _make_dir(path: Path, flag: str) -> Path:
     return path
 
 
-def _key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return keys.private_pem(key)

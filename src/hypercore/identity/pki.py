@@ -1,13 +1,16 @@
 """The cluster CA, node certificates and the admission signature they carry.
 
-An operator keeps one Ed25519 CA per cluster (`ca.pem` + `ca-key.pem`, the key
+An operator keeps one CA per cluster (`ca.pem` + `ca-key.pem`, the key
 offline). Every node gets a certificate from it whose DNS SAN is the node name;
-mutual TLS between nodes then needs nothing but `ca.pem`.
+mutual TLS between nodes then needs nothing but `ca.pem`. All keys are ECDSA
+P-256 and certificates are signed ecdsa-with-SHA256 (hypercore.beacon.keys),
+which browsers and Go programs such as Prometheus accept.
 
 Gossip (Serf tags) carries no certificates, only short strings, so each node
-certificate also holds an *admission*: the CA's raw 64-byte Ed25519 signature
-over (node name, node public key, expiry). A member that advertises those three
-values plus the signature can be checked with `ca.pem` alone.
+certificate also holds an *admission*: the CA's raw 64-byte (r‖s) signature
+over (node name, node public key as its 33-byte compressed point, expiry). A
+member that advertises those three values plus the signature can be checked
+with `ca.pem` alone.
 """
 
 from __future__ import annotations
@@ -26,16 +29,23 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hypercore.beacon import keys
 from hypercore.errors import HypercoreError
 from hypercore.identity.files import IdentityError, _key_pem, _make_dir, _read_cert, _read_key, _write_atomic
 
-# A private OID: 2.25 is the arc of UUIDs (ITU-T X.667); this one was drawn once
-# at random and never changes, since certificates already issued carry it.
-ADMISSION_OID = x509.ObjectIdentifier("2.25.251265930171446365758486543230295568142")
+# The admission extension's OID. Every arc fits in 31 bits, which Go's X.509
+# parser requires (Prometheus refused the former 2.25.<UUID> OID: "x509:
+# malformed extension OID field"). 1.3.6.1.4.1.32473 is the example enterprise
+# number IANA reserves for documentation (RFC 5612): we have no registered one,
+# and the extension is non-critical and means something only inside
+# certificates our own cluster CA issues, which only hypercore reads for it.
+ADMISSION_OID = x509.ObjectIdentifier("1.3.6.1.4.1.32473.7.1")
+_SIGNATURE_HASH = hashes.SHA256()  # certificates are signed ecdsa-with-SHA256
 
 # Node names become DNS SANs and TLS server names: ASCII only, one DNS label's length at most.
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", re.ASCII)
@@ -80,13 +90,13 @@ class ClusterCA:
     """The cluster CA's certificate: all a node needs to verify peers, admissions and tokens."""
 
     cert: x509.Certificate
-    public_key: Ed25519PublicKey
+    public_key: ec.EllipticCurvePublicKey
     path: Path
     fingerprint: str  # first 16 hex digits of the SHA-256 of the DER certificate
 
 
-def _raw(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+def _raw(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
+    return keys.public_bytes(key)
 
 
 def _check_days(days: int) -> None:
@@ -122,7 +132,7 @@ def create_ca(dir: Path, *, days: int = 3650, force: bool = False) -> tuple[Path
             f"depends on it. Pass --force to replace it (all existing certificates and tokens then stop working)"
         )
     _make_dir(dir, "--dir")
-    key = Ed25519PrivateKey.generate()
+    key = keys.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hypercore cluster CA {secrets.token_hex(4)}")])
     start = _now()
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -138,7 +148,7 @@ def create_ca(dir: Path, *, days: int = 3650, force: bool = False) -> tuple[Path
         .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(key, None)
+        .sign(key, _SIGNATURE_HASH)
     )
     # Key first: a crash in between leaves a mismatched pair that load_ca_key reports, not a certificate without key.
     _write_atomic(key_path, _key_pem(key), 0o600)
@@ -149,9 +159,11 @@ def create_ca(dir: Path, *, days: int = 3650, force: bool = False) -> tuple[Path
 def _ca_from_cert(cert: x509.Certificate, path: Path) -> ClusterCA:
     fix = "use the ca.pem written by: hypercore tls ca create"
     public_key = cert.public_key()
-    if not isinstance(public_key, Ed25519PublicKey):
-        raise IdentityError(f"CA certificate {path} has a {type(public_key).__name__.lstrip('_')}; "
-                            f"hypercore CAs are Ed25519; {fix}")
+    if not keys.is_p256(public_key):
+        raise IdentityError(f"CA certificate {path} holds {keys.kind(public_key)}; hypercore CAs are "
+                            f"{keys.SCHEME} (a CA made before hypercore switched from Ed25519 must be made "
+                            f"again, with its certificates and tokens); {fix}")
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
     if not _extension(cert, x509.BasicConstraints.oid, x509.BasicConstraints(ca=False, path_length=None)).ca:
         raise IdentityError(f"{path} is not a CA certificate (it may be a node certificate); {fix}")
     try:
@@ -169,7 +181,7 @@ def load_ca(path: Path) -> ClusterCA:
     return _ca_from_cert(_read_cert(path, "CA certificate", fix), path)
 
 
-def load_ca_key(ca_dir: Path) -> tuple[ClusterCA, Ed25519PrivateKey]:
+def load_ca_key(ca_dir: Path) -> tuple[ClusterCA, ec.EllipticCurvePrivateKey]:
     """Read ca.pem and ca-key.pem from `ca_dir` and check that they belong together."""
     ca_dir = Path(ca_dir)
     fix = f"create one with: hypercore tls ca create --dir {ca_dir}"
@@ -179,7 +191,7 @@ def load_ca_key(ca_dir: Path) -> tuple[ClusterCA, Ed25519PrivateKey]:
             raise IdentityError(f"--ca-dir {ca_dir} has no {p.name} ({p}: no such file); {fix}")
     ca = load_ca(cert_path)
     key = _read_key(key_path, "CA key", fix)
-    if _raw(key.public_key()) != _raw(ca.public_key):
+    if _raw(key) != _raw(ca.public_key):
         raise IdentityError(f"CA key {key_path} does not belong to CA certificate {cert_path}; "
                             f"restore the pair from your backup, or {fix} --force")
     return ca, key
@@ -219,9 +231,9 @@ def create_node_cert(ca_dir: Path, node: str, out_dir: Path, *, ips: Sequence[st
         hint = f"use --days {left} or less, or a new CA" if left >= 1 else "create a new CA (tls ca create --force)"
         raise IdentityError(f"--days {days} outlives the cluster CA {ca.path}, valid until {ca_end:%Y-%m-%d}; {hint}")
     not_after = int(end.timestamp())
-    key = Ed25519PrivateKey.generate()
-    public_raw = _raw(key.public_key())
-    admission = ca_key.sign(admission_message(node, public_raw, not_after, reputation))
+    key = keys.generate()
+    public_raw = _raw(key)
+    admission = keys.sign(ca_key, admission_message(node, public_raw, not_after, reputation))
     if reputation is not None:  # the attested prior travels after the signature, in the same extension
         admission += attested(reputation).encode("ascii")
     sans: list[x509.GeneralName] = [x509.DNSName(node), *(x509.IPAddress(a) for a in dict.fromkeys(addresses))]
@@ -241,7 +253,7 @@ def create_node_cert(ca_dir: Path, node: str, out_dir: Path, *, ips: Sequence[st
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key), critical=False)
         .add_extension(x509.UnrecognizedExtension(ADMISSION_OID, admission), critical=False)
-        .sign(ca_key, None)
+        .sign(ca_key, _SIGNATURE_HASH)
     )
     out_dir = _make_dir(Path(out_dir), "--out")
     cert_path, key_path = out_dir / f"{node}.pem", out_dir / f"{node}-key.pem"
@@ -257,14 +269,15 @@ def verify_admission(ca: ClusterCA, node: str, public_raw: bytes, not_after: int
     if not isinstance(node, str) or not NODE_NAME_RE.fullmatch(node):
         raise NotAdmitted("not a valid node name", node=str(node))
     public_raw, signature = (bytes(v) if isinstance(v, (bytearray, memoryview)) else v for v in (public_raw, signature))
-    if not isinstance(public_raw, bytes) or len(public_raw) != 32:
-        raise NotAdmitted("public key is not 32 raw Ed25519 bytes", node=node)
-    if not isinstance(signature, bytes) or len(signature) != 64:
-        raise NotAdmitted("admission signature is not 64 bytes", node=node)
+    if not isinstance(public_raw, bytes) or len(public_raw) != keys.PUBLIC_KEY_BYTES:
+        raise NotAdmitted(f"public key is not a {keys.PUBLIC_KEY_BYTES}-byte compressed {keys.SCHEME} point",
+                          node=node)
+    if not isinstance(signature, bytes) or len(signature) != keys.SIGNATURE_BYTES:
+        raise NotAdmitted(f"admission signature is not {keys.SIGNATURE_BYTES} bytes", node=node)
     if isinstance(not_after, bool) or not isinstance(not_after, int):
         raise NotAdmitted("admission expiry is not a whole number of seconds", node=node)
     try:
-        ca.public_key.verify(signature, admission_message(node, public_raw, not_after, reputation))
+        keys.verify(ca.public_key, signature, admission_message(node, public_raw, not_after, reputation))
     except (InvalidSignature, IdentityError):
         raise NotAdmitted("admission signature is not this cluster CA's", node=node) from None
     # Checked after the signature: an expiry is only worth reporting once we know the CA wrote it.
@@ -292,10 +305,10 @@ class NodeIdentity:
     name: str
     ca: ClusterCA
     cert: x509.Certificate
-    key: Ed25519PrivateKey
-    public_raw: bytes  # 32 raw Ed25519 bytes, as gossiped
+    key: ec.EllipticCurvePrivateKey
+    public_raw: bytes  # the 33-byte compressed P-256 point, as gossiped
     not_after: int  # unix seconds; the end of the certificate and of the admission
-    admission: bytes  # the CA's 64-byte signature over admission_message(name, public_raw, not_after, reputation)
+    admission: bytes  # the CA's 64-byte r‖s signature over admission_message(name, public_raw, not_after, reputation)
     dns_names: tuple[str, ...]
     ips: tuple[str, ...]
     ca_file: Path
@@ -316,11 +329,12 @@ class NodeIdentity:
         cert = _read_cert(cert_file, "certificate", fix)
         key = _read_key(key_file, "key", fix)
         cert_key = cert.public_key()
-        if not isinstance(cert_key, Ed25519PublicKey):
-            raise IdentityError(f"certificate {cert_file} has a {type(cert_key).__name__.lstrip('_')}; "
-                                f"hypercore node certificates are Ed25519; {fix}")
+        if not keys.is_p256(cert_key):
+            raise IdentityError(f"certificate {cert_file} holds {keys.kind(cert_key)}; hypercore node "
+                                f"certificates are {keys.SCHEME}; {fix}")
+        assert isinstance(cert_key, ec.EllipticCurvePublicKey)
         public_raw = _raw(cert_key)
-        if _raw(key.public_key()) != public_raw:
+        if _raw(key) != public_raw:
             raise IdentityError(f"key {key_file} does not belong to certificate {cert_file}; use the key written "
                                 f"next to it ({cert_file.stem}-key.pem), or {fix}")
         try:
@@ -338,7 +352,7 @@ class NodeIdentity:
             raise IdentityError(f"certificate {cert_file} carries no hypercore admission (it was not made by "
                                 f"hypercore tls cert create); {fix}")
         not_after = int(cert.not_valid_after_utc.timestamp())
-        signature, attestation = admission.value[:64], admission.value[64:]
+        signature, attestation = admission.value[:keys.SIGNATURE_BYTES], admission.value[keys.SIGNATURE_BYTES:]
         try:
             reputation = float(attestation.decode("ascii")) if attestation else None
             verify_admission(ca, node_name, public_raw, not_after, signature, when.timestamp(), reputation)

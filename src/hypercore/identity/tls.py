@@ -1,9 +1,10 @@
 """TLS contexts for the cluster: mutual TLS between nodes, server-only TLS for users.
 
-Hypercore certificates are Ed25519, which TLS only signs with from 1.3 on, so
-every context here requires TLS 1.3. Nodes authenticate each other by the DNS
-SAN of their certificates (the node name); users authenticate with bearer
-tokens (see tokens.py) over a connection that only the server authenticates.
+Hypercore certificates are ECDSA P-256, which browsers and Go clients such
+as Prometheus accept. Every context here requires TLS 1.3, which all of
+them speak. Nodes authenticate each other by the DNS SAN of their
+certificates (the node name); users authenticate with bearer tokens (see
+tokens.py) over a connection that only the server authenticates.
 """
 
 from __future__ import annotations

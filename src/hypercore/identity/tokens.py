@@ -25,7 +25,7 @@ from hypercore.identity.pki import ClusterCA, IdentityError, load_ca_key
 
 ISSUER = "hypercore"
 AUDIENCE = "hypercore-api"
-ALGORITHM = "EdDSA"
+ALGORITHM = "ES256"  # ECDSA P-256 with SHA-256: the CA key (hypercore.beacon.keys)
 USER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", re.ASCII)
 USER_NAMES_ALLOWED = "1-64 ASCII letters, digits, '.', '_', '@' and '-', starting with a letter or digit"
 MAX_TOKEN_CHARS = 4096
@@ -92,8 +92,8 @@ def _number(payload: dict[str, Any], claim: str) -> float:
 class TokenVerifier:
     """Checks bearer tokens against the cluster CA, with a cache for the tokens already seen.
 
-    Every API call carries a token, and an Ed25519 verification costs tens of
-    microseconds; a dictionary lookup costs well under one. Only tokens that
+    Every API call carries a token, and an ES256 (ECDSA P-256) verification
+    costs tens of microseconds; a dictionary lookup costs well under one. Only tokens that
     verified are cached (so only tokens the CA signed can fill it), each
     until its own expiry, which is checked again on every hit.
     """

@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from hypercore.beacon import keys
 from hypercore.reputation.score import Evidence
 
 WINDOW_S = 3600.0  # evidence older than this no longer counts
@@ -34,15 +35,16 @@ class Observation:
     ok: bool
     what: str  # "attempt ok", "attempt timeout", "lost with its node", ...
     at: float
-    signature: str = ""  # base64url ed25519 over payload()
+    signature: str = ""  # base64url of the 64-byte ECDSA P-256 signature (r‖s) over payload()
 
     def payload(self) -> bytes:
         return json.dumps([self.observer, self.subject, self.ok, self.what, round(self.at, 3)],
                           separators=(",", ":")).encode()
 
-    def verify(self, key: Ed25519PublicKey) -> bool:
+    def verify(self, key: ec.EllipticCurvePublicKey | bytes) -> bool:
+        """Whether the observer's key (or its 33-byte point, as gossiped) signed this record."""
         try:
-            key.verify(base64.urlsafe_b64decode(self.signature + "=="), self.payload())
+            keys.verify(key, base64.urlsafe_b64decode(self.signature + "=="), self.payload())
             return True
         except Exception:  # noqa: BLE001 - any failure means "does not verify"
             return False
@@ -53,7 +55,7 @@ class Observation:
 
 
 class EvidenceLog:
-    def __init__(self, observer: str, key: Ed25519PrivateKey | None, *, window: float = WINDOW_S,
+    def __init__(self, observer: str, key: ec.EllipticCurvePrivateKey | None, *, window: float = WINDOW_S,
                  clock: Callable[[], float] = time.time) -> None:
         self.observer = observer
         self._key = key
@@ -64,7 +66,7 @@ class EvidenceLog:
     def record(self, subject: str, ok: bool, what: str) -> Observation:
         obs = Observation(self.observer, subject, ok, what, self._clock())
         if self._key is not None:
-            sig = base64.urlsafe_b64encode(self._key.sign(obs.payload())).rstrip(b"=").decode()
+            sig = base64.urlsafe_b64encode(keys.sign(self._key, obs.payload())).rstrip(b"=").decode()
             obs = Observation(obs.observer, obs.subject, obs.ok, obs.what, obs.at, sig)
         self._records.setdefault(subject, deque(maxlen=MAX_RECORDS_PER_PEER)).append(obs)
         return obs

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from hypercore.reputation.evidence import EvidenceLog, Observation
 from hypercore.reputation.score import ATTESTED_WEIGHT, PRIOR, PRIOR_WEIGHT, Evidence, beta_score, weighted_median
@@ -35,7 +35,7 @@ MAX_SUBJECTS = 10_000  # what one peer's view may hold
 
 
 class Reputation:
-    def __init__(self, name: str, key: Ed25519PrivateKey | None, transport: Transport,
+    def __init__(self, name: str, key: ec.EllipticCurvePrivateKey | None, transport: Transport,
                  peers: Callable[[], list[str]], prior: Callable[[str], float | None], *,
                  clock: Callable[[], float] = time.time, sample: int = SAMPLE) -> None:
         self.name = name
