@@ -1,6 +1,6 @@
-"""Session-wide rule for tests that need real programs: serf, podman and runc.
+"""Session-wide rule for tests that need real programs: serf, podman and runc, prometheus, systemd-analyze.
 
-Such tests carry a marker (``serf``, ``podman``; see pyproject.toml). Before
+Such tests carry a marker (``serf``, ``podman``, ``prometheus``, ``systemd``; see pyproject.toml). Before
 each of them runs, the hook below checks, once per session and part, that the
 programs are there. When one is missing the test is skipped with the reason,
 or fails when ``HYPERCORE_REQUIRE_REAL=1`` (``make test`` and CI set it), so a
@@ -57,6 +57,15 @@ def _podman_answers() -> str | None:
     return None
 
 
+def _playwright_importable() -> str | None:
+    """None when the playwright package (the `test` extra) is there to drive chromium, else why not."""
+    import importlib.util
+
+    if "playwright" in _pretend_missing() or importlib.util.find_spec("playwright") is None:
+        return "the playwright Python package is not installed (pip install -e '.[test]'; never `playwright install`)"
+    return None
+
+
 @dataclass(frozen=True)
 class RealPart:
     """Programs a marker stands for, the Debian packages that bring them, and
@@ -69,9 +78,14 @@ class RealPart:
 
 REAL_PARTS: dict[str, RealPart] = {
     "serf": RealPart(programs=("serf",), packages=("serf",)),
+    # certutil: the browser test trusts the cluster CA the way a user would, in an NSS database.
+    "browser": RealPart(programs=("chromium", "certutil"), packages=("chromium", "libnss3-tools"),
+                        probe=_playwright_importable),
     "podman": RealPart(
         programs=("podman", "runc"), packages=("podman", "runc", "busybox-static"), probe=_podman_answers
     ),
+    "prometheus": RealPart(programs=("prometheus", "promtool"), packages=("prometheus",)),
+    "systemd": RealPart(programs=("systemd-analyze",), packages=("systemd",)),
 }
 
 

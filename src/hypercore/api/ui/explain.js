@@ -1,0 +1,49 @@
+// One placement decision, drawn: ranked nodes with their score's parts as bars,
+// rejected nodes with their reasons. Used by Decisions and the playground.
+import { fmt, h } from "./dom.js";
+
+export const COMPONENTS = ["latency", "price", "reputation", "queue"];
+
+function bars(ranked, scale) {
+  const bar = h("div", { class: "bar", role: "img",
+    "aria-label": COMPONENTS.map((c) => `${c} ${fmt(ranked.components[c], 3)}`).join(", ") });
+  for (const c of COMPONENTS) {
+    const value = Number(ranked.components[c]) || 0;
+    const part = h("span", { class: `part ${c}`, title: `${c}: ${fmt(value, 3)}` });
+    part.style.width = `${Math.max(0, Math.min(100, (100 * value) / scale))}%`; // CSSOM, which the CSP allows
+    bar.append(part);
+  }
+  return bar;
+}
+
+export function legend() {
+  return h("p", { class: "legend small" }, COMPONENTS.map((c) => [h("i", { class: `swatch ${c}` }), c, " "]));
+}
+
+export function rankedList(ranked) {
+  if (!ranked.length) return h("p", { class: "muted" }, "No node ranks.");
+  const scale = Math.max(1, ...ranked.map((r) => Number(r.score) || 0));
+  return h("ol", { class: "ranked" }, ranked.map((r) => h("li", { "data-node": r.node },
+    h("div", { class: "rank-head" }, h("strong", {}, r.node), h("span", { class: "num" }, `score ${fmt(r.score, 3)}`)),
+    bars(r, scale),
+    h("div", { class: "muted small" }, COMPONENTS.map((c) => `${c} ${fmt(r.components[c], 3)}`).join(" · ")))));
+}
+
+export function rejectedList(rejected, total) {
+  if (!rejected.length) return null;
+  const more = total && total > rejected.length ? ` (first ${rejected.length} of ${total})` : "";
+  return h("details", { class: "rejected", open: rejected.length <= 5 },
+    h("summary", {}, `Rejected: ${total || rejected.length}${more}`),
+    h("ul", {}, rejected.map((r) => h("li", { "data-node": r.node }, h("strong", {}, r.node), " — ",
+      (r.reasons || []).join("; ")))));
+}
+
+export function decisionView(decision) {
+  return h("div", { class: "decision" },
+    h("p", {}, h("span", { class: "tag" }, `policy ${decision.policy}`), " ", h("span", { class: "tag" }, decision.mode),
+      decision.fallback ? [" ", h("span", { class: "tag warn" }, "permissive fallback")] : null),
+    h("p", { class: "summary" }, decision.summary),
+    legend(),
+    rankedList(decision.ranked || []),
+    rejectedList(decision.rejected || [], decision.rejected_total));
+}
