@@ -119,7 +119,8 @@ def load_test(n: int) -> None:
     cluster = Cluster(root)
     try:
         for name in ("a", "b", "c"):
-            cluster.add(name, "--enable-exec", "--disable-containers", "--capacity-cpu", "1000")
+            cluster.add(name, "--enable-exec", "--disable-containers", "--capacity-cpu", "1000",
+                        "--spawn-rate", "1000", "--spawn-burst", "1000")
         cluster.wait_converged()
         wall, results = asyncio.run(_spawn_burst(cluster["a"], n))
         statuses = Counter(status for status, _, _ in results)

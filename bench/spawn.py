@@ -39,7 +39,7 @@ import httpx
 
 from hypercore.devcluster import Cluster
 
-SPEC = {"command": "true"}
+SPEC = {"command": "true", "cpu": 0.01, "mem": 1}  # tiny: back-to-back spawns must not fill the node's capacity
 
 
 def timed(client: httpx.Client, url: str, body: dict) -> float:
@@ -95,8 +95,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hypercore-bench-") as tmp:
         cluster = Cluster(Path(tmp))
         try:
-            a = cluster.add("a", "--disable-containers")
-            b = cluster.add("b", "--enable-exec")
+            a = cluster.add("a", "--disable-containers", "--spawn-rate", "1000", "--spawn-burst", "1000")
+            # Raised limits: this measures the path of one spawn, not admission control.
+            b = cluster.add("b", "--enable-exec", "--spawn-rate", "1000", "--spawn-burst", "1000")
             cluster.wait_converged()
             headers = {"Authorization": f"Bearer {cluster.token}"}
             # Users speak HTTPS with a token; the bare node-local call needs a node certificate (mutual TLS).

@@ -31,13 +31,15 @@ from hypercore.identity.admission import admission_check
 from hypercore.identity.pki import ClusterCA, NodeIdentity, load_ca
 from hypercore.identity.tls import client_context, server_context
 from hypercore.identity.tokens import TokenVerifier
-from hypercore.loops import Backoff
+from hypercore.loops import Backoff, periodic
 from hypercore.membership import SerfAgent, SerfError, SerfTimeoutError
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
-from hypercore.policy import PERMISSIVE_DEFAULT, Policy, PolicyEngine, PolicyError, load_policy_file
+from hypercore.policy import PERMISSIVE_DEFAULT, PolicyEngine, PolicyError, load_policy_file
 from hypercore.runtime.exec import ExecDriver
+from hypercore.runtime.gc import GarbageCollector
 from hypercore.node import Node
+from hypercore.reputation.service import EXCHANGE_S
 from hypercore.runtime.manager import Capacity
 from hypercore.runtime.oci import OCIDriver
 from hypercore.netaddr import is_loopback, split_host_port
@@ -46,6 +48,7 @@ from hypercore.transport import Transport
 log = logging.getLogger("hypercore.agent")
 
 MEMBER_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
+COORDINATES_S = 5.0  # how often Serf's network coordinates are read (one RPC per member)
 FULL_REFRESH_S = 10.0  # a full member read, in case an event was missed (events keep the view current)
 
 
@@ -137,6 +140,8 @@ class NodeAgent:
             metrics=metrics, capacity=capacity, tokens=TokenVerifier(ca) if ca is not None else None,
             insecure=config.insecure, attempt_timeout=config.placement_timeout,
             respawn_on_node_failure=config.respawn_on_node_failure,
+            max_workloads=config.max_workloads, max_log_mb=config.max_log_mb,
+            spawn_rate=config.spawn_rate, spawn_burst=config.spawn_burst, key=self.key,
         )
         self.node.on_change = self._beacon_changed
         self.name = name
@@ -199,6 +204,8 @@ class NodeAgent:
                             view.remove(m.name for m in event["Members"])
                         else:
                             view.upsert(event["Members"])
+                            if event["Event"] == "member-join":  # its network coordinate, without waiting
+                                self._spawn_coordinate_reads([m.name for m in event["Members"]])
                 finally:
                     with contextlib.suppress(SerfError, OSError):
                         await events.stop(timeout=2.0)
@@ -210,6 +217,25 @@ class NodeAgent:
                 delay = backoff.next()
                 log.warning("cannot follow members in serf; retrying", extra={"error": str(exc), "retry_in": delay})
                 await asyncio.sleep(delay)
+
+    def _spawn_coordinate_reads(self, names: list[str]) -> None:
+        async def read() -> None:
+            assert self.serf is not None
+            for name in names:
+                with contextlib.suppress(SerfError):
+                    self.node.coordinates.set(name, await self.serf.rpc.get_coordinate(name))
+
+        task = asyncio.ensure_future(read())
+        self._tasks.append(task)
+
+    async def _refresh_coordinates(self) -> None:
+        """Serf's network coordinate of every member, for latencies measured from any origin."""
+        assert self.serf is not None
+        names = {n.name for n in self.node.view.nodes()} | {self.name}
+        for name in sorted(names):
+            self.node.coordinates.set(name, await self.serf.rpc.get_coordinate(name))
+        self.node.coordinates.forget_except(names)
+        self.node.probes.forget_except(names)
 
     async def _join(self) -> None:
         assert self.serf is not None
@@ -243,10 +269,12 @@ class NodeAgent:
         """Enable the drivers this node can run, then re-adopt what survived a restart."""
         manager = self.node.manager
         if self.config.enable_exec:
-            manager.add_driver(ExecDriver())
+            manager.add_driver(ExecDriver(max_log_bytes=self.node.max_log_bytes,  # the supervisor caps the log
+                                          uid_base=self.config.exec_uid_base))
         if not self.config.disable_containers:
             oci = await OCIDriver.detect(self.config.container_engine, node_name=self.name)
             if oci is not None:
+                oci.log_max_bytes = self.node.max_log_bytes  # read by runtime.oci_argv: conmon caps the file
                 manager.add_driver(oci)
             elif self.config.container_engine:
                 raise ConfigError(f"--container-engine {self.config.container_engine!r} does not answer")
@@ -301,20 +329,28 @@ class NodeAgent:
                 await serf.stop()
                 raise ConfigError(f"cannot serve the API on {self.config.http_bind_addr} (address in use?)")
             await asyncio.sleep(0.02)
-        self.prober = Prober(self._probe_targets, node.transport, ProbeWindow(), interval=self.config.probe_interval)
+        self.prober = Prober(self._probe_targets, node.transport, ProbeWindow(), interval=self.config.probe_interval,
+                             links=node.probes)
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
             price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation,
             sample=self._sample, set_tags=lambda tags: serf.rpc.tags(set=tags),
             metrics=node.metrics,
-            admission=Admission(self.identity.not_after, self.identity.admission) if self.identity else None,
+            admission=(Admission(self.identity.not_after, self.identity.admission, self.identity.reputation)
+                       if self.identity else None),
         )
         await self.publisher.publish_if_due()
         node.view.update(await serf.rpc.members())
         self._tasks = [asyncio.create_task(c) for c in (self._watch_members(), self.prober.run(), self.publisher.run(),
-                                                         node.failover.run())]
+                                                         node.failover.run(),
+                                                         periodic(EXCHANGE_S, node.reputation.exchange,
+                                                                  what="reputation exchange", log=log),
+                                                         periodic(COORDINATES_S, self._refresh_coordinates,
+                                                                  what="coordinate refresh", log=log))]
         if self.config.join:
             self._tasks.append(asyncio.create_task(self._join()))
+        if (gc_after := self.config.gc_after_seconds) is not None:
+            self._tasks.append(asyncio.create_task(GarbageCollector(node.manager, gc_after).run()))
         log.info("node agent started", extra={
             "node": self.name, "api": self.config.http_bind_addr, "gossip": self.config.cluster_bind_addr,
             "beacon_id": self.publisher.beacon_id, "capabilities": ",".join(node.manager.capabilities) or "none"})

@@ -323,7 +323,9 @@ class Cluster:
                 view = self.nodes[name].nodes()
                 for other in names:
                     n = view.get(other)
-                    if n is None or n["status"] != "alive" or n["beacon_id"] is None or n["latency_ms"] is None:
+                    # Measured, not only estimated: the observer has probed it (loss comes from its probes).
+                    if n is None or n["status"] != "alive" or n["beacon_id"] is None or n["latency_ms"] is None \
+                            or n["packet_loss"] is None:
                         return False
             return True
 

@@ -14,13 +14,16 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from hypercore.beacon.probe import PeerLinks
 from hypercore.failover import Failover, Handles
 from hypercore.identity.tokens import TokenVerifier
+from hypercore.membership.coordinates import CoordinateBook
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.placement import Scheduler
+from hypercore.placement.links import OriginLinks
 from hypercore.policy import Policy, PolicyEngine
 from hypercore.reputation import Reputation
 from hypercore.runtime.manager import Capacity, WorkloadManager
@@ -51,7 +54,7 @@ class Node:
         max_log_mb: int = 64,
         spawn_rate: float = 20.0,
         spawn_burst: int = 40,
-        key: Ed25519PrivateKey | None = None,
+        key: ec.EllipticCurvePrivateKey | None = None,
     ) -> None:
         self.name = name
         self.data_dir = data_dir
@@ -73,10 +76,14 @@ class Node:
         self.manager = WorkloadManager(self.store, data_dir, {}, name, capacity=capacity, max_workloads=max_workloads)
         # Reputation from evidence: this node's observations (signed with `key`) and its peers' views.
         self.reputation = Reputation(name, key, transport, view.peers, prior=self._attested_prior)
+        # Links as seen from an origin: this node's own probes of each peer, and Serf's network coordinates.
+        self.probes = PeerLinks()
+        self.coordinates = CoordinateBook()
+        self.links = OriginLinks(name, self.probes, self.coordinates)
         self.scheduler = Scheduler(
             node_name=name, view=view, engine=engine, metrics=metrics, transport=transport,
             attempt_timeout=attempt_timeout, manager=self.manager, on_change=self.beacon_changed,
-            reputation=self.reputation,
+            reputation=self.reputation, links=self.links,
         )
         handles = Handles(name=name, data_dir=data_dir, view=view, transport=transport, workloads=self.store,
                           place=self.scheduler.place, stop=self._stop_workload, registry=metrics.registry,

@@ -19,7 +19,8 @@ from hypercore.placement import rendezvous_rank, user_request_id, workload_id_fo
 
 ROOT = Path(__file__).resolve().parents[2]
 COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
-EXEC = ("--enable-exec", "--disable-containers", "--capacity-cpu", "500")
+# A burst test, not a rate-limit test: the per-user spawn limit is raised out of the way.
+EXEC = ("--enable-exec", "--disable-containers", "--capacity-cpu", "500", "--spawn-rate", "1000", "--spawn-burst", "1000")
 pytestmark = pytest.mark.cluster
 
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.cluster
 def spawn(via: Node, policy: dict, expect_node: str) -> str:
     r = via.post("/v1/workloads", {"spec": SLEEP, "policy": policy, "request_id": str(uuid.uuid4())})
     assert r.status_code == 201, r.text
-    assert r.json()["node"] == expect_node, r.json()["attempts"]
+    assert r.json()["node"] == expect_node, (r.json()["attempts"], r.json()["decision"])
     return r.json()["id"]
 
 

@@ -79,8 +79,8 @@ class InProcessTransport(Transport):
         self.caller = caller
         self.calls: list[tuple[str, str, str]] = []  # (node, method, path)
 
-    async def request(self, node: str, method: str, path: str, *, json_body: Any = None, timeout: float = 10.0,
-                      user: Any = None) -> PeerResponse:
+    async def _reach(self, node: str, method: str, path: str, timeout: float) -> Any:
+        """`node`'s app, as seen by a call from this node over mutual TLS; or the failure the test staged."""
         if not self.reachable(node):
             raise PeerUnreachable(f"node {node} is not an alive, admitted member with an API address")
         self.calls.append((node, method, path))
@@ -94,7 +94,13 @@ class InProcessTransport(Transport):
         async def as_node(scope: Any, receive: Any, send: Any) -> None:
             await app({**scope, "extensions": {**(scope.get("extensions") or {}), PEER_NODE: caller}}, receive, send)
 
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=as_node, raise_app_exceptions=False), base_url=f"https://{node}") as client:
+        return as_node
+
+    async def request(self, node: str, method: str, path: str, *, json_body: Any = None, timeout: float = 10.0,
+                      user: Any = None) -> PeerResponse:
+        as_node = await self._reach(node, method, path, timeout)
+        transport = httpx.ASGITransport(app=as_node, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=f"https://{node}") as client:
             try:
                 r = await asyncio.wait_for(client.request(method, path, json=json_body, headers=user_headers(user)),
                                            timeout)
@@ -106,18 +112,7 @@ class InProcessTransport(Transport):
     async def stream(self, node: str, method: str, path: str, *, timeout: float = 10.0, user: Any = None,
                      chunk_size: int = 64 * 1024) -> AsyncIterator[PeerStream]:
         """Transport.stream into the other node's ASGI app (httpx's ASGI transport gathers the body first)."""
-        if not self.reachable(node):
-            raise PeerUnreachable(f"node {node} is not an alive, admitted member with an API address")
-        self.calls.append((node, method, path))
-        if node in self.cluster.down:
-            raise PeerUnreachable("ClientConnectorError: connection refused")
-        if node in self.cluster.frozen:
-            await asyncio.sleep(timeout)
-            raise PeerUnreachable(f"no data within {timeout:g} s", timed_out=True)
-        app, caller = self.cluster.apps[node], self.caller
-
-        async def as_node(scope: Any, receive: Any, send: Any) -> None:
-            await app({**scope, "extensions": {**(scope.get("extensions") or {}), PEER_NODE: caller}}, receive, send)
+        as_node = await self._reach(node, method, path, timeout)
 
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=as_node), base_url=f"https://{node}") as client:
             async with client.stream(method, path, headers=user_headers(user), timeout=timeout) as r:

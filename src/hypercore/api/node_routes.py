@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from hypercore.api.auth import Caller, can_see
 from hypercore.api.errors import ApiError
 from hypercore.api.models import LocalSpawnRequest, SpawnRequest
-from hypercore.api.user_routes import checked_id, place_for
+from hypercore.api.user_routes import TailLines, checked_id, log_response, place_for
 from hypercore.store import WorkloadRecord
 
 if TYPE_CHECKING:
@@ -46,6 +46,11 @@ def node_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]
     async def local_spawn(req: LocalSpawnRequest, caller: NodeCaller) -> dict[str, Any]:
         return await agent.scheduler.receiver.accept(req)
 
+    @router.get("/v1/local/reputation")
+    async def local_reputation(caller: NodeCaller) -> dict[str, Any]:
+        """This node's view of its peers, from its own evidence (hypercore.reputation)."""
+        return {"node": agent.name, "view": agent.reputation.view()}
+
     @router.get("/v1/local/placements/{workload_id}")
     async def local_placement(workload_id: str, caller: NodeCaller) -> dict[str, Any]:
         entry = agent.scheduler.placements.get(checked_id(workload_id))
@@ -55,7 +60,9 @@ def node_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]
 
     @router.get("/v1/local/workloads")
     async def local_list(caller: NodeCaller) -> dict[str, Any]:
-        return {"workloads": [r.to_dict() for r in agent.manager.list() if can_see(caller.user, r.owner)]}
+        # Rows that no longer decode are listed too, as state "unknown" with the reason (hypercore.store).
+        records, quarantined = agent.store.scan()
+        return {"workloads": [r.to_dict() for r in [*records, *quarantined] if can_see(caller.user, r.owner)]}
 
     @router.get("/v1/local/workloads/{workload_id}")
     async def local_get(workload_id: str, caller: NodeCaller) -> dict[str, Any]:
@@ -75,8 +82,8 @@ def node_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]
         return {**(await agent.manager.remove(workload_id)).to_dict(), "removed": True}
 
     @router.get("/v1/local/workloads/{workload_id}/logs")
-    async def local_logs(workload_id: str, caller: NodeCaller, tail: int | None = None) -> PlainTextResponse:
+    async def local_logs(workload_id: str, caller: NodeCaller, tail: TailLines = None) -> StreamingResponse:
         visible(workload_id, caller)
-        return PlainTextResponse((await agent.manager.read_logs(workload_id, tail)).decode("utf-8", "replace"))
+        return log_response(agent.manager.iter_logs(workload_id, tail_lines=tail, max_bytes=agent.max_log_bytes))
 
     return router

@@ -8,25 +8,54 @@ transport, which carries the user's verified identity (never the token).
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies made inside the router.
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from hypercore.api.auth import can_see, require_management
 from hypercore.api.errors import ApiError
 from hypercore.api.models import PlacementRequest, SpawnRequest
+from hypercore.api.ratelimit import SpawnLimiter
 from hypercore.identity.tokens import User
 from hypercore.policy import Policy, loads_policy, parse_policy
 from hypercore.placement import forward_to_owner, user_request_id
-from hypercore.transport import PeerResponse, PeerUnreachable
+from hypercore.transport import PeerResponse, PeerStream, PeerUnreachable
 from hypercore.workload import is_workload_id
 
 if TYPE_CHECKING:
     from hypercore.node import Node
 
 log = logging.getLogger("hypercore.api")
+
+# `?tail=N`: the last N lines of a log (the answer stays capped at the node's --max-log-mb).
+TailLines = Annotated[int | None, Query(ge=0, le=1_000_000_000, description="Only the last N lines.")]
+
+
+def log_response(chunks: AsyncIterator[bytes]) -> StreamingResponse:
+    """A log, streamed as it is read (hypercore.runtime.logs): never whole in memory."""
+    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+
+
+async def _relayed(upstream: PeerStream, stack: AsyncExitStack, max_bytes: int, node: str) -> AsyncIterator[bytes]:
+    """Another node's log answer, passed on chunk by chunk (and capped here too); the call ends with it."""
+    sent = 0
+    try:
+        async for chunk in upstream:
+            chunk = chunk[: max_bytes - sent]
+            sent += len(chunk)
+            if chunk:
+                yield chunk
+            if sent >= max_bytes:
+                break
+    except Exception as exc:
+        # Breaking the answer off (not ending it) tells the client it is incomplete.
+        log.warning("relaying a log broke off", extra={"node": node, "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        await stack.aclose()
 
 
 def policy_from(body: dict[str, Any] | None) -> Policy | None:
@@ -54,7 +83,7 @@ async def place_for(agent: "Node", user: User, req: SpawnRequest) -> JSONRespons
     """Place `req` from this node for `user` (this node owns the request id, or it is a dry run)."""
     request_id = user_request_id(user.name, req.request_id) if req.request_id else None
     placement = await agent.scheduler.place(req.spec, policy_from(req.policy), request_id=request_id,
-                                            dry_run=req.dry_run, owner=user.name)
+                                            dry_run=req.dry_run, owner=user.name, near=checked_near(agent, req.near))
     body: dict[str, Any] = {"decision": placement.decision.to_dict(), "attempts": [a.to_dict() for a in placement.attempts]}
     if req.dry_run:
         top = placement.decision.top
@@ -64,9 +93,20 @@ async def place_for(agent: "Node", user: User, req: SpawnRequest) -> JSONRespons
                          "existing": placement.existing, **body}, status_code=200 if placement.existing else 201)
 
 
+def checked_near(agent: "Node", near: str | None) -> str:
+    """The origin latencies are measured from: `near` if it is a node of this cluster, else this node."""
+    if near is None or near == agent.name:
+        return agent.name
+    view = agent.view.node(near)
+    if view is None or not view.admitted:
+        raise ApiError(422, "invalid_request", f"near: {near[:80]!r} is not an admitted node of this cluster")
+    return near
+
+
 def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) -> APIRouter:
     router = APIRouter(tags=["users"])
     CurrentUser = Annotated[User, Depends(user_auth)]
+    limiter = SpawnLimiter(agent.spawn_rate, agent.spawn_burst)
 
     @router.put("/v1/policy")
     async def put_policy(request: Request, user: CurrentUser) -> dict[str, Any]:
@@ -79,13 +119,16 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
 
     @router.post("/v1/placements")
     async def placements(req: PlacementRequest, user: CurrentUser) -> dict[str, Any]:
-        return agent.scheduler.decide(req.spec, policy_from(req.policy)).to_dict()
+        return agent.scheduler.decide(req.spec, policy_from(req.policy), checked_near(agent, req.near)).to_dict()
 
     @router.post("/v1/workloads", status_code=201)
     async def spawn(req: SpawnRequest, user: CurrentUser) -> JSONResponse:
+        if (wait := limiter.take(user.name)) > 0:
+            return limiter.refusal(user.name, wait)
         if req.request_id and not req.dry_run:
-            forwarded = await forward_to_owner(agent.scheduler, agent.transport, user, req.request_id,
-                                               req.model_dump(mode="json"))
+            # The owner decides, but latency stays measured from where the user asked (here, or `near`).
+            body = {**req.model_dump(mode="json"), "near": checked_near(agent, req.near)}
+            forwarded = await forward_to_owner(agent.scheduler, agent.transport, user, req.request_id, body)
             if forwarded is not None:
                 return JSONResponse(forwarded.body, status_code=forwarded.status)
         return await place_for(agent, user, req)
@@ -144,18 +187,22 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
         return await on_holder(workload_id, user, "POST", f"/v1/local/workloads/{workload_id}/remove", local)
 
     @router.get("/v1/workloads/{workload_id}/logs")
-    async def workload_logs(workload_id: str, user: CurrentUser, tail: int | None = None) -> PlainTextResponse:
-        query = f"?tail={tail}" if tail else ""
+    async def workload_logs(workload_id: str, user: CurrentUser, tail: TailLines = None) -> StreamingResponse:
         node = await find(workload_id, user)
         if node is None:
-            return PlainTextResponse((await agent.manager.read_logs(workload_id, tail)).decode("utf-8", "replace"))
+            return log_response(agent.manager.iter_logs(workload_id, tail_lines=tail, max_bytes=agent.max_log_bytes))
+        query = f"?tail={tail}" if tail is not None else ""
+        stack = AsyncExitStack()
         try:
-            r = await agent.transport.request(node, "GET", f"/v1/local/workloads/{workload_id}/logs{query}",
-                                              timeout=30.0, user=user)
-        except PeerUnreachable as exc:
-            raise ApiError(502, "node_unreachable", str(exc)) from None
-        if r.status != 200:
-            relay(r, node)
-        return PlainTextResponse(r.text)
+            upstream = await stack.enter_async_context(agent.transport.stream(
+                node, "GET", f"/v1/local/workloads/{workload_id}/logs{query}", timeout=30.0, user=user))
+            if upstream.status != 200:
+                relay(PeerResponse(upstream.status, await upstream.text()), node)
+        except BaseException as exc:
+            await stack.aclose()
+            if isinstance(exc, PeerUnreachable):
+                raise ApiError(502, "node_unreachable", str(exc)) from None
+            raise
+        return log_response(_relayed(upstream, stack, agent.max_log_bytes, node))
 
     return router

@@ -4,7 +4,8 @@ For a spawn asked at origin O (the node that received it, or the node named
 by `near`), a candidate X's
 - latency: 0 for X = O; this node's own probe median of X when this node is
   O and has measured X; otherwise the RTT between O's and X's Serf network
-  coordinates;
+  coordinates (until those arrive: this node's own probes, of O when X is
+  this node, else of X — an approximation for a few seconds after a join);
 - jitter and packet loss: 0 for X = O; otherwise what this node's own probes
   of X measured (an observer other than X).
 Unknown stays unknown: the engine scores it neutral and an enforce rule on it
@@ -50,7 +51,14 @@ class OriginLinks:
         estimate = self.coordinates.rtt_ms(origin, node)
         if estimate is not None:
             return Link(estimate, jitter, loss, "coordinates" if measured is None else "probes+coordinates")
-        return Link(None, jitter, loss, "probes" if measured is not None else "unknown")
+        # No coordinates yet (a member that just joined): a round trip is symmetric, so this node's own
+        # probes of the origin tell the origin's distance to this node.
+        if node == self.name and (back := self.probes.stats(origin)) is not None and back.latency_ms is not None:
+            return Link(back.latency_ms, back.jitter_ms, back.packet_loss, "probes")
+        # Last resort, until the coordinates arrive (seconds): this node's own distance to the candidate.
+        if measured is not None and measured.latency_ms is not None:
+            return Link(measured.latency_ms, jitter, loss, f"probes from {self.name}")
+        return Link(None, jitter, loss, "unknown")
 
     def columns(self, origin: str, nodes: list[str]) -> dict[str, dict[str, float]]:
         """metric → node → value, for NodeTable.with_values (NaN where unknown)."""

@@ -47,6 +47,7 @@ from hypercore.workload import LocalSpawnRequest, WorkloadSpec
 log = logging.getLogger("hypercore.scheduler")
 
 RETRACT_FOR_S = 300.0  # how long a timed-out attempt keeps being retracted
+UNREPORTED_S = 10.0  # how long a placement made here counts against a node whose beacon does not show it yet
 _PLACEMENTS_KEPT = 10_000
 DECISIONS_KEPT = 50  # the recent placements the web console shows (hypercore.api.console)
 
@@ -95,7 +96,9 @@ class Scheduler:
     def _unreported(self) -> dict[str, tuple[int, float, float]]:
         """Per node, placements made here since its published beacon was measured: (count, cpu, mem)."""
         out: dict[str, tuple[int, float, float]] = {}
-        cutoff = time.time() - 60.0
+        # Only recent placements: a beacon shows real news (a coarse step of load) within a few seconds,
+        # and a short workload may end before it does — its resources must not stay reserved here.
+        cutoff = time.time() - UNREPORTED_S
         for node, placed in list(self._recent.items()):
             placed[:] = [p for p in placed if p[0] > cutoff]
             view = self.view.node(node)
@@ -249,9 +252,15 @@ class Scheduler:
                 placement.workload, placement.node = workload, ranked.node
                 self.metrics.spawns.labels(result="placed").inc()
                 self._record(decision, "placed", workload_id, owner, placement.attempts, ranked.node)
+                # A node whose agent died under the attempt may have started it (a restarted agent adopts
+                # what it started): now that it runs elsewhere, take that copy back once the node answers.
+                # (Had every attempt failed, that copy would be the one a retry of the request finds.)
+                for earlier in placement.attempts[:-1]:
+                    if earlier.outcome == "error" and earlier.node != self.node_name:
+                        self._tasks.spawn(self._retract(earlier.node, workload_id))
                 return placement
-            if attempt.outcome == "timeout":
-                # The node may still start it (frozen, slow): take it back.
+            if attempt.outcome == "timeout" and ranked.node != self.node_name:
+                # The node may still start it (frozen, slow): take it back once it answers.
                 self._tasks.spawn(self._retract(ranked.node, workload_id))
             log.warning(
                 "spawn attempt failed; trying next node",
