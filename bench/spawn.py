@@ -97,7 +97,7 @@ def main() -> None:
         try:
             a = cluster.add("a", "--disable-containers", "--spawn-rate", "1000", "--spawn-burst", "1000")
             # Raised limits: this measures the path of one spawn, not admission control.
-            b = cluster.add("b", "--enable-exec", "--spawn-rate", "1000", "--spawn-burst", "1000")
+            b = cluster.add("b", "--enable-exec", "--spawn-rate", "1000", "--spawn-burst", "1000", "--capacity-cpu", "1000")
             cluster.wait_converged()
             headers = {"Authorization": f"Bearer {cluster.token}"}
             # Users speak HTTPS with a token; the bare node-local call needs a node certificate (mutual TLS).
