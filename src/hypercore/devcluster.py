@@ -46,7 +46,8 @@ _next_port: list[int] = []
 def _port_block() -> int:
     """This process's first port: its own block, so parallel test workers never pick the same port."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    slot = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 8 + os.getpid() % 3
+    # Test workers gw0-gw3 take blocks 0-3; any other process (demo, benchmarks) one of 4-10 by its pid.
+    slot = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 4 + os.getpid() % 7
     return _PORT_BASE + (slot % 11) * _PORTS_PER_PROCESS
 
 

@@ -291,8 +291,8 @@ def test_fifo_policy_file_is_refused_and_the_batch_goes_on(tmp_path: Path, ok_po
     pipe = fifo(tmp_path, "policy.json")
     proc = run_module("policy", "validate", pipe, ok_policy)
     assert proc.returncode == 1
-    assert proc.stdout.splitlines() == [f"{pipe}: is a FIFO (named pipe), not a regular file; refusing to read it",
-                                        f"{ok_policy}: ok (policy 'fine', mode enforce)"]
+    assert proc.stderr.splitlines() == [f"{pipe}: is a FIFO (named pipe), not a regular file; refusing to read it"]
+    assert proc.stdout.splitlines() == [f"{ok_policy}: ok (policy 'fine', mode enforce)"]
 
 
 def test_fifo_or_device_as_nodes_or_policy_file_is_refused(tmp_path: Path, ok_policy: Path) -> None:

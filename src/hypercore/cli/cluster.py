@@ -19,6 +19,7 @@ from hypercore.api.client import ApiClient, ApiClientError
 from hypercore.config import agent_options
 from hypercore.cli.common import (EXIT_NO_NODE, EXIT_NOT_PLACED, check_regular, fail, print_json, printable,
                                   read_secret_file, user_errors)
+from hypercore.cli.workload_ids import resolve_id, short_id
 from hypercore.policy import load_policy_file
 from hypercore.workload import WorkloadSpec
 
@@ -55,7 +56,7 @@ def _client_options(func: Any) -> Any:
     return wrapper
 
 
-@click.group("cluster", cls=ClusterGroup)
+@click.group("cluster", cls=ClusterGroup, short_help="Run a node agent, or talk to one.")
 def cluster_group() -> None:
     """Run a node agent (`hypercore cluster [FLAGS] [JOIN_ADDR...]`, see `cluster run -h`) or talk to one."""
 
@@ -163,7 +164,7 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
 @_client_options
 @user_errors
 def list_(as_json: bool, client: ApiClient) -> None:
-    """List the workloads of every alive node."""
+    """List the workloads of every alive node (ids shortened to 8 characters; --json has full ids)."""
     result = client.request("GET", "/v1/workloads")
     workloads = [{"id": w["id"], "node": w["node"], "state": w["state"], "spec": w["spec"],
                   "exit_code": w.get("exit_code")} for w in result["workloads"]]
@@ -175,7 +176,7 @@ def list_(as_json: bool, client: ApiClient) -> None:
         table.add_column(col)
     for w in workloads:
         spec = w["spec"]
-        table.add_row(*(Text(printable(v)) for v in (w["id"], w["node"], w["state"],
+        table.add_row(*(Text(printable(v)) for v in (short_id(w["id"]), w["node"], w["state"],
                                                      spec.get("command") or spec.get("image_ref") or "")))
     Console().print(table)
     for node, err in result.get("unreachable", {}).items():
@@ -183,13 +184,13 @@ def list_(as_json: bool, client: ApiClient) -> None:
 
 
 @cluster_group.command("stop")
-@click.option("--id", "workload_id", required=True)
+@click.option("--id", "workload_id", required=True, help="Workload id, or a unique prefix of it (at least 4 characters).")
 @click.option("--json", "as_json", is_flag=True)
 @_client_options
 @user_errors
 def stop(workload_id: str, as_json: bool, client: ApiClient) -> None:
     """Stop a workload (idempotent)."""
-    result = client.request("DELETE", f"/v1/workloads/{workload_id}")
+    result = client.request("DELETE", f"/v1/workloads/{resolve_id(client, workload_id)}")
     if as_json:
         print_json(result)
     else:
@@ -197,17 +198,17 @@ def stop(workload_id: str, as_json: bool, client: ApiClient) -> None:
 
 
 @cluster_group.command("remove")
-@click.option("--id", "workload_id", required=True)
+@click.option("--id", "workload_id", required=True, help="Workload id, or a unique prefix of it (at least 4 characters).")
 @_client_options
 @user_errors
 def remove(workload_id: str, client: ApiClient) -> None:
     """Forget a finished workload: its record, logs and container."""
-    result = client.request("POST", f"/v1/workloads/{workload_id}/remove")
+    result = client.request("POST", f"/v1/workloads/{resolve_id(client, workload_id)}/remove")
     click.echo(f"{printable(result['id'])} on {printable(result['node'])}: removed")
 
 
 @cluster_group.command("logs")
-@click.option("--id", "workload_id", required=True)
+@click.option("--id", "workload_id", required=True, help="Workload id, or a unique prefix of it (at least 4 characters).")
 @click.option("--tail", type=click.IntRange(min=1), default=None,
               help="Only the last N lines (a whole log is capped at the node's --max-log-mb).")
 @_client_options
@@ -215,6 +216,7 @@ def remove(workload_id: str, client: ApiClient) -> None:
 def logs(workload_id: str, tail: int | None, client: ApiClient) -> None:
     """Print a workload's output (also after it finished)."""
     query = f"?tail={tail}" if tail else ""
+    workload_id = resolve_id(client, workload_id)
     sys.stdout.write(client.request("GET", f"/v1/workloads/{workload_id}/logs{query}", text=True))
 
 

@@ -20,7 +20,7 @@ import click
 
 from hypercore.errors import HypercoreError
 from hypercore.policy.errors import PolicyError, Problem
-from hypercore.policy.loader import not_regular, parse_json_strict, read_regular_file
+from hypercore.policy.loader import not_regular, parse_json_strict, read_regular_file, with_locations
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # `policy validate`: a file is not a valid policy
@@ -77,14 +77,28 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def read_json_file(path: Path) -> Any:
-    """Read a JSON input file (not a policy): a regular file only, clear errors, size-capped, strict."""
+def _read_text(path: Path) -> str:
     raw = read_regular_file(path, MAX_INPUT_BYTES, "an input file")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
         raise PolicyError([Problem(str(path), "", "is not UTF-8 text")]) from None
-    return parse_json_strict(text, str(path))
+
+
+def read_json_file(path: Path) -> Any:
+    """Read a JSON input file (not a policy): a regular file only, clear errors, size-capped, strict."""
+    return parse_json_strict(_read_text(path), str(path))
+
+
+def read_nodes_file(path: Path) -> list[Any]:
+    """The node records of a nodes file; each problem names its field and, where found, its line and column."""
+    from hypercore.policy import parse_node_records
+
+    text = _read_text(path)
+    try:
+        return parse_node_records(parse_json_strict(text, str(path)), source=str(path))
+    except PolicyError as exc:
+        raise PolicyError(with_locations(exc.problems, text)) from None
 
 
 def read_secret_file(path: Path, option: str, limit: int = 64 * 1024) -> str:

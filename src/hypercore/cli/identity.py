@@ -26,7 +26,7 @@ def _check_ca_files(ca_dir: Path) -> None:
         check_regular(ca_dir / name, "--ca-dir")
 
 
-@click.group("tls")
+@click.group("tls", short_help="Create the cluster CA and node certificates.")
 def tls_group() -> None:
     """Create the cluster CA and node certificates (mutual TLS between nodes)."""
 
@@ -74,7 +74,7 @@ def cert_create(ca_dir: Path, node: str, ips: tuple[str, ...], days: int, out_di
     click.echo(str(key))
 
 
-@click.command("keygen")
+@click.command("keygen", short_help="Print a new gossip encryption key.")
 def keygen_command() -> None:
     """Print a new gossip encryption key (base64 of 32 random bytes) for --encrypt."""
     click.echo(base64.b64encode(secrets.token_bytes(32)).decode("ascii"))

@@ -51,7 +51,7 @@ _CRI_LINE = re.compile(rb"^\S+ (stdout|stderr) [FP] ")
 _RECOVERED = "rebuilt by `hypercore node recover`"
 
 
-@click.group("node")
+@click.group("node", short_help="Look after this node's data (agent stopped).")
 def node_group() -> None:
     """Look after this machine's node data (run with its agent stopped)."""
 

@@ -13,7 +13,7 @@ from hypercore.cli.common import (
     check_regular,
     print_json,
     printable,
-    read_json_file,
+    read_nodes_file,
     user_errors,
 )
 from hypercore.cli.render import print_decision
@@ -31,11 +31,26 @@ def schema() -> None:
     print_json(Policy.model_json_schema())
 
 
+def _warn(path: Path, policy: Policy) -> None:
+    """Warnings about a policy that loads (stderr, like errors): zero limits, keys without effect."""
+    shown = printable(path)
+    for rule in policy.rules.zero_limits():
+        click.echo(f"{shown}: rules.{rule}: warning: 0 is a literal zero limit, not 'no limit' (omit the rule for no limit)",
+                   err=True)
+    for key in policy.rules.deprecated_given():
+        click.echo(f"{shown}: {key}: warning: has no effect and is ignored (it had none in the original system "
+                   "either); rank nodes with the `scoring` weights", err=True)
+
+
 @policy_group.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_errors
 def validate(files: tuple[Path, ...]) -> None:
-    """Check policy files: exit 0 when all are valid, 1 otherwise (one line per problem)."""
+    """Check policy files: exit 0 when all are valid, 1 otherwise.
+
+    Prints `FILE: ok (...)` on stdout for each valid file; problems (one line each,
+    with the field and its line and column) and warnings go to stderr.
+    """
     bad = False
     for path in files:
         try:
@@ -43,18 +58,18 @@ def validate(files: tuple[Path, ...]) -> None:
         except PolicyError as exc:
             bad = True
             for problem in exc.problems:
-                click.echo(printable(problem))
+                click.echo(printable(problem), err=True)
             continue
-        shown = printable(path)
-        for rule in policy.rules.zero_limits():
-            click.echo(f"{shown}: rules.{rule}: warning: 0 is a literal zero limit, not 'no limit' (omit the rule for no limit)")
-        click.echo(f"{shown}: ok (policy '{printable(policy.name)}', mode {policy.mode})")
+        _warn(path, policy)
+        click.echo(f"{printable(path)}: ok (policy '{printable(policy.name)}', mode {policy.mode})")
     raise SystemExit(EXIT_INVALID if bad else 0)
 
 
 @policy_group.command("explain")
 @click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path))
-@click.option("--nodes", "nodes_file", type=click.Path(path_type=Path), help="JSON list of node records, or {\"nodes\": [...]}.")
+@click.option("--nodes", "nodes_file", type=click.Path(path_type=Path),
+              help="Nodes file: a JSON list of node records, or {\"nodes\": [...]} as `hypercore cluster metrics --json` "
+                   "prints it.")
 @click.option("--live", is_flag=True, help="Use the live cluster view of the agent at --addr.")
 @click.option("--addr", envvar="HYPERCORE_ADDR", default="https://127.0.0.1:8001", show_default=True, help="Agent API address (with --live).")
 @click.option("--ca-file", envvar="HYPERCORE_CACERT", type=click.Path(path_type=Path, dir_okay=False),
@@ -67,10 +82,24 @@ def validate(files: tuple[Path, ...]) -> None:
 @user_errors
 def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, ca_file: Path | None, token: str | None,
             near: str | None, limit: int | None, as_json: bool) -> None:
-    """Show how POLICY ranks nodes: exit 0 if a node ranks, 2 on bad input, 3 if none qualifies."""
+    """Show how POLICY ranks nodes: exit 0 if a node ranks, 2 on bad input, 3 if none qualifies.
+
+    \b
+    A nodes file (--nodes) holds node records: a JSON list, or {"nodes": [...]},
+    each record a node's name, status and metrics, e.g.
+      {"name": "n1", "status": "alive", "latency_ms": 12, "jitter_ms": 1.5,
+       "packet_loss": 0, "price_per_gb": 0.02, "reputation": 0.95,
+       "queue_depth": 3, "capabilities": ["gpu"]}
+    (a metric left out is unknown). Save one from a running cluster with
+      hypercore cluster metrics --json > nodes.json
+    or ask the agent directly with --live.
+
+    The ranking goes to stdout; errors and warnings go to stderr.
+    """
     if (nodes_file is None) == (not live):
         raise click.UsageError("give exactly one of --nodes FILE or --live")
     policy = load_policy_file(policy_file)
+    _warn(policy_file, policy)
     if live:
         check_regular(ca_file, "--ca-file")
         from hypercore.api.client import fetch_node_records
@@ -78,7 +107,7 @@ def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, c
         records = parse_node_records(fetch_node_records(addr, token, ca_file, near), source=f"{addr}/v1/nodes")
     else:
         assert nodes_file is not None
-        records = parse_node_records(read_json_file(nodes_file), source=str(nodes_file))
+        records = read_nodes_file(nodes_file)
     decision = decide(policy, records)
     if as_json:
         print_json(decision.to_dict(limit))

@@ -11,17 +11,20 @@ read: a FIFO or a device would block or stream without end.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from hypercore.policy.errors import PolicyError, Problem
-from hypercore.policy.model import RULE_KEYS, Policy
+import hypercore.policy.jsonpos as jsonpos
+from hypercore.policy.errors import PolicyError, Problem, describe
+from hypercore.policy.model import DEPRECATED_KEYS, RULE_KEYS, Policy, Rules, Scales, Scoring
 
 MAX_POLICY_BYTES = 256 * 1024
 # Far beyond any value a policy, node file or request means, and far below
@@ -77,52 +80,90 @@ def _unrepresentable(tree: Any) -> list[tuple[str, str]]:
     return found
 
 
-def _reject_constant(name: str) -> Any:
-    raise _StrictJSONError(f"{name} is not valid JSON; use a finite number")
+_JSON_MESSAGES = (  # json's wording, said for a person editing the file
+    ("Expecting value", "expected a value"),
+    ("Expecting property name enclosed in double quotes", "expected a key in double quotes"),
+    ("Expecting ':' delimiter", "expected ':' after the key"),
+    ("Expecting ',' delimiter", "expected ',' or the end of the object or list"),
+    ("Unterminated string starting at", "a string starts here and is never closed"),
+    ("Invalid control character at", "a string holds a raw control character (write \\n, \\t, ...)"),
+    ("Invalid \\uXXXX escape", "a \\u escape needs four hex digits"),
+    ("Invalid \\escape", "a string holds an invalid backslash escape"),
+    ("Extra data", "more text after the end of the JSON value"),
+)
+
+
+def _syntax_message(text: str, exc: json.JSONDecodeError) -> str:
+    """What is wrong at exc.pos, in words a person fixes a file with (comments, quotes, trailing commas)."""
+    line, column = jsonpos.line_col(text, exc.pos)
+    at = f"(line {line}, column {column})"
+    rest = text[exc.pos:exc.pos + 2]
+    if rest[:1] in ("/", "#") and not exc.msg.startswith(("Unterminated", "Invalid")):
+        part = "/* */" if rest == "/*" else "//" if rest == "//" else rest[:1]
+        return f"JSON does not allow comments {at}; remove the `{part}` part"
+    if rest[:1] == "'" and exc.msg.startswith(("Expecting value", "Expecting property")):
+        return f"not valid JSON {at}: keys and strings take double quotes, not single quotes"
+    before = text[:exc.pos].rstrip()
+    if rest[:1] in ("}", "]") and before.endswith(","):
+        return f"not valid JSON {at}: a comma before `{rest[:1]}` (JSON allows no trailing comma)"
+    said = next((ours for theirs, ours in _JSON_MESSAGES if exc.msg.startswith(theirs)), exc.msg)
+    return f"not valid JSON {at}: {said}"
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise _StrictJSONError(f"key {key!r} appears twice in one object")
+            raise _StrictJSONError(key)
         seen[key] = value
     return seen
 
 
+def _at(problem: Problem, where: tuple[int, int] | None) -> Problem:
+    return problem if where is None else replace(problem, line=where[0], column=where[1])
+
+
+def with_locations(problems: list[Problem], text: str) -> list[Problem]:
+    """`problems` with the line and column of each one's field path in `text`, where it can be found."""
+    return [p if p.line is not None or not p.path else _at(p, jsonpos.locate(text, p.path)) for p in problems]
+
+
 def parse_json_strict(text: str, source: str) -> Any:
-    """Parse JSON, refusing NaN/Infinity, numbers out of range and duplicate keys; errors name the source."""
+    """Parse JSON, refusing NaN/Infinity, numbers out of range and duplicate keys; errors name the source.
+
+    A UTF-8 byte order mark is skipped. Errors give the line and column (of the
+    syntax error, or of the field that holds a refused value; best effort).
+    """
+    text = text.removeprefix("\ufeff")
     if not text.strip():
         raise PolicyError([Problem(source, "", "file is empty; expected a JSON object")])
     refused: list[_Unrepresentable] = []
 
-    def parse_int(token: str) -> int | _Unrepresentable:
-        value = _parse_int(token)
+    def keep(value: Any) -> Any:
         if isinstance(value, _Unrepresentable):
             refused.append(value)
         return value
 
-    def parse_float(token: str) -> float | _Unrepresentable:
-        value = _parse_float(token)
-        if isinstance(value, _Unrepresentable):
-            refused.append(value)
-        return value
+    def parse_constant(name: str) -> _Unrepresentable:
+        return keep(_Unrepresentable(f"{name} is not valid JSON; use a finite number"))
 
     try:
-        tree = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates,
-                          parse_int=parse_int, parse_float=parse_float)
+        tree = json.loads(text, parse_constant=parse_constant, object_pairs_hook=_no_duplicates,
+                          parse_int=lambda t: keep(_parse_int(t)), parse_float=lambda t: keep(_parse_float(t)))
     except _StrictJSONError as exc:
-        raise PolicyError([Problem(source, "", str(exc))]) from None
+        key = str(exc)
+        problem = Problem(source, "", f"key {json.dumps(key)} appears twice in one object")
+        raise PolicyError([_at(problem, jsonpos.second_key(text, key))]) from None
     except json.JSONDecodeError as exc:
-        raise PolicyError(
-            [Problem(source, "", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
-        ) from None
+        raise PolicyError([Problem(source, "", _syntax_message(text, exc))]) from None
     except RecursionError:
-        raise PolicyError([Problem(source, "", "JSON is nested too deeply")]) from None
+        problem = Problem(source, "", "JSON is nested too deeply")
+        raise PolicyError([_at(problem, jsonpos.too_deep(text))]) from None
     except ValueError as exc:  # anything else json refuses; never a traceback
         raise PolicyError([Problem(source, "", f"not valid JSON: {exc}")]) from None
     if refused:  # find them again, to name where they are
-        raise PolicyError([Problem(source, path, message) for path, message in _unrepresentable(tree)])
+        problems = [Problem(source, path, message) for path, message in _unrepresentable(tree)]
+        raise PolicyError(with_locations(problems, text))
     return tree
 
 
@@ -136,12 +177,26 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _short(value: Any) -> str:
-    try:
-        text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    except (ValueError, TypeError, RecursionError):  # an int past Python's digit limit, say
-        text = f"a {type(value).__name__}"
-    return text if len(text) <= 60 else text[:57] + "..."
+def _allowed_at(loc: tuple[int | str, ...]) -> tuple[str, ...]:
+    """The keys a policy allows in the object at `loc` (for "did you mean")."""
+    models: dict[tuple[int | str, ...], Any] = {(): Policy, ("rules",): Rules, ("scoring",): Scoring,
+                                                 ("scoring", "scales"): Scales}
+    model = models.get(loc)
+    if model is None:
+        return ()
+    keys = tuple(model.model_fields)
+    return keys + RULE_KEYS + DEPRECATED_KEYS if model is Policy else keys
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    key = str(loc[-1])
+    close = difflib.get_close_matches(key, _allowed_at(loc[:-1]), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean `{close[0]}`?"
+    for parent, model in (("scoring", Scoring), ("rules", Rules), ("scoring.scales", Scales)):
+        if key in model.model_fields and _path(loc[:-1]) != parent:
+            return f"unknown key here; `{key}` belongs under `{parent}`"
+    return "unknown key; check its spelling (see `hypercore policy schema`)"
 
 
 def _problems(exc: ValidationError, source: str, flat: frozenset[str] = frozenset()) -> list[Problem]:
@@ -151,17 +206,7 @@ def _problems(exc: ValidationError, source: str, flat: frozenset[str] = frozense
         if len(loc) >= 2 and loc[0] == "rules" and loc[1] in flat:
             loc = loc[1:]  # the user wrote this rule at the top level; point there
         path = _path(loc) or "(top level)"
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            message = "unknown key; check its spelling (see `hypercore policy schema`)"
-        elif kind == "missing":
-            message = "is required"
-        elif kind in ("value_error", "assertion_error"):
-            message = str(err["ctx"].get("error", err["msg"])) if "ctx" in err else err["msg"]
-        else:
-            given = err.get("input")
-            shown = f"{_short(given)} is not allowed: " if not isinstance(given, (dict, list)) else ""
-            message = f"{shown}{err['msg'][0].lower()}{err['msg'][1:]}"
+        message = _unknown_key(loc) if err["type"] == "extra_forbidden" else describe(err)
         problems.append(Problem(source, path, message))
     return problems
 
@@ -176,7 +221,7 @@ def parse_policy(data: Any, source: str = "policy", default_name: str | None = N
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        flat = frozenset(k for k in RULE_KEYS if k in data)
+        flat = frozenset(k for k in (*RULE_KEYS, *DEPRECATED_KEYS) if k in data)
         raise PolicyError(_problems(exc, source, flat)) from None
     except RecursionError:
         raise PolicyError([Problem(source, "", "JSON is nested too deeply")]) from None
@@ -193,7 +238,15 @@ def loads_policy(text: str | bytes, source: str = "policy", default_name: str | 
             raise PolicyError([Problem(source, "", "is not UTF-8 text")]) from None
     if len(text) > MAX_POLICY_BYTES:
         raise PolicyError([Problem(source, "", f"is {len(text)} characters; a policy may be at most {MAX_POLICY_BYTES}")])
-    return parse_policy(parse_json_strict(text, source), source, default_name)
+    text = text.removeprefix("\ufeff")
+    tree = parse_json_strict(text, source)
+    try:
+        return parse_policy(tree, source, default_name)
+    except PolicyError as exc:
+        problems = with_locations(exc.problems, text)
+        if any(p.message == "JSON is nested too deeply" for p in problems):
+            problems = [_at(p, jsonpos.too_deep(text)) if p.line is None else p for p in problems]
+        raise PolicyError(problems) from None
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),

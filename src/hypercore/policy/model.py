@@ -22,6 +22,12 @@ RULE_KEYS: tuple[str, ...] = (
     "max_queue_depth",
 )
 
+# Keys of the original system, accepted (as booleans, in rules or at the top level)
+# so its policies load; they have no effect, as they had none there. `policy
+# validate` and `explain` warn about them.
+DEPRECATED_KEYS: tuple[str, ...] = ("prefer_low_latency", "prefer_low_price", "prefer_high_reputation")
+_FLAT_KEYS = RULE_KEYS + DEPRECATED_KEYS
+
 DEFAULT_WEIGHT = 0.25
 
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -51,6 +57,20 @@ class Rules(_Strict):
     max_queue_depth: NonNegative | None = Field(
         default=None, description="Most workloads assigned and not yet finished."
     )
+
+    prefer_low_latency: bool | None = Field(
+        default=None, exclude=True, json_schema_extra={"deprecated": True},
+        description="Deprecated, no effect (the weights rank nodes); accepted so old policies load.")
+    prefer_low_price: bool | None = Field(
+        default=None, exclude=True, json_schema_extra={"deprecated": True},
+        description="Deprecated, no effect (the weights rank nodes); accepted so old policies load.")
+    prefer_high_reputation: bool | None = Field(
+        default=None, exclude=True, json_schema_extra={"deprecated": True},
+        description="Deprecated, no effect (the weights rank nodes); accepted so old policies load.")
+
+    def deprecated_given(self) -> list[str]:
+        """The deprecated prefer_* keys this policy sets (they have no effect)."""
+        return [k for k in DEPRECATED_KEYS if getattr(self, k) is not None]
 
     @field_validator("required_capabilities")
     @classmethod
@@ -96,7 +116,7 @@ def _flat_rules_schema(schema: dict[str, Any], _cls: Any) -> None:
     # The flat form (rules at the top level) is valid input, so the schema
     # that `policy schema` prints must allow it too.
     rules = Rules.model_json_schema()["properties"]
-    for key in RULE_KEYS:
+    for key in _FLAT_KEYS:
         schema["properties"][key] = {**rules[key], "description": f"Flat form of rules.{key}."}
 
 
@@ -134,7 +154,7 @@ class Policy(_Strict):
         # top level; fold them into `rules` so both forms load the same policy.
         if not isinstance(data, dict):
             return data
-        flat = {k: data[k] for k in RULE_KEYS if k in data}
+        flat = {k: data[k] for k in _FLAT_KEYS if k in data}
         if not flat:
             return data
         nested = data.get("rules")
