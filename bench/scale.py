@@ -1,0 +1,314 @@
+"""Scale of a real local cluster: N agents (each with its own serf) on loopback, all mutual TLS.
+
+    .venv/bin/python bench/scale.py --nodes 10 [--json] [--spawns 30]
+
+Measures, in this order:
+  converge_s             last agent started -> every observer sees every node alive with a
+                         verified beacon and measured links (for N > 10 a sample of 5
+                         observers: first, last and 3 spread between; every node is checked
+                         as a target);
+  idle_cpu_pct_per_node  utime+stime of each agent plus its serf child(ren) from /proc over a
+                         20 s idle window, in % of one core, averaged per node;
+  tag_updates_per_s      cluster-wide: members carried by Serf `member-update` events on node
+                         0's serf RPC stream over 60 s of idle (two 30 s refresh periods) (cross-check: members whose
+                         `sig` tag changed between two members() reads, printed only);
+  rpc_timeouts           lines with "cannot follow members in serf" or "timeout" in all agents' logs;
+  rss_mb_per_agent       mean VmRSS of the agent processes (serf's own RSS is printed only);
+  spawn_p50_ms/p90_ms    --spawns sequential spawns with request ids through node 0
+                         (`sleep 300`, cpu 0.01, mem 1), stopped afterwards;
+  requests_per_spawn     node-to-node HTTP requests per spawn, ESTIMATED from the code path
+                         (not measured: no per-request counter and no access log):
+                         forward to the request id's owner ((N-1)/N on average)
+                         + existing-copy lookup (a GET to every node, itself included: N)
+                         + the attempt ((N-1)/N on average: none when the owner places on itself);
+  dry_run_per_s          POST /v1/placements answered per second by node 0 with 64 concurrent
+                         clients for 10 s (the clients run on the same 2 cores).
+With --json the last line is one JSON object with those keys plus `nodes`.
+Every process is ended in a finally (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/select.py would shadow the standard library's `select` module: drop this directory from sys.path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from hypercore.devcluster import Cluster, Node, wait_for
+from hypercore.membership.rpc import SerfRPC
+from hypercore.membership.rpc_types import SerfTimeoutError
+
+FLAGS = ["--enable-exec", "--disable-containers", "--capacity-cpu", "1000", "--spawn-rate", "1000",
+         "--spawn-burst", "1000", "--probe-interval", "2"]
+SPEC = {"command": "sleep 300", "cpu": 0.01, "mem": 1}
+IDLE_S = 20.0
+TAG_WINDOW_S = 60.0
+DRY_RUN_S = 10.0
+DRY_RUN_CLIENTS = 64
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            out.extend(int(c) for c in text)
+    except OSError:
+        pass
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def serf_children(node: Node) -> list[int]:
+    assert node.proc is not None
+    out = []
+    for c in children(node.proc.pid):
+        try:
+            if Path(f"/proc/{c}/comm").read_text().strip() == "serf":
+                out.append(c)
+        except OSError:
+            continue
+    return out
+
+
+def converged(cluster: Cluster, observers: list[str], names: list[str]) -> bool:
+    for name in observers:
+        view = cluster[name].nodes()
+        for other in names:
+            n = view.get(other)
+            if n is None or n["status"] != "alive" or n["beacon_id"] is None or n["latency_ms"] is None \
+                    or n["packet_loss"] is None:
+                return False
+    return True
+
+
+class UpdateCounter:
+    """Members carried by `member-update` events on one serf agent's RPC stream, in a thread of its own."""
+
+    def __init__(self, node: Node) -> None:
+        self.host, self.port = "127.0.0.1", node.rpc_port
+        self.key = json.loads((node.data_dir / "serf" / "serf-agent.json").read_text())["rpc_auth"]
+        self.events = 0
+        self.members = 0
+        self.sig_changes = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        try:
+            async with await SerfRPC.connect(self.host, self.port, self.key) as rpc:
+                before = {m.name: m.tags.get("sig") for m in await rpc.members()}
+                stream = await rpc.stream("member-update")
+                self._ready.set()
+                while not self._stop.is_set():
+                    try:
+                        event = await stream.next(timeout=0.5)
+                    except SerfTimeoutError:
+                        continue
+                    self.events += 1
+                    self.members += len(event.get("Members") or [])
+                await stream.stop(timeout=2.0)
+                after = {m.name: m.tags.get("sig") for m in await rpc.members()}
+                self.sig_changes = sum(1 for n, s in after.items() if n in before and before[n] != s)
+        except BaseException as exc:  # reported by the caller
+            self.error = exc
+            self._ready.set()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(30)
+        if self.error is not None:
+            raise RuntimeError(f"serf stream: {self.error!r}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+async def dry_runs(node: Node, clients: int, seconds: float) -> tuple[int, int]:
+    """(answered 200, other answers) for POST /v1/placements from `clients` concurrent loops."""
+    ok = bad = 0
+    deadline = time.monotonic() + seconds
+    headers = node.headers()
+    connector = aiohttp.TCPConnector(ssl=node.pki.verify(), limit=clients)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        async def loop() -> None:
+            nonlocal ok, bad
+            while time.monotonic() < deadline:
+                try:
+                    async with session.post(f"{node.url}/v1/placements", json={"spec": SPEC},
+                                            timeout=aiohttp.ClientTimeout(total=30)) as r:
+                        await r.read()
+                        if r.status == 200:
+                            ok += 1
+                        else:
+                            bad += 1
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    bad += 1
+
+        await asyncio.gather(*(loop() for _ in range(clients)))
+    return ok, bad
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def run(n: int, spawns: int, root: Path) -> dict[str, Any]:
+    cluster = Cluster(root)
+    try:
+        names = [f"n{i:03d}" for i in range(n)]
+        t0 = time.monotonic()
+        cluster.add(names[0], *FLAGS)  # the seed: every other node joins through it
+        for name in names[1:]:
+            cluster.add(name, *FLAGS, wait=False)
+        t_last = time.monotonic()
+        for name in names[1:]:
+            cluster[name].wait_healthy(timeout=60 + 3 * n)
+        say(f"{n} agents started in {t_last - t0:.1f} s, all /healthz in {time.monotonic() - t0:.1f} s")
+
+        if n <= 10:
+            observers = names
+        else:
+            observers = [names[i * (n - 1) // 4] for i in range(5)]
+        wait_for(lambda: converged(cluster, observers, names), 120 + 6 * n, "convergence", interval=0.5)
+        converge_s = time.monotonic() - t_last
+        say(f"converge_s {converge_s:.1f} (observers: {'all' if n <= 10 else ', '.join(observers)})")
+
+        # Idle window: CPU (20 s), tag updates (TAG_WINDOW_S, two beacon refresh periods: a 20 s
+        # window against a 30 s refresh would alias).
+        agents = [cluster[x].proc.pid for x in names]  # type: ignore[union-attr]
+        serfs = {x: serf_children(cluster[x]) for x in names}
+        counter = UpdateCounter(cluster[names[0]])
+        counter.start()
+        t_tags = time.monotonic()
+        time.sleep(5)  # let the join's burst of work settle
+        c0 = {x: cpu_ticks(cluster[x].proc.pid) + sum(cpu_ticks(s) for s in serfs[x]) for x in names}  # type: ignore[union-attr]
+        w0 = time.monotonic()
+        time.sleep(IDLE_S)
+        c1 = {x: cpu_ticks(cluster[x].proc.pid) + sum(cpu_ticks(s) for s in serfs[x]) for x in names}  # type: ignore[union-attr]
+        window = time.monotonic() - w0
+        time.sleep(max(0.0, TAG_WINDOW_S - (time.monotonic() - t_tags)))
+        counter.stop()
+        tag_window = time.monotonic() - t_tags
+        per_node = [(c1[x] - c0[x]) / CLK_TCK / window * 100 for x in names]
+        idle_cpu = statistics.mean(per_node)
+        tag_updates = counter.members / tag_window
+        say(f"idle CPU per node (agent+serf): mean {idle_cpu:.2f} %, max {max(per_node):.2f} % of one core; "
+            f"total {sum(per_node):.1f} %")
+        say(f"member-update events {counter.events} carrying {counter.members} members in {tag_window:.1f} s "
+            f"= {tag_updates:.2f}/s (N/30 = {n / 30:.2f}/s); members whose sig changed: {counter.sig_changes}")
+        rss_agents = [rss_mb(p) for p in agents]
+        rss_serf = [sum(rss_mb(s) for s in serfs[x]) for x in names]
+        say(f"VmRSS agent mean {statistics.mean(rss_agents):.0f} MB, serf mean {statistics.mean(rss_serf):.0f} MB")
+
+        # Spawns through node 0, sequential, with request ids.
+        first = cluster[names[0]]
+        times: list[float] = []
+        ids: list[str] = []
+        placed_on: dict[str, int] = {}
+        import httpx
+        with httpx.Client(verify=first.pki.verify(), headers=first.headers(), timeout=60) as client:
+            for _ in range(spawns):
+                body = {"spec": SPEC, "request_id": f"scale-{uuid.uuid4().hex}"}
+                start = time.perf_counter()
+                r = client.post(f"{first.url}/v1/workloads", json=body)
+                times.append((time.perf_counter() - start) * 1000)
+                if r.status_code != 201:
+                    raise RuntimeError(f"spawn failed: HTTP {r.status_code} {r.text[:300]}")
+                ids.append(r.json()["id"])
+                placed_on[r.json()["node"]] = placed_on.get(r.json()["node"], 0) + 1
+            for wid in ids:
+                client.delete(f"{first.url}/v1/workloads/{wid}")
+        p50, p90 = statistics.median(times), pct(times, 0.9)
+        say(f"spawn p50 {p50:.1f} ms, p90 {p90:.1f} ms over {spawns}; placed on {len(placed_on)} nodes")
+        requests_per_spawn = (n - 1) / n + n + (n - 1) / n
+        say(f"requests_per_spawn (estimate from the code): (N-1)/N forward + N lookups + (N-1)/N attempt "
+            f"= {requests_per_spawn:.2f}")
+
+        ok, bad = asyncio.run(dry_runs(first, DRY_RUN_CLIENTS, DRY_RUN_S))
+        dry = ok / DRY_RUN_S
+        say(f"dry runs: {ok} answered ({bad} errors) in {DRY_RUN_S:.0f} s = {dry:.0f}/s")
+
+        timeouts = 0
+        for x in names:
+            for line in cluster[x].log().splitlines():
+                low = line.lower()
+                if "cannot follow members in serf" in low or "timeout" in low or "timed out" in low:
+                    timeouts += 1
+        say(f"rpc_timeouts {timeouts}")
+
+        return {
+            "nodes": n,
+            "converge_s": round(converge_s, 2),
+            "idle_cpu_pct_per_node": round(idle_cpu, 3),
+            "tag_updates_per_s": round(tag_updates, 3),
+            "rpc_timeouts": timeouts,
+            "rss_mb_per_agent": round(statistics.mean(rss_agents), 1),
+            "spawn_p50_ms": round(p50, 2),
+            "spawn_p90_ms": round(p90, 2),
+            "requests_per_spawn": round(requests_per_spawn, 2),
+            "dry_run_per_s": round(dry, 1),
+        }
+    finally:
+        cluster.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument("--spawns", type=int, default=30)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hc-scale-") as tmp:
+        try:
+            result = run(args.nodes, args.spawns, Path(tmp))
+        except KeyboardInterrupt:
+            sys.exit("interrupted (every process was ended)")
+    if args.json:
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
