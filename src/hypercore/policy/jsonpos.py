@@ -15,8 +15,8 @@ import re
 
 _WS = re.compile(r"[ \t\n\r]*")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_SCALAR = re.compile(r"[^,\]}\s]+")
-_PATH_PART = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")
+_SCALAR = re.compile(r"[^,\]}\s]+", re.ASCII)  # JSON whitespace is ASCII
+_PATH_PART = re.compile(r"\[([0-9]+)\]|\.?([^.\[]+)", re.ASCII)
 _MAX_STEPS = 200_000
 
 
