@@ -9,9 +9,10 @@ Measures, in this order:
                          as a target);
   idle_cpu_pct_per_node  utime+stime of each agent plus its serf child(ren) from /proc over a
                          20 s idle window, in % of one core, averaged per node;
-  tag_updates_per_s      cluster-wide: members carried by Serf `member-update` events on node
-                         0's serf RPC stream over 60 s of idle (two 30 s refresh periods) (cross-check: members whose
-                         `sig` tag changed between two members() reads, printed only);
+  tag_updates_per_s      cluster-wide: new signatures carried by Serf `member-update` events on
+                         node 0's serf RPC stream over 60 s of idle (two 30 s refresh periods); members
+                         re-sent in coalesced events without a new signature are not counted (cross-check:
+                         members whose `sig` tag changed between two members() reads, printed only);
   rpc_timeouts           lines with "cannot follow members in serf" or "timeout" in all agents' logs;
   rss_mb_per_agent       mean VmRSS of the agent processes (serf's own RSS is printed only);
   spawn_p50_ms/p90_ms    --spawns sequential spawns with request ids through node 0
@@ -129,6 +130,7 @@ class UpdateCounter:
         self.events = 0
         self.members = 0
         self.sig_changes = 0
+        self.changes = 0  # member-update events that carried a new signature: real tag updates
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.error: BaseException | None = None
@@ -138,6 +140,7 @@ class UpdateCounter:
         try:
             async with await SerfRPC.connect(self.host, self.port, self.key) as rpc:
                 before = {m.name: m.tags.get("sig") for m in await rpc.members()}
+                last = dict(before)
                 stream = await rpc.stream("member-update")
                 self._ready.set()
                 while not self._stop.is_set():
@@ -146,7 +149,12 @@ class UpdateCounter:
                     except SerfTimeoutError:
                         continue
                     self.events += 1
-                    self.members += len(event.get("Members") or [])
+                    for member in event.get("Members") or []:
+                        self.members += 1
+                        # Serf re-sends members in coalesced events: only a new signature is a tag update.
+                        if last.get(member.name) != member.tags.get("sig"):
+                            last[member.name] = member.tags.get("sig")
+                            self.changes += 1
                 await stream.stop(timeout=2.0)
                 after = {m.name: m.tags.get("sig") for m in await rpc.members()}
                 self.sig_changes = sum(1 for n, s in after.items() if n in before and before[n] != s)
@@ -234,11 +242,12 @@ def run(n: int, spawns: int, root: Path) -> dict[str, Any]:
         tag_window = time.monotonic() - t_tags
         per_node = [(c1[x] - c0[x]) / CLK_TCK / window * 100 for x in names]
         idle_cpu = statistics.mean(per_node)
-        tag_updates = counter.members / tag_window
+        tag_updates = counter.changes / tag_window
         say(f"idle CPU per node (agent+serf): mean {idle_cpu:.2f} %, max {max(per_node):.2f} % of one core; "
             f"total {sum(per_node):.1f} %")
-        say(f"member-update events {counter.events} carrying {counter.members} members in {tag_window:.1f} s "
-            f"= {tag_updates:.2f}/s (N/30 = {n / 30:.2f}/s); members whose sig changed: {counter.sig_changes}")
+        say(f"member-update events {counter.events} carrying {counter.members} members, {counter.changes} new "
+            f"signatures in {tag_window:.1f} s = {tag_updates:.2f}/s (N/30 = {n / 30:.2f}/s); "
+            f"members whose sig changed: {counter.sig_changes}")
         rss_agents = [rss_mb(p) for p in agents]
         rss_serf = [sum(rss_mb(s) for s in serfs[x]) for x in names]
         say(f"VmRSS agent mean {statistics.mean(rss_agents):.0f} MB, serf mean {statistics.mean(rss_serf):.0f} MB")
