@@ -50,7 +50,7 @@ from typing import Any
 
 import aiohttp
 
-from hypercore.devcluster import Cluster, Node, wait_for
+from hypercore.devcluster import Cluster, Node, rss_kb, wait_for
 from hypercore.membership.rpc import SerfRPC
 from hypercore.membership.rpc_types import SerfTimeoutError
 
@@ -89,13 +89,7 @@ def cpu_ticks(pid: int) -> int:
 
 
 def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return rss_kb(pid) / 1024
 
 
 def serf_children(node: Node) -> list[int]:

@@ -99,6 +99,17 @@ def live_workload_processes(command: str = "sleep") -> Counter[str]:
     return counts
 
 
+def rss_kb(pid: int) -> int:
+    """Resident memory of process `pid` in KiB (VmRSS); 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None

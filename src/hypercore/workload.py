@@ -130,7 +130,9 @@ def is_workload_id(value: str) -> bool:
 # A canonical workload id, for pydantic fields (is_workload_id says the same in code).
 WORKLOAD_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # A user (token) name, as hypercore.identity.tokens allows it.
-_OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+# A user (token) name: the one definition (identity.tokens checks tokens with it, api.auth vouched names).
+USER_NAME = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
+OWNER_PATTERN = rf"^{USER_NAME}$"
 
 
 class LocalSpawnRequest(BaseModel):
@@ -144,5 +146,5 @@ class LocalSpawnRequest(BaseModel):
     policy: dict[str, Any] | None = None
     deadline: float | None = Field(default=None, description="Unix time after which the node must not start it.")
     origin: str | None = Field(default=None, max_length=256, description="The node placing it, asked when a start ends late.")
-    owner: str | None = Field(default=None, pattern=_OWNER_PATTERN,
+    owner: str | None = Field(default=None, pattern=OWNER_PATTERN,
                               description="The user it is placed for, vouched for by the calling node's certificate.")

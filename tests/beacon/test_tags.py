@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hypercore.beacon import keys
 from hypercore.beacon.keys import KeyError_, fingerprint, generate, load_or_create_node_key
-from hypercore.beacon.probe import ProbeWindow, choose_targets
+from hypercore.beacon.probe import PeerLinks, ProbeWindow
 from hypercore.beacon.tags import (
     MAX_AGE_S,
     SERF_TAGS_LIMIT,
@@ -204,7 +204,16 @@ def test_probe_window_median_jitter_and_loss() -> None:
     assert ProbeWindow().stats().latency_ms is None
 
 
-def test_probe_targets_are_bounded_whatever_the_cluster_size() -> None:
-    peers = [f"http://n{i}" for i in range(1000)]
-    assert len(choose_targets(peers, 3)) == 3
-    assert sorted(choose_targets(peers[:2], 3)) == peers[:2]
+def test_probe_targets_are_bounded_whatever_the_cluster_size_and_cover_every_peer_in_turn() -> None:
+    peers = [f"n{i}" for i in range(1000)]
+    links = PeerLinks()
+    assert len(links.choose(peers, 3)) == 3
+    assert sorted(links.choose(peers[:2], 3)) == peers[:2]
+    seen: set[str] = set()
+    for _ in range(4):  # never-probed peers first, so 4 rounds of 3 reach 12 different peers
+        for peer in links.choose(peers[:12], 3):
+            links.record(peer, 1.0)
+            seen.add(peer)
+    assert seen == set(peers[:12])
+    links.record("late", None)
+    assert links.choose(["late", *peers[:12]], 1) != ["late"]  # just probed: last in line

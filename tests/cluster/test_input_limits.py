@@ -5,21 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 
+from hypercore import devcluster
 from hypercore.devcluster import Cluster, Node
 
 MIB = 1024 * 1024
 
 
 def rss_kb(node: Node) -> int:
-    assert node.proc is not None
-    for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    assert node.proc is not None and node.proc.poll() is None, f"{node.name} is not running"
+    return devcluster.rss_kb(node.proc.pid)
 
 
 def test_a_100_mib_chunked_body_without_a_token_is_refused_fast_and_not_buffered(cluster: Cluster) -> None:

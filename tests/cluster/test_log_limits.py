@@ -12,11 +12,11 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from hypercore import devcluster
 from hypercore.devcluster import Cluster, Node, wait_for
 from tests.runtime.oci_image import ensure_test_image
 
@@ -26,11 +26,8 @@ GROWTH_LIMIT_KB = 20 * 1024
 
 
 def rss_kb(node: Node) -> int:
-    assert node.proc is not None
-    for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    assert node.proc is not None and node.proc.poll() is None, f"{node.name} is not running"
+    return devcluster.rss_kb(node.proc.pid)
 
 
 def cli_logs(cluster: Cluster, node: Node, *args: str) -> tuple[subprocess.CompletedProcess[bytes], float]:

@@ -180,9 +180,7 @@ def test_members_with_another_ca_or_another_name_are_not_admitted(cluster: Clust
         assert r.status_code == 201 and r.json()["node"] == "a", r.text
         # The foreign node cannot call a's node-only routes either: its certificate is not our CA's.
         context = ssl.create_default_context(cafile=str(cluster.pki.ca_file))
-        other = Pki.__new__(Pki)  # only to find the foreign node's files
-        other.dir = tmp_path / "other"
-        context.load_cert_chain(other.dir / "foreign.pem", other.dir / "foreign-key.pem")
+        context.load_cert_chain(*foreign.pki.node("foreign"))
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{a.url}/v1/local/workloads", verify=context, timeout=10)
         assert listener.connections == 0

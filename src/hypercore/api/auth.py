@@ -11,18 +11,16 @@ of this cluster vouches for them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from hypercore.api.errors import ApiError
-from hypercore.identity.tokens import TokenInvalid, TokenVerifier, User
+from hypercore.identity.tokens import USER_NAME_RE, TokenInvalid, TokenVerifier, User
 from hypercore.transport import MANAGEMENT_HEADER, USER_HEADER
 
 PEER_NODE = "hypercore.peer_node"  # ASGI scope extension: the node name a verified client certificate names
-_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 def peer_node(request: Request) -> str | None:
@@ -73,7 +71,7 @@ def _vouched_user(request: Request) -> User | None:
     name = request.headers.get(USER_HEADER)
     if name is None:
         return None
-    if not _USER_NAME.fullmatch(name):
+    if not USER_NAME_RE.fullmatch(name):
         raise ApiError(400, "invalid_request", f"{USER_HEADER} {name[:80]!r} is not a user name")
     return User(name, management=request.headers.get(MANAGEMENT_HEADER) == "1")
 

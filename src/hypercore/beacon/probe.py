@@ -10,7 +10,6 @@ not grow with the cluster. Over a sliding window of the last `window` probes:
 
 from __future__ import annotations
 
-import random
 import statistics
 import time
 from collections import deque
@@ -47,14 +46,6 @@ class ProbeWindow:
         diffs = [abs(b - a) for a, b in zip(answered, answered[1:])]
         jitter = statistics.fmean(diffs) if diffs else 0.0
         return LinkStats(latency, jitter, loss, len(samples))
-
-
-def choose_targets(peers: Sequence[str], sample_size: int, rng: random.Random | None = None) -> list[str]:
-    """A random sample of at most `sample_size` peers."""
-    rng = rng or random
-    if len(peers) <= sample_size:
-        return list(peers)
-    return rng.sample(list(peers), sample_size)
 
 
 def monotonic_ms() -> float:

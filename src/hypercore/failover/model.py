@@ -8,7 +8,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hypercore.placement.ids import rendezvous_rank, workload_id_for
-from hypercore.workload import WORKLOAD_ID_PATTERN, WorkloadSpec
+from hypercore.workload import OWNER_PATTERN, WORKLOAD_ID_PATTERN, WorkloadSpec
 
 REPLICAS_FILENAME: Final = "replicas.sqlite3"
 FLAG_TAG: Final = "fo"  # Serf tag "fo=1": this node carries --respawn-on-node-failure
@@ -72,7 +72,7 @@ class ManifestEntry(BaseModel):
     policy: dict[str, Any] | None = None
     request_id: str | None = Field(default=None, max_length=256)
     state: Literal["pending", "running"]
-    owner: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # the user it runs for
+    owner: str | None = Field(default=None, pattern=OWNER_PATTERN)  # the user it runs for
 
 
 class Move(BaseModel):

@@ -22,11 +22,12 @@ import jwt
 
 from hypercore.errors import HypercoreError
 from hypercore.identity.pki import ClusterCA, IdentityError, load_ca_key
+from hypercore.workload import USER_NAME
 
 ISSUER = "hypercore"
 AUDIENCE = "hypercore-api"
 ALGORITHM = "ES256"  # ECDSA P-256 with SHA-256: the CA key (hypercore.beacon.keys)
-USER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", re.ASCII)
+USER_NAME_RE = re.compile(USER_NAME, re.ASCII)
 USER_NAMES_ALLOWED = "1-64 ASCII letters, digits, '.', '_', '@' and '-', starting with a letter or digit"
 MAX_TOKEN_CHARS = 4096
 MAX_TTL_SECONDS = 3650 * 86400  # 10 years

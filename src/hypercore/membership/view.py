@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,12 +186,11 @@ class ClusterView:
         """Names of every member a node-to-node call may reach, sorted."""
         return [n.name for n in self.nodes() if n.peer is not None and n.name != exclude]
 
-    def table(self, queue_extra: Mapping[str, int] | None = None) -> NodeTable:
-        """The nodes as a policy-engine snapshot (cached; see __init__).
+    def table(self) -> NodeTable:
+        """The admitted nodes as a policy-engine snapshot (cached; see __init__).
 
-        `queue_extra` adds workloads a scheduler placed that a node's beacon
-        does not count yet, so a burst of spawns does not all pile onto the
-        node that looked emptiest a moment ago.
+        The scheduler derives from it what the beacons do not say (links from the
+        origin, reputation, placements not yet reported): hypercore.placement.scheduler.
         """
         now = self._clock()
         if self._table is None or now >= self._table_valid_until:
@@ -200,7 +199,7 @@ class ClusterView:
             expiries = [n.beacon.timestamp + MAX_AGE_S for n in nodes if n.beacon is not None]
             expiries += [n.beacon.admission.not_after for n in nodes if n.beacon and n.beacon.admission]
             self._table_valid_until = min(expiries, default=now + MAX_AGE_S)
-        return self._table.with_added("queue_depth", queue_extra) if queue_extra else self._table
+        return self._table
 
     def node(self, name: str) -> NodeView | None:
         member = self._members.get(name)
