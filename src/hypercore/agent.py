@@ -143,17 +143,12 @@ class NodeAgent:
             max_workloads=config.max_workloads, max_log_mb=config.max_log_mb,
             spawn_rate=config.spawn_rate, spawn_burst=config.spawn_burst, key=self.key,
         )
-        self.node.on_change = self._beacon_changed
         self.name = name
         self.serf: SerfAgent | None = None
         self.publisher: BeaconPublisher | None = None
         self.prober: Prober | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-
-    def _beacon_changed(self) -> None:
-        if self.publisher is not None:
-            self.publisher.force()
 
     # -- beacon inputs -------------------------------------------------------------
 
@@ -341,6 +336,7 @@ class NodeAgent:
         )
         await self.publisher.publish_if_due()
         node.view.update(await serf.rpc.members())
+        node.ready = True
         self._tasks = [asyncio.create_task(c) for c in (self._watch_members(), self.prober.run(), self.publisher.run(),
                                                          node.failover.run(),
                                                          periodic(EXCHANGE_S, node.reputation.exchange,

@@ -11,7 +11,6 @@ transport instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -65,13 +64,13 @@ class Node:
         self.capacity = capacity
         self.tokens = tokens
         self.insecure = insecure
+        # Set by whoever runs the node once it is part of the cluster (beacon published, members read).
+        self.ready = False
         # The cap of each workload's log on disk (drivers) and of one `logs` answer (api).
         self.max_log_mb = max_log_mb
         self.max_log_bytes = max_log_mb * 1024 * 1024
         # Spawns per second one user may send to this node, and in one burst (api.ratelimit).
         self.spawn_rate, self.spawn_burst = spawn_rate, spawn_burst
-        # Called when this node's load changed (the agent republishes its beacon).
-        self.on_change: Callable[[], None] = lambda: None
         self.store = WorkloadStore(data_dir)
         self.manager = WorkloadManager(self.store, data_dir, {}, name, capacity=capacity, max_workloads=max_workloads)
         # Reputation from evidence: this node's observations (signed with `key`) and its peers' views.
@@ -82,16 +81,13 @@ class Node:
         self.links = OriginLinks(name, self.probes, self.coordinates)
         self.scheduler = Scheduler(
             node_name=name, view=view, engine=engine, metrics=metrics, transport=transport,
-            attempt_timeout=attempt_timeout, manager=self.manager, on_change=self.beacon_changed,
+            attempt_timeout=attempt_timeout, manager=self.manager,
             reputation=self.reputation, links=self.links,
         )
         handles = Handles(name=name, data_dir=data_dir, view=view, transport=transport, workloads=self.store,
                           place=self.scheduler.place, stop=self._stop_workload, registry=metrics.registry,
                           flagged=respawn_on_node_failure, observe=self.reputation.observe)
         self.failover = Failover(handles) if failover_grace is None else Failover(handles, grace=failover_grace)
-
-    def beacon_changed(self) -> None:
-        self.on_change()
 
     def _attested_prior(self, node: str) -> float | None:
         """The prior reputation the cluster CA attested for `node` (verified with its admission)."""
@@ -101,7 +97,6 @@ class Node:
 
     async def _stop_workload(self, workload_id: str, reason: str) -> None:
         await self.manager.stop(workload_id, reason=reason)
-        self.beacon_changed()
 
     def log_policy(self, policy: Policy, how: str) -> None:
         log.info("loaded policy", extra={"fields": {"name": policy.name, "mode": policy.mode, "how": how}})

@@ -152,6 +152,7 @@ class FakeCluster:
                     tokens=TokenVerifier(self.ca), attempt_timeout=self.attempt_timeout,
                     respawn_on_node_failure=flagged, failover_grace=self.failover_grace, key=identity.key)
         (self.root / name).mkdir(parents=True, exist_ok=True)
+        node.ready = True
         driver = MemoryDriver(start_delay)
         node.manager.add_driver(driver)
         beacon = Beacon(api=f"127.0.0.1:{10000 + len(self.nodes)}", timestamp=int(time.time()), latency_ms=latency_ms,

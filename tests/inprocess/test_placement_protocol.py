@@ -123,3 +123,13 @@ async def test_users_see_only_their_own_workloads_and_a_management_token_sees_al
         assert (await as_ops.delete(f"/v1/workloads/{mine}")).json()["state"] == "stopped"
         assert (await as_bob.put("/v1/policy", json={"name": "x"})).status_code == 403
         assert (await as_bob.get("/v1/local/workloads")).status_code == 403  # a token opens no node route
+
+
+async def test_healthz_says_starting_until_the_node_is_part_of_the_cluster(fake: FakeCluster) -> None:
+    node = fake.add("a")
+    node.ready = False  # as between the HTTP server's start and the first beacon and member read
+    async with fake.client("a", None) as client:
+        r = await client.get("/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "starting"
+        node.ready = True
+        assert (await client.get("/healthz")).json() == {"status": "ok", "node": "a"}

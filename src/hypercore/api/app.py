@@ -126,8 +126,12 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
     user_auth, node_auth = make_dependencies(agent.tokens, insecure=agent.insecure)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "node": agent.name}
+    async def healthz() -> Response:
+        # Ready only once the node has published its beacon and read the members: before that,
+        # a spawn would find no node at all (not even this one).
+        if not agent.ready:
+            return JSONResponse({"status": "starting", "node": agent.name}, status_code=503)
+        return JSONResponse({"status": "ok", "node": agent.name})
 
     @app.get("/v1/ping")
     async def ping() -> dict[str, Any]:

@@ -73,7 +73,6 @@ def node_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]
         visible(workload_id, caller)
         # Only the scheduler's own reasons are recorded; free text stays out of the registry.
         record = await agent.manager.stop(workload_id, reason=_RETRACTED if reason == "retracted" else None)
-        agent.beacon_changed()
         return record.to_dict()
 
     @router.post("/v1/local/workloads/{workload_id}/remove")

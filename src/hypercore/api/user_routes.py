@@ -176,7 +176,6 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
     async def stop_workload(workload_id: str, user: CurrentUser) -> dict[str, Any]:
         async def local() -> dict[str, Any]:
             record = (await agent.manager.stop(workload_id)).to_dict()
-            agent.beacon_changed()
             return record
         return await on_holder(workload_id, user, "DELETE", f"/v1/local/workloads/{workload_id}", local)
 

@@ -14,7 +14,6 @@ node per 30 s in steady state; readers call it stale after MAX_AGE_S).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -103,7 +102,6 @@ class BeaconPublisher:
         self.min_interval = min_interval
         self.refresh = refresh
         self._clock = clock
-        self._wake = asyncio.Event()
         self.published: Beacon | None = None
         self._published_at = 0.0
         self.beacon_id = fingerprint(key.public_key())
@@ -160,13 +158,6 @@ class BeaconPublisher:
 
     async def run(self, tick: float = 1.0) -> None:
         while True:
+            # Every tick looks for news (a coarse step of load, a new price, ...): a spawn needs no wake-up.
             await self.publish_if_due()
-            # A tick, or sooner when the load changed (force); news still waits for min_interval.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick)
-            self._wake.clear()
-
-    def force(self) -> None:
-        """The load changed: look for news now rather than at the next tick (it goes out only if a
-        coarse step moved, and not sooner than `min_interval` after the last update)."""
-        self._wake.set()
+            await asyncio.sleep(tick)

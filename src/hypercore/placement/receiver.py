@@ -29,13 +29,12 @@ ORIGIN_ASKS = 30  # how many times (a second apart) a late node asks an origin t
 
 class Receiver:
     def __init__(self, *, node_name: str, manager: WorkloadManager | None, transport: Transport, reads: ClusterReads,
-                 tasks: TaskSet, on_change: Callable[[], None] | None = None) -> None:
+                 tasks: TaskSet) -> None:
         self.node_name = node_name
         self.manager = manager
         self.transport = transport
         self.reads = reads
         self.tasks = tasks
-        self.on_change = on_change  # called after this node accepted a workload
 
     async def accept(self, req: LocalSpawnRequest) -> dict[str, Any]:
         """Run a placement attempt on this node (POST /v1/local/workloads, or directly for ourselves)."""
@@ -45,8 +44,6 @@ class Receiver:
             raise RuntimeRefused(f"node {self.node_name} runs no workloads")
         record = await self.manager.accept(req.spec, workload_id=req.id, request_id=req.request_id, policy=req.policy,
                                            owner=req.owner)
-        if self.on_change is not None:
-            self.on_change()
         if req.deadline is not None and time.time() > req.deadline:
             manager = self.manager
 

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable
 from typing import Any
 
 from hypercore.errors import HypercoreError
@@ -63,13 +62,11 @@ class Scheduler:
         transport: Transport,
         attempt_timeout: float = 15.0,
         manager: WorkloadManager | None = None,
-        on_change: Callable[[], None] | None = None,
         reputation: Reputation | None = None,
         links: OriginLinks | None = None,
     ) -> None:
         self.node_name = node_name
         self.manager = manager
-        self.on_change = on_change  # called after this node accepted a workload
         self.view = view
         self.engine = engine
         self.metrics = metrics
@@ -89,7 +86,7 @@ class Scheduler:
         self._tasks = TaskSet()
         self.reads = ClusterReads(view, transport)
         self.receiver = Receiver(node_name=node_name, manager=manager, transport=transport, reads=self.reads,
-                                 tasks=self._tasks, on_change=on_change)
+                                 tasks=self._tasks)
 
     # -- deciding ---------------------------------------------------------------
 
