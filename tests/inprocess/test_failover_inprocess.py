@@ -60,7 +60,9 @@ async def test_a_failed_nodes_workloads_run_again_once_and_its_old_copies_stop_w
         assert fake[holder].store.get(new).owner == "alice"  # the owner travels with the workload
 
     fake.revive("a")
-    await wait_until(lambda: not any(w in fake.drivers["a"].running for w in keep), 15, "a to stop its old copies")
+    await wait_until(lambda: all(fake["a"].store.get(w).state is WorkloadState.STOPPED for w in keep), 15,
+                     "a to stop its old copies")
+    assert not any(w in fake.drivers["a"].running for w in keep)
     for w in keep:
         record = fake["a"].store.get(w)
         assert record.state is WorkloadState.STOPPED and record.error.startswith("moved to ")
