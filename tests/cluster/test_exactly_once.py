@@ -80,7 +80,12 @@ def test_a_node_frozen_during_the_spawn_leaves_no_second_copy(cluster: Cluster, 
         frozen.signal(signal.SIGCONT)
     # Thawed, the frozen node must not keep (or start) a copy of its own.
     frozen.wait_healthy()  # answering again: it is working through what it missed
-    wait_for(lambda: live_workload_processes()[wid] == 1, 20, "exactly one live copy")
+    try:
+        wait_for(lambda: live_workload_processes()[wid] == 1, 20, "exactly one live copy")
+    except AssertionError as exc:
+        copies = live_workload_processes()[wid]
+        raise AssertionError(f"{exc}: {copies} copies of {wid} placed on {r.json()['node']}\n"
+                             f"frozen's log:\n{frozen.log()[-4000:]}") from None
     # A fixed wait is right here: it checks that no second copy appears later.
     time.sleep(3)
     assert live_workload_processes()[wid] == 1
