@@ -222,6 +222,11 @@ class Node:
 
         wait_for(ok, timeout, f"{self.name} /healthz")
 
+    def rss_kb(self) -> int:
+        """The agent process's resident memory, KiB (the node must be running)."""
+        assert self.proc is not None and self.proc.poll() is None, f"{self.name} is not running"
+        return rss_kb(self.proc.pid)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

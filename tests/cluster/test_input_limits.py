@@ -8,20 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from hypercore import devcluster
-from hypercore.devcluster import Cluster, Node
+from hypercore.devcluster import Cluster
 
 MIB = 1024 * 1024
 
 
-def rss_kb(node: Node) -> int:
-    assert node.proc is not None and node.proc.poll() is None, f"{node.name} is not running"
-    return devcluster.rss_kb(node.proc.pid)
-
-
 def test_a_100_mib_chunked_body_without_a_token_is_refused_fast_and_not_buffered(cluster: Cluster) -> None:
     node = cluster.add("solo", "--enable-exec", "--disable-containers")
-    before = rss_kb(node)
+    before = node.rss_kb()
     block = b"x" * MIB
 
     def body() -> Iterator[bytes]:  # no Content-Length: chunked transfer encoding
@@ -35,7 +29,7 @@ def test_a_100_mib_chunked_body_without_a_token_is_refused_fast_and_not_buffered
         took = time.monotonic() - started
         assert took < 1.0, f"answered after {took:.2f} s"
         assert r.status_code in (401, 413), r.text
-    growth = rss_kb(node) - before
+    growth = node.rss_kb() - before
     print(f"\n100 MiB chunked body: HTTP {r.status_code} in {took * 1000:.0f} ms; agent RSS +{growth} KB")
     assert growth < 20 * 1024, growth
     assert node.get("/healthz").status_code == 200

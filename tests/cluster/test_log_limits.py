@@ -16,18 +16,12 @@ import time
 import httpx
 import pytest
 
-from hypercore import devcluster
 from hypercore.devcluster import Cluster, Node, wait_for
 from tests.runtime.oci_image import ensure_test_image
 
 ENGINE: str = shutil.which("podman") or "podman"
 CAP_MB = 8
 GROWTH_LIMIT_KB = 20 * 1024
-
-
-def rss_kb(node: Node) -> int:
-    assert node.proc is not None and node.proc.poll() is None, f"{node.name} is not running"
-    return devcluster.rss_kb(node.proc.pid)
 
 
 def cli_logs(cluster: Cluster, node: Node, *args: str) -> tuple[subprocess.CompletedProcess[bytes], float]:
@@ -77,7 +71,7 @@ def test_a_500_mb_log_is_capped_on_disk_and_costs_neither_holder_nor_relay_memor
     # Warm up both agents' code paths once, then measure.
     assert cli_logs(cluster, relay, "--id", wid, "--tail", "20")[0].returncode == 0
     stream_all(relay, path)
-    before = {n.name: rss_kb(n) for n in (holder, relay)}
+    before = {n.name: n.rss_kb() for n in (holder, relay)}
 
     tail, took = cli_logs(cluster, relay, "--id", wid, "--tail", "20")
     assert tail.returncode == 0, tail.stderr
@@ -93,7 +87,7 @@ def test_a_500_mb_log_is_capped_on_disk_and_costs_neither_holder_nor_relay_memor
 
     sizes = [stream_all(n, path) for n in (relay, holder, relay, holder, relay)]
     assert all(s <= CAP_MB * 1024 * 1024 for s in sizes) and min(sizes) > 0, sizes
-    after = {n.name: rss_kb(n) for n in (holder, relay)}
+    after = {n.name: n.rss_kb() for n in (holder, relay)}
     growth = {name: after[name] - before[name] for name in before}
     print(f"\n{driver}: log {on_disk} B on disk after writing 500 MB in {written_in:.1f} s; cli --tail 20: {took * 1000:.0f} ms "
           f"(HTTP alone {http_took * 1000:.0f} ms); whole-log answers {sizes} B; RSS KB before {before} after {after}")

@@ -9,7 +9,7 @@ cluster node's client certificate. See hypercore.api.auth.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -95,25 +95,24 @@ def _error_handlers(app: FastAPI) -> None:
         return error_response(503, "placement_failed", str(exc), attempts=[a.to_dict() for a in exc.attempts],
                               decision=exc.decision.to_dict())
 
-    @app.exception_handler(OwnerTimeout)
-    async def _owner_timeout(_: Request, exc: OwnerTimeout) -> JSONResponse:
-        return error_response(504, "owner_timeout", str(exc))
+    for exc_type, (status, code) in _PLAIN_ERRORS.items():
+        app.add_exception_handler(exc_type, _plain_handler(status, code))
 
-    @app.exception_handler(OwnerGarbled)
-    async def _owner_garbled(_: Request, exc: OwnerGarbled) -> JSONResponse:
-        return error_response(502, "upstream", str(exc))
 
-    @app.exception_handler(RuntimeRefused)
-    async def _refused(_: Request, exc: RuntimeRefused) -> JSONResponse:
-        return error_response(409, "refused", str(exc))
+# Errors whose message says all there is: each is only a status and a code.
+_PLAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    OwnerTimeout: (504, "owner_timeout"),
+    OwnerGarbled: (502, "upstream"),
+    RuntimeRefused: (409, "refused"),
+    DeadlinePassed: (409, "deadline_passed"),
+    WorkloadNotFound: (404, "not_found"),
+}
 
-    @app.exception_handler(DeadlinePassed)
-    async def _late(_: Request, exc: DeadlinePassed) -> JSONResponse:
-        return error_response(409, "deadline_passed", str(exc))
 
-    @app.exception_handler(WorkloadNotFound)
-    async def _not_found(_: Request, exc: WorkloadNotFound) -> JSONResponse:
-        return error_response(404, "not_found", str(exc))
+def _plain_handler(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(status, code, str(exc))
+    return handle
 
 
 def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
