@@ -9,12 +9,10 @@ second.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.pretend_missing import pytest_pretending
+
 # One test per marker; both would start real programs if the check let them.
 NEEDS_SERF = "tests/membership/test_serf_rpc.py::test_handshake_and_auth"
 NEEDS_PODMAN = "tests/runtime/test_oci_driver.py::test_probe"
@@ -22,19 +20,7 @@ PRETEND = "serf,runc"  # runc: Podman's part is missing when any of its programs
 
 
 def run_pytest(*args: str, require_real: bool) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERCORE_")}
-    env["HYPERCORE_TEST_PRETEND_MISSING"] = PRETEND
-    if require_real:
-        env["HYPERCORE_REQUIRE_REAL"] = "1"
-    return subprocess.run(
-        # No cache: this inner run must not rewrite the outer session's lastfailed.
-        [sys.executable, "-m", "pytest", "-q", "-rsE", "-p", "no:cacheprovider", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return pytest_pretending(PRETEND, *args, require_real=require_real)
 
 
 def test_missing_programs_skip_each_test_with_a_reason() -> None:

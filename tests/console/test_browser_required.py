@@ -7,24 +7,15 @@ fixture, so each inner run takes about a second.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.pretend_missing import pytest_pretending
+
 NEEDS_BROWSER = "tests/console/test_console.py::test_console_in_a_browser"
 
 
 def run_pytest(pretend: str, *, require_real: bool) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERCORE_")}
-    env["HYPERCORE_TEST_PRETEND_MISSING"] = pretend
-    if require_real:
-        env["HYPERCORE_REQUIRE_REAL"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rsE", "-p", "no:cacheprovider", NEEDS_BROWSER],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    proc = pytest_pretending(pretend, NEEDS_BROWSER, require_real=require_real)
     return f"rc={proc.returncode}\n{proc.stdout}{proc.stderr}"
 
 

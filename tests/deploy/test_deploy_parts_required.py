@@ -5,14 +5,10 @@ before any cluster starts, so each takes about a second."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.pretend_missing import pytest_pretending
+
 CASES = {
     "prometheus": ("tests/deploy/test_prometheus.py", "apt-get install prometheus"),
     "systemd": ("tests/deploy/test_service_unit.py::test_the_unit_passes_systemd_analyze_verify",
@@ -22,12 +18,7 @@ PROGRAM = {"prometheus": "prometheus", "systemd": "systemd-analyze"}
 
 
 def run_pytest(test: str, pretend: str, *, require_real: bool) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERCORE_")}
-    env["HYPERCORE_TEST_PRETEND_MISSING"] = pretend
-    if require_real:
-        env["HYPERCORE_REQUIRE_REAL"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rsE", "-p", "no:cacheprovider", test],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    proc = pytest_pretending(pretend, test, require_real=require_real)
     return f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
 
 
