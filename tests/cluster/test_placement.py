@@ -158,7 +158,9 @@ def test_logs_and_stop_through_any_node(trio: Cluster) -> None:
     assert other.get(f"/v1/workloads/{wid}/logs").status_code == 404
     assert other.post(f"/v1/workloads/{wid}/remove", {}).status_code == 404
     assert not (trio[node].data_dir / "workloads" / wid).exists()
-    running = spawn(trio["cheap"], {"policy": policy("high-trust")}).json()
+    started = spawn(trio["cheap"], {"policy": policy("high-trust")})
+    assert started.status_code in (200, 201), started.text
+    running = started.json()
     refused = other.post(f"/v1/workloads/{running['id']}/remove", {})
     assert refused.status_code == 409 and "stop it before removing it" in refused.json()["error"]["message"]
     other.delete(f"/v1/workloads/{running['id']}")
