@@ -86,6 +86,8 @@ REAL_PARTS: dict[str, RealPart] = {
     ),
     "prometheus": RealPart(programs=("prometheus", "promtool"), packages=("prometheus",)),
     "systemd": RealPart(programs=("systemd-analyze",), packages=("systemd",)),
+    # PID 1 of an exec workload's own PID namespace (hypercore.runtime.namespaces).
+    "tini": RealPart(programs=("tini",), packages=("tini",)),
 }
 
 

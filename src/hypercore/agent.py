@@ -264,8 +264,12 @@ class NodeAgent:
         """Enable the drivers this node can run, then re-adopt what survived a restart."""
         manager = self.node.manager
         if self.config.enable_exec:
-            manager.add_driver(ExecDriver(max_log_bytes=self.node.max_log_bytes,  # the supervisor caps the log
-                                          uid_base=self.config.exec_uid_base))
+            driver = ExecDriver(max_log_bytes=self.node.max_log_bytes,  # the supervisor caps the log
+                                uid_base=self.config.exec_uid_base)
+            if driver.init is None and os.geteuid() == 0:
+                log.warning("tini not found: exec workloads get no PID namespace of their own and can see the "
+                            "node's processes; install it with `apt-get install tini`")
+            manager.add_driver(driver)
         if not self.config.disable_containers:
             oci = await OCIDriver.detect(self.config.container_engine, node_name=self.name)
             if oci is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import sqlite3
@@ -27,6 +28,7 @@ from hypercore.runtime import (
     WorkloadNotFound,
 )
 from hypercore.runtime.exec import read_proc_stat
+from hypercore.runtime.isolation import pids_of_uid
 from hypercore.runtime.manager import LOST_ERROR, NOT_STARTED_ERROR
 from hypercore.store import (
     SCHEMA_VERSION,
@@ -113,6 +115,14 @@ async def assert_gone(pid: int, timeout: float = 3.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def shell_of(pid: int) -> int:
+    """The workload's shell: ``pid`` itself, or its child when ``pid`` is the namespace's init (tini)."""
+    if Path(f"/proc/{pid}/comm").read_text().strip() != "tini":
+        return pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(children[0]) if children else pid
+
+
 def ignores_sigterm(pid: int) -> bool:
     """The process has SIGTERM set to ignored (what `trap '' TERM` does), per /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -177,7 +187,7 @@ async def test_stop_long_running(manager: WorkloadManager) -> None:
 async def test_sigterm_ignored_is_killed_after_grace(manager: WorkloadManager) -> None:
     record = await manager.accept(cmd("trap '' TERM; sleep 60"))
     pid = record.handle["pid"]  # type: ignore[index]
-    await eventually(lambda: ignores_sigterm(pid), 5, "the shell to install its trap")
+    await eventually(lambda: ignores_sigterm(shell_of(pid)), 5, "the shell to install its trap")
     started = time.monotonic()
     stopped = await manager.stop(record.id, grace=0.5)
     elapsed = time.monotonic() - started
@@ -204,9 +214,14 @@ async def test_leftover_background_processes_end_with_the_workload(manager: Work
     record = await manager.accept(cmd("sleep 60 & echo $! > bg.pid; exit 0"))
     await wait_for_state(manager, record.id, WorkloadState.EXITED)
     # The workload's working directory is its home, a subdirectory it owns (the log and state are root's).
-    bg = int((manager.logs_path(record.id).parent / "home" / "bg.pid").read_text())
-    proc = read_proc_stat(bg)
-    assert proc is None or not proc.alive
+    workdir = manager.logs_path(record.id).parent
+    state = json.loads((workdir / "state.json").read_text())
+    if state["namespaces"]:  # bg.pid holds a pid of the workload's own PID namespace: look by uid
+        assert state["dedicated_uid"]
+        await eventually(lambda: not pids_of_uid(state["uid"]), 3, "the background sleep to end")
+    else:
+        proc = read_proc_stat(int((workdir / "home" / "bg.pid").read_text()))
+        assert proc is None or not proc.alive
 
 
 async def test_unknown_id(manager: WorkloadManager) -> None:

@@ -34,6 +34,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,7 @@ class ExecDriver:
         max_log_bytes: int = sv.DEFAULT_LOG_BYTES,
         cgroups: bool = True,
         start_timeout: float = 30.0,
+        init: str | None = "",
     ) -> None:
         self._poll = adopted_poll_interval
         self._locale = locale
@@ -106,6 +108,9 @@ class ExecDriver:
         self.max_log_bytes = max_log_bytes
         self.cgroups = cgroups
         self.start_timeout = start_timeout
+        # PID 1 of the workload's own PID namespace (hypercore.runtime.namespaces); "" finds Debian's tini,
+        # None runs without namespaces (tests of that fallback).
+        self.init = (shutil.which("tini") or None) if init == "" else init
         self._opened: set[Path] = set()
         # Supervisors this driver started, by pid: only these can be awaited (and must be reaped).
         self._children: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
@@ -124,6 +129,8 @@ class ExecDriver:
                 "--pids-max", str(self.pids_max), "--log-bytes", str(self.max_log_bytes),
                 "--uid-base", str(self.uid_base), "--uid-count", str(self.uid_count),
                 "--uid-lock-dir", str(self.uid_lock_dir)]
+        if self.init:
+            argv += ["--init", self.init]
         return argv if self.cgroups else [*argv, "--no-cgroups"]
 
     def _prepare(self, workdir: Path) -> int:

@@ -238,10 +238,9 @@ def drop_privileges(uid: int | None, cg: Cgroups, rlimits: list[tuple[int, int]]
         last_cap = 40
 
     def child() -> None:
-        pid = str(os.getpid())
         for path in procs:
             with open(path, "w") as fh:
-                fh.write(pid)
+                fh.write("0")  # this process (its own pid would be 1 inside a PID namespace of its own)
         for which, value in rlimits:
             resource.setrlimit(which, (value, value))
         if uid is not None:
@@ -253,7 +252,7 @@ def drop_privileges(uid: int | None, cg: Cgroups, rlimits: list[tuple[int, int]]
             os.setresuid(uid, uid, uid)
         _prctl(_PR_SET_NO_NEW_PRIVS, 1)
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
+        if os.getppid() not in (parent, 0):  # 0: the parent is outside this process's PID namespace
             os._exit(137)  # the supervisor died before the death signal was armed
 
     return child

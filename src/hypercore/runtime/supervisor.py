@@ -10,7 +10,9 @@ supervisor then, as root:
    (0711), so the workload cannot touch its log or this state;
 2. starts ``/bin/sh -c COMMAND`` there with nothing but the environment it was
    given, as that uid, with no capabilities and no-new-privs
-   (:func:`hypercore.runtime.isolation.drop_privileges`);
+   (:func:`hypercore.runtime.isolation.drop_privileges`); with ``--init TINI``
+   (as root) in a PID and mount namespace of its own under that init
+   (:mod:`hypercore.runtime.namespaces`);
 3. answers the driver with one JSON line (the state), then lives on alone:
    the agent may die and come back, the workload is not affected;
 4. copies the workload's stdout and stderr (one pipe) into ``DIR/output.log``,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 if __package__:
     import hypercore.runtime.cgroups as cgroups
     import hypercore.runtime.isolation as isolation
+    import hypercore.runtime.namespaces as namespaces
 else:  # run as a script: load the siblings alone (the package's __init__ costs ~0.1 s a start)
 
     def _sibling(name: str) -> ModuleType:
@@ -63,7 +66,7 @@ else:  # run as a script: load the siblings alone (the package's __init__ costs 
         spec.loader.exec_module(module)
         return module
 
-    cgroups, isolation = _sibling("cgroups"), _sibling("isolation")
+    cgroups, isolation, namespaces = _sibling("cgroups"), _sibling("isolation"), _sibling("namespaces")
 
 # How the driver starts this file: ``python -I -S -c BOOTSTRAP <this file> ARGS``. Loading it as a
 # module keeps its bytecode cached (a script run as __main__ is compiled again at every start).
@@ -170,14 +173,14 @@ class Supervisor:
                   cgroup_versions=self.cg.versions, enforcement=self.cg.enforcement)
         if self.stop_requested:
             raise isolation.IsolationError("stopped before it started")
+        argv, preexec = self._how_to_run(spec["command"], rlimits)
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):
             fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, _READ)  # fewer, bigger reads
         try:
             proc = subprocess.Popen(
-                [SHELL, "-c", spec["command"]], stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.STDOUT,
-                cwd=home, env=spec["env"], start_new_session=True, close_fds=True,
-                preexec_fn=isolation.drop_privileges(self.uid, self.cg, rlimits, os.getpid()),
+                argv, stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.STDOUT,
+                cwd=home, env=spec["env"], start_new_session=True, close_fds=True, preexec_fn=preexec,
             )
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             os.close(read_end)
@@ -190,6 +193,30 @@ class Supervisor:
         self.save(status="running", pid=proc.pid, pgid=proc.pid, start_time=stat.start_time if stat else None,
                   started_at=time.time())
         return read_end
+
+    def _how_to_run(self, command: str, rlimits: list[tuple[int, int]]) -> tuple[list[str], Any]:
+        """The workload's command line and preexec_fn: in namespaces of its own under ``--init`` when root
+        can make them (hypercore.runtime.namespaces), else the shell alone; the state says which."""
+        drop = isolation.drop_privileges(self.uid, self.cg, rlimits, os.getpid())
+        shell = [SHELL, "-c", command]
+        unavailable = "not asked for (no --init)" if not self.args.init else \
+            "needs root" if os.geteuid() != 0 else None
+        if unavailable is None:
+            try:
+                namespaces.new_pid_namespace()
+            except OSError as exc:
+                unavailable = str(exc)
+        hide = namespaces.shared_dirs_to_hide(str(self.workdir / HOME)) if unavailable is None else []
+        self.save(namespaces=unavailable is None, namespaces_unavailable=unavailable, private_dirs=hide)
+        if unavailable is not None:
+            return shell, drop
+        tmp_mb = self.args.mem_mb
+
+        def enter() -> None:
+            namespaces.private_mounts(tmp_mb, hide)
+            drop()
+
+        return [self.args.init, "-g", "--", *shell], enter
 
     # -- supervise -------------------------------------------------------------------
 
@@ -285,7 +312,7 @@ def _parse(argv: list[str]) -> SimpleNamespace:
     values: dict[str, Any] = {
         "workdir": None, "id": None, "lock_fd": None, "mem_mb": 256, "cpu": 1.0, "pids_max": isolation.PIDS_MAX,
         "log_bytes": DEFAULT_LOG_BYTES, "uid_base": isolation.UID_BASE, "uid_count": isolation.UID_COUNT,
-        "uid_lock_dir": str(isolation.UID_LOCK_DIR), "no_cgroups": False,
+        "uid_lock_dir": str(isolation.UID_LOCK_DIR), "no_cgroups": False, "init": "",
     }
     args = iter(argv)
     for arg in args:
