@@ -113,7 +113,8 @@ async def test_a_stop_reaches_the_workload_through_its_init(manager: WorkloadMan
     # The shell is not PID 1 (tini is): a SIGTERM handler of the workload runs, and its exit code is kept.
     record = await manager.accept(WorkloadSpec(command="trap 'echo got-term; exit 7' TERM; echo ready; "
                                                         "sleep 60 & wait"))
-    await eventually(lambda: b"ready" in Path(manager.logs_path(record.id)).read_bytes(), 5, "the trap")
+    log = manager.logs_path(record.id)  # created by the supervisor once the workload runs
+    await eventually(lambda: log.exists() and b"ready" in log.read_bytes(), 5, "the trap")
     stopped = await manager.stop(record.id, grace=5.0)
     assert stopped.state is WorkloadState.STOPPED
     assert stopped.exit_code == 7

@@ -22,23 +22,11 @@ from typing import Any, Final
 
 import hypercore.runtime.capacity as admission
 import hypercore.runtime.logs as runtime_logs
-from hypercore.runtime.base import (
-    Driver,
-    Handle,
-    LogReader,
-    RuntimeRefused,
-    WorkloadNotFound,
-)
-from hypercore.runtime.base import examine, exit_reason, stop_unrecorded
+from hypercore.runtime.base import (Driver, Handle, LogReader, RuntimeRefused, WorkloadNotFound, examine, exit_reason,
+                                    stop_unrecorded)
 from hypercore.runtime.capacity import Capacity
 from hypercore.store import DuplicateWorkload, WorkloadRecord, WorkloadStore
-from hypercore.workload import (
-    LIVE_STATES,
-    WorkloadSpec,
-    WorkloadState,
-    is_workload_id,
-    new_workload_id,
-)
+from hypercore.workload import LIVE_STATES, WorkloadSpec, WorkloadState, is_workload_id, new_workload_id
 
 # Capacity lives in runtime.capacity; it is re-exported here, where callers import it.
 __all__ = ["LOG_FILENAME", "LOST_ERROR", "NOT_STARTED_ERROR", "Capacity", "WorkloadManager"]
@@ -244,15 +232,21 @@ class WorkloadManager:
         # A finished task may linger until its done-callback runs; it must not
         # answer for a workload that was (re)started since.
         if running is None or running.done():
-            running = asyncio.ensure_future(self._stop(record, grace, reason))
+            # Marked now, not when _stop runs: an accept() whose start returns meanwhile must see it.
+            self._stop_requested.add(workload_id)
+            if reason is not None:
+                self._stop_reasons[workload_id] = reason
+            running = asyncio.ensure_future(self._stop(workload_id, grace, reason))
             self._stops[workload_id] = running
             running.add_done_callback(lambda _t: self._stops.pop(workload_id, None))
         return await asyncio.shield(running)
 
-    async def _stop(self, record: WorkloadRecord, grace: float, reason: str | None = None) -> WorkloadRecord:
-        self._stop_requested.add(record.id)
-        if reason is not None:
-            self._stop_reasons[record.id] = reason
+    async def _stop(self, workload_id: str, grace: float, reason: str | None = None) -> WorkloadRecord:
+        # Read now, not when stop() was called: a start that returned in between has a handle to stop
+        # (with the record stop() saw, a copy started meanwhile was marked STOPPED and ran on).
+        record = self.get(workload_id)
+        if record.state.finished:
+            return record
         if record.handle is None:
             # Still PENDING: accept() will see the request once start returns.
             return self._finish(record.id, WorkloadState.STOPPED, error=reason)
