@@ -18,6 +18,14 @@ half. A browser without the CA is refused, so the trust is really checked.
 
 Screenshots go to tests/console/artifacts/ (gitignored); two of them are
 copied to docs/console-nodes.png and docs/console-decisions.png.
+
+Regions: nodes get one (`hypercore cluster --region`) only when the agent has
+that flag (AgentConfig.region); until then the Region column must say "—" and
+the map is colored by status. test_the_map_colors_by_region checks the region
+coloring either way: with the real flag when it exists, else by adding a
+`region` to each item of the real agent's /v1/nodes answer in the browser
+(Playwright's route; the one part that cannot exist on an agent without the
+flag).
 """
 
 from __future__ import annotations
@@ -29,10 +37,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from hypercore.config import AgentConfig
 from hypercore.devcluster import Cluster, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.serf, pytest.mark.browser, pytest.mark.timeout(300)]
@@ -44,15 +54,24 @@ PHONE = {"width": 390, "height": 844}
 EXEC_ONLY = ("--enable-exec", "--disable-containers")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = "sleep 61 # <img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>"
+WANTED_REGIONS = {"alpha": "eu", "beta": "eu", "gamma": "us"}
+HAS_REGION_FLAG = "region" in AgentConfig.model_fields
+REGIONS = WANTED_REGIONS if HAS_REGION_FLAG else {}  # what the agents really say
+NEAREST = ('{"name": "nearest", "mode": "enforce", "scoring": {"latency_weight": 1, "price_weight": 0,'
+           ' "reputation_weight": 0, "queue_weight": 0}}')
+
+
+def region_args(name: str) -> tuple[str, ...]:
+    return ("--region", REGIONS[name]) if name in REGIONS else ()
 
 
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("console"))
     try:
-        c.add("alpha", *EXEC_ONLY, "--beacon-price", "0.010", "--beacon-reputation", "0.90")
-        c.add("beta", *EXEC_ONLY, "--beacon-price", "0.020", "--beacon-reputation", "0.95")
-        c.add("gamma", *EXEC_ONLY, "--beacon-price", "0.040", "--beacon-reputation", "0.99")
+        c.add("alpha", *EXEC_ONLY, "--beacon-price", "0.010", "--beacon-reputation", "0.90", *region_args("alpha"))
+        c.add("beta", *EXEC_ONLY, "--beacon-price", "0.020", "--beacon-reputation", "0.95", *region_args("beta"))
+        c.add("gamma", *EXEC_ONLY, "--beacon-price", "0.040", "--beacon-reputation", "0.99", *region_args("gamma"))
         c.wait_converged()
         yield c
     finally:
@@ -162,8 +181,11 @@ def test_console_in_a_browser(trio: Cluster, browser: Any) -> None:
         row = page.locator(f"#nodes-table tbody tr[data-name={name}]")
         expect(row).to_have_class("alive")
         expect(row).to_contain_text("exec")
+        expect(row.locator("td.region")).to_have_text(REGIONS.get(name, "—"))
         expect(page.locator(f"#node-map g.map-node.alive[data-name={name}]")).to_have_count(1)
-    expect(page.locator("#nodes-table tbody tr[data-name=beta] td").nth(6)).to_have_text("0.0200")
+    expect(page.locator("#nodes-table thead th").nth(2)).to_have_text("region")
+    expect(page.locator("#nodes-table tbody tr[data-name=beta] td").nth(7)).to_have_text("0.0200")
+    expect(page.locator("#node-map")).to_have_attribute("data-color", "region" if REGIONS else "status")
     expect(page.locator("#this-node")).to_contain_text("alpha")
     # The map places them by Serf's network coordinates once this node has read them (every few seconds).
     expect(page.locator("#node-map")).to_have_attribute("data-layout", "coordinates", timeout=40_000)
@@ -181,6 +203,37 @@ def test_console_in_a_browser(trio: Cluster, browser: Any) -> None:
     expect(page.locator("#policy-errors .error li").first).to_be_visible()
     page.fill("#policy-text", "{")
     expect(page.locator("#policy-errors .error")).to_contain_text("not JSON")
+
+    # Near: latency from the chosen node, as `--near` — in the explain and in the spawn.
+    ranked = page.locator("#explain ol.ranked > li")
+    expect(page.locator("#spec-near option")).to_have_count(3)
+    assert page.locator("#spec-near option").evaluate_all("os => os.map(o => o.value)") == ["", "beta", "gamma"]
+    page.fill("#policy-text", NEAREST)
+    expect(ranked.first).to_have_attribute("data-node", "alpha")  # this node: 0 ms from itself
+    expect(ranked.first.locator(".link")).to_have_attribute("data-source", "self")
+    expect(page.locator("#explain p.origin")).to_contain_text("alpha")
+    page.select_option("#spec-near", "gamma")
+    expect(page.locator("#explain")).to_have_attribute("data-near", "gamma")
+    expect(ranked.first).to_have_attribute("data-node", "gamma")
+    expect(ranked.first.locator(".link")).to_have_attribute("data-source", "self")
+    expect(ranked.first.locator(".link")).to_contain_text("latency 0 ms")
+    expect(ranked.first.locator(".link")).to_contain_text("from gamma (self)")
+    expect(page.locator("#explain p.origin")).to_have_text(
+        "Latency as seen from gamma; jitter and loss as this node (alpha) measured them.")
+    # alpha, as seen from gamma: estimated (coordinates) or alpha's own probes of gamma — never "self".
+    alpha_link = page.locator("#explain ol.ranked > li[data-node=alpha] .link")
+    expect(alpha_link).to_contain_text("from gamma")
+    assert alpha_link.get_attribute("data-source") in ("coordinates", "probes", "probes+coordinates"), \
+        alpha_link.get_attribute("data-source")
+    check_sizes(page, "playground-near")
+    page.click("#spawn")
+    near_placed = page.locator("#spawn-result .success")
+    expect(near_placed).to_contain_text("on gamma")
+    near_id = near_placed.locator("code").inner_text()
+    assert trio["gamma"].get(f"/v1/workloads/{near_id}").json()["state"] in ("pending", "running")
+    page.select_option("#spec-near", "")
+    expect(ranked.first).to_have_attribute("data-node", "alpha")
+    expect(page.locator("#explain")).to_have_attribute("data-near", "")
     page.fill("#policy-text", '{"name": "cheapest", "mode": "enforce", "max_price_per_gb": 0.03,'
                               ' "scoring": {"price_weight": 1, "latency_weight": 0, "reputation_weight": 0,'
                               ' "queue_weight": 0}}')
@@ -241,4 +294,46 @@ def test_console_in_a_browser(trio: Cluster, browser: Any) -> None:
     expect(page.locator("#login")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('hypercore.token')") is None
     assert errors == []
+    context.close()
+
+
+def test_the_map_colors_by_region(trio: Cluster, browser: Any) -> None:
+    """Members with a region: the Region column says it, the map colors by it, the legend names each."""
+    from playwright.sync_api import Route, expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    expect.set_options(timeout=20_000)
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    if not HAS_REGION_FLAG:
+        # The agent has no --region yet: give its real /v1/nodes answer the field the flag will add.
+        # (Fetched here over HTTPS checked against ca.pem: Playwright's own route.fetch does not read
+        # the browser's NSS trust.)
+        def with_regions(route: Route) -> None:
+            response = httpx.get(route.request.url, verify=trio.pki.verify(), timeout=30)
+            body = response.json()
+            for node in body["nodes"]:
+                node["region"] = WANTED_REGIONS[node["name"]]
+            route.fulfill(status=response.status_code, json=body)
+
+        page.route("**/v1/nodes*", with_regions)
+    page.goto(f"{trio['alpha'].url}/ui/")
+    page.evaluate("token => sessionStorage.setItem('hypercore.token', token)", trio.token)
+    page.reload()
+    expect(page.locator("#nodes-table tbody tr")).to_have_count(3)
+    for name, region in WANTED_REGIONS.items():
+        expect(page.locator(f"#nodes-table tbody tr[data-name={name}] td.region")).to_have_text(region)
+        expect(page.locator(f"#node-map g.map-node[data-name={name}]")).to_have_attribute("data-region", region)
+    svg = page.locator("#node-map")
+    expect(svg).to_have_attribute("data-color", "region")
+    expect(svg).to_have_attribute("aria-label", "nodes by region")
+    # Regions in name order take the palette in order: eu the first color, us the second.
+    expect(page.locator("#node-map g.map-node[data-name=alpha]")).to_have_class("map-node alive region-0")
+    expect(page.locator("#node-map g.map-node[data-name=gamma]")).to_have_class("map-node alive region-1")
+    fill_of = "name => getComputedStyle(document.querySelector(`#node-map g[data-name=${name}] circle.dot`)).fill"
+    assert page.evaluate(fill_of, "alpha") == page.evaluate(fill_of, "beta") != page.evaluate(fill_of, "gamma")
+    legend = page.locator("#map-legend i.dot[data-region]")
+    assert legend.evaluate_all("ds => ds.map(d => d.dataset.region)") == ["eu", "us"]
+    expect(page.locator("#nodes-summary")).to_contain_text("eu: 2, us: 1")
+    check_sizes(page, "nodes-regions")
     context.close()

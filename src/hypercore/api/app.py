@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +25,7 @@ from hypercore.api.errors import ApiError, error_response
 from hypercore.api.failover_routes import failover_router
 from hypercore.api.limits import MAX_BODY_BYTES, BodyLimit
 from hypercore.api.node_routes import node_router
+from hypercore.api.pages import MAX_LIMIT, checked_after, checked_limit, page_of
 from hypercore.api.user_routes import checked_near, user_router
 from hypercore.policy import NoQualifyingNode, PolicyError, parse_json_strict
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
@@ -142,12 +143,19 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
         return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/nodes")
-    async def nodes(near: str | None = None) -> dict[str, Any]:
-        """Every member as this node sees it: links measured from this node (or `near`, from network
-        coordinates) and reputation from evidence — never what a node says about itself."""
+    async def nodes(near: str | None = None,
+                    limit: Annotated[str | None, Query(description=f"At most this many members (1 to {MAX_LIMIT:,}); "
+                                                                   "default: all of them.")] = None,
+                    after: Annotated[str | None, Query(description="Members whose name sorts after this one: "
+                                                                   "the `next` of the previous page.")] = None,
+                    ) -> dict[str, Any]:
+        """Every member as this node sees it, in name order: links measured from this node (or `near`, from
+        network coordinates) and reputation from evidence — never what a node says about itself.
+        `total` counts every member; `next` is the cursor of the next page (null: none follows)."""
         origin = checked_near(agent, near)
+        page = page_of(agent.view.nodes(), lambda n: n.name, checked_limit(limit), checked_after(after))
         out = []
-        for n in agent.view.nodes():
+        for n in page.items:  # links and reputation only for the members of this page
             record = dict(n.record(), problem=n.problem)
             if n.admitted:
                 link = agent.links.link(origin, n.name)
@@ -155,7 +163,7 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
                               link_source=link.source, reputation=agent.reputation.score(n.name),
                               reputation_evidence=agent.reputation.explain(n.name))
             out.append(record)
-        return {"origin": origin, "nodes": out}
+        return {"origin": origin, "nodes": out, "total": page.total, "next": page.next}
 
     @app.get("/v1/policy")
     async def get_policy() -> dict[str, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shlex
 import sys
 import uuid
-from urllib.parse import quote
+from urllib.parse import urlencode
 from pathlib import Path
 from typing import Any
 
@@ -223,11 +224,16 @@ def logs(workload_id: str, tail: int | None, client: ApiClient) -> None:
 @cluster_group.command("metrics")
 @click.option("--json", "as_json", is_flag=True, help="{\"nodes\": [...]} — feed it to `policy explain --nodes`.")
 @click.option("--near", help="Latency, jitter and loss as seen from this node (default: the node at --addr).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=None,
+              help="At most N nodes, in name order (default: all); the last line says how to ask for the next page.")
+@click.option("--after", metavar="NAME", help="Only nodes whose name sorts after NAME (the next page's cursor).")
 @_client_options
 @user_errors
-def metrics(as_json: bool, near: str | None, client: ApiClient) -> None:
+def metrics(as_json: bool, near: str | None, limit: int | None, after: str | None, client: ApiClient) -> None:
     """Show every node as the node at --addr sees it: links measured from there, reputation from evidence."""
-    nodes = client.request("GET", "/v1/nodes" + (f"?near={quote(near, safe='')}" if near else ""))["nodes"]
+    query = urlencode({k: v for k, v in (("near", near), ("limit", limit), ("after", after)) if v is not None})
+    answer = client.request("GET", "/v1/nodes" + (f"?{query}" if query else ""))
+    nodes, total, cursor = answer["nodes"], answer.get("total", len(answer["nodes"])), answer.get("next")
     counts: dict[str, int] = {}
     try:
         for w in client.request("GET", "/v1/workloads")["workloads"]:
@@ -238,7 +244,7 @@ def metrics(as_json: bool, near: str | None, client: ApiClient) -> None:
     for n in nodes:
         n["workloads"] = counts.get(n["name"], 0)
     if as_json:
-        print_json({"nodes": nodes})
+        print_json({"nodes": nodes, "total": total, "next": cursor})
         return
     # The per-node block of the spec's testing guide. Everything a node published is printed escaped.
     def fmt(v: Any, unit: str = "") -> str:
@@ -271,3 +277,6 @@ def metrics(as_json: bool, near: str | None, client: ApiClient) -> None:
         click.echo(f"  Capabilities: {printable(', '.join(map(str, n['capabilities'] or [])) or 'none')}")
         click.echo(f"  Workloads:    {n['workloads']}")
         click.echo("")
+    if limit is not None or after is not None:
+        click.echo(f"{len(nodes)} of {printable(total)} nodes shown"
+                   + (f"; next page: --after {shlex.quote(printable(cursor))}" if cursor is not None else "; no more"))

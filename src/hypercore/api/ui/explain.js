@@ -20,13 +20,24 @@ export function legend() {
   return h("p", { class: "legend small" }, COMPONENTS.map((c) => [h("i", { class: `swatch ${c}` }), c, " "]));
 }
 
-export function rankedList(ranked) {
+/** The link a ranked node was scored with, as GET /v1/nodes?near= reports it (the playground passes them). */
+function linkLine(node, links) {
+  const link = links && links.nodes instanceof Map ? links.nodes.get(node) : undefined;
+  if (!link) return null;
+  const source = typeof link.link_source === "string" ? link.link_source : "unknown";
+  return h("div", { class: "link small", "data-source": source },
+    `latency ${fmt(link.latency_ms)} ms, jitter ${fmt(link.jitter_ms)} ms, loss ${fmt(link.packet_loss)} % `
+    + `from ${links.origin} (${source})`);
+}
+
+export function rankedList(ranked, links = null) {
   if (!ranked.length) return h("p", { class: "muted" }, "No node ranks.");
   const scale = Math.max(1, ...ranked.map((r) => Number(r.score) || 0));
   return h("ol", { class: "ranked" }, ranked.map((r) => h("li", { "data-node": r.node },
     h("div", { class: "rank-head" }, h("strong", {}, r.node), h("span", { class: "num" }, `score ${fmt(r.score, 3)}`)),
     bars(r, scale),
-    h("div", { class: "muted small" }, COMPONENTS.map((c) => `${c} ${fmt(r.components[c], 3)}`).join(" · ")))));
+    h("div", { class: "muted small" }, COMPONENTS.map((c) => `${c} ${fmt(r.components[c], 3)}`).join(" · ")),
+    linkLine(r.node, links))));
 }
 
 export function rejectedList(rejected, total) {
@@ -38,12 +49,23 @@ export function rejectedList(rejected, total) {
       (r.reasons || []).join("; ")))));
 }
 
-export function decisionView(decision) {
+function originNote(links) {
+  // links.py: jitter and loss always come from the answering node's own probes (an observer other than the candidate).
+  return links.origin === links.self
+    ? h("p", { class: "small origin" }, "Latency, jitter and loss as seen from ", h("strong", {}, links.origin),
+      " (this node).")
+    : h("p", { class: "small origin" }, "Latency as seen from ", h("strong", {}, links.origin),
+      "; jitter and loss as this node (", links.self, ") measured them.");
+}
+
+/** A decision; `links` ({origin, self, nodes: Map name → /v1/nodes record}): the links it was scored with. */
+export function decisionView(decision, links = null) {
   return h("div", { class: "decision" },
     h("p", {}, h("span", { class: "tag" }, `policy ${decision.policy}`), " ", h("span", { class: "tag" }, decision.mode),
       decision.fallback ? [" ", h("span", { class: "tag warn" }, "permissive fallback")] : null),
     h("p", { class: "summary" }, decision.summary),
     legend(),
-    rankedList(decision.ranked || []),
+    links ? originNote(links) : null,
+    rankedList(decision.ranked || [], links),
     rejectedList(decision.rejected || [], decision.rejected_total));
 }

@@ -1,8 +1,17 @@
 // The Nodes map: members placed by Serf's network coordinates when this node has them
 // (GET /v1/coordinates: estimated round trips, laid out in 2-D by classical multidimensional
 // scaling, so that distance on the map ≈ round-trip time); otherwise on a circle, in name order.
-// Either way colored by status; this node has a ring.
-import { fill, fmt, s } from "./dom.js";
+// Colored by region when any member has one (then a member that is not alive and admitted is
+// drawn faded with a dashed outline), else by status; this node has a ring.
+import { fill, fmt, h, s } from "./dom.js";
+
+export const NO_REGION = "—";
+const REGION_COLORS = 8; // .region-0 … .region-7 in style.css; more regions than that share colors
+
+/** A member's region, or null: a non-empty string from its /v1/nodes record (absent on older agents). */
+export function regionOf(node) {
+  return typeof node.region === "string" && node.region !== "" ? node.region : null;
+}
 
 const SIZE = 360;
 const C = SIZE / 2;
@@ -73,12 +82,35 @@ function layout(nodes, coords) {
   return { where, how: "coordinates", span: spread };
 }
 
-function statusClass(node) {
+export function statusClass(node) {
   if (!node.admitted) return "unadmitted";
   return ["alive", "failed", "left", "leaving"].includes(node.status) ? node.status : "other";
 }
 
-export function drawMap(svg, caption, nodes, self, coords) {
+/** How members are colored: by region (region → class, in name order of the regions) when any has one. */
+function coloring(nodes) {
+  const regions = [...new Set(nodes.map(regionOf).filter((r) => r !== null))].sort();
+  if (!regions.length) return { by: "status", classOf: statusClass, regions };
+  // Classes come from the region's position, never from its text: region names are gossip.
+  const index = new Map(regions.map((r, i) => [r, `region-${i % REGION_COLORS}`]));
+  return { by: "region", regions, index,
+    classOf: (node) => `${statusClass(node)} ${regionOf(node) === null ? "region-none" : index.get(regionOf(node))}` };
+}
+
+function drawLegend(legend, color, nodes) {
+  if (color.by === "status") {
+    fill(legend, [["alive", "alive"], ["failed", "failed"], ["left", "left"], ["unadmitted", "not admitted"]]
+      .map(([cls, text]) => [h("i", { class: `dot ${cls}` }), text, " "]));
+    return;
+  }
+  const items = color.regions.map((r) => [h("i", { class: `dot ${color.index.get(r)}`, "data-region": r }), r, " "]);
+  if (nodes.some((n) => regionOf(n) === null)) items.push([h("i", { class: "dot region-none" }), "no region", " "]);
+  items.push(h("span", { class: "muted" }, "· faded: not alive or not admitted"));
+  fill(legend, items);
+}
+
+export function drawMap(svg, caption, legend, nodes, self, coords) {
+  const color = coloring(nodes);
   const { where, how } = layout(nodes, coords);
   const lines = [];
   if (how === "coordinates" && where.has(self) && nodes.length <= 12) {
@@ -95,8 +127,10 @@ export function drawMap(svg, caption, nodes, self, coords) {
     const [x, y] = where.get(node.name);
     const below = y > C + 20;
     const label = node.name.length > 24 ? `${node.name.slice(0, 23)}…` : node.name;
-    return s("g", { class: `map-node ${statusClass(node)}`, "data-name": node.name },
-      s("title", {}, `${node.name}: ${node.status}${node.problem ? ` (${node.problem})` : ""}`),
+    const region = regionOf(node);
+    return s("g", { class: `map-node ${color.classOf(node)}`, "data-name": node.name, "data-region": region ?? "" },
+      s("title", {}, `${node.name}: ${node.status}${region !== null ? `, region ${region}` : ""}`
+        + `${node.problem ? ` (${node.problem})` : ""}`),
       node.name === self ? s("circle", { cx: x, cy: y, r: 17, class: "self-ring" }) : null,
       s("circle", { cx: x, cy: y, r: 12, class: "dot" }),
       s("text", { x, y: below ? y + 30 : y - 20, "text-anchor": "middle" }, label));
@@ -104,6 +138,10 @@ export function drawMap(svg, caption, nodes, self, coords) {
   const orbit = how === "circle" && nodes.length > 1 ? s("circle", { cx: C, cy: C, r: INNER, class: "orbit" }) : null;
   fill(svg, orbit, lines, items);
   svg.dataset.layout = how;
+  svg.dataset.color = color.by;
+  svg.classList.toggle("by-region", color.by === "region");
+  svg.setAttribute("aria-label", `nodes by ${color.by}`);
+  drawLegend(legend, color, nodes);
   fill(caption, how === "coordinates"
     ? "Placed by Serf's network coordinates: distance on the map ≈ estimated round trip; lines from this node."
     : "On a circle: this node has no network coordinates for them yet.");

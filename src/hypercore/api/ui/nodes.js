@@ -1,14 +1,9 @@
 // Nodes: every member as this node sees it (GET /v1/nodes, public), on a map and in a table.
 import { api } from "./api.js";
 import { errorBox, fill, fmt, h, poller } from "./dom.js";
-import { drawMap } from "./map.js";
+import { drawMap, NO_REGION, regionOf, statusClass } from "./map.js";
 
 const $ = (id) => document.getElementById(id);
-
-function statusClass(node) {
-  if (!node.admitted) return "unadmitted";
-  return ["alive", "failed", "left", "leaving"].includes(node.status) ? node.status : "other";
-}
 
 function reputation(node) {
   if (node.reputation === null || node.reputation === undefined) return "–";
@@ -23,11 +18,12 @@ function ratio(free, total, unit, digits = 1) {
 }
 
 function drawTable(table, nodes, self) {
-  const head = h("thead", {}, h("tr", {}, ["name", "status", "admitted", "latency ms", "jitter ms", "loss %",
+  const head = h("thead", {}, h("tr", {}, ["name", "status", "region", "admitted", "latency ms", "jitter ms", "loss %",
     "price/GB", "reputation", "CPU free/total", "memory free/total", "capabilities", "problem"].map((t) => h("th", {}, t))));
   const rows = nodes.map((n) => h("tr", { "data-name": n.name, class: statusClass(n) },
     h("td", {}, h("i", { class: `dot ${statusClass(n)}` }), n.name, n.name === self ? h("span", { class: "muted" }, " (this node)") : null),
     h("td", {}, n.status),
+    h("td", { class: "region" }, regionOf(n) ?? NO_REGION),
     h("td", {}, n.admitted ? "yes" : "no"),
     h("td", { class: "num" }, fmt(n.latency_ms)),
     h("td", { class: "num" }, fmt(n.jitter_ms)),
@@ -50,11 +46,14 @@ function drawSummary(dl, nodes, self) {
   for (const n of nodes) counts[n.status] = (counts[n.status] || 0) + 1;
   const usable = nodes.filter((n) => n.admitted && n.status === "alive");
   const prices = usable.map((n) => n.price_per_gb).filter((p) => typeof p === "number");
+  const regions = {};
+  for (const n of nodes) if (regionOf(n) !== null) regions[regionOf(n)] = (regions[regionOf(n)] || 0) + 1;
   const item = (term, value) => [h("dt", {}, term), h("dd", {}, value)];
   fill(dl,
     item("this node", self || "–"),
     item("members", Object.entries(counts).map(([status, n]) => `${n} ${status}`).join(", ") || "none"),
     item("admitted", `${nodes.filter((n) => n.admitted).length} of ${nodes.length}`),
+    item("regions", Object.keys(regions).sort().map((r) => `${r}: ${regions[r]}`).join(", ") || "none given"),
     item("CPU free", `${fmt(sum(usable, "cpu_free"), 1)} of ${fmt(sum(usable, "cpu_total"), 1)} cores`),
     item("memory free", `${fmt(sum(usable, "mem_free_mb"), 0)} of ${fmt(sum(usable, "mem_total_mb"), 0)} MB`),
     item("price per GB", prices.length ? `${fmt(Math.min(...prices), 4)} – ${fmt(Math.max(...prices), 4)}` : "–"),
@@ -71,7 +70,7 @@ export function nodesTab() {
       const alive = nodes.filter((n) => n.status === "alive" && n.admitted).length;
       fill($("nodes-count"), `${nodes.length} members, ${alive} alive and admitted`);
       const coords = await api.get("/v1/coordinates").catch(() => null); // none: the map uses a circle
-      drawMap($("node-map"), $("map-how"), nodes, self, coords);
+      drawMap($("node-map"), $("map-how"), $("map-legend"), nodes, self, coords);
       drawTable($("nodes-table"), nodes, self);
       drawSummary($("nodes-summary"), nodes, self);
       fill($("nodes-error"));
