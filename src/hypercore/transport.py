@@ -38,6 +38,9 @@ from hypercore.membership.view import Peer
 
 USER_HEADER = "x-hypercore-user"
 MANAGEMENT_HEADER = "x-hypercore-management"
+# An idle connection to a peer is kept this long (aiohttp's default is 15 s); the server keeps it longer
+# (hypercore.api.server.SERVER_KEEPALIVE_S), so it is always this side that closes it.
+KEEPALIVE_S = 60.0
 
 
 def user_headers(user: User | None) -> dict[str, str]:
@@ -110,7 +113,8 @@ class Transport:
     def _open(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running loop.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl if self._ssl is not None else False)
+            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl if self._ssl is not None else False,
+                                             keepalive_timeout=KEEPALIVE_S)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 

@@ -21,6 +21,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from hypercore.api.auth import PEER_NODE
 from hypercore.identity.tls import peer_node_name
 
+SERVER_KEEPALIVE_S = 75.0
+
 
 class _PeerAwareProtocol(HttpToolsProtocol):
     _peer_node: str | None = None
@@ -45,6 +47,10 @@ class ApiServer(uvicorn.Server):
 def make_server(app: Any, host: str, port: int, tls: ssl.SSLContext | None) -> ApiServer:
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off", http=_PeerAwareProtocol,
+        # Longer than the node client's keep-alive (hypercore.transport.KEEPALIVE_S): peers that call now and
+        # then (probes, replication) reuse one TLS connection instead of a handshake per call, and the
+        # client, not the server, closes an idle one, so a call never lands on a connection being closed.
+        timeout_keep_alive=SERVER_KEEPALIVE_S,
         ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
     )
     return ApiServer(config)
