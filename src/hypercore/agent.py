@@ -328,7 +328,7 @@ class NodeAgent:
                              links=node.probes)
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
-            price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation,
+            price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation, region=self.config.region,
             sample=self._sample, set_tags=lambda tags: serf.rpc.tags(set=tags),
             metrics=node.metrics,
             admission=(Admission(self.identity.not_after, self.identity.admission, self.identity.reputation)
@@ -349,6 +349,7 @@ class NodeAgent:
             self._tasks.append(asyncio.create_task(GarbageCollector(node.manager, gc_after).run()))
         log.info("node agent started", extra={
             "node": self.name, "api": self.config.http_bind_addr, "gossip": self.config.cluster_bind_addr,
+            "region": self.config.region or "none",
             "beacon_id": self.publisher.beacon_id, "capabilities": ",".join(node.manager.capabilities) or "none"})
         await self._stop.wait()
         log.info("shutting down: leaving the cluster", extra={"node": self.name})

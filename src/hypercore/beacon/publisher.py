@@ -86,6 +86,7 @@ class BeaconPublisher:
         set_tags: Callable[[dict[str, str]], Awaitable[None]],
         metrics: AgentMetrics,
         admission: Admission | None = None,
+        region: str | None = None,
         min_interval: float = 2.0,
         refresh: float = 30.0,
         clock: Callable[[], float] = time.time,
@@ -94,6 +95,7 @@ class BeaconPublisher:
         self._key = key
         self._admission = admission
         self.api = api
+        self.region = region
         self.price_per_gb = price_per_gb
         self.reputation = reputation
         self._sample = sample
@@ -109,7 +111,7 @@ class BeaconPublisher:
     def measure(self) -> Beacon:
         now = self._clock()
         values = {"price_per_gb": self.price_per_gb, "reputation": self.reputation, **self._sample()}
-        return Beacon(api=self.api, timestamp=int(now), beacon_id=self.beacon_id, **values)
+        return Beacon(api=self.api, timestamp=int(now), beacon_id=self.beacon_id, region=self.region, **values)
 
     @staticmethod
     def _rounded(beacon: Beacon) -> tuple[Any, ...]:
@@ -120,7 +122,7 @@ class BeaconPublisher:
         def tenth(free: float | None, total: float | None) -> int | None:
             return None if free is None or not total else int(10 * free / total)
 
-        return (step(beacon.queue_depth), beacon.price_per_gb, beacon.reputation, beacon.capabilities, beacon.api,
+        return (step(beacon.queue_depth), beacon.price_per_gb, beacon.reputation, beacon.capabilities, beacon.api, beacon.region,
                 beacon.cpu_total, beacon.mem_total_mb, tenth(beacon.cpu_free, beacon.cpu_total),
                 tenth(beacon.mem_free_mb, beacon.mem_total_mb))
 
