@@ -204,6 +204,17 @@ def test_probe_window_median_jitter_and_loss() -> None:
     assert ProbeWindow().stats().latency_ms is None
 
 
+def test_an_answer_late_by_a_tcp_retransmission_counts_as_loss_not_jitter() -> None:
+    w = ProbeWindow(size=10)
+    for rtt in (120.0, 121.0, 120.5, 120.0, 330.0, 121.0, 120.0, 120.5, 121.0, 120.0):  # 330: resent after 200 ms
+        w.record(rtt)
+    s = w.stats()
+    assert s.packet_loss == pytest.approx(10.0)
+    assert s.latency_ms == pytest.approx(120.5) and s.jitter_ms is not None and s.jitter_ms < 1.0
+    w.record(270.0 - 0.5)  # 149.5 ms over the median: slow, but not a retransmission; it is jitter
+    assert w.stats().packet_loss == pytest.approx(10.0) and w.stats().jitter_ms > 10
+
+
 def test_probe_targets_are_bounded_whatever_the_cluster_size_and_cover_every_peer_in_turn() -> None:
     peers = [f"n{i}" for i in range(1000)]
     links = PeerLinks()
