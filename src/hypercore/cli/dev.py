@@ -72,7 +72,8 @@ def up(topology_file: Path, state_file: Path, root: Path | None, timeout: float)
         _write_state(state_file, bed.state())
         regions = sorted({n["region"] for n in bed.state()["nodes"]})
         click.echo(f"geo test-bed up: {len(bed.nodes)} nodes in {len(regions)} regions ({', '.join(regions)}), "
-                   f"10.{bed.octet}.0.0/16 via {bed.host_address}; state in {state_file}; files in {root}")
+                   f"10.{bed.octet}.0.0/16 via {bed.host_address}; all measured after {bed.timings['measured_s']:g} s, "
+                   f"coordinates settled after {bed.timings['coordinates_s']:g} s; state in {state_file}; files in {root}")
         click.echo("stop it with Ctrl-C or SIGTERM", err=True)
         ok = True
         while True:

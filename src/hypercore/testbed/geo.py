@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hypercore.devcluster import Cluster, Node, Pki
+from hypercore.devcluster import Cluster, Node, Pki, wait_for
 from hypercore.testbed import netns
 from hypercore.testbed.topology import NodeSpec, Topology
 from hypercore.testbed.wan import Endpoint, WanConfig
@@ -102,6 +102,7 @@ class GeoTestbed(Cluster):
         self.namespaces: list[str] = []
         self.wan: subprocess.Popen[str] | None = None
         self.host_address = ""
+        self.timings: dict[str, float] = {}  # seconds from the agents' start: all measured, coordinates settled
 
     # -- start ---------------------------------------------------------------------
 
@@ -151,13 +152,57 @@ class GeoTestbed(Cluster):
             self.nodes[spec.name] = GeoNode(spec.name, region, spec, self.root, self.pki, self.token, namespace,
                                             address)
         self._start_wan(octet)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         nodes = list(self.nodes.values())
         for i, node in enumerate(nodes):
             node.start([nodes[0].gossip_addr] if i else [])  # all at once: they join through the first
         for node in nodes:
             node.wait_healthy(timeout=max(1.0, deadline - time.monotonic()))
         self.wait_converged(timeout=max(1.0, deadline - time.monotonic()))
+        self.timings["measured_s"] = round(time.monotonic() - started, 1)
+        problems: list[str] = []
+
+        def agree() -> bool:
+            problems[:] = [problem] if (problem := self.coordinate_problem()) else []
+            return not problems
+
+        try:
+            wait_for(agree, max(1.0, deadline - time.monotonic()), "network coordinates to match the topology",
+                     interval=1.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen: {problems[0] if problems else 'no answer'}") from None
+        self.timings["coordinates_s"] = round(time.monotonic() - started, 1)
+
+    def rtt_ms(self, a: str, b: str) -> float:
+        """The round trip the topology sets between nodes `a` and `b`."""
+        na, nb = self.nodes[a], self.nodes[b]
+        assert isinstance(na, GeoNode) and isinstance(nb, GeoNode)
+        return self.topology.link(na.region, nb.region).rtt_ms
+
+    def coordinate_problem(self) -> str | None:
+        """None once every node's estimates from every origin (`/v1/nodes?near=`: Serf's coordinates) are
+        within 25 % of the topology's RTT for other regions, and under half the nearest other region for its
+        own; else the first estimate that is not.
+
+        A spawn is ranked by its request id's owner, which may be any node, with latencies from the origin
+        estimated from coordinates: until they settle (20-40 s here) it may rank a far node first.
+        """
+        for asked in self.nodes.values():
+            for origin in self.nodes:
+                local = self.rtt_ms(origin, origin)
+                farther = [self.rtt_ms(origin, n) for n in self.nodes if self.rtt_ms(origin, n) > local]
+                for n in asked.get("/v1/nodes", params={"near": origin}, timeout=5).json()["nodes"]:
+                    if n["name"] == origin:
+                        continue
+                    true, got = self.rtt_ms(origin, n["name"]), n.get("latency_ms")
+                    if got is None:
+                        return f"{asked.name} has no latency for {n['name']} near {origin}"
+                    if true > local and abs(got - true) > 0.25 * true:
+                        return f"{asked.name}: {origin} to {n['name']} {got:.0f} ms, topology {true:g} ms"
+                    if true <= local and farther and got >= min(farther) / 2:
+                        return f"{asked.name}: {origin} to {n['name']} {got:.0f} ms, same region"
+        return None
 
     # -- what users get ----------------------------------------------------------------
 
@@ -170,6 +215,7 @@ class GeoTestbed(Cluster):
             "ca_file": str(self.ca_file),
             "management_token": self.admin_token,
             "wan_pid": self.wan.pid if self.wan is not None else None,
+            "ready_s": self.timings,
         }
 
     # -- stop ----------------------------------------------------------------------------
