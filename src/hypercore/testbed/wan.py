@@ -17,6 +17,7 @@ bench/wan.py measures what it adds of its own. The TUN devices belong to
 this process's fds: when it ends, however it ends, they are gone.
 
     python -m hypercore.testbed.wan CONFIG.json   # prints "ready" once every device is up
+    kill -USR1 PID                                # its counters, on stderr
 """
 
 from __future__ import annotations
@@ -169,6 +170,9 @@ def main(argv: list[str]) -> int:
     except (PermissionError, OSError):
         pass
     forwarder = Forwarder(config, open_devices(config))
+    # SIGUSR1: the counters so far, on stderr (the test-bed's wan.log).
+    signal.signal(signal.SIGUSR1, lambda *_: print(json.dumps({"wan_stats": forwarder.stats}), file=sys.stderr,
+                                                   flush=True))
     print("ready", flush=True)
     try:
         forwarder.run()
