@@ -38,7 +38,8 @@ TOPOLOGY = ROOT / "examples" / "topologies" / "three-regions.json"
 LOW_LATENCY = ROOT / "examples" / "policies" / "low-latency.json"
 HYPERCORE = [sys.executable, "-m", "hypercore.cli"]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the geo test-bed needs root (network namespaces, TUN)")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the geo test-bed needs root (network namespaces, TUN)"),
+              pytest.mark.timeout(300)]  # the first test's time includes the test-bed's start (35-100 s)
 
 
 class Bed:
@@ -193,4 +194,5 @@ def test_sigterm_removes_every_process_and_namespace_it_made(bed: Bed) -> None:
     # Ended (a zombie until whoever inherited it reaps it: here, a container's init may never do) counts as gone.
     alive = [pid for pid in [wan_pid, *agents] if (stat := read_proc_stat(pid)) is not None and stat.alive]
     assert alive == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in alive]
-    assert "hcgeo" not in netns.ip("link", "show").stdout
+    octet = bed.nodes["eu-1"]["api"].split(".")[1]  # https://10.N.0.1:8001: its host device is hcgeoN
+    assert f"hcgeo{octet}:" not in netns.ip("link", "show").stdout
