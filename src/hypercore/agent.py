@@ -31,7 +31,7 @@ from hypercore.identity.admission import admission_check
 from hypercore.identity.pki import ClusterCA, NodeIdentity, load_ca
 from hypercore.identity.tls import client_context, server_context
 from hypercore.identity.tokens import TokenVerifier
-from hypercore.loops import Backoff, periodic
+from hypercore.loops import Backoff, TaskSet, periodic
 from hypercore.membership import SerfAgent, SerfError, SerfTimeoutError
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
@@ -49,6 +49,7 @@ log = logging.getLogger("hypercore.agent")
 
 MEMBER_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
 COORDINATES_S = 5.0  # how often Serf's network coordinates are read (one RPC per member)
+FIRST_PROBES = 8  # members probed at once when they join (see _spawn_first_probes)
 FULL_REFRESH_S = 10.0  # a full member read, in case an event was missed (events keep the view current)
 
 
@@ -149,6 +150,7 @@ class NodeAgent:
         self.prober: Prober | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._oneshots = TaskSet()  # reads and probes started by member events (done ones leave the set)
 
     # -- beacon inputs -------------------------------------------------------------
 
@@ -199,8 +201,11 @@ class NodeAgent:
                             view.remove(m.name for m in event["Members"])
                         else:
                             view.upsert(event["Members"])
+                            names = [m.name for m in event["Members"]]
                             if event["Event"] == "member-join":  # its network coordinate, without waiting
-                                self._spawn_coordinate_reads([m.name for m in event["Members"]])
+                                self._spawn_coordinate_reads(names)
+                            if event["Event"] in ("member-join", "member-update"):  # a first figure, at once
+                                self._spawn_first_probes(names)
                 finally:
                     with contextlib.suppress(SerfError, OSError):
                         await events.stop(timeout=2.0)
@@ -220,8 +225,15 @@ class NodeAgent:
                 with contextlib.suppress(SerfError):
                     self.node.coordinates.set(name, await self.serf.rpc.get_coordinate(name))
 
-        task = asyncio.ensure_future(read())
-        self._tasks.append(task)
+        self._oneshots.spawn(read())
+
+    def _spawn_first_probes(self, names: list[str]) -> None:
+        """Probe members this node has never measured now, not at the next round (up to FIRST_PROBES of them:
+        a node joining a large cluster hears of every member at once; the rounds measure the rest)."""
+        assert self.prober is not None
+        new = [n for n in names if n != self.name and self.node.probes.stats(n) is None][:FIRST_PROBES]
+        if new:
+            self._oneshots.spawn(self.prober.probe_now(new))
 
     async def _refresh_coordinates(self) -> None:
         """Serf's network coordinate of every member, for latencies measured from any origin."""
@@ -332,7 +344,7 @@ class NodeAgent:
                              links=node.probes)
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
-            price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation,
+            price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation, region=self.config.region,
             sample=self._sample, set_tags=lambda tags: serf.rpc.tags(set=tags),
             metrics=node.metrics,
             admission=(Admission(self.identity.not_after, self.identity.admission, self.identity.reputation)
@@ -353,12 +365,14 @@ class NodeAgent:
             self._tasks.append(asyncio.create_task(GarbageCollector(node.manager, gc_after).run()))
         log.info("node agent started", extra={
             "node": self.name, "api": self.config.http_bind_addr, "gossip": self.config.cluster_bind_addr,
+            "region": self.config.region or "none",
             "beacon_id": self.publisher.beacon_id, "capabilities": ",".join(node.manager.capabilities) or "none"})
         await self._stop.wait()
         log.info("shutting down: leaving the cluster", extra={"node": self.name})
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._oneshots.close()
         with contextlib.suppress(SerfError, OSError):
             await serf.stop(leave=True)
         server.should_exit = True

@@ -27,6 +27,8 @@ from hypercore.errors import HypercoreError
 from hypercore.netaddr import AddressError, split_host_port
 
 ENV_PREFIX = "HYPERCORE"
+# A region name: short, ASCII, printable anywhere (tags, tables, logs). The beacon checks the same pattern.
+REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", re.ASCII)
 
 
 class ConfigError(HypercoreError):
@@ -85,6 +87,9 @@ class AgentConfig(BaseModel):
         None, description="Memory offered in MB (default: the machine's).")
     serf_profile: Literal["lan", "wan", "local"] = Field(
         "lan", description="Serf timing profile; `local` detects failures fastest (one machine).")
+    region: str | None = Field(None, description="This node's region, e.g. eu-west (letters, digits, '.', '_', '-'; "
+                                                 "at most 32, starting with a letter or digit): published in its "
+                                                 "signed beacon, shown by `cluster metrics`.")
     probe_interval: Annotated[float, Field(ge=0.1, le=3600, allow_inf_nan=False)] = Field(
         2.0, description="Seconds between two rounds of RTT probes.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
@@ -102,6 +107,14 @@ class AgentConfig(BaseModel):
     _cluster = field_validator("cluster_bind_addr")(_address("--cluster-bind-addr", port_zero=False))
     _http = field_validator("http_bind_addr")(_address("--http-bind-addr", port_zero=True))
     _rpc = field_validator("serf_rpc_addr")(_address("--serf-rpc-addr", port_zero=False))
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and REGION.fullmatch(value) is None:
+            raise ValueError("not a region name: 1 to 32 ASCII letters, digits, '.', '_' or '-', starting with a "
+                             "letter or digit (e.g. eu-west)")
+        return value
 
     @field_validator("gc_after")
     @classmethod

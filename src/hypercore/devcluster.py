@@ -135,11 +135,12 @@ class Pki:
         self._ssl: ssl.SSLContext | None = None
         self._node_ssl: dict[str, ssl.SSLContext] = {}
 
-    def node(self, name: str, reputation: float | None = None) -> tuple[Path, Path]:
-        """(certificate, key) of node `name`, made on first use; `reputation`: the prior the operator attests."""
+    def node(self, name: str, reputation: float | None = None, ips: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, Path]:
+        """(certificate, key) of node `name`, made on first use; `reputation`: the prior the operator attests;
+        `ips`: the addresses its API is reached at."""
         cert, key = self.dir / f"{name}.pem", self.dir / f"{name}-key.pem"
         if not cert.exists():
-            create_node_cert(self.dir, name, self.dir, ips=["127.0.0.1"], reputation=reputation)
+            create_node_cert(self.dir, name, self.dir, ips=list(ips), reputation=reputation)
         return cert, key
 
     def token(self, user: str = USER, management: bool = False) -> str:
@@ -162,6 +163,10 @@ class Pki:
 
 
 class Node:
+    # True: the agent gets a session of its own, so a terminal's Ctrl-C reaches only the command that
+    # started it, which then stops its nodes in order (the geo test-bed: agents first, the WAN last).
+    new_session = False
+
     def __init__(self, name: str, root: Path, extra: list[str], pki: Pki, token: str | None,
                  insecure: bool = False) -> None:
         self.name = name
@@ -204,6 +209,10 @@ class Node:
         cert, key = self.pki.node(self.name, float(claimed) if claimed is not None else None)
         return [*args, "--cert-file", str(cert), "--key-file", str(key)]
 
+    def argv(self, join: list[str]) -> list[str]:
+        """The agent's command line (the geo test-bed runs it inside the node's network namespace)."""
+        return [*HYPERCORE, *self.args(join)]
+
     def start(self, join: list[str]) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for key in [k for k in env if k.startswith("HYPERCORE_")]:
@@ -211,7 +220,8 @@ class Node:
         if not self.insecure:
             env["HYPERCORE_ENCRYPT"] = self.pki.gossip_key  # a secret: in the environment, not on the command line
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([*HYPERCORE, *self.args(join)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(self.argv(join), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=self.new_session)
         log.close()
 
     def wait_healthy(self, timeout: float = 20.0) -> None:

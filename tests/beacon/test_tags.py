@@ -204,6 +204,17 @@ def test_probe_window_median_jitter_and_loss() -> None:
     assert ProbeWindow().stats().latency_ms is None
 
 
+def test_an_answer_late_by_a_tcp_retransmission_counts_as_loss_not_jitter() -> None:
+    w = ProbeWindow(size=10)
+    for rtt in (120.0, 121.0, 120.5, 120.0, 330.0, 121.0, 120.0, 120.5, 121.0, 120.0):  # 330: resent after 200 ms
+        w.record(rtt)
+    s = w.stats()
+    assert s.packet_loss == pytest.approx(10.0)
+    assert s.latency_ms == pytest.approx(120.5) and s.jitter_ms is not None and s.jitter_ms < 1.0
+    w.record(270.0 - 0.5)  # 149.5 ms over the median: slow, but not a retransmission; it is jitter
+    assert w.stats().packet_loss == pytest.approx(10.0) and w.stats().jitter_ms > 10
+
+
 def test_probe_targets_are_bounded_whatever_the_cluster_size_and_cover_every_peer_in_turn() -> None:
     peers = [f"n{i}" for i in range(1000)]
     links = PeerLinks()
@@ -217,3 +228,32 @@ def test_probe_targets_are_bounded_whatever_the_cluster_size_and_cover_every_pee
     assert seen == set(peers[:12])
     links.record("late", None)
     assert links.choose(["late", *peers[:12]], 1) != ["late"]  # just probed: last in line
+
+
+def test_the_region_travels_signed_and_cannot_be_changed_added_or_removed() -> None:
+    key = generate()
+    tags = encode(beacon(region="eu-west"), "n1", key)
+    assert tags["r"] == "eu-west" and decode(tags, "n1", NOW).region == "eu-west"
+    plain = encode(beacon(), "n1", key)
+    assert "r" not in plain and decode(plain, "n1", NOW).region is None
+    for forged in ({**tags, "r": "us-east"}, {k: v for k, v in tags.items() if k != "r"}, {**plain, "r": "eu-west"}):
+        with pytest.raises(BeaconInvalid) as err:
+            decode(forged, "n1", NOW)
+        assert err.value.cause == "signature"
+
+
+def test_a_signed_region_that_is_not_a_name_is_refused() -> None:
+    with pytest.raises(BeaconInvalid, match="region .* is not a region name") as err:
+        decode(encode(beacon(region="eu\x1b[31m"), "n1", generate()), "n1", NOW)
+    assert err.value.cause == "malformed"
+
+
+def test_worst_case_tags_with_a_region_fit_serfs_512_byte_limit() -> None:
+    worst = beacon(
+        api="[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535", timestamp=9_999_999_999,
+        latency_ms=123456.789, jitter_ms=123456.789, packet_loss=99.99999, queue_depth=999999999,
+        price_per_gb=123456.789, reputation=0.123456789, cpu_total=123456.789, cpu_free=123456.789,
+        mem_total_mb=1.23456789e11, mem_free_mb=1.23456789e11,
+        capabilities=("container", "exec", "gpu-nvidia-a100", "sgx-enclave"), region="r" * 32)
+    tags = {**encode(worst, "n" * 128, generate(), Admission(99_999_999_999, b"\xff" * 64, 0.123)), "fo": "1"}
+    assert encoded_size(tags) <= SERF_TAGS_LIMIT, encoded_size(tags)

@@ -58,6 +58,10 @@ def test_precedence_is_flag_then_environment_then_file_then_default(tmp_path: Pa
         (["--cluster-bind-addr", "127.0.0.1:0"], "port must be within 1-65535"),
         (["--serf-profile", "fast"], "'fast' is not one of"),
         (["--placement-timeout", "nan"], "--placement-timeout"),
+        (["--region", "eu west"], "--region 'eu west': not a region name"),
+        (["--region", "-eu"], "--region '-eu': not a region name: 1 to 32 ASCII letters"),
+        (["--region", "é"], "not a region name"),
+        (["--region", "r" * 33], "not a region name"),
     ],
 )
 def test_bad_values_name_their_flag(args: list[str], needle: str) -> None:
@@ -78,3 +82,11 @@ def test_config_files_refuse_unknown_keys_and_garbage(tmp_path: Path) -> None:
         load_file(tmp_path / "missing.toml")
     code, _, out = capture(["--config", str(bad)])
     assert code == 2 and "beacon_pric" in out and "Traceback" not in out
+
+
+def test_a_region_is_a_short_ascii_name() -> None:
+    for good in ("eu", "us-east-1", "AP.south_2", "r" * 32):
+        code, config, out = capture(["--region", good])
+        assert code == 0 and config.region == good, out
+    code, config, _ = capture([])
+    assert config.region is None

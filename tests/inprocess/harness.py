@@ -140,7 +140,7 @@ class FakeCluster:
     def add(self, name: str, *, price: float = 0.01, reputation: float = 1.0, latency_ms: float = 1.0,
             flagged: bool = False, cpu: float = 100.0, start_delay: float = 0.0,
             advertised_cpu: float | None = None, attested: float | None = None,
-            position_ms: tuple[float, float] = (0.0, 0.0)) -> Node:
+            position_ms: tuple[float, float] = (0.0, 0.0), region: str | None = None) -> Node:
         """A node; `advertised_cpu`: what its beacon says is free, when that differs from `cpu` (a stale beacon)."""
         cert, key = create_node_cert(self.ca_dir, name, self.ca_dir, reputation=attested)
         identity = NodeIdentity.load(self.ca_dir / "ca.pem", cert, key, name)
@@ -158,7 +158,7 @@ class FakeCluster:
         beacon = Beacon(api=f"127.0.0.1:{10000 + len(self.nodes)}", timestamp=int(time.time()), latency_ms=latency_ms,
                         jitter_ms=0.0, packet_loss=0.0, queue_depth=0.0, price_per_gb=price, reputation=reputation,
                         cpu_total=advertised_cpu or cpu, cpu_free=advertised_cpu or cpu, mem_total_mb=1e6,
-                        mem_free_mb=1e6, capabilities=("exec",))
+                        mem_free_mb=1e6, capabilities=("exec",), region=region)
         tags = encode(beacon, name, identity.key, Admission(identity.not_after, identity.admission, identity.reputation))
         self.beacons[name] = {**tags, **({"fo": "1"} if flagged else {})}
         self.nodes[name], self.drivers[name], self.statuses[name] = node, driver, "alive"

@@ -30,7 +30,7 @@ def geo(fake: FakeCluster) -> FakeCluster:
         x, y = REGIONS[region]
         # The first node of each region is where users ask; it has no room, so it never takes the work itself.
         fake.add(name, cpu=0.01 if name.endswith("-1") else 8.0, price=0.01 + i * 0.001,
-                 position_ms=(x + 0.3 * (i % 2), y))
+                 position_ms=(x + 0.3 * (i % 2), y), region=region)
     return fake
 
 
@@ -53,6 +53,7 @@ async def test_the_api_shows_latency_from_the_node_asked_and_from_near(geo: Fake
                 assert 60 <= nodes[name]["latency_ms"] <= 100, (name, nodes[name]["latency_ms"])
                 assert nodes[name]["link_source"] == "probes"  # us-1 measured them itself
         assert nodes["us-1"]["latency_ms"] == 0 and nodes["us-1"]["link_source"] == "self"
+        assert {name: n["region"] for name, n in nodes.items()} == NODES  # from each node's signed beacon
         from_ap = {n["name"]: n for n in (await client.get("/v1/nodes", params={"near": "ap-1"})).json()["nodes"]}
         assert from_ap["ap-2"]["latency_ms"] < 5 and 140 <= from_ap["eu-2"]["latency_ms"] <= 180
         assert from_ap["eu-2"]["link_source"] == "probes+coordinates"  # latency from coordinates, jitter from probes

@@ -9,6 +9,7 @@ console script, and a JSON Schema checker (the `jsonschema` package).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,9 @@ def run_cli(hypercore_bin: Path) -> Callable[..., subprocess.CompletedProcess[st
             text=True,
             timeout=60,
             cwd=cwd,
-            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "COLUMNS": "200"},
+            # PYTHONPATH passes through: a worktree run with its own src first tests that code, not the venv's.
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "COLUMNS": "200",
+                 **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}},
         )
 
     return run

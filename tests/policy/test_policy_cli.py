@@ -369,3 +369,26 @@ def test_explain_rejects_limit_zero(run_cli, examples_dir, sample_cluster):
     proc = run_cli("policy", "explain", examples_dir / "balanced.json", "--nodes", sample_cluster, "--limit", "0")
     no_traceback(proc)
     assert proc.returncode == 2
+
+
+def test_explain_shows_each_nodes_region_when_the_nodes_have_one(run_cli, tmp_path):
+    # Regions come from the nodes' signed beacons (`cluster metrics --json` prints them): shown, never scored.
+    nodes = write(tmp_path, "nodes.json", {"nodes": [
+        {"name": "eu-2", "region": "eu", "latency_ms": 3, "jitter_ms": 1, "price_per_gb": 0.02},
+        {"name": "ap-2", "region": "ap-south", "latency_ms": 160, "jitter_ms": 1, "price_per_gb": 0.01},
+        {"name": "x-1", "latency_ms": 5, "jitter_ms": 1, "price_per_gb": 0.03}]})
+    policy = HERE.parents[1] / "examples" / "policies" / "low-latency.json"
+    proc = run_cli("policy", "explain", str(policy), "--nodes", str(nodes))
+    no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert "region" in proc.stdout
+    ranked = [line for line in proc.stdout.splitlines() if "eu-2" in line or "x-1" in line]
+    assert any("eu " in line or "eu│" in line.replace(" ", "") for line in ranked), proc.stdout
+    assert any("ap-south" in line and "latency_ms > 100" in line for line in proc.stdout.splitlines()), proc.stdout
+    as_json = json.loads(run_cli("policy", "explain", str(policy), "--nodes", str(nodes), "--json").stdout)
+    assert as_json["regions"] == {"eu-2": "eu", "ap-2": "ap-south"}
+    # Without any region, the table is as it always was.
+    plain = write(tmp_path, "plain.json", [{"name": "n1", "latency_ms": 3}])
+    proc = run_cli("policy", "explain", str(policy), "--nodes", str(plain))
+    assert "region" not in proc.stdout and "regions" not in json.loads(
+        run_cli("policy", "explain", str(policy), "--nodes", str(plain), "--json").stdout)

@@ -2,10 +2,16 @@
 
 Each round probes at most `sample_size` peers, so a node's probing cost does
 not grow with the cluster. Over a sliding window of the last `window` probes:
-  latency_ms  = median RTT of the probes that answered
-  jitter_ms   = mean |RTT_i - RTT_(i-1)| over consecutive answered probes
+  latency_ms  = median RTT of the probes answered in time
+  jitter_ms   = mean |RTT_i - RTT_(i-1)| over consecutive probes answered in time
                 (RFC 3550's interarrival difference, without its 1/16 smoothing)
-  packet_loss = percent of probes in the window that got no answer in time
+  packet_loss = percent of probes in the window not answered in time
+A probe is a request over TCP, so a lost packet shows up as an answer that
+came late: TCP resends after at least 200 ms (Linux's minimum RTO). An
+answer more than LATE_MS after the window's median RTT is therefore counted
+as a loss, not as jitter: one retransmission would otherwise add 2 × its
+delay / (window - 1) to the jitter of a link with a 1 % loss, and push a
+steady 120 ms link over a 20 ms jitter rule for a whole window.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+
+LATE_MS = 150.0  # an answer this much slower than the median was resent by TCP: a lost packet (see above)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,9 @@ class ProbeWindow:
         if not samples:
             return LinkStats(None, None, None, 0)
         answered = [s for s in samples if s is not None]
+        if answered:
+            cutoff = statistics.median(answered) + LATE_MS
+            answered = [s for s in answered if s <= cutoff]
         loss = 100.0 * (len(samples) - len(answered)) / len(samples)
         if not answered:
             return LinkStats(None, None, loss, len(samples))

@@ -25,7 +25,7 @@ from hypercore.beacon.keys import fingerprint
 from hypercore.beacon.probe import PeerLinks, ProbeWindow
 from hypercore.beacon.tags import MAX_AGE_S, Admission, Beacon, encode
 from hypercore.metrics import BEACON_GAUGES, AgentMetrics
-from hypercore.transport import PeerUnreachable, Transport
+from hypercore.transport import Transport
 
 log = logging.getLogger("hypercore.beacon")
 
@@ -53,19 +53,18 @@ class Prober:
         self.timeout = timeout
 
     async def _probe(self, node: str) -> None:
-        start = time.perf_counter()
-        try:
-            response = await self._client.request(node, "GET", "/v1/ping", timeout=self.timeout)
-            ok = response.status == 200
-        except PeerUnreachable:
-            ok = False
-        rtt = (time.perf_counter() - start) * 1000.0 if ok else None
+        rtt = await self._client.ping(node, timeout=self.timeout)  # without the connection's opening
         self.window.record(rtt)
         self.links.record(node, rtt)
 
     async def round(self) -> None:
         targets = self.links.choose(self._peers(), self.sample_size)
         await asyncio.gather(*(self._probe(node) for node in targets))
+
+    async def probe_now(self, nodes: Sequence[str]) -> None:
+        """Measure members that just joined at once, not at the next round: until this node has a figure
+        for one, an enforce policy with a latency rule cannot place on it."""
+        await asyncio.gather(*(self._probe(node) for node in nodes if node in self._peers()))
 
     async def run(self) -> None:
         while True:
@@ -86,6 +85,7 @@ class BeaconPublisher:
         set_tags: Callable[[dict[str, str]], Awaitable[None]],
         metrics: AgentMetrics,
         admission: Admission | None = None,
+        region: str | None = None,
         min_interval: float = 2.0,
         refresh: float = 30.0,
         clock: Callable[[], float] = time.time,
@@ -94,6 +94,7 @@ class BeaconPublisher:
         self._key = key
         self._admission = admission
         self.api = api
+        self.region = region
         self.price_per_gb = price_per_gb
         self.reputation = reputation
         self._sample = sample
@@ -109,7 +110,7 @@ class BeaconPublisher:
     def measure(self) -> Beacon:
         now = self._clock()
         values = {"price_per_gb": self.price_per_gb, "reputation": self.reputation, **self._sample()}
-        return Beacon(api=self.api, timestamp=int(now), beacon_id=self.beacon_id, **values)
+        return Beacon(api=self.api, timestamp=int(now), beacon_id=self.beacon_id, region=self.region, **values)
 
     @staticmethod
     def _rounded(beacon: Beacon) -> tuple[Any, ...]:
@@ -120,7 +121,7 @@ class BeaconPublisher:
         def tenth(free: float | None, total: float | None) -> int | None:
             return None if free is None or not total else int(10 * free / total)
 
-        return (step(beacon.queue_depth), beacon.price_per_gb, beacon.reputation, beacon.capabilities, beacon.api,
+        return (step(beacon.queue_depth), beacon.price_per_gb, beacon.reputation, beacon.capabilities, beacon.api, beacon.region,
                 beacon.cpu_total, beacon.mem_total_mb, tenth(beacon.cpu_free, beacon.cpu_total),
                 tenth(beacon.mem_free_mb, beacon.mem_total_mb))
 

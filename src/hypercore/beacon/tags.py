@@ -10,6 +10,7 @@ copied onto another member do not verify.
   m    latency_ms,jitter_ms,packet_loss,queue_depth,price_per_gb,reputation,
        cpu_total,cpu_free,mem_total_mb,mem_free_mb,timestamp   (empty = unknown)
   c    capabilities, comma-separated
+  r    region (optional): a short ASCII name the operator gave the node (--region)
   k    public key (base64url, the 33-byte compressed P-256 point): the node's certified key
   a    admission: "<not_after>.<CA signature>[.<reputation>]" — the cluster CA's
        signature (64 bytes r‖s) over (member name, k, not_after[, reputation]),
@@ -40,9 +41,11 @@ VERSION = "1"
 SERF_TAGS_LIMIT = 512
 MAX_AGE_S = 100.0  # a beacon older than this is stale (publishers refresh every 30 s: two may be lost)
 MAX_FUTURE_S = 30.0  # tolerated clock skew
-BEACON_TAG_KEYS = ("hc", "api", "m", "c", "k", "a", "sig")
+BEACON_TAG_KEYS = ("hc", "api", "m", "c", "r", "k", "a", "sig")
 # Used with fullmatch only (`$` would let a trailing newline through), ASCII only (`\d` is any Unicode digit).
 _CAPABILITY = re.compile(r"[a-z][a-z0-9_-]{0,31}", re.ASCII)
+# hypercore.config.REGION, the same pattern (--region is checked there; a beacon is checked here).
+_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", re.ASCII)
 _API = re.compile(r"(\[[0-9a-fA-F:.]+\]|[0-9A-Za-z.-]*):([0-9]{1,5})", re.ASCII)
 
 _FIELDS = (
@@ -134,6 +137,7 @@ class Beacon:
     mem_total_mb: float | None = None
     mem_free_mb: float | None = None
     capabilities: tuple[str, ...] = field(default_factory=tuple)
+    region: str | None = None
     beacon_id: str = ""
     # Identity, not metrics: the signing key and the CA's admission of it.
     public_key: bytes = field(default=b"", repr=False)
@@ -159,8 +163,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _message(node: str, api: str, m: str, c: str, a: str) -> bytes:
-    parts = (b"hypercore-beacon-v" + VERSION.encode(), node.encode(), api.encode(), m.encode(), c.encode(), a.encode())
+def _message(node: str, api: str, m: str, c: str, a: str, r: str | None) -> bytes:
+    parts = [b"hypercore-beacon-v" + VERSION.encode(), node.encode(), api.encode(), m.encode(), c.encode(), a.encode()]
+    # A region is one more part, only when there is one: beacons without it sign what they always signed,
+    # and neither adding nor removing the tag leaves a signature valid.
+    if r is not None:
+        parts.append(b"r=" + r.encode())
     return b"\0".join(parts)
 
 
@@ -170,10 +178,12 @@ def encode(beacon: Beacon, node: str, key: ec.EllipticCurvePrivateKey,
     m = ",".join([*(_num(getattr(beacon, f)) for f in _FIELDS), str(int(beacon.timestamp))])
     c = ",".join(sorted(beacon.capabilities))
     a = admission.encode() if admission is not None else ""
-    signature = keys.sign(key, _message(node, beacon.api, m, c, a))
+    signature = keys.sign(key, _message(node, beacon.api, m, c, a, beacon.region))
     tags = {"hc": VERSION, "api": beacon.api, "m": m, "c": c, "k": _b64(keys.public_bytes(key)), "sig": _b64(signature)}
     if a:
         tags["a"] = a
+    if beacon.region is not None:
+        tags["r"] = beacon.region
     return tags
 
 
@@ -196,7 +206,7 @@ def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
         raise BeaconInvalid("oversized", f"tags take {encoded_size(tags)} bytes, over Serf's {SERF_TAGS_LIMIT}")
     try:
         raw_key, raw_sig = _unb64(k), _unb64(sig)
-        keys.verify(raw_key, raw_sig, _message(node, api, m, c, tags.get("a", "")))
+        keys.verify(raw_key, raw_sig, _message(node, api, m, c, tags.get("a", ""), tags.get("r")))
     except (ValueError, InvalidSignature, TypeError):
         raise BeaconInvalid("signature", "beacon signature does not verify") from None
     api_match = _API.fullmatch(api)
@@ -228,6 +238,9 @@ def decode(tags: dict[str, str], node: str, now: float) -> Beacon:
     caps = tuple(x for x in c.split(",") if x)
     if any(not _CAPABILITY.fullmatch(x) for x in caps):
         raise BeaconInvalid("malformed", f"capabilities {c!r} are not all names")
+    region = tags.get("r")
+    if region is not None and not _REGION.fullmatch(region):
+        raise BeaconInvalid("malformed", f"region {region[:40]!r} is not a region name")
     admission = Admission.decode(tags["a"]) if tags.get("a") else None
-    return Beacon(api=api, timestamp=ts, capabilities=caps, beacon_id=keys.fingerprint(raw_key), public_key=raw_key,
+    return Beacon(api=api, timestamp=ts, capabilities=caps, region=region, beacon_id=keys.fingerprint(raw_key), public_key=raw_key,
                   admission=admission, **values)

@@ -259,6 +259,7 @@ def metrics(as_json: bool, near: str | None, limit: int | None, after: str | Non
 
     for n in nodes:
         click.echo(f"Node: {printable(n['name'])} ({printable(n['status'])})")
+        click.echo(f"  Region:       {printable(n.get('region') or 'none')}")
         click.echo(f"  Beacon ID:    {printable(n.get('beacon_id') or 'no beacon data')}"
                    + (f" ({printable(n['problem'])})" if n.get("problem") else ""))
         source = f" (from {printable(str(n['link_source']))})" if n.get("link_source") else ""

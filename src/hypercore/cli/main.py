@@ -6,6 +6,7 @@ import click
 
 from hypercore import __version__
 from hypercore.cli.cluster import cluster_group
+from hypercore.cli.dev import dev_group
 from hypercore.cli.identity import keygen_command, tls_group, token_group
 from hypercore.cli.node import node_group
 from hypercore.cli.policy import policy_group
@@ -40,6 +41,7 @@ cli.add_command(tls_group)
 cli.add_command(token_group)
 cli.add_command(keygen_command)
 cli.add_command(node_group)
+cli.add_command(dev_group)
 
 
 def main() -> None:

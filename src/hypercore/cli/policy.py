@@ -109,8 +109,12 @@ def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, c
         assert nodes_file is not None
         records = read_nodes_file(nodes_file)
     decision = decide(policy, records)
+    regions = {r.name: r.region for r in records}
     if as_json:
-        print_json(decision.to_dict(limit))
+        out = decision.to_dict(limit)
+        if any(regions.values()):
+            out["regions"] = {name: region for name, region in regions.items() if region is not None}
+        print_json(out)
     else:
-        print_decision(decision, Console(), limit)
+        print_decision(decision, Console(), limit, regions)
     raise SystemExit(0 if len(decision.ranked) else EXIT_NO_NODE)

@@ -84,6 +84,7 @@ class NodeView:
         for key in METRICS:
             out[key] = getattr(b, key) if b else None
         out["capabilities"] = list(b.capabilities) if b else None
+        out["region"] = b.region if b else None
         for key in ("cpu_total", "cpu_free", "mem_total_mb", "mem_free_mb"):
             out[key] = getattr(b, key) if b else None
         out["beacon_id"] = b.beacon_id if b else None

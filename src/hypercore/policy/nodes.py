@@ -55,6 +55,8 @@ class NodeRecord(BaseModel):
     reputation: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)] | None = None
     queue_depth: _Metric | None = None
     capabilities: list[str] | None = None
+    # Where the node says it is (its signed beacon's --region): shown next to the ranking, never scored.
+    region: Annotated[str, Field(max_length=64)] | None = None
     cpu_total: _Metric | None = None
     cpu_free: _Metric | None = None
     mem_total_mb: _Metric | None = None
