@@ -48,7 +48,8 @@ from hypercore.transport import Transport
 log = logging.getLogger("hypercore.agent")
 
 MEMBER_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
-COORDINATES_S = 5.0  # how often Serf's network coordinates are read (one RPC per member)
+COORDINATES_S = 5.0  # how often Serf's network coordinates are refreshed
+COORDINATE_READS = 8  # members read per refresh (one RPC each): every member at least every N/8 × 5 s
 FIRST_PROBES = 8  # members probed at once when they join (see _spawn_first_probes)
 FULL_REFRESH_S = 10.0  # a full member read, in case an event was missed (events keep the view current)
 
@@ -236,11 +237,13 @@ class NodeAgent:
             self._oneshots.spawn(self.prober.probe_now(new))
 
     async def _refresh_coordinates(self) -> None:
-        """Serf's network coordinate of every member, for latencies measured from any origin."""
+        """Serf's network coordinates, for latencies measured from any origin: this node's own and the
+        COORDINATE_READS stalest others' each round (one RPC each, so a round costs the same at any size)."""
         assert self.serf is not None
         names = {n.name for n in self.node.view.nodes()} | {self.name}
-        for name in sorted(names):
-            self.node.coordinates.set(name, await self.serf.rpc.get_coordinate(name))
+        book = self.node.coordinates
+        for name in [self.name, *book.stalest(names - {self.name}, COORDINATE_READS)]:
+            book.set(name, await self.serf.rpc.get_coordinate(name))
         self.node.coordinates.forget_except(names)
         self.node.probes.forget_except(names)
 

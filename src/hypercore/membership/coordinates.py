@@ -27,9 +27,22 @@ class CoordinateBook:
 
     def __init__(self) -> None:
         self._coords: dict[str, Coordinate] = {}
+        self._read: dict[str, int] = {}  # name -> the refresh round it was last read in
+        self._round = 0
         self.version = 0
 
+    def stalest(self, names: set[str], k: int) -> list[str]:
+        """The ``k`` members of ``names`` read longest ago (never read first): what the next refresh reads.
+
+        A refresh round reads a fixed number of members, not all of them, so its cost per second does not
+        grow with the cluster; a full pass takes ``len(names) / k`` rounds. Coordinates drift slowly
+        (Vivaldi settles over tens of seconds), and a member that joins is read at once anyway.
+        """
+        self._round += 1
+        return sorted(names, key=lambda n: (self._read.get(n, -1), n))[:k]
+
     def set(self, name: str, coordinate: Coordinate | None) -> None:
+        self._read[name] = self._round
         if coordinate is None:
             if self._coords.pop(name, None) is not None:
                 self.version += 1
@@ -40,6 +53,8 @@ class CoordinateBook:
     def forget_except(self, names: set[str]) -> None:
         for name in [n for n in self._coords if n not in names]:
             self.set(name, None)
+        for name in [n for n in self._read if n not in names]:
+            del self._read[name]
 
     def rtt_ms(self, a: str, b: str) -> float | None:
         ca, cb = self._coords.get(a), self._coords.get(b)
