@@ -2,7 +2,8 @@
 
 Public reads: /healthz, /v1/ping, /metrics, GET /v1/nodes, GET /v1/policy.
 Users' routes (hypercore.api.user_routes) need a user token; node-only
-routes (hypercore.api.node_routes, hypercore.api.failover_routes) need a
+routes (hypercore.api.node_routes, hypercore.api.failover_routes,
+hypercore.api.directory_routes) need a
 cluster node's client certificate. See hypercore.api.auth.
 """
 
@@ -22,6 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from hypercore.api.auth import make_dependencies
 from hypercore.api.console import install_console
 from hypercore.api.errors import ApiError, error_response
+from hypercore.api.directory_routes import directory_router
 from hypercore.api.failover_routes import failover_router
 from hypercore.api.limits import MAX_BODY_BYTES, BodyLimit
 from hypercore.api.node_routes import node_router
@@ -164,5 +166,6 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
     app.include_router(user_router(agent, user_auth))
     app.include_router(node_router(agent, node_auth))
     app.include_router(failover_router(agent, node_auth))
+    app.include_router(directory_router(agent, node_auth))
     install_console(app, agent, user_auth, node_auth)  # the web console at /ui/ (hypercore.api.console)
     return app
