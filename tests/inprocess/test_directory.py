@@ -185,7 +185,35 @@ async def test_holders_keep_only_writes_of_a_holder_about_itself_and_never_an_ol
     assert got.status == 200 and got.json()["node"] == "c"
 
 
-async def test_entries_go_once_their_workload_is_removed_and_settled_states_reach_the_buddies(fake: FakeCluster) -> None:
+async def test_an_outcome_that_changes_what_buddies_would_ask_reaches_them_with_the_next_flush(fake: FakeCluster) -> None:
+    names = ["a", "b", "c", "d"]
+    for i, name in enumerate(names):
+        fake.add(name, price=0.01 * (i + 1))
+    rid = request_id(names, "c", not_first=("a",))
+    key = user_request_id("alice", rid)
+    fake.down.add("a")  # the cheapest: its attempt fails with a connection error, b takes it
+    async with fake.client("c", fake.token("alice")) as client:
+        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+    assert r.status_code == 201 and [(a["node"], a["outcome"]) for a in r.json()["attempts"]] == [
+        ("a", "error"), ("b", "ok")], r.text
+    buddies = holders_of(key, names)[1:]
+    # Before each attempt the buddies heard of it; a (it may have started it) stays named until it is settled.
+    assert all(fake[n].directory.store.get(key).trying == ["a", "b"] for n in buddies)  # type: ignore[union-attr]
+    def pushes(since: dict[str, int]) -> list[tuple[str, str, str, str]]:  # (a's retraction goes on meanwhile)
+        return sorted(c for c in calls(fake, since) if c[3] == "/v1/local/directory")
+
+    before = mark(fake)
+    await fake["c"].directory.flush()
+    assert pushes(before) == sorted(("c", n, "PUT", "/v1/local/directory") for n in buddies)
+    for n in buddies:
+        held = fake[n].directory.store.get(key)
+        assert held is not None and held.state == "placed" and held.maybe_holding() == ["b"]
+    before = mark(fake)
+    await fake["c"].directory.flush()
+    assert pushes(before) == []  # delivered: nothing more to send
+
+
+async def test_entries_go_once_their_workload_is_removed(fake: FakeCluster) -> None:
     names = ["a", "b", "c"]
     for i, name in enumerate(names):
         fake.add(name, price=0.01 * (i + 1))
@@ -195,8 +223,11 @@ async def test_entries_go_once_their_workload_is_removed_and_settled_states_reac
         assert r.status_code == 201, r.text
         key, wid = user_request_id("alice", "gc-me"), r.json()["id"]
         owner = holders_of(key, names)[0]
-        await fake[owner].directory.flush()  # what the agent's loop does every 5 s
-        assert all(fake[n].directory.store.get(key).state == "placed" for n in names)  # type: ignore[union-attr]
+        await fake[owner].directory.flush()  # what the agent's loop does every 5 s: nothing to send
+        assert fake[owner].directory.store.get(key).state == "placed"  # type: ignore[union-attr]
+        # The buddies keep the claim, which names the node it went to: all a later owner needs.
+        assert all(fake[n].directory.store.get(key).maybe_holding() == [r.json()["node"]]  # type: ignore[union-attr]
+                   for n in names)
         for n in names:  # still running: nothing is dropped
             assert await fake[n].directory.sweep(keep_s=0) == 0
         assert (await client.delete(f"/v1/workloads/{wid}")).status_code == 200
@@ -235,3 +266,17 @@ async def test_a_burst_of_one_request_sent_everywhere_meets_at_the_owner_and_its
     wid = workload_id_for(user_request_id("alice", "burst"))
     await wait_until(lambda: copies(fake, wid) == 1, 2, "one copy")
     assert sum(len(d.started) for d in fake.drivers.values()) == 1
+
+
+async def test_a_forwarded_spawns_answer_carries_the_top_ten_and_counts_not_every_node(fake: FakeCluster) -> None:
+    names = [f"n{i:02d}" for i in range(15)]
+    for i, name in enumerate(names):
+        fake.add(name, price=0.001 * (i + 1), cpu=100 if i < 12 else 0.01, advertised_cpu=100 if i < 12 else 0.01)
+    rid = request_id(names, "n05", not_first=("n14",))
+    async with fake.client("n14", fake.token("alice")) as client:
+        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+    assert r.status_code == 201, r.text
+    decision = r.json()["decision"]
+    assert [x["node"] for x in decision["ranked"]] == names[:10] and decision["ranked_more"] == 2
+    assert len(decision["rejected"]) == 3 and decision["rejected_more"] == 0  # the three without room
+    assert decision["summary"].startswith("12/15 nodes match policy 'cost-optimized'"), decision["summary"]  # counts cover all

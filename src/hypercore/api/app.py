@@ -31,6 +31,7 @@ from hypercore.api.user_routes import checked_near, user_router
 from hypercore.policy import NoQualifyingNode, PolicyError, parse_json_strict
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
 from hypercore.placement import DeadlinePassed, OwnerGarbled, OwnerTimeout, PlacementFailed
+from hypercore.placement.model import ANSWER_TOP_K
 
 if TYPE_CHECKING:
     from hypercore.node import Node
@@ -90,12 +91,12 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NoQualifyingNode)
     async def _no_node(_: Request, exc: NoQualifyingNode) -> JSONResponse:
-        return error_response(409, "no_qualifying_node", str(exc), decision=exc.decision.to_dict())
+        return error_response(409, "no_qualifying_node", str(exc), decision=exc.decision.to_dict(limit=ANSWER_TOP_K))
 
     @app.exception_handler(PlacementFailed)
     async def _failed(_: Request, exc: PlacementFailed) -> JSONResponse:
         return error_response(503, "placement_failed", str(exc), attempts=[a.to_dict() for a in exc.attempts],
-                              decision=exc.decision.to_dict())
+                              decision=exc.decision.to_dict(limit=ANSWER_TOP_K))
 
     for exc_type, (status, code) in _PLAIN_ERRORS.items():
         app.add_exception_handler(exc_type, _plain_handler(status, code))

@@ -22,6 +22,7 @@ from hypercore.api.ratelimit import SpawnLimiter
 from hypercore.identity.tokens import User
 from hypercore.policy import Policy, loads_policy, parse_policy
 from hypercore.placement import forward_to_owner, user_request_id
+from hypercore.placement.model import ANSWER_TOP_K
 from hypercore.transport import PeerResponse, PeerStream, PeerUnreachable
 from hypercore.workload import is_workload_id
 
@@ -84,7 +85,9 @@ async def place_for(agent: "Node", user: User, req: SpawnRequest) -> JSONRespons
     request_id = user_request_id(user.name, req.request_id) if req.request_id else None
     placement = await agent.scheduler.place(req.spec, policy_from(req.policy), request_id=request_id,
                                             dry_run=req.dry_run, owner=user.name, near=checked_near(agent, req.near))
-    body: dict[str, Any] = {"decision": placement.decision.to_dict(), "attempts": [a.to_dict() for a in placement.attempts]}
+    # Top of the ranking plus counts (ranked_more, rejected_more): its size does not grow with the cluster.
+    decision = placement.decision.to_dict(limit=ANSWER_TOP_K)
+    body: dict[str, Any] = {"decision": decision, "attempts": [a.to_dict() for a in placement.attempts]}
     if req.dry_run:
         top = placement.decision.top
         return JSONResponse({"id": None, "node": top.node if top else None, "dry_run": True, **body}, status_code=200)

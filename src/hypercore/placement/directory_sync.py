@@ -9,10 +9,11 @@ The scheduler, holding a request id's lock, calls:
   request id after this node (a buddy when this node dies, a new owner when a
   node joins above it) knows which node to ask. A holder that keeps an entry
   this node did not know answers with it instead; its nodes are asked first;
-- `settle(key, id, state, node)` after: written here at once, and on the other
-  holders with the next push to them (a later claim, or the flush every
-  FLUSH_S). Settling is not needed for exactly-once — a claim already names
-  the node — so it costs no request of its own on the spawn's path.
+- `settle(key, id, state, node)` after: written here at once. The other
+  holders hear of it with the next push to them (a later claim, or the flush
+  every FLUSH_S), and only if it changes the nodes they would ask: a workload
+  placed on the node its claim named needs no second write there, so the
+  usual spawn costs no request after its attempt.
 Entries are collected (`sweep`) once the nodes they name no longer have the
 workload (removed by `cluster remove` or `--gc-after`).
 """
@@ -164,8 +165,12 @@ class Directory:
 
     def settle(self, key: str, workload_id: str, state: str, *, node: str | None = None,
                trying: Iterable[str] = (), above: int = 0) -> None:
-        """The outcome: written here now, on the other holders with the next push to them."""
+        """The outcome: written here now; on the other holders with the next push to them, and only when it
+        changes which nodes they would ask (placed on the very node the claim named changes nothing)."""
+        claimed = self.store.get(key)
         write = self._record(key, workload_id, state, node=node, trying=trying, above=above)
+        if claimed is not None and set(claimed.maybe_holding()) == set(write.entry.maybe_holding()):
+            return
         for holder in self.holders(key):
             if holder != self.name:
                 self._pending[holder][key] = write
