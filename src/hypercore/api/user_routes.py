@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from hypercore.api import paging
 from hypercore.api.auth import can_see, require_management
 from hypercore.api.errors import ApiError
 from hypercore.api.models import PlacementRequest, SpawnRequest
@@ -137,16 +138,22 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
         return await place_for(agent, user, req)
 
     @router.get("/v1/workloads")
-    async def list_workloads(user: CurrentUser) -> dict[str, Any]:
+    async def list_workloads(user: CurrentUser, limit: paging.Limit = None, after: paging.After = None) -> dict[str, Any]:
+        """Every alive node's workloads, ordered by creation; with `limit`, one page of them and the cursor of the
+        next (`next`, null on the last page). One request to each alive node per page (docs/scale.md)."""
+        cursor = paging.parse_cursor(after)
         workloads: list[dict[str, Any]] = []
         errors: dict[str, str] = {}
-        for node, result in await agent.scheduler.gather("/v1/local/workloads", user=user):
+        more = False
+        for node, result in await agent.scheduler.gather("/v1/local/workloads" + paging.query(limit, after), user=user):
             if isinstance(result, Exception):
                 errors[node] = str(result)
             else:
                 workloads.extend(result.get("workloads", []))
-        workloads.sort(key=lambda w: (w.get("created_at") or 0, w["id"]))
-        return {"workloads": workloads, "unreachable": errors}
+                more = more or bool(result.get("more"))
+        rows, over = paging.page(workloads, limit, cursor)
+        next_cursor = paging.cursor_of(rows[-1]) if rows and (over or more) else None
+        return {"workloads": rows, "unreachable": errors, "next": next_cursor}
 
     async def find(workload_id: str, user: User) -> str | None:
         """The node holding `workload_id` for `user`: None for this node; 404 when no node shows it to them."""

@@ -49,7 +49,8 @@ log = logging.getLogger("hypercore.directory")
 FLUSH_S: Final = 5.0  # settled entries reach the other holders at least this often
 SWEEP_S: Final = 60.0  # how often old entries are checked against the nodes they name
 KEEP_S: Final = 600.0  # an entry is at least this old before a sweep may drop it
-ASK_TIMEOUT: Final = 3.0
+PUSH_TIMEOUT: Final = 5.0  # a claim waits this long for a holder (a frozen one delays the spawn by as much)
+COPY_TIMEOUT: Final = 10.0  # a node the entry names is worth waiting for: without its answer, a second copy
 CLAIM_ROUNDS: Final = 3  # a claim met by entries it did not know: look, write again, at most this often
 PUSH_PATH: Final = "/v1/local/directory"
 
@@ -96,7 +97,7 @@ class Directory:
                     return Copy(node, record), silent
                 continue
             try:
-                r = await self.transport.request(node, "GET", f"/v1/local/workloads/{entry.id}", timeout=ASK_TIMEOUT)
+                r = await self.transport.request(node, "GET", f"/v1/local/workloads/{entry.id}", timeout=COPY_TIMEOUT)
             except PeerUnreachable:
                 silent.append(node)
                 continue
@@ -186,7 +187,7 @@ class Directory:
         """Send `writes` to `holder`: [(write, stored, entry held there)]; [] when it did not answer."""
         body = DirectoryPush(writes=writes).model_dump(mode="json")
         try:
-            r = await self.transport.request(holder, "PUT", PUSH_PATH, json_body=body, timeout=ASK_TIMEOUT)
+            r = await self.transport.request(holder, "PUT", PUSH_PATH, json_body=body, timeout=PUSH_TIMEOUT)
         except PeerUnreachable as exc:
             log.debug("directory push failed", extra={"holder": holder, "error": str(exc)})
             return []
