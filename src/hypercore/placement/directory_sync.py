@@ -53,6 +53,7 @@ PUSH_TIMEOUT: Final = 5.0  # a claim waits this long for a holder (a frozen one 
 COPY_TIMEOUT: Final = 10.0  # a node the entry names is worth waiting for: without its answer, a second copy
 CLAIM_ROUNDS: Final = 3  # a claim met by entries it did not know: look, write again, at most this often
 PUSH_PATH: Final = "/v1/local/directory"
+MAX_PENDING: Final = 10 * MAX_WRITES  # per holder: outcomes not yet delivered (a holder alive but silent)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,11 @@ class Directory:
             return
         for holder in self.holders(key):
             if holder != self.name:
-                self._pending[holder][key] = write
+                queued = self._pending[holder]
+                queued.pop(key, None)
+                queued[key] = write  # newest last: the oldest go first when a silent holder's queue is full
+                while len(queued) > MAX_PENDING:
+                    queued.pop(next(iter(queued)))
 
     # -- between holders ---------------------------------------------------------------------
 
@@ -194,6 +199,8 @@ class Directory:
         if r.status != 200:
             log.warning("holder refused directory writes", extra={"holder": holder, "status": r.status,
                                                                    "error": r.error_message()})
+            if 400 <= r.status < 500:  # it will not take them later either: do not send them again
+                self._forget(holder, writes)
             return []
         out = []
         try:
@@ -205,11 +212,14 @@ class Directory:
             log.warning("holder answered directory writes with something unexpected",
                         extra={"holder": holder, "error": str(exc)[:200]})
             return []
+        self._forget(holder, [w for w, _stored, _held in out])  # stored, or a newer one is held there: delivered
+        return out
+
+    def _forget(self, holder: str, writes: list[DirectoryWrite]) -> None:
         queued = self._pending.get(holder)
-        for write, _stored, _held in out:  # stored, or a newer entry is held there: either way delivered
+        for write in writes:
             if queued is not None and queued.get(write.entry.key) is write:
                 del queued[write.entry.key]
-        return out
 
     async def flush(self) -> None:
         """Push what the other holders have not confirmed: one request per holder, whatever the number of entries."""
