@@ -125,7 +125,11 @@ class Transport:
     def _open(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running loop.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl if self._ssl is not None else False)
+            # Idle connections are dropped after 4 s, before the peer's server (uvicorn: 5 s) closes them: a request
+            # sent on a connection the server is closing fails as "disconnected", which a forward takes for an
+            # unreachable owner (and then places the request itself, asking every node).
+            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl if self._ssl is not None else False,
+                                             keepalive_timeout=4.0)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 

@@ -201,6 +201,8 @@ class Scheduler:
             if directory is None:
                 # Not one of the request id's holders (its owner could not be reached, or failover
                 # respawns from here): no entry to read, so ask every node, as before the directory.
+                log.info("not a holder of this request id; asking every node for a copy",
+                         extra={"request_id": request_id, "id": workload_id})
                 found = await self.reads.live_copy(workload_id)
             else:
                 copy, silent = await directory.existing(request_id)  # this node's entry and the node it names
