@@ -17,11 +17,12 @@ Measures, in this order:
   rss_mb_per_agent       mean VmRSS of the agent processes (serf's own RSS is printed only);
   spawn_p50_ms/p90_ms    --spawns sequential spawns with request ids through node 0
                          (`sleep 300`, cpu 0.01, mem 1), stopped afterwards;
-  requests_per_spawn     node-to-node HTTP requests per spawn, ESTIMATED from the code path
-                         (not measured: no per-request counter and no access log):
-                         forward to the request id's owner ((N-1)/N on average)
-                         + existing-copy lookup (a GET to every node, itself included: N)
-                         + the attempt ((N-1)/N on average: none when the owner places on itself);
+  requests_per_spawn     node-to-node HTTP requests per spawn, COUNTED by the agents
+                         (hypercore_node_requests_total, summed over every node, on the routes a
+                         spawn uses: forward, directory claims and pushes, attempts, copy lookups),
+                         over the spawns plus the directory's 5 s flush after them; failover's
+                         manifest pushes in the same window are printed apart (they follow the
+                         registry's changes, at most one per buddy per 0.5 s, not each spawn);
   dry_run_per_s          POST /v1/placements answered per second by node 0 with 64 concurrent
                          clients for 10 s (the clients run on the same 2 cores).
 With --json the last line is one JSON object with those keys plus `nodes`.
@@ -192,6 +193,28 @@ async def dry_runs(node: Node, clients: int, seconds: float) -> tuple[int, int]:
     return ok, bad
 
 
+# The routes a spawn with a request id uses (tests/cluster/test_directory.py counts the same ones).
+SPAWN_ROUTES = ("POST /v1/local/spawn", "PUT /v1/local/directory", "GET /v1/local/directory/{key}",
+                "POST /v1/local/workloads", "GET /v1/local/workloads/{id}", "GET /v1/local/workloads",
+                "DELETE /v1/local/workloads/{id}", "GET /v1/local/placements/{id}")
+MANIFEST_ROUTE = "PUT /v1/local/replicas/{owner}"
+
+
+def node_requests(cluster: Cluster, names: list[str]) -> dict[str, int]:
+    """hypercore_node_requests_total summed over `names`, by route."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, int] = {}
+    for name in names:
+        for family in text_string_to_metric_families(cluster[name].get("/metrics").text):
+            if family.name == "hypercore_node_requests":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        route = sample.labels["route"]
+                        out[route] = out.get(route, 0) + int(sample.value)
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
@@ -252,6 +275,8 @@ def run(n: int, spawns: int, root: Path) -> dict[str, Any]:
         ids: list[str] = []
         placed_on: dict[str, int] = {}
         import httpx
+        from hypercore.placement.directory_sync import FLUSH_S
+        counted_before = node_requests(cluster, names)
         with httpx.Client(verify=first.pki.verify(), headers=first.headers(), timeout=60) as client:
             for _ in range(spawns):
                 body = {"spec": SPEC, "request_id": f"scale-{uuid.uuid4().hex}"}
@@ -262,13 +287,18 @@ def run(n: int, spawns: int, root: Path) -> dict[str, Any]:
                     raise RuntimeError(f"spawn failed: HTTP {r.status_code} {r.text[:300]}")
                 ids.append(r.json()["id"])
                 placed_on[r.json()["node"]] = placed_on.get(r.json()["node"], 0) + 1
+            time.sleep(FLUSH_S + 1)  # what the directory sends after the spawns counts too
+            counted_after = node_requests(cluster, names)
             for wid in ids:
                 client.delete(f"{first.url}/v1/workloads/{wid}")
         p50, p90 = statistics.median(times), pct(times, 0.9)
         say(f"spawn p50 {p50:.1f} ms, p90 {p90:.1f} ms over {spawns}; placed on {len(placed_on)} nodes")
-        requests_per_spawn = (n - 1) / n + n + (n - 1) / n
-        say(f"requests_per_spawn (estimate from the code): (N-1)/N forward + N lookups + (N-1)/N attempt "
-            f"= {requests_per_spawn:.2f}")
+        delta = {k: counted_after.get(k, 0) - counted_before.get(k, 0) for k in counted_after}
+        spawn_delta = {k: v for k, v in delta.items() if k in SPAWN_ROUTES and v}
+        requests_per_spawn = sum(spawn_delta.values()) / spawns
+        say(f"requests_per_spawn (counted) {requests_per_spawn:.2f}: "
+            + ", ".join(f"{k} {v / spawns:.2f}" for k, v in sorted(spawn_delta.items()))
+            + f"; failover manifest pushes in the same window {delta.get(MANIFEST_ROUTE, 0) / spawns:.2f} per spawn")
 
         ok, bad = asyncio.run(dry_runs(first, DRY_RUN_CLIENTS, DRY_RUN_S))
         dry = ok / DRY_RUN_S

@@ -136,7 +136,8 @@ class NodeAgent:
             cpu=config.capacity_cpu if config.capacity_cpu is not None else float(os.cpu_count() or 1),
             mem_mb=config.capacity_mem if config.capacity_mem is not None else (_mem_total_mb() or 1024.0),
         )
-        transport = Transport(view.peer, client_context(self.identity, ca.path) if self.identity and ca else None)
+        transport = Transport(view.peer, client_context(self.identity, ca.path) if self.identity and ca else None,
+                              on_request=lambda route: metrics.node_requests.labels(route=route).inc())
         self.node = Node(
             name=name, data_dir=data_dir, view=view, transport=transport, engine=PolicyEngine(policy, metrics.policy),
             metrics=metrics, capacity=capacity, tokens=TokenVerifier(ca) if ca is not None else None,
@@ -357,7 +358,7 @@ class NodeAgent:
         node.view.update(await serf.rpc.members())
         node.ready = True
         self._tasks = [asyncio.create_task(c) for c in (self._watch_members(), self.prober.run(), self.publisher.run(),
-                                                         node.failover.run(),
+                                                         node.failover.run(), node.directory.run(),
                                                          periodic(EXCHANGE_S, node.reputation.exchange,
                                                                   what="reputation exchange", log=log),
                                                          periodic(COORDINATES_S, self._refresh_coordinates,

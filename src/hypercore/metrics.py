@@ -36,4 +36,8 @@ class AgentMetrics:
             "hypercore_beacon_invalid", "Peers' beacons rejected (no beacon data), by cause.", ["cause"], registry=r
         )
         self.members = Gauge("hypercore_cluster_members", "Cluster members by Serf status.", ["status"], registry=r)
+        # Every request this node sends to another node (hypercore.transport), by "METHOD /route/{template}":
+        # what a spawn, a failover round or a probe costs in node-to-node calls (docs/scale.md).
+        self.node_requests = Counter("hypercore_node_requests", "Node-to-node requests sent by this node, by route.",
+                                     ["route"], registry=r)
         self.workloads = Gauge("hypercore_workloads", "Workloads on this node by state.", ["state"], registry=r)

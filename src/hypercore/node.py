@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -22,6 +23,7 @@ from hypercore.membership.coordinates import CoordinateBook
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.placement import Scheduler
+from hypercore.placement.directory_sync import Directory
 from hypercore.placement.links import OriginLinks
 from hypercore.policy import Policy, PolicyEngine
 from hypercore.reputation import Reputation
@@ -79,10 +81,13 @@ class Node:
         self.probes = PeerLinks()
         self.coordinates = CoordinateBook()
         self.links = OriginLinks(name, self.probes, self.coordinates)
+        # Where the request ids this node holds were placed (hypercore.placement.directory).
+        self.directory = Directory(node_name=name, data_dir=data_dir, view=view, transport=transport,
+                                   local_record=self._local_record)
         self.scheduler = Scheduler(
             node_name=name, view=view, engine=engine, metrics=metrics, transport=transport,
             attempt_timeout=attempt_timeout, manager=self.manager,
-            reputation=self.reputation, links=self.links,
+            reputation=self.reputation, links=self.links, directory=self.directory,
         )
         handles = Handles(name=name, data_dir=data_dir, view=view, transport=transport, workloads=self.store,
                           place=self.scheduler.place, stop=self._stop_workload, registry=metrics.registry,
@@ -94,6 +99,10 @@ class Node:
         view = self.view.node(node)
         admission = view.beacon.admission if view is not None and view.beacon is not None else None
         return admission.reputation if admission is not None else None
+
+    def _local_record(self, workload_id: str) -> dict[str, Any] | None:
+        record = self.store.get(workload_id)
+        return record.to_dict() if record is not None else None
 
     async def _stop_workload(self, workload_id: str, reason: str) -> None:
         await self.manager.stop(workload_id, reason=reason)
@@ -112,6 +121,7 @@ class Node:
 
     async def close(self) -> None:
         await self.scheduler.close()
+        self.directory.close()
         await self.failover.close()
         await self.transport.close()
         await self.manager.close()

@@ -38,6 +38,10 @@ from hypercore.identity.tokens import User
 from hypercore.membership.view import Peer
 
 USER_HEADER = "x-hypercore-user"
+# Path segments that follow these words are values (ids, node names, request-id keys): a route label
+# names the template, so that the counter's label set stays as small as the set of routes.
+_VALUE_AFTER = {"workloads": "{id}", "placements": "{id}", "replicas": "{owner}", "moves": "{owner}",
+                "directory": "{key}"}
 MANAGEMENT_HEADER = "x-hypercore-management"
 # An idle connection to a peer is kept this long (aiohttp's default is 15 s); the server keeps it longer
 # (hypercore.api.server.SERVER_KEEPALIVE_S), so it is always this side that closes it.
@@ -49,6 +53,15 @@ def user_headers(user: User | None) -> dict[str, str]:
     if user is None:
         return {}
     return {USER_HEADER: user.name, MANAGEMENT_HEADER: "1" if user.management else "0"}
+
+
+def route_label(method: str, path: str) -> str:
+    """`method` and the route template of `path`: "GET /v1/local/workloads/{id}" (query strings dropped)."""
+    parts = path.split("?", 1)[0].split("/")
+    out = parts[:1]
+    for prev, part in zip(parts, parts[1:]):
+        out.append(_VALUE_AFTER[prev] if prev in _VALUE_AFTER and part else part)
+    return f"{method} {'/'.join(out)}"
 
 
 class PeerUnreachable(HypercoreError):
@@ -122,8 +135,10 @@ def _connect_timer() -> aiohttp.TraceConfig:
 
 class Transport:
     def __init__(self, resolve: Callable[[str], Peer | None], ssl_context: ssl.SSLContext | None, *,
-                 limit: int = 256) -> None:
+                 limit: int = 256, on_request: Callable[[str], None] | None = None) -> None:
+        """`on_request(route)` is told of every request sent to a peer (the agent counts them by route)."""
         self._resolve = resolve
+        self._on_request = on_request
         self._ssl = ssl_context
         self._scheme = "https" if ssl_context is not None else "http"
         self._limit = limit
@@ -132,10 +147,17 @@ class Transport:
     def _open(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running loop.
         if self._session is None or self._session.closed:
+            # Idle connections are kept KEEPALIVE_S, shorter than the peer's server keeps them: a request sent
+            # on a connection the server is closing would fail as "disconnected", which a forward takes for an
+            # unreachable owner (and then places the request itself, asking every node).
             connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl if self._ssl is not None else False,
                                              keepalive_timeout=KEEPALIVE_S)
             self._session = aiohttp.ClientSession(connector=connector, trace_configs=[_connect_timer()])
         return self._session
+
+    def _count(self, method: str, path: str) -> None:
+        if self._on_request is not None:
+            self._on_request(route_label(method, path))
 
     def reachable(self, node: str) -> bool:
         return self._resolve(node) is not None
@@ -153,6 +175,7 @@ class Transport:
         # The member name is both the TLS server name to verify and the Host the peer expects.
         headers = {"Host": node, **user_headers(user)}
         extra: dict[str, Any] = {"server_hostname": node} if self._ssl is not None else {}
+        self._count(method, path)
         try:
             async with self._open().request(method, url, json=json_body, headers=headers,
                                             timeout=aiohttp.ClientTimeout(total=timeout), **extra) as response:
@@ -203,6 +226,7 @@ class Transport:
         headers = {"Host": node, **user_headers(user)}
         extra: dict[str, Any] = {"server_hostname": node} if self._ssl is not None else {}
         limits = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self._count(method, path)
         try:
             async with self._open().request(method, f"{self._scheme}://{host}:{peer.port}{path}", headers=headers,
                                             timeout=limits, **extra) as response:

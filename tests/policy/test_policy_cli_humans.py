@@ -226,6 +226,27 @@ def test_list_shows_short_ids_and_json_full_ids(fake_api: list[tuple[str, str]])
     assert [w["id"] for w in full["workloads"]] == IDS
 
 
+def test_list_with_limit_shows_one_page_and_the_command_for_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def request(self: Any, method: str, path: str, json: Any = None, text: bool = False) -> Any:
+        asked.append(path)
+        after = path.partition("after=")[2] or None
+        start = 0 if after is None else IDS.index(after.split("%2C")[1]) + 1
+        rows = [{"id": i, "node": "n1", "state": "running", "spec": {"command": "sleep"}} for i in IDS[start:start + 2]]
+        more = start + 2 < len(IDS)
+        return {"workloads": rows, "unreachable": {}, "next": f"1.0,{rows[-1]['id']}" if more else None}
+
+    monkeypatch.setattr("hypercore.api.client.ApiClient.request", request)
+    page = invoke("cluster", "list", "--limit", "2", *ADDR)
+    assert page.exit_code == 0 and "3f2a9c1e" in page.stdout and "7b41d0aa" not in page.stdout
+    assert f"more: hypercore cluster list --limit 2 --after 1.0,{IDS[1]}" in page.stderr
+    rest = json.loads(invoke("cluster", "list", "--json", "--limit", "2", "--after", f"1.0,{IDS[1]}", *ADDR).stdout)
+    assert [w["id"] for w in rest["workloads"]] == [IDS[2]] and rest["next"] is None
+    assert asked == ["/v1/workloads?limit=2", f"/v1/workloads?limit=2&after=1.0%2C{IDS[1]}"]
+    assert invoke("cluster", "list", "--limit", "0", *ADDR).exit_code == 2  # 1..10000
+
+
 @pytest.mark.parametrize("command", ["stop", "logs", "remove"])
 def test_unique_prefix_is_resolved(fake_api: list[tuple[str, str]], command: str) -> None:
     result = invoke("cluster", command, "--id", "7b41", *ADDR)

@@ -2,7 +2,8 @@
 
 Public reads: /healthz, /v1/ping, /metrics, GET /v1/nodes, GET /v1/policy.
 Users' routes (hypercore.api.user_routes) need a user token; node-only
-routes (hypercore.api.node_routes, hypercore.api.failover_routes) need a
+routes (hypercore.api.node_routes, hypercore.api.failover_routes,
+hypercore.api.directory_routes) need a
 cluster node's client certificate. See hypercore.api.auth.
 """
 
@@ -22,6 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from hypercore.api.auth import make_dependencies
 from hypercore.api.console import install_console
 from hypercore.api.errors import ApiError, error_response
+from hypercore.api.directory_routes import directory_router
 from hypercore.api.failover_routes import failover_router
 from hypercore.api.limits import MAX_BODY_BYTES, BodyLimit
 from hypercore.api.node_routes import node_router
@@ -30,6 +32,7 @@ from hypercore.api.user_routes import checked_near, user_router
 from hypercore.policy import NoQualifyingNode, PolicyError, parse_json_strict
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
 from hypercore.placement import DeadlinePassed, OwnerGarbled, OwnerTimeout, PlacementFailed
+from hypercore.placement.model import ANSWER_TOP_K
 
 if TYPE_CHECKING:
     from hypercore.node import Node
@@ -89,12 +92,12 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NoQualifyingNode)
     async def _no_node(_: Request, exc: NoQualifyingNode) -> JSONResponse:
-        return error_response(409, "no_qualifying_node", str(exc), decision=exc.decision.to_dict())
+        return error_response(409, "no_qualifying_node", str(exc), decision=exc.decision.to_dict(limit=ANSWER_TOP_K))
 
     @app.exception_handler(PlacementFailed)
     async def _failed(_: Request, exc: PlacementFailed) -> JSONResponse:
         return error_response(503, "placement_failed", str(exc), attempts=[a.to_dict() for a in exc.attempts],
-                              decision=exc.decision.to_dict())
+                              decision=exc.decision.to_dict(limit=ANSWER_TOP_K))
 
     for exc_type, (status, code) in _PLAIN_ERRORS.items():
         app.add_exception_handler(exc_type, _plain_handler(status, code))
@@ -172,5 +175,6 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
     app.include_router(user_router(agent, user_auth))
     app.include_router(node_router(agent, node_auth))
     app.include_router(failover_router(agent, node_auth))
+    app.include_router(directory_router(agent, node_auth))
     install_console(app, agent, user_auth, node_auth)  # the web console at /ui/ (hypercore.api.console)
     return app

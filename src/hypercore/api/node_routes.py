@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from hypercore.api import paging
 from hypercore.api.auth import Caller, can_see
 from hypercore.api.errors import ApiError
 from hypercore.api.models import LocalSpawnRequest, SpawnRequest
@@ -59,10 +60,13 @@ def node_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]
         return {"id": workload_id, **entry}
 
     @router.get("/v1/local/workloads")
-    async def local_list(caller: NodeCaller) -> dict[str, Any]:
+    async def local_list(caller: NodeCaller, limit: paging.Limit = None, after: paging.After = None) -> dict[str, Any]:
         # Rows that no longer decode are listed too, as state "unknown" with the reason (hypercore.store).
+        cursor = paging.parse_cursor(after)
         records, quarantined = agent.store.scan()
-        return {"workloads": [r.to_dict() for r in [*records, *quarantined] if can_see(caller.user, r.owner)]}
+        rows, more = paging.page([r.to_dict() for r in [*records, *quarantined] if can_see(caller.user, r.owner)],
+                                 limit, cursor)
+        return {"workloads": rows, "more": more}
 
     @router.get("/v1/local/workloads/{workload_id}")
     async def local_get(workload_id: str, caller: NodeCaller) -> dict[str, Any]:

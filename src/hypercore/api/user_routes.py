@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from hypercore.api import paging
 from hypercore.api.auth import can_see, require_management
 from hypercore.api.errors import ApiError
 from hypercore.api.models import PlacementRequest, SpawnRequest
@@ -22,6 +23,7 @@ from hypercore.api.ratelimit import SpawnLimiter
 from hypercore.identity.tokens import User
 from hypercore.policy import Policy, loads_policy, parse_policy
 from hypercore.placement import forward_to_owner, user_request_id
+from hypercore.placement.model import ANSWER_TOP_K
 from hypercore.transport import PeerResponse, PeerStream, PeerUnreachable
 from hypercore.workload import is_workload_id
 
@@ -84,7 +86,9 @@ async def place_for(agent: "Node", user: User, req: SpawnRequest) -> JSONRespons
     request_id = user_request_id(user.name, req.request_id) if req.request_id else None
     placement = await agent.scheduler.place(req.spec, policy_from(req.policy), request_id=request_id,
                                             dry_run=req.dry_run, owner=user.name, near=checked_near(agent, req.near))
-    body: dict[str, Any] = {"decision": placement.decision.to_dict(), "attempts": [a.to_dict() for a in placement.attempts]}
+    # Top of the ranking plus counts (ranked_more, rejected_more): its size does not grow with the cluster.
+    decision = placement.decision.to_dict(limit=ANSWER_TOP_K)
+    body: dict[str, Any] = {"decision": decision, "attempts": [a.to_dict() for a in placement.attempts]}
     if req.dry_run:
         top = placement.decision.top
         return JSONResponse({"id": None, "node": top.node if top else None, "dry_run": True, **body}, status_code=200)
@@ -134,16 +138,22 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
         return await place_for(agent, user, req)
 
     @router.get("/v1/workloads")
-    async def list_workloads(user: CurrentUser) -> dict[str, Any]:
+    async def list_workloads(user: CurrentUser, limit: paging.Limit = None, after: paging.After = None) -> dict[str, Any]:
+        """Every alive node's workloads, ordered by creation; with `limit`, one page of them and the cursor of the
+        next (`next`, null on the last page). One request to each alive node per page (docs/scale.md)."""
+        cursor = paging.parse_cursor(after)
         workloads: list[dict[str, Any]] = []
         errors: dict[str, str] = {}
-        for node, result in await agent.scheduler.gather("/v1/local/workloads", user=user):
+        more = False
+        for node, result in await agent.scheduler.gather("/v1/local/workloads" + paging.query(limit, after), user=user):
             if isinstance(result, Exception):
                 errors[node] = str(result)
             else:
                 workloads.extend(result.get("workloads", []))
-        workloads.sort(key=lambda w: (w.get("created_at") or 0, w["id"]))
-        return {"workloads": workloads, "unreachable": errors}
+                more = more or bool(result.get("more"))
+        rows, over = paging.page(workloads, limit, cursor)
+        next_cursor = paging.cursor_of(rows[-1]) if rows and (over or more) else None
+        return {"workloads": rows, "unreachable": errors, "next": next_cursor}
 
     async def find(workload_id: str, user: User) -> str | None:
         """The node holding `workload_id` for `user`: None for this node; 404 when no node shows it to them."""

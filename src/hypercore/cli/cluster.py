@@ -160,17 +160,41 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
             click.echo(f"  tried {printable(a['node'])}: {printable(a['outcome'])} ({printable(a['detail'])})")
 
 
+LIST_PAGE = 1000  # workloads per request when the whole list is read
+
+
+def _list_pages(client: ApiClient, limit: int | None, after: str | None) -> dict[str, Any]:
+    """One page (`limit`), every page after `after` read LIST_PAGE at a time, or (neither) the whole list in one
+    answer: {workloads, unreachable, next}."""
+    if limit is None and after is None:
+        return client.request("GET", "/v1/workloads")
+    workloads: list[dict[str, Any]] = []
+    unreachable: dict[str, str] = {}
+    while True:
+        size = limit if limit is not None else LIST_PAGE
+        result = client.request("GET", f"/v1/workloads?limit={size}" + (f"&after={quote(after, safe='')}" if after else ""))
+        workloads.extend(result["workloads"])
+        unreachable.update(result.get("unreachable", {}))
+        after = result.get("next")
+        if limit is not None or not after:
+            return {"workloads": workloads, "unreachable": unreachable, "next": after}
+
+
 @cluster_group.command("list")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=None,
+              help="Show one page of at most N workloads, and the --after cursor of the next page.")
+@click.option("--after", help="Start after this cursor (printed by `list --limit`).")
 @click.option("--json", "as_json", is_flag=True)
 @_client_options
 @user_errors
-def list_(as_json: bool, client: ApiClient) -> None:
-    """List the workloads of every alive node (ids shortened to 8 characters; --json has full ids)."""
-    result = client.request("GET", "/v1/workloads")
+def list_(limit: int | None, after: str | None, as_json: bool, client: ApiClient) -> None:
+    """List the workloads of every alive node, oldest first (ids shortened to 8 characters; --json has full ids)."""
+    result = _list_pages(client, limit, after)
     workloads = [{"id": w["id"], "node": w["node"], "state": w["state"], "spec": w["spec"],
                   "exit_code": w.get("exit_code")} for w in result["workloads"]]
     if as_json:
-        print_json({"workloads": workloads, "unreachable": result.get("unreachable", {})})
+        print_json({"workloads": workloads, "unreachable": result.get("unreachable", {}),
+                    **({"next": result["next"]} if limit is not None else {})})
         return
     table = Table()
     for col in ("id", "node", "state", "workload"):
@@ -182,6 +206,8 @@ def list_(as_json: bool, client: ApiClient) -> None:
     Console().print(table)
     for node, err in result.get("unreachable", {}).items():
         click.echo(f"warning: node {printable(node)} did not answer: {printable(err)}", err=True)
+    if result.get("next"):
+        click.echo(f"more: hypercore cluster list --limit {limit} --after {printable(result['next'])}", err=True)
 
 
 @cluster_group.command("stop")

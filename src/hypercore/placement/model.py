@@ -8,6 +8,10 @@ from typing import Any
 from hypercore.errors import HypercoreError
 from hypercore.policy import Decision
 
+# A spawn's answer (also relayed between nodes when forwarded) carries the top of the ranking and counts of
+# the rest, never every node of the cluster: the nodes it tried come first, so 10 covers them in practice.
+ANSWER_TOP_K = 10
+
 
 @dataclass(frozen=True)
 class Attempt:

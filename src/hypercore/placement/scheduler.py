@@ -9,7 +9,8 @@ One spawn, one workload (docs/placement-protocol.md):
 - a request id names its workload: `workload_id_for(request_id)`;
 - a request reaches its request id's owner node first (placement.forwarding),
   which places one request id at a time and first looks for an existing copy
-  anywhere in the cluster;
+  in its placement directory (placement.directory_sync): the node its entry
+  names, and before each attempt the entries the request id's buddies hold;
 - an attempt that timed out is retracted in the background (the node may have
   been frozen and start the workload later); the chosen node's side, including
   what it does after a late start, is placement.receiver.
@@ -29,6 +30,7 @@ from hypercore.identity.tokens import User
 from hypercore.loops import TaskSet
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
+from hypercore.placement.directory_sync import Directory
 from hypercore.placement.ids import rendezvous_rank, workload_id_for
 from hypercore.placement.links import OriginLinks
 from hypercore.placement.locks import KeyedLocks
@@ -64,6 +66,7 @@ class Scheduler:
         manager: WorkloadManager | None = None,
         reputation: Reputation | None = None,
         links: OriginLinks | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.node_name = node_name
         self.manager = manager
@@ -72,6 +75,7 @@ class Scheduler:
         self.metrics = metrics
         self.transport = transport
         self.attempt_timeout = attempt_timeout
+        self.directory = directory  # where this node's request ids were placed (None: ask every node)
         self._locks = KeyedLocks()  # one per request id being placed
         # workload id → {"state": placing|placed|failed, "node": ...}: what the
         # origin answers a node that finished a start after its deadline.
@@ -192,13 +196,24 @@ class Scheduler:
             return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run, owner=owner, near=near)
         async with self._locks.hold(request_id):
             workload_id = workload_id_for(request_id)
-            found = await self.reads.live_copy(workload_id)
+            directory = self.directory if self.directory is not None and self.directory.keeps(request_id) else None
+            silent: list[str] = []
+            if directory is None:
+                # Not one of the request id's holders (its owner could not be reached, or failover
+                # respawns from here): no entry to read, so ask every node, as before the directory.
+                log.info("not a holder of this request id; asking every node for a copy",
+                         extra={"request_id": request_id, "id": workload_id})
+                found = await self.reads.live_copy(workload_id)
+            else:
+                copy, silent = await directory.existing(request_id)  # this node's entry and the node it names
+                found = (copy.node, copy.workload) if copy is not None else None
             if found is not None:
                 node, workload = found
                 log.info("request already placed; returning its workload",
                          extra={"request_id": request_id, "id": workload_id, "node": node})
                 return Placement(self.decide(spec, policy, near), workload, node, existing=True)
-            return await self._place(spec, policy, workload_id, request_id=request_id, owner=owner, near=near)
+            return await self._place(spec, policy, workload_id, request_id=request_id, owner=owner, near=near,
+                                     directory=directory, maybe=silent)
 
     async def gather(self, path: str, timeout: float = 5.0, user: User | None = None) -> list[tuple[str, Any]]:
         return await self.reads.gather(path, timeout=timeout, user=user)
@@ -212,7 +227,10 @@ class Scheduler:
     async def _place(
         self, spec: WorkloadSpec, policy: Policy | None, workload_id: str, *,
         request_id: str | None = None, dry_run: bool = False, owner: str | None = None, near: str | None = None,
+        directory: Directory | None = None, maybe: list[str] | None = None,
     ) -> Placement:
+        """Rank, then try the nodes in order. With `directory` (this node holds the request id), each attempt
+        is claimed there first; `maybe`: nodes that may hold a copy already (named, but silent)."""
         decision = self.decide(spec, policy, near)
         if not len(decision.ranked):
             self.metrics.spawns.labels(result="no_node").inc()
@@ -225,7 +243,13 @@ class Scheduler:
         placement = Placement(decision)
         self._remember(workload_id, "placing", None)
         total = len(decision.ranked)
+        maybe = list(maybe or [])  # nodes that may hold a copy: silent ones, attempts that timed out or erred
         for priority, ranked in enumerate(decision.ranked, 1):
+            if directory is not None and request_id is not None:
+                copy = await directory.claim(request_id, workload_id, [*maybe, ranked.node])
+                if copy is not None:  # placed by another node this one did not know of
+                    self._remember(workload_id, "placed", copy.node)
+                    return Placement(decision, copy.workload, copy.node, placement.attempts, existing=True)
             log.info(
                 "attempting to spawn on policy-selected node",
                 extra={"node": ranked.node, "priority": priority, "total": total},
@@ -246,6 +270,8 @@ class Scheduler:
             else:
                 log.info("successfully spawned VM on policy-selected node", extra={"node": ranked.node, "id": workload["id"]})
                 self._remember(workload_id, "placed", ranked.node)
+                if directory is not None and request_id is not None:
+                    directory.settle(request_id, workload_id, "placed", node=ranked.node)
                 placement.workload, placement.node = workload, ranked.node
                 self.metrics.spawns.labels(result="placed").inc()
                 self._record(decision, "placed", workload_id, owner, placement.attempts, ranked.node)
@@ -255,7 +281,13 @@ class Scheduler:
                 for earlier in placement.attempts[:-1]:
                     if earlier.outcome == "error" and earlier.node != self.node_name:
                         self._tasks.spawn(self._retract(earlier.node, workload_id))
+                tried = {a.node for a in placement.attempts}
+                for silent in maybe:  # named by the directory but did not answer: take back what it may hold
+                    if silent not in tried and silent != self.node_name:
+                        self._tasks.spawn(self._retract(silent, workload_id))
                 return placement
+            if attempt.outcome in ("timeout", "error"):
+                maybe.append(ranked.node)
             if attempt.outcome == "timeout" and ranked.node != self.node_name:
                 # The node may still start it (frozen, slow): take it back once it answers.
                 self._tasks.spawn(self._retract(ranked.node, workload_id))
@@ -264,6 +296,8 @@ class Scheduler:
                 extra={"node": ranked.node, "outcome": attempt.outcome, "detail": attempt.detail},
             )
         self._remember(workload_id, "failed", None)
+        if directory is not None and request_id is not None:
+            directory.settle(request_id, workload_id, "failed", trying=maybe)
         self.metrics.spawns.labels(result="failed").inc()
         self._record(decision, "failed", workload_id, owner, placement.attempts)
         raise PlacementFailed(decision, placement.attempts)

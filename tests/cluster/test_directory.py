@@ -1,0 +1,180 @@
+"""The placement directory on real agents (serf, mutual TLS, SQLite, exec workloads): requests per spawn,
+counted by the agents themselves; an owner that dies after or during its placement.
+
+Requests are counted from each agent's `hypercore_node_requests_total{route}`;
+copies from /proc (live `sleep` processes whose environment names the workload).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hypercore.devcluster import USER, Cluster, live_workload_processes, wait_for
+from hypercore.placement import rendezvous_rank, user_request_id, workload_id_for
+from hypercore.placement.directory import holders_of
+from hypercore.placement.directory_sync import FLUSH_S
+
+ROOT = Path(__file__).resolve().parents[2]
+COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
+EXEC = ("--enable-exec", "--disable-containers")
+SPEC = {"command": "sleep 300", "cpu": 0.1}
+# The routes a spawn uses (what else a node sends meanwhile — probes, reputation, failover manifests — is not
+# the spawn's: it runs on its own clock whether or not anyone spawns).
+SPAWN_ROUTES = ("POST /v1/local/spawn", "PUT /v1/local/directory", "GET /v1/local/directory/{key}",
+                "POST /v1/local/workloads", "GET /v1/local/workloads/{id}", "GET /v1/local/workloads",
+                "DELETE /v1/local/workloads/{id}", "GET /v1/local/placements/{id}")
+pytestmark = pytest.mark.cluster
+
+
+def sent(cluster: Cluster, names: list[str]) -> Counter[tuple[str, str]]:
+    """Node-to-node requests each node sent so far, by (node, route)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for name in names:
+        for family in text_string_to_metric_families(cluster[name].get("/metrics").text):
+            if family.name == "hypercore_node_requests":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        out[(name, sample.labels["route"])] += int(sample.value)
+    return out
+
+
+def spawn_requests(before: Counter[tuple[str, str]], after: Counter[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    return Counter({k: after[k] - before[k] for k in after if k[1] in SPAWN_ROUTES and after[k] > before[k]})
+
+
+def test_one_spawn_with_a_request_id_costs_at_most_five_node_requests_on_five_nodes(cluster: Cluster) -> None:
+    names = ["n1", "n2", "n3", "n4", "n5"]
+    for i, name in enumerate(names):
+        cluster.add(name, *EXEC, "--beacon-price", f"0.0{i + 1}")  # n1 is the cheapest
+    cluster.wait_converged()
+    # Sent to n5, owned by n3, placed on n1: the forward, the claim and the attempt all cross the network.
+    rid = next(r for r in (f"cnt-{uuid.uuid4().hex}" for _ in range(2000))
+               if (rank := rendezvous_rank(user_request_id(USER, r), names))[0] == "n3"
+               and "n1" not in rank[:3] and "n5" not in rank[:3])
+    body = {"spec": SPEC, "policy": COST, "request_id": rid}
+    before = sent(cluster, names)
+    r = cluster["n5"].post("/v1/workloads", body)
+    assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+    time.sleep(FLUSH_S + 1)  # a fixed wait is right here: whatever the directory sends later counts too
+    first = spawn_requests(before, sent(cluster, names))
+    buddies = holders_of(user_request_id(USER, rid), names)[1:]
+    assert first == Counter({("n5", "POST /v1/local/spawn"): 1, ("n3", "PUT /v1/local/directory"): 2,
+                             ("n3", "POST /v1/local/workloads"): 1}), first
+    assert sum(first.values()) <= 5
+    for buddy in buddies:  # the claim is on both buddies, naming n1
+        held = cluster[buddy].node_request("GET", f"/v1/local/directory/{user_request_id(USER, rid)}")
+        assert held.status_code == 200 and held.json()["trying"] == ["n1"], held.text
+
+    # A retry: the forward, and one question to the node the owner's entry names.
+    before = sent(cluster, names)
+    again = cluster["n4"].post("/v1/workloads", body)
+    assert again.status_code == 200 and again.json()["existing"] is True, again.text
+    retry = spawn_requests(before, sent(cluster, names))
+    assert retry == Counter({("n4", "POST /v1/local/spawn"): 1, ("n3", "GET /v1/local/workloads/{id}"): 1}), retry
+    assert live_workload_processes()[r.json()["id"]] == 1
+    # The forwarded answer carries the top of the ranking and counts, not every node.
+    decision = r.json()["decision"]
+    assert len(decision["ranked"]) == 5 and decision["ranked_more"] == 0 and decision["rejected_more"] == 0
+    print(f"\nnode-to-node requests: spawn {sum(first.values())}, retry {sum(retry.values())} "
+          f"(before the directory: about N + 2 = 7)")
+
+
+def _killed_owner_cluster(cluster: Cluster, owner_flags: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """Five nodes: w (the cheapest, where COST places), o (owner of the returned request id), b1–b3.
+
+    The request id's holders are o and two of the b's; after o dies, the new holders are the three b's, so w
+    is never a holder and the retry through w is forwarded to the new owner.
+    """
+    cluster.add("w", *EXEC, "--beacon-price", "0.005")
+    cluster.add("o", *EXEC, "--beacon-price", "0.04", *owner_flags)
+    for name in ("b1", "b2", "b3"):
+        cluster.add(name, *EXEC, "--beacon-price", "0.03")
+    cluster.wait_converged()
+    names = ["w", "o", "b1", "b2", "b3"]
+    rid = next(r for r in (f"own-{uuid.uuid4().hex}" for _ in range(2000))
+               if rendezvous_rank(user_request_id(USER, r), names)[0] == "o"
+               and rendezvous_rank(user_request_id(USER, r), names)[-1] == "w")
+    return rid, names
+
+
+def _wait_failed(cluster: Cluster, dead: str, names: list[str]) -> None:
+    for name in names:
+        if name != dead:
+            wait_for(lambda n=name: cluster[n].nodes()[dead]["status"] == "failed", 30, f"{name} to see {dead} failed")
+
+
+def test_when_the_owner_dies_its_buddy_owns_the_request_and_finds_the_copy(cluster: Cluster) -> None:
+    rid, names = _killed_owner_cluster(cluster)
+    body = {"spec": SPEC, "policy": COST, "request_id": rid}
+    first = cluster["o"].post("/v1/workloads", body)
+    assert first.status_code == 201 and first.json()["node"] == "w", first.text
+    cluster["o"].kill()
+    _wait_failed(cluster, "o", names)
+    alive = [n for n in names if n != "o"]
+    new_owner = holders_of(user_request_id(USER, rid), alive)[0]
+    before = sent(cluster, alive)
+    again = cluster["w"].post("/v1/workloads", body)
+    assert again.status_code == 200 and again.json()["existing"] is True and again.json()["node"] == "w", again.text
+    made = spawn_requests(before, sent(cluster, alive))
+    # Forwarded to the buddy that owns it now; it asked w alone (no fan-out) and made no attempt.
+    assert made == Counter({("w", "POST /v1/local/spawn"): 1, (new_owner, "GET /v1/local/workloads/{id}"): 1}), made
+    assert live_workload_processes()[first.json()["id"]] == 1
+
+
+def test_an_attempt_in_flight_when_the_owner_died_is_found_on_the_node_its_claim_named(cluster: Cluster) -> None:
+    # o waits up to 30 s for its attempt: w is frozen under it, then thaws after o is dead and starts the copy.
+    rid, names = _killed_owner_cluster(cluster, ("--placement-timeout", "30"))
+    key = user_request_id(USER, rid)
+    wid = workload_id_for(key)
+    buddies = holders_of(key, names)[1:]
+    body = {"spec": SPEC, "policy": COST, "request_id": rid}
+    w, o = cluster["w"], cluster["o"]
+    w.signal(signal.SIGSTOP)
+    try:
+        answer: list[object] = []
+
+        def send() -> None:
+            try:
+                answer.append(o.post("/v1/workloads", body, timeout=60))
+            except httpx.HTTPError as exc:  # o dies under it
+                answer.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+
+        def claimed() -> bool:
+            held = [cluster[b].node_request("GET", f"/v1/local/directory/{key}") for b in buddies]
+            return all(h.status_code == 200 and h.json()["state"] == "placing" and h.json()["trying"] == ["w"]
+                       for h in held)
+
+        wait_for(claimed, 15, "o's claim naming w on both buddies")
+        o.kill()  # the attempt on w is in flight
+        sender.join(30)
+        assert answer and not isinstance(answer[0], httpx.Response), answer
+    finally:
+        w.signal(signal.SIGCONT)
+    # Thawed, w reads the attempt o sent (its deadline has not passed) and starts the workload.
+    wait_for(lambda: live_workload_processes()[wid] == 1, 30, "w to start the attempt it received frozen")
+    _wait_failed(cluster, "o", names)
+    alive = [n for n in names if n != "o"]
+    new_owner = holders_of(key, alive)[0]
+    assert new_owner in buddies
+    before = sent(cluster, alive)
+    again = cluster["b1" if new_owner != "b1" else "b2"].post("/v1/workloads", body)
+    assert again.status_code == 200 and again.json()["existing"] is True and again.json()["node"] == "w", again.text
+    made = spawn_requests(before, sent(cluster, alive))
+    assert made[(new_owner, "POST /v1/local/workloads")] == 0, made  # no second attempt anywhere
+    assert made[(new_owner, "GET /v1/local/workloads/{id}")] == 1, made  # the one node the claim named
+    # A fixed wait is right here: it checks that no second copy appears later.
+    time.sleep(2)
+    assert live_workload_processes()[wid] == 1
