@@ -190,7 +190,7 @@ class Transport:
 
         Opening a connection (TCP, then TLS: two round trips or more) is not
         counted: a probe measures the link, not whether a kept-alive
-        connection happened to be there (servers close idle ones after 5 s).
+        connection happened to be there (one idle for over KEEPALIVE_S is closed).
         """
         peer = self._resolve(node)
         if peer is None:
