@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hypercore.workload import LocalSpawnRequest, WorkloadSpec
 
-__all__ = ["LocalSpawnRequest", "PlacementRequest", "SpawnRequest"]
+__all__ = ["ForwardedSpawnRequest", "LocalSpawnRequest", "PlacementRequest", "SpawnRequest"]
+
+# hypercore.placement.links.REPORTED_LINKS; not imported: the api's models depend on no placement code.
+_REPORTED_LINKS = 256
+NodeName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+LinkFigures = Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] | None],
+                        Field(min_length=3, max_length=3)]
 
 
 class SpawnRequest(BaseModel):
@@ -29,3 +35,12 @@ class PlacementRequest(BaseModel):
     policy: dict[str, Any] | None = None
     spec: WorkloadSpec | None = None
     near: str | None = Field(default=None, min_length=1, max_length=253)
+
+
+class ForwardedSpawnRequest(SpawnRequest):
+    """A user's spawn as the node that received it forwards it to the request id's owner (node-only route)."""
+
+    origin_links: dict[NodeName, LinkFigures] | None = Field(
+        default=None, max_length=_REPORTED_LINKS,
+        description="The forwarding node's own probe figures [latency_ms, jitter_ms, packet_loss] of its "
+                    "nearest peers; used only when `near` is that node (hypercore.placement.links).")

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hypercore.api import paging
 from hypercore.api.auth import Caller, can_see
 from hypercore.api.errors import ApiError
-from hypercore.api.models import LocalSpawnRequest, SpawnRequest
+from hypercore.api.models import ForwardedSpawnRequest, LocalSpawnRequest
 from hypercore.api.user_routes import TailLines, checked_id, log_response, place_for
 from hypercore.store import WorkloadRecord
 
@@ -37,10 +37,12 @@ def node_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]
         return record
 
     @router.post("/v1/local/spawn")
-    async def forwarded_spawn(req: SpawnRequest, caller: NodeCaller) -> JSONResponse:
+    async def forwarded_spawn(req: ForwardedSpawnRequest, caller: NodeCaller) -> JSONResponse:
         """A user's spawn, forwarded by the node that received it to this node, the request id's owner."""
         if caller.user is None:
             raise ApiError(400, "invalid_request", "a forwarded spawn must name the user it is for")
+        if req.origin_links and req.near == caller.node:  # a node's own measurements, never another's
+            agent.links.remember_reported(caller.node, req.origin_links)
         return await place_for(agent, caller.user, req)
 
     @router.post("/v1/local/workloads", status_code=201)

@@ -132,6 +132,8 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
         if req.request_id and not req.dry_run:
             # The owner decides, but latency stays measured from where the user asked (here, or `near`).
             body = {**req.model_dump(mode="json"), "near": checked_near(agent, req.near)}
+            if body["near"] == agent.name:  # what this node measured itself refines the owner's estimates
+                body["origin_links"] = agent.links.export()
             forwarded = await forward_to_owner(agent.scheduler, agent.transport, user, req.request_id, body)
             if forwarded is not None:
                 return JSONResponse(forwarded.body, status_code=forwarded.status)

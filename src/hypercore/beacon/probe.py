@@ -86,6 +86,10 @@ class PeerLinks:
         self._last[peer] = time.monotonic()
         self.version += 1
 
+    def peers(self) -> list[str]:
+        """The peers this node has probe outcomes of."""
+        return list(self._windows)
+
     def stats(self, peer: str) -> LinkStats | None:
         window = self._windows.get(peer)
         return window.stats() if window is not None else None

@@ -8,18 +8,34 @@ by `near`), a candidate X's
   this node, else of X — an approximation for a few seconds after a join);
 - jitter and packet loss: 0 for X = O; otherwise what this node's own probes
   of X measured (an observer other than X).
+When O is another node that forwarded the spawn here, O sends its own probe
+figures along (its nearest REPORTED_LINKS peers, :meth:`OriginLinks.export`),
+and for the candidates it measured those come first: O's own direct
+measurements refine the coordinate estimate, as they would if O placed the
+spawn itself. They are taken only from O's own verified certificate (a node
+can report its own links, never another's) and kept REPORTED_TTL_S.
 Unknown stays unknown: the engine scores it neutral and an enforce rule on it
 rejects the node. Each figure says where it came from (`sources`).
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hypercore.beacon.probe import PeerLinks
 from hypercore.membership.coordinates import CoordinateBook
 
 LINK_METRICS = ("latency_ms", "jitter_ms", "packet_loss")
+REPORTED_LINKS = 256  # peers whose figures a forwarding origin sends: the nearest; the rest by coordinates
+REPORTED_TTL_S = 60.0  # an origin's figures are used this long after they came
+REPORTED_ORIGINS = 64  # origins whose figures are kept at once (the least recent dropped first)
+
+# A link's figures as sent between nodes: [latency_ms, jitter_ms, packet_loss], each a number or null.
+Figures = Sequence[float | None]
 
 
 @dataclass(frozen=True)
@@ -31,18 +47,62 @@ class Link:
 
 
 class OriginLinks:
-    def __init__(self, self_name: str, probes: PeerLinks, coordinates: CoordinateBook) -> None:
+    def __init__(self, self_name: str, probes: PeerLinks, coordinates: CoordinateBook,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = self_name
         self.probes = probes
         self.coordinates = coordinates
+        self._clock = clock
+        self._reported: OrderedDict[str, tuple[float, dict[str, Link]]] = OrderedDict()
+        self._reported_version = 0
+        self._export: tuple[tuple[int, int], dict[str, list[float | None]]] | None = None
 
     @property
-    def version(self) -> tuple[int, int]:
-        return self.probes.version, self.coordinates.version
+    def version(self) -> tuple[int, int, int]:
+        return self.probes.version, self.coordinates.version, self._reported_version
+
+    def export(self, limit: int = REPORTED_LINKS) -> dict[str, list[float | None]]:
+        """This node's own probe figures of its nearest ``limit`` peers, to send with a spawn it forwards."""
+        if self._export is not None and self._export[0] == (self.probes.version, limit):
+            return self._export[1]
+        rows = []
+        for peer in self.probes.peers():
+            stats = self.probes.stats(peer)
+            if stats is not None and stats.latency_ms is not None:
+                rows.append((stats.latency_ms, peer, [stats.latency_ms, stats.jitter_ms, stats.packet_loss]))
+        out = {peer: figures for _, peer, figures in sorted(rows)[:limit]}
+        self._export = ((self.probes.version, limit), out)
+        return out
+
+    def remember_reported(self, origin: str, figures: Mapping[str, Figures]) -> None:
+        """Keep what ``origin`` measured itself (the caller checked that ``origin`` sent it)."""
+        links = {}
+        for node, values in list(figures.items())[:REPORTED_LINKS]:
+            lat, jit, loss = (v if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else None
+                              for v in (list(values) + [None] * 3)[:3])
+            if lat is not None and node != origin:
+                links[node] = Link(float(lat), jit, loss, f"probes of {origin}")
+        self._reported[origin] = (self._clock(), links)
+        self._reported.move_to_end(origin)
+        while len(self._reported) > REPORTED_ORIGINS:
+            self._reported.popitem(last=False)
+        self._reported_version += 1
+
+    def _reported_link(self, origin: str, node: str) -> Link | None:
+        entry = self._reported.get(origin)
+        if entry is None:
+            return None
+        if self._clock() - entry[0] > REPORTED_TTL_S:
+            del self._reported[origin]
+            self._reported_version += 1
+            return None
+        return entry[1].get(node)
 
     def link(self, origin: str, node: str) -> Link:
         if node == origin:
             return Link(0.0, 0.0, 0.0, "self")
+        if origin != self.name and (reported := self._reported_link(origin, node)) is not None:
+            return reported
         measured = self.probes.stats(node)
         jitter = measured.jitter_ms if measured is not None else None
         loss = measured.packet_loss if measured is not None else None
