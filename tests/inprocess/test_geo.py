@@ -14,26 +14,12 @@ import pytest
 
 from hypercore.policy import load_policy_file
 from hypercore.workload import WorkloadSpec
+from tests.inprocess.conftest import NODES
 from tests.inprocess.harness import FakeCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 LOW_LATENCY = load_policy_file(ROOT / "examples" / "policies" / "low-latency.json")
 SPEC = WorkloadSpec(command="sleep 60", cpu=0.5)
-# 2-D positions in ms of RTT (minus the 1 ms of the coordinates' heights).
-REGIONS = {"eu": (0.0, 0.0), "us": (79.0, 0.0), "ap": (109.88, 114.92)}
-NODES = {"eu-1": "eu", "eu-2": "eu", "eu-3": "eu", "us-1": "us", "us-2": "us", "ap-1": "ap", "ap-2": "ap"}
-
-
-@pytest.fixture
-def geo(fake: FakeCluster) -> FakeCluster:
-    for i, (name, region) in enumerate(sorted(NODES.items())):
-        x, y = REGIONS[region]
-        # The first node of each region is where users ask; it has no room, so it never takes the work itself.
-        fake.add(name, cpu=0.01 if name.endswith("-1") else 8.0, price=0.01 + i * 0.001,
-                 position_ms=(x + 0.3 * (i % 2), y), region=region)
-    return fake
-
-
 @pytest.mark.parametrize("asked_at, region", [("eu-1", "eu"), ("us-1", "us"), ("ap-1", "ap")])
 async def test_a_low_latency_spawn_lands_in_the_region_it_was_asked_from(geo: FakeCluster, asked_at: str,
                                                                           region: str) -> None:

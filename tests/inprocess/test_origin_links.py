@@ -21,7 +21,7 @@ from hypercore.placement import rendezvous_rank, user_request_id
 from hypercore.policy import load_policy_file
 from hypercore.workload import WorkloadSpec
 from tests.inprocess.harness import FakeCluster
-from tests.inprocess.test_geo import NODES, geo  # noqa: F401  (the fixture)
+from tests.inprocess.conftest import NODES
 
 ROOT = Path(__file__).resolve().parents[2]
 LOW_LATENCY = load_policy_file(ROOT / "examples" / "policies" / "low-latency.json")
@@ -37,7 +37,7 @@ def request_owned_by_eu(user: str) -> tuple[str, str]:
     raise AssertionError("no request id owned by an eu node")
 
 
-async def test_the_owner_ranks_with_the_asking_nodes_own_probes(geo: FakeCluster) -> None:  # noqa: F811
+async def test_the_owner_ranks_with_the_asking_nodes_own_probes(geo: FakeCluster) -> None:
     rid, owner = request_owned_by_eu("alice")
     # The owner's coordinate of ap-1 has not settled: it puts ap-1 in the middle of eu.
     geo[owner].coordinates.set("ap-1", Coordinate(vec=[0.0, 0.0], error=1.5, adjustment=0.0, height=0.0005))
@@ -55,7 +55,7 @@ async def test_the_owner_ranks_with_the_asking_nodes_own_probes(geo: FakeCluster
     assert geo[owner].links.link("ap-1", "eu-2").source == "probes of ap-1"
 
 
-async def test_figures_count_only_from_the_node_they_describe(geo: FakeCluster) -> None:  # noqa: F811
+async def test_figures_count_only_from_the_node_they_describe(geo: FakeCluster) -> None:
     rid, owner = request_owned_by_eu("alice")
     # us-1 sends a spawn "near ap-1" with figures that would put eu next to ap-1: they are not us-1's to give.
     body = {"spec": SPEC.model_dump(), "policy": LOW_LATENCY.model_dump(), "request_id": rid, "near": "ap-1",
@@ -69,7 +69,7 @@ async def test_figures_count_only_from_the_node_they_describe(geo: FakeCluster) 
 
 @pytest.mark.parametrize("figures", [{"x": [1.0, 2.0]}, {"x": [-1.0, 0.0, 0.0]}, {"x": ["1", 0, 0]},
                                      {f"n{i}": [1.0, 0.0, 0.0] for i in range(257)}])
-async def test_malformed_figures_are_refused_with_422(geo: FakeCluster, figures: dict) -> None:  # noqa: F811
+async def test_malformed_figures_are_refused_with_422(geo: FakeCluster, figures: dict) -> None:
     body = {"spec": SPEC.model_dump(), "request_id": "r-1", "near": "us-1", "origin_links": figures}
     r = await geo["us-1"].transport.request("eu-2", "POST", "/v1/local/spawn", json_body=body,
                                             user=User("alice", management=False))

@@ -7,9 +7,9 @@ import functools
 import shlex
 import sys
 import uuid
-from urllib.parse import urlencode
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import click
 from rich.console import Console
