@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import click
@@ -17,7 +18,8 @@ from hypercore.cli.common import (
     user_errors,
 )
 from hypercore.cli.render import print_decision
-from hypercore.policy import Policy, PolicyError, decide, load_policy_file, parse_node_records
+from hypercore.policy import Policy, PolicyError, decide, load_policy_file
+from hypercore.policy.node_columns import table_from_json
 
 
 @click.group("policy")
@@ -98,17 +100,20 @@ def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, c
     """
     if (nodes_file is None) == (not live):
         raise click.UsageError("give exactly one of --nodes FILE or --live")
+    # A one-shot command that may build millions of objects (100,000 node records) holding no cycles:
+    # the cyclic collector would walk them again and again, and once more when re-enabled. Off for good.
+    gc.disable()
     policy = load_policy_file(policy_file)
     _warn(policy_file, policy)
     if live:
         check_regular(ca_file, "--ca-file")
         from hypercore.api.client import fetch_node_records
 
-        records = parse_node_records(fetch_node_records(addr, token, ca_file, near), source=f"{addr}/v1/nodes")
+        table = table_from_json(fetch_node_records(addr, token, ca_file, near), source=f"{addr}/v1/nodes")
     else:
         assert nodes_file is not None
-        records = read_nodes_file(nodes_file)
-    decision = decide(policy, records)
+        table = read_nodes_file(nodes_file)
+    decision = decide(policy, table)
     if as_json:
         print_json(decision.to_dict(limit))
     else:

@@ -9,13 +9,26 @@ Public API:
   PolicyError, NoQualifyingNode       errors
 """
 
+from typing import TYPE_CHECKING, Any
+
 from hypercore.policy.decision import Decision, RankedNode, RejectedNode
 from hypercore.policy.engine import decide, decide_or_raise
 from hypercore.policy.errors import NoQualifyingNode, PolicyError, Problem
 from hypercore.policy.loader import load_policy_file, loads_policy, parse_json_strict, parse_policy
 from hypercore.policy.model import PERMISSIVE_DEFAULT, Policy, Rules, Scales, Scoring
 from hypercore.policy.nodes import METRICS, NodeRecord, NodeTable, parse_node_records
-from hypercore.policy.service import PolicyEngine, PolicyMetrics
+
+if TYPE_CHECKING:
+    from hypercore.policy.service import PolicyEngine, PolicyMetrics
+
+
+def __getattr__(name: str) -> Any:
+    # The stateful service brings prometheus_client; a CLI that only explains a policy never needs it.
+    if name in ("PolicyEngine", "PolicyMetrics"):
+        from hypercore.policy import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "METRICS",

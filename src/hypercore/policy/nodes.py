@@ -241,41 +241,71 @@ class NodeTable:
         items = [r if isinstance(r, NodeRecord) else NodeRecord.model_validate(r) for r in records]
         n = len(items)
         names = tuple(r.name for r in items)
-        if len(set(names)) != n:
+        index = dict(zip(names, range(n)))
+        if len(index) != n:
             raise ValueError("node names must be unique")
+        values = {
+            metric: np.fromiter((np.nan if (v := getattr(r, metric)) is None else v for r in items),
+                                dtype=np.float64, count=n)
+            for metric in (*METRICS, *RESOURCES)
+        }
+        return cls.from_columns(
+            names=names,
+            index=index,
+            statuses=tuple(r.status for r in items),
+            alive=np.fromiter((r.status == "alive" and r.admitted for r in items), dtype=bool, count=n),
+            values=values,
+            capabilities=intern_capabilities([None if r.capabilities is None else tuple(r.capabilities)
+                                              for r in items]),
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        *,
+        names: tuple[str, ...],
+        index: dict[str, int],
+        statuses: tuple[str, ...],
+        alive: np.ndarray,
+        values: Mapping[str, np.ndarray],
+        capabilities: tuple[np.ndarray, tuple[frozenset[str] | None, ...]],
+    ) -> "NodeTable":
+        """A table from validated columns: unique `names` and their `index` (name -> row), one float64
+        array per name of METRICS and RESOURCES (NaN where unknown), and `capabilities` as
+        intern_capabilities gives them."""
+        n = len(names)
         columns: dict[str, np.ndarray] = {}
         unknown: dict[str, np.ndarray] = {}
         for metric in (*METRICS, *RESOURCES):
-            col = np.fromiter(
-                (np.nan if (v := getattr(r, metric)) is None else v for r in items), dtype=np.float64, count=n
-            )
+            col = np.asarray(values[metric], dtype=np.float64)
             col.flags.writeable = False
             columns[metric] = col
             unk = np.isnan(col)
             unk.flags.writeable = False
             unknown[metric] = unk
-        interned: dict[frozenset[str] | None, int] = {}
-        cap_ids = np.empty(n, dtype=np.int32)
-        for i, r in enumerate(items):
-            key = None if r.capabilities is None else frozenset(r.capabilities)
-            cap_ids[i] = interned.setdefault(key, len(interned))
-        cap_sets = tuple(sorted(interned, key=interned.__getitem__))  # type: ignore[arg-type]
+        cap_ids, cap_sets = capabilities
         rank = np.empty(n, dtype=np.int64)
         rank[sorted(range(n), key=names.__getitem__)] = np.arange(n)
-        alive = np.fromiter((r.status == "alive" and r.admitted for r in items), dtype=bool, count=n)
+        alive = np.array(alive, dtype=bool)
         for arr in (cap_ids, rank, alive):
             arr.flags.writeable = False
-        return cls(
-            names=names,
-            statuses=tuple(r.status for r in items),
-            alive=alive,
-            columns=columns,
-            unknown=unknown,
-            cap_sets=cap_sets,
-            cap_ids=cap_ids,
-            name_rank=rank,
-            _index={name: i for i, name in enumerate(names)},
-        )
+        return cls(names=names, statuses=statuses, alive=alive, columns=columns, unknown=unknown, cap_sets=cap_sets,
+                   cap_ids=cap_ids, name_rank=rank, _index=index)
+
+
+def intern_capabilities(
+    capabilities: Sequence[tuple[str, ...] | None],
+) -> tuple[np.ndarray, tuple[frozenset[str] | None, ...]]:
+    """(per node, the index of its set in the second item; the distinct sets, None for "not advertised").
+
+    A cluster has a few distinct capability sets however many nodes: the distinct tuples are found
+    first (a hash per node), then turned into sets.
+    """
+    set_of: dict[frozenset[str] | None, int] = {}
+    id_of = {key: set_of.setdefault(None if key is None else frozenset(key), len(set_of))
+             for key in dict.fromkeys(capabilities)}
+    cap_ids = np.fromiter(map(id_of.__getitem__, capabilities), dtype=np.int32, count=len(capabilities))
+    return cap_ids, tuple(set_of)  # dicts keep insertion order: set i is at index i
 
 
 def as_table(nodes: NodeTable | Sequence[NodeRecord | Mapping[str, Any]]) -> NodeTable:
