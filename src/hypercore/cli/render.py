@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hypercore.cli.common import printable
-from hypercore.policy.decision import COMPONENTS, Decision
+from hypercore.policy.decision import Decision
 
 
 def literal(value: object) -> Text:
@@ -29,11 +29,12 @@ def print_decision(decision: Decision, console: Console, limit: int | None = Non
     table.add_column("#", justify="right")
     table.add_column("node")
     table.add_column("score", justify="right")
-    for name in COMPONENTS:
+    components = decision.ranked.components  # one column per score component of the policy's metrics
+    for name in components:
         table.add_column(name, justify="right")
     ranked = decision.ranked if limit is None else decision.ranked[:limit]
     for i, r in enumerate(ranked, 1):
-        table.add_row(str(i), literal(r.node), f"{r.score:.4f}", *(f"{r.components[c]:.4f}" for c in COMPONENTS))
+        table.add_row(str(i), literal(r.node), f"{r.score:.4f}", *(f"{r.components[c]:.4f}" for c in components))
     if len(ranked):
         console.print(table)
         if limit is not None and len(decision.ranked) > limit:

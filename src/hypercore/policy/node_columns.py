@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 
 from hypercore.policy.gcpause import gc_paused
-from hypercore.policy.nodes import METRICS, RESOURCES, NodeTable, intern_capabilities, parse_node_records
+from hypercore.policy.nodes import NodeTable, intern_capabilities, parse_node_records
+from hypercore.policy.registry import DEFAULT_REGISTRY, RESOURCES, MetricRegistry
 
 _MISSING: Any = object()  # a key left out (null is not the same for name, status, admitted)
 _NAME_CHARS = (1, 256)  # NodeRecord.name's length bounds
-# Upper bounds of NodeRecord's metrics (all are >= 0 and finite).
-_AT_MOST = {"packet_loss": 100.0, "reputation": 1.0}
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 
 
@@ -37,7 +36,7 @@ def _types(column: Sequence[Any]) -> set[type]:
     return set(map(type, column))
 
 
-def _numbers(name: str, column: tuple[Any, ...]) -> np.ndarray:
+def _numbers(name: str, column: tuple[Any, ...], maximum: float | None) -> np.ndarray:
     """A float64 column (NaN for null or missing) if every value is a JSON number within bounds."""
     unknown = column.count(None)
     if unknown == len(column):  # no node says (resources in a file of links and prices, say)
@@ -51,25 +50,27 @@ def _numbers(name: str, column: tuple[Any, ...]) -> np.ndarray:
     nan = np.isnan(values)
     if np.count_nonzero(nan) != unknown or np.isinf(values).any():
         raise _NotFast(name)  # a NaN or infinity given as a value (an API caller, not JSON)
-    if (values < 0).any() or (name in _AT_MOST and (values > _AT_MOST[name]).any()):
+    if (values < 0).any() or (maximum is not None and (values > maximum).any()):  # NodeRecord's range
         raise _NotFast(name)
     return values
 
 
-def _columns(items: list[Any]) -> NodeTable:
+def _columns(items: list[Any], registry: MetricRegistry = DEFAULT_REGISTRY) -> NodeTable:
     if not _types(items) <= {dict}:
         raise _NotFast("records")
     n = len(items)
-    keys = ("name", "status", "admitted", "capabilities", *METRICS, *RESOURCES)
+    keys = ("name", "status", "admitted", "capabilities", *registry.names, *RESOURCES)
     defaults = dict.fromkeys(keys)
     defaults.update(name=_MISSING, status=_MISSING, admitted=_MISSING)
     rows = map(itemgetter(*keys), map(defaults.__or__, items))  # defaults | record: the record's values win
     cols = dict(zip(keys, zip(*rows))) if items else {k: () for k in keys}
     names, statuses, admitted, caps = cols["name"], cols["status"], cols["admitted"], cols["capabilities"]
-    index = dict(zip(names, range(n)))
-    if n and (_types(names) != {str} or len(index) != n
+    if n and (_types(names) != {str}
               or not _NAME_CHARS[0] <= min(map(len, names)) <= max(map(len, names)) <= _NAME_CHARS[1]):
-        raise _NotFast("name")  # a name missing, not a string, too short or long, or twice
+        raise _NotFast("name")  # a name missing, not a string, too short or too long
+    index = dict(zip(names, range(n)))
+    if len(index) != n:
+        raise _NotFast("name")  # a name twice
     status_types, cap_types = _types(statuses), _types(caps)
     if not status_types <= {str, object} or not _types(admitted) <= {bool, object}:
         raise _NotFast("status")
@@ -85,16 +86,17 @@ def _columns(items: list[Any]) -> NodeTable:
         raise _NotFast("capabilities") from None
     if not all(_types(c) <= {str} for c in interned[1] if c is not None):
         raise _NotFast("capabilities")
-    values = {name: _numbers(name, cols[name]) for name in (*METRICS, *RESOURCES)}
+    values = {m.name: _numbers(m.name, cols[m.name], m.maximum) for m in registry}
+    values.update({name: _numbers(name, cols[name], None) for name in RESOURCES})
     if object in status_types:  # left out: alive, as NodeRecord's default says
         statuses = tuple("alive" if s is _MISSING else s for s in statuses)
     alive = np.fromiter(map("alive".__eq__, statuses), dtype=bool, count=n)
     alive &= np.fromiter(map(is_not, admitted, repeat(False)), dtype=bool, count=n)  # admitted unless false
     return NodeTable.from_columns(names=names, index=index, statuses=statuses, alive=alive, values=values,
-                                  capabilities=interned)
+                                  capabilities=interned, registry=registry)
 
 
-def table_from_json(data: Any, source: str = "nodes") -> NodeTable:
+def table_from_json(data: Any, source: str = "nodes", registry: MetricRegistry = DEFAULT_REGISTRY) -> NodeTable:
     """The NodeTable of a JSON list of node records or of an object with a `nodes` list.
 
     Same acceptance and the same PolicyError as `NodeTable.from_records(parse_node_records(data, source))`,
@@ -104,7 +106,7 @@ def table_from_json(data: Any, source: str = "nodes") -> NodeTable:
     if type(items) is list:
         try:
             with gc_paused():
-                return _columns(items)
+                return _columns(items, registry)
         except _NotFast:
             pass
-    return NodeTable.from_records(parse_node_records(data, source))
+    return NodeTable.from_records(parse_node_records(data, source, registry), registry)

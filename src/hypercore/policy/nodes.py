@@ -12,34 +12,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from hypercore.policy.errors import PolicyError, Problem, describe
+from hypercore.policy.registry import DEFAULT_REGISTRY, RESOURCES, MetricRegistry
 
-# Metrics in the order rules and reasons are reported.
-METRICS: tuple[str, ...] = (
-    "latency_ms",
-    "jitter_ms",
-    "packet_loss",
-    "price_per_gb",
-    "reputation",
-    "queue_depth",
-)
-
-# What a node offers, as its beacon says (free = total minus what its workloads reserve).
-# Not policy metrics: they filter a spawn that does not fit (every mode), and
-# place by allocation when a policy asks for a strategy.
-RESOURCES: tuple[str, ...] = ("cpu_total", "cpu_free", "mem_total_mb", "mem_free_mb")
-
-# strict: "10" is not a number here either (as in policies); an integer still passes as a float.
-_Metric = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+# Metrics in the order rules and reasons are reported (declared in policy.registry).
+METRICS: tuple[str, ...] = DEFAULT_REGISTRY.names
 
 
-class NodeRecord(BaseModel):
-    """One node as the engine sees it. Any metric may be missing (None)."""
+def _node_value(maximum: float | None) -> Any:
+    # strict: "10" is not a number here either (as in policies); an integer still passes as a float.
+    return Annotated[float, Field(ge=0, le=maximum, allow_inf_nan=False, strict=True)] | None
+
+
+class NodeRecordBase(BaseModel):
+    """One node as the engine sees it. Any metric may be missing (None).
+
+    The metric fields come from a metric registry (node_record_model); NodeRecord
+    is the record of DEFAULT_REGISTRY.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -48,21 +44,24 @@ class NodeRecord(BaseModel):
     # False for a gossip member the cluster CA did not admit (a `cluster metrics --json` snapshot
     # lists them): never a candidate, like a node that is not alive.
     admitted: bool = True
-    latency_ms: _Metric | None = None
-    jitter_ms: _Metric | None = None
-    packet_loss: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)] | None = None
-    price_per_gb: _Metric | None = None
-    reputation: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)] | None = None
-    queue_depth: _Metric | None = None
-    capabilities: list[str] | None = None
-    cpu_total: _Metric | None = None
-    cpu_free: _Metric | None = None
-    mem_total_mb: _Metric | None = None
-    mem_free_mb: _Metric | None = None
 
 
-def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
-    """Accept a JSON list of node records or an object with a `nodes` list."""
+@cache
+def node_record_model(registry: MetricRegistry) -> type[NodeRecordBase]:
+    """The node record of `registry`'s metrics: each one 0..its maximum, then capabilities and resources."""
+    fields: dict[str, Any] = {m.name: (_node_value(m.maximum), None) for m in registry}
+    fields["capabilities"] = (list[str] | None, None)
+    fields.update({name: (_node_value(None), None) for name in RESOURCES})
+    return create_model("NodeRecord", __base__=NodeRecordBase, __module__=__name__, __doc__=NodeRecordBase.__doc__,
+                        **fields)
+
+
+NodeRecord = node_record_model(DEFAULT_REGISTRY)
+
+
+def parse_node_records(data: Any, source: str = "nodes", registry: MetricRegistry = DEFAULT_REGISTRY) -> list[Any]:
+    """Accept a JSON list of node records or an object with a `nodes` list (records of `registry`'s metrics)."""
+    record_model = node_record_model(registry)
     prefix = ""
     if isinstance(data, dict):
         if "nodes" not in data:
@@ -70,7 +69,7 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
         data, prefix = data["nodes"], "nodes"
     if not isinstance(data, list):
         raise PolicyError([Problem(source, prefix, "expected a list of node records")])
-    records: list[NodeRecord] = []
+    records: list[Any] = []
     problems: list[Problem] = []
     seen: set[str] = set()
     for i, item in enumerate(data):
@@ -79,7 +78,7 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
             problems.append(Problem(source, where, "expected an object with at least a 'name'"))
             continue
         try:
-            record = NodeRecord.model_validate(item)
+            record = record_model.model_validate(item)
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 loc = ".".join(str(p) for p in err["loc"])
@@ -93,10 +92,6 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
     if problems:
         raise PolicyError(problems)
     return records
-
-
-# Metrics that feed the score, in the order of the score components.
-SCORED_METRICS: tuple[str, ...] = ("latency_ms", "price_per_gb", "reputation", "queue_depth")
 
 
 _MAX_CACHED_CAPABILITIES = 256
@@ -138,7 +133,8 @@ class _Prepared:
         self.alive_columns: dict[str, np.ndarray] = {}
         self.alive_unknown: dict[str, np.ndarray] = {}
         self.alive_unknown_count: dict[str, int] = {}
-        for metric in METRICS:
+        registry = table.registry
+        for metric in registry.names:
             column = table.columns[metric].copy()
             column[dead] = np.nan
             self.alive_columns[metric] = _frozen(column)
@@ -154,9 +150,10 @@ class _Prepared:
         by_name = np.empty(n, dtype=np.intp)
         by_name[table.name_rank] = np.arange(n, dtype=np.intp)
         self.by_name = _frozen(by_name)
-        # The scored metrics, (4, n) in SCORED_METRICS order, columns in name
-        # order: one sequential gather serves every score component.
-        scored = np.array([table.columns[m] for m in SCORED_METRICS], dtype=np.float64).reshape(4, n)
+        # The scored metrics, (components, n) in the registry's component order, columns in
+        # name order: one sequential gather serves every score component.
+        scored = np.array([table.columns[m.name] for m in registry.scored], dtype=np.float64)
+        scored = scored.reshape(len(registry.scored), n)
         self.scores_by_name = _frozen(np.ascontiguousarray(scored[:, by_name]))
         self.score_has_unknown = bool(np.isnan(scored).any())
         # capability -> (alive rows that advertise capabilities, but not this
@@ -189,6 +186,7 @@ class NodeTable:
     cap_ids: np.ndarray
     name_rank: np.ndarray
     _index: dict[str, int] = field(repr=False, default_factory=dict)
+    registry: MetricRegistry = field(repr=False, default=DEFAULT_REGISTRY)  # which metrics the columns hold
     _prepared: _Prepared = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -203,7 +201,7 @@ class NodeTable:
     def record(self, i: int) -> dict[str, Any]:
         """The i-th node as a plain record (for rendering, not for hot paths)."""
         out: dict[str, Any] = {"name": self.names[i], "status": self.statuses[i]}
-        for metric in (*METRICS, *RESOURCES):
+        for metric in (*self.registry.names, *RESOURCES):
             value = self.columns[metric][i]
             out[metric] = None if np.isnan(value) else float(value)
         caps = self.cap_sets[int(self.cap_ids[i])]
@@ -237,17 +235,19 @@ class NodeTable:
         return replace(self, columns={**self.columns, metric: column}, unknown={**self.unknown, metric: unknown})
 
     @classmethod
-    def from_records(cls, records: Iterable[NodeRecord | Mapping[str, Any]]) -> "NodeTable":
-        items = [r if isinstance(r, NodeRecord) else NodeRecord.model_validate(r) for r in records]
+    def from_records(cls, records: Iterable[NodeRecordBase | Mapping[str, Any]],
+                     registry: MetricRegistry = DEFAULT_REGISTRY) -> "NodeTable":
+        record_model = node_record_model(registry)
+        items = [r if isinstance(r, NodeRecordBase) else record_model.model_validate(r) for r in records]
         n = len(items)
         names = tuple(r.name for r in items)
         index = dict(zip(names, range(n)))
         if len(index) != n:
             raise ValueError("node names must be unique")
         values = {
-            metric: np.fromiter((np.nan if (v := getattr(r, metric)) is None else v for r in items),
+            metric: np.fromiter((np.nan if (v := getattr(r, metric, None)) is None else v for r in items),
                                 dtype=np.float64, count=n)
-            for metric in (*METRICS, *RESOURCES)
+            for metric in (*registry.names, *RESOURCES)
         }
         return cls.from_columns(
             names=names,
@@ -257,6 +257,7 @@ class NodeTable:
             values=values,
             capabilities=intern_capabilities([None if r.capabilities is None else tuple(r.capabilities)
                                               for r in items]),
+            registry=registry,
         )
 
     @classmethod
@@ -269,14 +270,15 @@ class NodeTable:
         alive: np.ndarray,
         values: Mapping[str, np.ndarray],
         capabilities: tuple[np.ndarray, tuple[frozenset[str] | None, ...]],
+        registry: MetricRegistry = DEFAULT_REGISTRY,
     ) -> "NodeTable":
         """A table from validated columns: unique `names` and their `index` (name -> row), one float64
-        array per name of METRICS and RESOURCES (NaN where unknown), and `capabilities` as
-        intern_capabilities gives them."""
+        array per metric of `registry` and per name of RESOURCES (NaN where unknown), and
+        `capabilities` as intern_capabilities gives them."""
         n = len(names)
         columns: dict[str, np.ndarray] = {}
         unknown: dict[str, np.ndarray] = {}
-        for metric in (*METRICS, *RESOURCES):
+        for metric in (*registry.names, *RESOURCES):
             col = np.asarray(values[metric], dtype=np.float64)
             col.flags.writeable = False
             columns[metric] = col
@@ -290,7 +292,7 @@ class NodeTable:
         for arr in (cap_ids, rank, alive):
             arr.flags.writeable = False
         return cls(names=names, statuses=statuses, alive=alive, columns=columns, unknown=unknown, cap_sets=cap_sets,
-                   cap_ids=cap_ids, name_rank=rank, _index=index)
+                   cap_ids=cap_ids, name_rank=rank, _index=index, registry=registry)
 
 
 def intern_capabilities(
@@ -308,5 +310,6 @@ def intern_capabilities(
     return cap_ids, tuple(set_of)  # dicts keep insertion order: set i is at index i
 
 
-def as_table(nodes: NodeTable | Sequence[NodeRecord | Mapping[str, Any]]) -> NodeTable:
-    return nodes if isinstance(nodes, NodeTable) else NodeTable.from_records(nodes)
+def as_table(nodes: NodeTable | Sequence[NodeRecordBase | Mapping[str, Any]],
+             registry: MetricRegistry = DEFAULT_REGISTRY) -> NodeTable:
+    return nodes if isinstance(nodes, NodeTable) else NodeTable.from_records(nodes, registry)
