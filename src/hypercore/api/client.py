@@ -68,3 +68,13 @@ def fetch_node_records(addr: str, token: str | None, ca_file: Path | None = None
     """The nodes as the agent at `addr` sees them (links measured from it, or from `near`)."""
     path = "/v1/nodes" + (f"?near={quote(near, safe='')}" if near else "")
     return ApiClient(addr, token, ca_file=ca_file).request("GET", path)["nodes"]
+
+
+def dry_run_decision(addr: str, token: str | None, ca_file: Path | None, policy: dict[str, Any],
+                     spec: dict[str, Any], near: str | None = None) -> dict[str, Any]:
+    """The decision the agent at `addr` makes for a spawn of `spec` under `policy`, without placing it
+    (POST /v1/placements: the scheduler's own decision, with what only the agent knows)."""
+    body: dict[str, Any] = {"policy": policy, "spec": spec}
+    if near:
+        body["near"] = near
+    return ApiClient(addr, token, ca_file=ca_file).request("POST", "/v1/placements", json=body)

@@ -21,6 +21,8 @@ import click
 from hypercore.errors import HypercoreError
 from hypercore.policy.errors import PolicyError, Problem
 from hypercore.policy.loader import not_regular, parse_json_strict, read_regular_file, with_locations
+from hypercore.policy.node_columns import table_from_json
+from hypercore.policy.nodes import NodeTable
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # `policy validate`: a file is not a valid policy
@@ -90,13 +92,11 @@ def read_json_file(path: Path) -> Any:
     return parse_json_strict(_read_text(path), str(path))
 
 
-def read_nodes_file(path: Path) -> list[Any]:
-    """The node records of a nodes file; each problem names its field and, where found, its line and column."""
-    from hypercore.policy import parse_node_records
-
+def read_nodes_file(path: Path) -> NodeTable:
+    """The node table of a nodes file; each problem names its field and, where found, its line and column."""
     text = _read_text(path)
     try:
-        return parse_node_records(parse_json_strict(text, str(path)), source=str(path))
+        return table_from_json(parse_json_strict(text, str(path)), source=str(path))
     except PolicyError as exc:
         raise PolicyError(with_locations(exc.problems, text)) from None
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -16,8 +18,9 @@ from hypercore.cli.common import (
     read_nodes_file,
     user_errors,
 )
-from hypercore.cli.render import print_decision
-from hypercore.policy import Policy, PolicyError, decide, load_policy_file, parse_node_records
+from hypercore.cli.render import print_decision, print_decision_data
+from hypercore.policy import Policy, PolicyError, decide, load_policy_file
+from hypercore.policy.node_columns import table_from_json
 
 
 @click.group("policy")
@@ -76,12 +79,17 @@ def validate(files: tuple[Path, ...]) -> None:
               help="Cluster CA certificate to check the agent against (with --live; env HYPERCORE_CACERT).")
 @click.option("--token", envvar="HYPERCORE_TOKEN", default=None, help="User token (with --live; unused by /v1/nodes).")
 @click.option("--near", help="With --live: latency as seen from this node (default: the agent at --addr).")
+@click.option("--cpu", type=click.FloatRange(min=0.01, max=1024), default=None,
+              help="Explain a spawn asking this many cores: nodes without that much free CPU are rejected "
+                   "(with --live: as the agent decides that spawn; --mem defaults to 256, as for `cluster spawn`).")
+@click.option("--mem", type=click.IntRange(min=1, max=16 * 1024 * 1024), default=None,
+              help="Explain a spawn asking this many MB of memory (with --live, --cpu defaults to 1).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Show only the best N ranked nodes and the first N rejected (with counts of the rest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @user_errors
 def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, ca_file: Path | None, token: str | None,
-            near: str | None, limit: int | None, as_json: bool) -> None:
+            near: str | None, cpu: float | None, mem: int | None, limit: int | None, as_json: bool) -> None:
     """Show how POLICY ranks nodes: exit 0 if a node ranks, 2 on bad input, 3 if none qualifies.
 
     \b
@@ -94,27 +102,62 @@ def explain(policy_file: Path, nodes_file: Path | None, live: bool, addr: str, c
       hypercore cluster metrics --json > nodes.json
     or ask the agent directly with --live.
 
+    With --cpu/--mem, a node whose free CPU or memory cannot take the spawn is
+    rejected ("insufficient cpu (free 0 of 2, asks 1)"), in every mode. With
+    --live they make the agent decide as for `cluster spawn --command ...
+    --cpu N --mem MB` (its dry run: a user token is needed), so the explain
+    also counts what only the agent knows: placements the nodes' beacons do
+    not show yet and the nodes it ejected as outliers.
+
     The ranking goes to stdout; errors and warnings go to stderr.
     """
     if (nodes_file is None) == (not live):
         raise click.UsageError("give exactly one of --nodes FILE or --live")
+    # A one-shot command that may build millions of objects (100,000 node records) holding no cycles:
+    # the cyclic collector would walk them again and again, and once more when re-enabled. Off for good.
+    gc.disable()
     policy = load_policy_file(policy_file)
     _warn(policy_file, policy)
+    asks = cpu is not None or mem is not None
     if live:
         check_regular(ca_file, "--ca-file")
+        if asks:
+            _explain_spawn(policy, addr, ca_file, token, near, cpu, mem, limit, as_json)
         from hypercore.api.client import fetch_node_records
 
-        records = parse_node_records(fetch_node_records(addr, token, ca_file, near), source=f"{addr}/v1/nodes")
+        table = table_from_json(fetch_node_records(addr, token, ca_file, near), source=f"{addr}/v1/nodes")
     else:
         assert nodes_file is not None
-        records = read_nodes_file(nodes_file)
-    decision = decide(policy, records)
-    regions = {r.name: r.region for r in records}
+        table = read_nodes_file(nodes_file)
+    decision = decide(policy, table, require_resources=(cpu or 0.0, float(mem or 0)) if asks else None)
+    regions = table.region_of()
     if as_json:
         out = decision.to_dict(limit)
-        if any(regions.values()):
-            out["regions"] = {name: region for name, region in regions.items() if region is not None}
+        if regions:
+            out["regions"] = regions
         print_json(out)
     else:
         print_decision(decision, Console(), limit, regions)
     raise SystemExit(0 if len(decision.ranked) else EXIT_NO_NODE)
+
+
+def _explain_spawn(policy: Policy, addr: str, ca_file: Path | None, token: str | None, near: str | None,
+                   cpu: float | None, mem: int | None, limit: int | None, as_json: bool) -> NoReturn:
+    """Print the agent's own decision for a spawn of an exec workload asking `cpu` cores and `mem` MB."""
+    if not token:
+        raise click.UsageError("--live with --cpu/--mem asks the agent for the decision of that spawn (a dry run): "
+                               "give a user token with --token or HYPERCORE_TOKEN")
+    from hypercore.api.client import dry_run_decision
+
+    spec = {"command": "true", "cpu": 1.0 if cpu is None else cpu, "mem": 256 if mem is None else mem}
+    data = dry_run_decision(addr, token, ca_file, policy.model_dump(mode="json"), spec, near)
+    ranked_total, rejected_total = len(data["ranked"]), len(data["rejected"])
+    if limit is not None:
+        data = {**data, "ranked": data["ranked"][:limit], "rejected": data["rejected"][:limit],
+                "ranked_more": max(0, ranked_total - limit), "rejected_more": max(0, rejected_total - limit)}
+    if as_json:
+        print_json(data)
+    else:
+        reasons = data["summary"].partition(": ")[2].partition("; ")[0]  # "3 latency_ms > 100, 1 not alive"
+        print_decision_data(data, Console(), reasons, ranked_total, rejected_total)
+    raise SystemExit(0 if ranked_total else EXIT_NO_NODE)

@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from hypercore.beacon.tags import MAX_AGE_S, Beacon, BeaconInvalid, decode
 from hypercore.membership.rpc import Member
 from hypercore.policy.nodes import METRICS, NodeTable
+from hypercore.policy.registry import RESOURCES
 
 log = logging.getLogger("hypercore.view")
 
@@ -85,7 +86,7 @@ class NodeView:
             out[key] = getattr(b, key) if b else None
         out["capabilities"] = list(b.capabilities) if b else None
         out["region"] = b.region if b else None
-        for key in ("cpu_total", "cpu_free", "mem_total_mb", "mem_free_mb"):
+        for key in RESOURCES:
             out[key] = getattr(b, key) if b else None
         out["beacon_id"] = b.beacon_id if b else None
         out["api"] = self.api_url

@@ -24,7 +24,9 @@ from pydantic import ValidationError
 
 import hypercore.policy.jsonpos as jsonpos
 from hypercore.policy.errors import PolicyError, Problem, describe
-from hypercore.policy.model import DEPRECATED_KEYS, RULE_KEYS, Policy, Rules, Scales, Scoring
+from hypercore.policy.fastjson import NOT_FAST, parse_fast
+from hypercore.policy.model import Policy, PolicyModels, flat_keys, policy_models
+from hypercore.policy.registry import DEFAULT_REGISTRY, MetricRegistry
 
 MAX_POLICY_BYTES = 256 * 1024
 # Far beyond any value a policy, node file or request means, and far below
@@ -137,6 +139,13 @@ def parse_json_strict(text: str, source: str) -> Any:
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise PolicyError([Problem(source, "", "file is empty; expected a JSON object")])
+    fast = parse_fast(text)
+    return fast if fast is not NOT_FAST else parse_json_careful(text, source)
+
+
+def parse_json_careful(text: str, source: str) -> Any:
+    """parse_json_strict without the fast way (policy.fastjson): Python's json with a hook per
+    number and per object, which finds what is refused and says what, and where."""
     refused: list[_Unrepresentable] = []
 
     def keep(value: Any) -> Any:
@@ -177,52 +186,54 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _allowed_at(loc: tuple[int | str, ...]) -> tuple[str, ...]:
+def _allowed_at(models: PolicyModels, loc: tuple[int | str, ...]) -> tuple[str, ...]:
     """The keys a policy allows in the object at `loc` (for "did you mean")."""
-    models: dict[tuple[int | str, ...], Any] = {(): Policy, ("rules",): Rules, ("scoring",): Scoring,
-                                                 ("scoring", "scales"): Scales}
-    model = models.get(loc)
+    by_loc: dict[tuple[int | str, ...], Any] = {(): models.policy, ("rules",): models.rules,
+                                                ("scoring",): models.scoring, ("scoring", "scales"): models.scales}
+    model = by_loc.get(loc)
     if model is None:
         return ()
     keys = tuple(model.model_fields)
-    return keys + RULE_KEYS + DEPRECATED_KEYS if model is Policy else keys
+    return keys + flat_keys(models.registry) if model is models.policy else keys
 
 
-def _unknown_key(loc: tuple[int | str, ...]) -> str:
+def _unknown_key(models: PolicyModels, loc: tuple[int | str, ...]) -> str:
     key = str(loc[-1])
-    close = difflib.get_close_matches(key, _allowed_at(loc[:-1]), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, _allowed_at(models, loc[:-1]), n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean `{close[0]}`?"
-    for parent, model in (("scoring", Scoring), ("rules", Rules), ("scoring.scales", Scales)):
+    for parent, model in (("scoring", models.scoring), ("rules", models.rules), ("scoring.scales", models.scales)):
         if key in model.model_fields and _path(loc[:-1]) != parent:
             return f"unknown key here; `{key}` belongs under `{parent}`"
     return "unknown key; check its spelling (see `hypercore policy schema`)"
 
 
-def _problems(exc: ValidationError, source: str, flat: frozenset[str] = frozenset()) -> list[Problem]:
+def _problems(models: PolicyModels, exc: ValidationError, source: str, flat: frozenset[str] = frozenset()) -> list[Problem]:
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         if len(loc) >= 2 and loc[0] == "rules" and loc[1] in flat:
             loc = loc[1:]  # the user wrote this rule at the top level; point there
         path = _path(loc) or "(top level)"
-        message = _unknown_key(loc) if err["type"] == "extra_forbidden" else describe(err)
+        message = _unknown_key(models, loc) if err["type"] == "extra_forbidden" else describe(err)
         problems.append(Problem(source, path, message))
     return problems
 
 
-def parse_policy(data: Any, source: str = "policy", default_name: str | None = None) -> Policy:
-    """Validate a JSON value as a policy. `default_name` names a policy that has none."""
+def parse_policy(data: Any, source: str = "policy", default_name: str | None = None,
+                 registry: MetricRegistry = DEFAULT_REGISTRY) -> Policy:
+    """Validate a JSON value as a policy (of `registry`'s metrics). `default_name` names a policy that has none."""
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "null"
         raise PolicyError([Problem(source, "", f"expected a JSON object, got {kind}")])
     if default_name and "name" not in data:
         data = {**data, "name": default_name}
+    models = policy_models(registry)
     try:
-        return Policy.model_validate(data)
+        return models.policy.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
-        flat = frozenset(k for k in (*RULE_KEYS, *DEPRECATED_KEYS) if k in data)
-        raise PolicyError(_problems(exc, source, flat)) from None
+        flat = frozenset(k for k in flat_keys(registry) if k in data)
+        raise PolicyError(_problems(models, exc, source, flat)) from None
     except RecursionError:
         raise PolicyError([Problem(source, "", "JSON is nested too deeply")]) from None
 

@@ -12,34 +12,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from hypercore.policy.errors import PolicyError, Problem, describe
+from hypercore.policy.registry import DEFAULT_REGISTRY, RESOURCES, MetricRegistry
 
-# Metrics in the order rules and reasons are reported.
-METRICS: tuple[str, ...] = (
-    "latency_ms",
-    "jitter_ms",
-    "packet_loss",
-    "price_per_gb",
-    "reputation",
-    "queue_depth",
-)
-
-# What a node offers, as its beacon says (free = total minus what its workloads reserve).
-# Not policy metrics: they filter a spawn that does not fit (every mode), and
-# place by allocation when a policy asks for a strategy.
-RESOURCES: tuple[str, ...] = ("cpu_total", "cpu_free", "mem_total_mb", "mem_free_mb")
-
-# strict: "10" is not a number here either (as in policies); an integer still passes as a float.
-_Metric = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+# Metrics in the order rules and reasons are reported (declared in policy.registry).
+METRICS: tuple[str, ...] = DEFAULT_REGISTRY.names
+REGION_CHARS = 64  # a node record's region: at most this long
 
 
-class NodeRecord(BaseModel):
-    """One node as the engine sees it. Any metric may be missing (None)."""
+def _node_value(maximum: float | None) -> Any:
+    # strict: "10" is not a number here either (as in policies); an integer still passes as a float.
+    return Annotated[float, Field(ge=0, le=maximum, allow_inf_nan=False, strict=True)] | None
+
+
+class NodeRecordBase(BaseModel):
+    """One node as the engine sees it. Any metric may be missing (None).
+
+    The metric fields come from a metric registry (node_record_model); NodeRecord
+    is the record of DEFAULT_REGISTRY.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -48,23 +45,26 @@ class NodeRecord(BaseModel):
     # False for a gossip member the cluster CA did not admit (a `cluster metrics --json` snapshot
     # lists them): never a candidate, like a node that is not alive.
     admitted: bool = True
-    latency_ms: _Metric | None = None
-    jitter_ms: _Metric | None = None
-    packet_loss: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)] | None = None
-    price_per_gb: _Metric | None = None
-    reputation: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)] | None = None
-    queue_depth: _Metric | None = None
-    capabilities: list[str] | None = None
     # Where the node says it is (its signed beacon's --region): shown next to the ranking, never scored.
-    region: Annotated[str, Field(max_length=64)] | None = None
-    cpu_total: _Metric | None = None
-    cpu_free: _Metric | None = None
-    mem_total_mb: _Metric | None = None
-    mem_free_mb: _Metric | None = None
+    region: Annotated[str, Field(max_length=REGION_CHARS)] | None = None
 
 
-def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
-    """Accept a JSON list of node records or an object with a `nodes` list."""
+@cache
+def node_record_model(registry: MetricRegistry) -> type[NodeRecordBase]:
+    """The node record of `registry`'s metrics: each one 0..its maximum, then capabilities and resources."""
+    fields: dict[str, Any] = {m.name: (_node_value(m.maximum), None) for m in registry}
+    fields["capabilities"] = (list[str] | None, None)
+    fields.update({name: (_node_value(None), None) for name in RESOURCES})
+    return create_model("NodeRecord", __base__=NodeRecordBase, __module__=__name__, __doc__=NodeRecordBase.__doc__,
+                        **fields)
+
+
+NodeRecord = node_record_model(DEFAULT_REGISTRY)
+
+
+def parse_node_records(data: Any, source: str = "nodes", registry: MetricRegistry = DEFAULT_REGISTRY) -> list[Any]:
+    """Accept a JSON list of node records or an object with a `nodes` list (records of `registry`'s metrics)."""
+    record_model = node_record_model(registry)
     prefix = ""
     if isinstance(data, dict):
         if "nodes" not in data:
@@ -72,7 +72,7 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
         data, prefix = data["nodes"], "nodes"
     if not isinstance(data, list):
         raise PolicyError([Problem(source, prefix, "expected a list of node records")])
-    records: list[NodeRecord] = []
+    records: list[Any] = []
     problems: list[Problem] = []
     seen: set[str] = set()
     for i, item in enumerate(data):
@@ -81,7 +81,7 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
             problems.append(Problem(source, where, "expected an object with at least a 'name'"))
             continue
         try:
-            record = NodeRecord.model_validate(item)
+            record = record_model.model_validate(item)
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 loc = ".".join(str(p) for p in err["loc"])
@@ -95,10 +95,6 @@ def parse_node_records(data: Any, source: str = "nodes") -> list[NodeRecord]:
     if problems:
         raise PolicyError(problems)
     return records
-
-
-# Metrics that feed the score, in the order of the score components.
-SCORED_METRICS: tuple[str, ...] = ("latency_ms", "price_per_gb", "reputation", "queue_depth")
 
 
 _MAX_CACHED_CAPABILITIES = 256
@@ -140,7 +136,8 @@ class _Prepared:
         self.alive_columns: dict[str, np.ndarray] = {}
         self.alive_unknown: dict[str, np.ndarray] = {}
         self.alive_unknown_count: dict[str, int] = {}
-        for metric in METRICS:
+        registry = table.registry
+        for metric in registry.names:
             column = table.columns[metric].copy()
             column[dead] = np.nan
             self.alive_columns[metric] = _frozen(column)
@@ -156,9 +153,10 @@ class _Prepared:
         by_name = np.empty(n, dtype=np.intp)
         by_name[table.name_rank] = np.arange(n, dtype=np.intp)
         self.by_name = _frozen(by_name)
-        # The scored metrics, (4, n) in SCORED_METRICS order, columns in name
-        # order: one sequential gather serves every score component.
-        scored = np.array([table.columns[m] for m in SCORED_METRICS], dtype=np.float64).reshape(4, n)
+        # The scored metrics, (components, n) in the registry's component order, columns in
+        # name order: one sequential gather serves every score component.
+        scored = np.array([table.columns[m.name] for m in registry.scored], dtype=np.float64)
+        scored = scored.reshape(len(registry.scored), n)
         self.scores_by_name = _frozen(np.ascontiguousarray(scored[:, by_name]))
         self.score_has_unknown = bool(np.isnan(scored).any())
         # capability -> (alive rows that advertise capabilities, but not this
@@ -191,6 +189,8 @@ class NodeTable:
     cap_ids: np.ndarray
     name_rank: np.ndarray
     _index: dict[str, int] = field(repr=False, default_factory=dict)
+    registry: MetricRegistry = field(repr=False, default=DEFAULT_REGISTRY)  # which metrics the columns hold
+    regions: tuple[str | None, ...] | None = field(repr=False, default=None)  # None: no node says one
     _prepared: _Prepared = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -205,12 +205,17 @@ class NodeTable:
     def record(self, i: int) -> dict[str, Any]:
         """The i-th node as a plain record (for rendering, not for hot paths)."""
         out: dict[str, Any] = {"name": self.names[i], "status": self.statuses[i]}
-        for metric in (*METRICS, *RESOURCES):
+        for metric in (*self.registry.names, *RESOURCES):
             value = self.columns[metric][i]
             out[metric] = None if np.isnan(value) else float(value)
         caps = self.cap_sets[int(self.cap_ids[i])]
         out["capabilities"] = None if caps is None else sorted(caps)
+        out["region"] = self.regions[i] if self.regions else None
         return out
+
+    def region_of(self) -> dict[str, str]:
+        """node → region, for the nodes that say one (shown next to a ranking, never scored)."""
+        return {n: r for n, r in zip(self.names, self.regions) if r is not None} if self.regions else {}
 
     def with_added(self, metric: str, extra: Mapping[str, float]) -> "NodeTable":
         """A copy with `extra[name]` added to `metric` of the named nodes (unknown stays unknown).
@@ -239,46 +244,84 @@ class NodeTable:
         return replace(self, columns={**self.columns, metric: column}, unknown={**self.unknown, metric: unknown})
 
     @classmethod
-    def from_records(cls, records: Iterable[NodeRecord | Mapping[str, Any]]) -> "NodeTable":
-        items = [r if isinstance(r, NodeRecord) else NodeRecord.model_validate(r) for r in records]
+    def from_records(cls, records: Iterable[NodeRecordBase | Mapping[str, Any]],
+                     registry: MetricRegistry = DEFAULT_REGISTRY) -> "NodeTable":
+        record_model = node_record_model(registry)
+        items = [r if isinstance(r, NodeRecordBase) else record_model.model_validate(r) for r in records]
         n = len(items)
         names = tuple(r.name for r in items)
-        if len(set(names)) != n:
+        index = dict(zip(names, range(n)))
+        if len(index) != n:
             raise ValueError("node names must be unique")
+        values = {
+            metric: np.fromiter((np.nan if (v := getattr(r, metric, None)) is None else v for r in items),
+                                dtype=np.float64, count=n)
+            for metric in (*registry.names, *RESOURCES)
+        }
+        return cls.from_columns(
+            names=names,
+            index=index,
+            statuses=tuple(r.status for r in items),
+            alive=np.fromiter((r.status == "alive" and r.admitted for r in items), dtype=bool, count=n),
+            values=values,
+            capabilities=intern_capabilities([None if r.capabilities is None else tuple(r.capabilities)
+                                              for r in items]),
+            registry=registry,
+            regions=tuple(r.region for r in items),
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        *,
+        names: tuple[str, ...],
+        index: dict[str, int],
+        statuses: tuple[str, ...],
+        alive: np.ndarray,
+        values: Mapping[str, np.ndarray],
+        capabilities: tuple[np.ndarray, tuple[frozenset[str] | None, ...]],
+        registry: MetricRegistry = DEFAULT_REGISTRY,
+        regions: Sequence[str | None] | None = None,
+    ) -> "NodeTable":
+        """A table from validated columns: unique `names` and their `index` (name -> row), one float64
+        array per metric of `registry` and per name of RESOURCES (NaN where unknown), and
+        `capabilities` as intern_capabilities gives them."""
+        n = len(names)
         columns: dict[str, np.ndarray] = {}
         unknown: dict[str, np.ndarray] = {}
-        for metric in (*METRICS, *RESOURCES):
-            col = np.fromiter(
-                (np.nan if (v := getattr(r, metric)) is None else v for r in items), dtype=np.float64, count=n
-            )
+        for metric in (*registry.names, *RESOURCES):
+            col = np.asarray(values[metric], dtype=np.float64)
             col.flags.writeable = False
             columns[metric] = col
             unk = np.isnan(col)
             unk.flags.writeable = False
             unknown[metric] = unk
-        interned: dict[frozenset[str] | None, int] = {}
-        cap_ids = np.empty(n, dtype=np.int32)
-        for i, r in enumerate(items):
-            key = None if r.capabilities is None else frozenset(r.capabilities)
-            cap_ids[i] = interned.setdefault(key, len(interned))
-        cap_sets = tuple(sorted(interned, key=interned.__getitem__))  # type: ignore[arg-type]
+        cap_ids, cap_sets = capabilities
         rank = np.empty(n, dtype=np.int64)
         rank[sorted(range(n), key=names.__getitem__)] = np.arange(n)
-        alive = np.fromiter((r.status == "alive" and r.admitted for r in items), dtype=bool, count=n)
+        alive = np.array(alive, dtype=bool)
         for arr in (cap_ids, rank, alive):
             arr.flags.writeable = False
-        return cls(
-            names=names,
-            statuses=tuple(r.status for r in items),
-            alive=alive,
-            columns=columns,
-            unknown=unknown,
-            cap_sets=cap_sets,
-            cap_ids=cap_ids,
-            name_rank=rank,
-            _index={name: i for i, name in enumerate(names)},
-        )
+        return cls(names=names, statuses=statuses, alive=alive, columns=columns, unknown=unknown, cap_sets=cap_sets,
+                   cap_ids=cap_ids, name_rank=rank, _index=index, registry=registry,
+                   regions=tuple(regions) if regions is not None and any(r is not None for r in regions) else None)
 
 
-def as_table(nodes: NodeTable | Sequence[NodeRecord | Mapping[str, Any]]) -> NodeTable:
-    return nodes if isinstance(nodes, NodeTable) else NodeTable.from_records(nodes)
+def intern_capabilities(
+    capabilities: Sequence[tuple[str, ...] | None],
+) -> tuple[np.ndarray, tuple[frozenset[str] | None, ...]]:
+    """(per node, the index of its set in the second item; the distinct sets, None for "not advertised").
+
+    A cluster has a few distinct capability sets however many nodes: the distinct tuples are found
+    first (a hash per node), then turned into sets.
+    """
+    set_of: dict[frozenset[str] | None, int] = {}
+    id_of = {key: set_of.setdefault(None if key is None else frozenset(key), len(set_of))
+             for key in dict.fromkeys(capabilities)}
+    cap_ids = np.fromiter(map(id_of.__getitem__, capabilities), dtype=np.int32, count=len(capabilities))
+    return cap_ids, tuple(set_of)  # dicts keep insertion order: set i is at index i
+
+
+def as_table(nodes: NodeTable | Sequence[NodeRecordBase | Mapping[str, Any]],
+             registry: MetricRegistry = DEFAULT_REGISTRY) -> NodeTable:
+    return nodes if isinstance(nodes, NodeTable) else NodeTable.from_records(nodes, registry)

@@ -2,12 +2,15 @@
 // rejected nodes with their reasons. Used by Decisions and the playground.
 import { fmt, h } from "./dom.js";
 
+// The default metric registry's score components (src/hypercore/policy/registry.py), for the legend;
+// a decision's own are the keys of its components.
 export const COMPONENTS = ["latency", "price", "reputation", "queue"];
 
 function bars(ranked, scale) {
+  const components = Object.keys(ranked.components);
   const bar = h("div", { class: "bar", role: "img",
-    "aria-label": COMPONENTS.map((c) => `${c} ${fmt(ranked.components[c], 3)}`).join(", ") });
-  for (const c of COMPONENTS) {
+    "aria-label": components.map((c) => `${c} ${fmt(ranked.components[c], 3)}`).join(", ") });
+  for (const c of components) {
     const value = Number(ranked.components[c]) || 0;
     const part = h("span", { class: `part ${c}`, title: `${c}: ${fmt(value, 3)}` });
     part.style.width = `${Math.max(0, Math.min(100, (100 * value) / scale))}%`; // CSSOM, which the CSP allows
@@ -36,7 +39,8 @@ export function rankedList(ranked, links = null) {
   return h("ol", { class: "ranked" }, ranked.map((r) => h("li", { "data-node": r.node },
     h("div", { class: "rank-head" }, h("strong", {}, r.node), h("span", { class: "num" }, `score ${fmt(r.score, 3)}`)),
     bars(r, scale),
-    h("div", { class: "muted small" }, COMPONENTS.map((c) => `${c} ${fmt(r.components[c], 3)}`).join(" · ")),
+    h("div", { class: "muted small" },
+      Object.keys(r.components).map((c) => `${c} ${fmt(r.components[c], 3)}`).join(" · ")),
     linkLine(r.node, links))));
 }
 
