@@ -218,6 +218,10 @@ class Scheduler:
     async def gather(self, path: str, timeout: float = 5.0, user: User | None = None) -> list[tuple[str, Any]]:
         return await self.reads.gather(path, timeout=timeout, user=user)
 
+    def _uncount(self, node: str, counted: tuple[float, float, float]) -> None:
+        with contextlib.suppress(ValueError):
+            self._recent[node].remove(counted)
+
     def _remember(self, workload_id: str, state: str, node: str | None) -> None:
         self.placements[workload_id] = {"state": state, "node": node}
         self.placements.move_to_end(workload_id)
@@ -245,18 +249,21 @@ class Scheduler:
         total = len(decision.ranked)
         maybe = list(maybe or [])  # nodes that may hold a copy: silent ones, attempts that timed out or erred
         for priority, ranked in enumerate(decision.ranked, 1):
+            # Counted before anything awaits (the directory's claim, the attempt): concurrent decisions must see
+            # it at once. (Counted after the claim, a burst of 200 spawns was decided before any was counted,
+            # and each owner sent all of its share to one node: 198 of 200.)
+            counted = (time.time(), spec.cpu, float(spec.mem))
+            self._recent[ranked.node].append(counted)
             if directory is not None and request_id is not None:
                 copy = await directory.claim(request_id, workload_id, [*maybe, ranked.node])
                 if copy is not None:  # placed by another node this one did not know of
+                    self._uncount(ranked.node, counted)
                     self._remember(workload_id, "placed", copy.node)
                     return Placement(decision, copy.workload, copy.node, placement.attempts, existing=True)
             log.info(
                 "attempting to spawn on policy-selected node",
                 extra={"node": ranked.node, "priority": priority, "total": total},
             )
-            # Counted before the attempt: concurrent decisions must see it at once.
-            counted = (time.time(), spec.cpu, float(spec.mem))
-            self._recent[ranked.node].append(counted)
             attempt, workload = await self._attempt(ranked.node, workload_id, spec, used_policy, request_id, owner)
             placement.attempts.append(attempt)
             self.outliers.record(ranked.node, attempt.outcome, attempt.detail)
@@ -265,8 +272,7 @@ class Scheduler:
                 self.reputation.observe(ranked.node, attempt.outcome == "ok", f"attempt {attempt.outcome}")
             self.metrics.spawn_attempts.labels(outcome=attempt.outcome).inc()
             if workload is None:
-                with contextlib.suppress(ValueError):
-                    self._recent[ranked.node].remove(counted)
+                self._uncount(ranked.node, counted)
             else:
                 log.info("successfully spawned VM on policy-selected node", extra={"node": ranked.node, "id": workload["id"]})
                 self._remember(workload_id, "placed", ranked.node)
