@@ -39,10 +39,13 @@ def test_a_failure_never_raises_and_a_success_never_lowers(s: int, f: int, prior
 
 def test_a_lying_minority_moves_no_honest_node_by_more_than_a_tenth() -> None:
     nodes = ["n1", "n2", "n3", "n4", "n5"]
-    me = Reputation("n1", None, transport=None, peers=lambda: nodes, prior=lambda n: None)  # type: ignore[arg-type]
-    for peer in nodes[1:]:
-        for _ in range(20):
+    now = [time.time() - 1800.0]
+    me = Reputation("n1", None, transport=None, peers=lambda: nodes, prior=lambda n: None,  # type: ignore[arg-type]
+                    clock=lambda: now[0])
+    for _ in range(20):  # 20 successes a minute apart each (successes within a minute count once)
+        for peer in nodes[1:]:
             me.observe(peer, True, "attempt ok")
+        now[0] += 60.0
     honest = {n: {"score": 0.95} for n in nodes}
     for observer in ("n2", "n3", "n4"):
         me.accept_view(observer, {"view": {k: v for k, v in honest.items() if k != observer}})
@@ -101,3 +104,18 @@ async def test_failing_starts_lose_reputation_in_others_eyes_and_fixed_nodes_ear
     origin.scheduler.outliers._nodes.clear()
     placement = await origin.scheduler.place(SPEC, COST)  # the cheapest again, and it works now
     assert placement.node == "flaky" and origin.reputation.score("flaky") > 0.95
+
+
+def test_a_flood_of_successes_is_one_moment_of_evidence_and_cannot_push_failures_out() -> None:
+    # Counting each success made reputation rich-get-richer (a burst of 200 spawns on three equal nodes went
+    # 159/41/0) and let anyone pump a node, or wash its failures out of the per-peer record cap, with tiny spawns.
+    now = [1_000_000.0]
+    me = Reputation("n1", None, transport=None, peers=lambda: ["n2"], prior=lambda n: None,  # type: ignore[arg-type]
+                    clock=lambda: now[0])
+    me.observe("n2", False, "attempt timeout")
+    recorded = [me.observe("n2", True, "attempt ok") for _ in range(300)]
+    assert sum(r is not None for r in recorded) == 1
+    assert me.log.evidence("n2") == Evidence(successes=1, failures=1)
+    now[0] += 61.0  # the next minute's success counts again
+    assert me.observe("n2", True, "attempt ok") is not None
+    assert me.log.evidence("n2") == Evidence(successes=2, failures=1)

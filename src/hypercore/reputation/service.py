@@ -53,8 +53,10 @@ class Reputation:
     def observe(self, node: str, ok: bool, what: str) -> Observation | None:
         if node == self.name:
             return None  # a node's view of itself is its own word
-        self.version += 1
-        return self.log.record(node, ok, what)
+        recorded = self.log.record(node, ok, what)
+        if recorded is not None:
+            self.version += 1
+        return recorded
 
     def prior_of(self, node: str) -> float:
         attested = self._prior(node)
