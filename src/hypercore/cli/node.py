@@ -276,6 +276,8 @@ def _command_of(pid: Any, start_time: Any) -> tuple[str | None, dict[str, str]]:
     if not isinstance(pid, int) or not same_process(pid, start_time):
         return None, {}
     argv = _proc_words(pid, "cmdline")
+    if argv and Path(argv[0]).name == "tini" and "--" in argv:  # the init of its PID namespace: `tini -g -- sh -c`
+        argv = argv[argv.index("--") + 1:]
     command = argv[2] if len(argv) >= 3 and argv[0].endswith("sh") and argv[1] == "-c" else shlex.join(argv) or None
     env = dict(w.split("=", 1) for w in _proc_words(pid, "environ") if "=" in w)
     return command, {k: v for k, v in env.items() if k not in _EXEC_ENV}
