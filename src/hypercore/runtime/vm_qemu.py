@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +30,9 @@ __all__ = ["QEMU", "Accel", "QmpError", "find_qemu", "hostfwd", "probe_accel", "
 QEMU: Final = "qemu-system-x86_64"
 Accel = Literal["kvm", "tcg"]
 # loglevel=3: the guest kernel's errors and worse only, so the console is the workload's output.
-_CMDLINE: Final = "console=ttyS0 loglevel=3 panic=-1 pci=off edd=off tsc_early_khz={tsc}"
+# reboot=t: the guest's init ends with `reboot -f`, a triple fault with -no-reboot makes QEMU exit; with the
+# default reboot methods 1 of 6 guests here hung in "reboot: machine restart".
+_CMDLINE: Final = "console=ttyS0 loglevel=3 reboot=t panic=-1 pci=off edd=off tsc_early_khz={tsc}"
 
 
 class QmpError(Exception):
@@ -66,6 +70,11 @@ def qemu_argv(qemu: str, assets: GuestAssets, initrd: Path, disk: Path | None, *
     return argv
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the agent dies, so a probe VM never outlives an agent killed mid-probe."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+
+
 async def probe_accel(qemu: str, assets: GuestAssets, accel: Accel, tsc_khz: int, timeout: float) -> str | None:
     """None when a guest boots to its init under ``accel`` within ``timeout`` s, else why not."""
     with tempfile.TemporaryDirectory(prefix="hc-vm-probe-") as tmp:
@@ -73,7 +82,8 @@ async def probe_accel(qemu: str, assets: GuestAssets, accel: Accel, tsc_khz: int
         argv = [a for a in argv if not a.startswith("unix:")]
         argv.remove("-qmp")
         proc = await asyncio.create_subprocess_exec(*argv, cwd=tmp, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                    preexec_fn=_die_with_parent)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)
         except TimeoutError:
