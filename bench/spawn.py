@@ -13,6 +13,9 @@ container case (target: overhead ≤ 10 % of the engine's own start time):
           the container started;
   engine: the same `podman run -d` argv run directly, with no hypercore at all.
   overhead = routed - engine (placement, HTTP, SQLite bookkeeping).
+first-output case (--vm-runs, issue 14): median time from the spawn request (to A)
+  to the workload's first output in `logs`, for `echo started` as exec, as a
+  container and as a microVM (node v, --enable-vm; the accelerator used is printed).
 Medians of interleaved runs.
 """
 
@@ -87,10 +90,53 @@ def container_case(runs: int, a_url: str, client: httpx.Client, tmp: Path) -> No
           f"(target <= 10%: {'PASS' if share <= 0.10 else 'MISS'})")
 
 
+def first_output(client: httpx.Client, url: str, spec: dict) -> float:
+    """ms from the spawn request to the first byte of the workload's log (polled every 10 ms)."""
+    start = time.perf_counter()
+    r = client.post(f"{url}/v1/workloads", json={"spec": spec})
+    if r.status_code != 201:
+        sys.exit(f"spawn failed: HTTP {r.status_code} {r.text}")
+    wid = r.json()["id"]
+    while time.perf_counter() - start < 120:
+        if client.get(f"{url}/v1/workloads/{wid}/logs").content.strip():
+            return (time.perf_counter() - start) * 1000
+        time.sleep(0.01)
+    sys.exit(f"workload {wid} printed nothing within 120 s")
+
+
+def first_output_case(runs: int, cluster: Cluster, a_url: str, client: httpx.Client) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.runtime.oci_image import ensure_test_image
+
+    engine = shutil.which("podman")
+    if engine is None or shutil.which("qemu-system-x86_64") is None:
+        print("first-output case: skipped (needs podman and qemu-system-x86)")
+        return
+    image = ensure_test_image(engine)
+    v = cluster.add("v", "--enable-vm", "--disable-containers", "--spawn-rate", "1000", "--spawn-burst", "1000",
+                    "--capacity-cpu", "1000", "--capacity-mem", "1000000")
+    cluster.wait_converged()
+    accel = "kvm" if "vm-kvm" in (v.nodes().get("v", {}).get("capabilities") or []) else "tcg"
+    cases = {"exec": {"command": "echo started", "cpu": 0.01, "mem": 1},
+             "container": {"image_ref": image, "args": ["echo", "started"], "cpu": 0.01, "mem": 64},
+             f"vm ({accel})": {"image_ref": image, "runtime": "vm", "args": ["echo", "started"], "cpu": 1, "mem": 128}}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(runs + 1):
+        for name, spec in cases.items():
+            t = first_output(client, a_url, spec)
+            if i:  # the first round warms up (a VM's root disk is built then)
+                times[name].append(t)
+    print(f"first-output case: {runs} runs each, interleaved; `echo started`, spawned on A, placed elsewhere")
+    for name, xs in times.items():
+        print(f"  {name:<10} spawn request to first output: median {statistics.median(xs):8.1f} ms  "
+              f"(min {min(xs):.1f}, max {max(xs):.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--container-runs", type=int, default=20)
+    parser.add_argument("--vm-runs", type=int, default=5, help="runs of the first-output case (0: skip it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hypercore-bench-") as tmp:
         cluster = Cluster(Path(tmp))
@@ -116,6 +162,8 @@ def main() -> None:
                 report_exec(args.runs, routed, direct, bare)
                 if args.container_runs:
                     container_case(args.container_runs, a.url, client, Path(tmp))
+                if args.vm_runs:
+                    first_output_case(args.vm_runs, cluster, a.url, client)
         finally:
             cluster.close()
 

@@ -88,6 +88,11 @@ REAL_PARTS: dict[str, RealPart] = {
     "systemd": RealPart(programs=("systemd-analyze",), packages=("systemd",)),
     # PID 1 of an exec workload's own PID namespace (hypercore.runtime.namespaces).
     "tini": RealPart(programs=("tini",), packages=("tini",)),
+    # The vm runtime: QEMU boots the guest, podman gives the image's filesystem, mke2fs makes the root disk,
+    # apt-get/dpkg-deb fetch and unpack Debian's cloud kernel, busybox is the guest's init.
+    "qemu": RealPart(programs=("qemu-system-x86_64", "podman", "runc", "mke2fs", "apt-get", "dpkg-deb"),
+                     packages=("qemu-system-x86", "podman", "runc", "e2fsprogs", "busybox-static"),
+                     probe=_podman_answers),
 }
 
 

@@ -42,6 +42,8 @@ from hypercore.node import Node
 from hypercore.reputation.service import EXCHANGE_S
 from hypercore.runtime.manager import Capacity
 from hypercore.runtime.oci import OCIDriver
+from hypercore.runtime.vm import VMDriver
+from hypercore.runtime.vm_assets import AssetError
 from hypercore.netaddr import is_loopback, split_host_port
 from hypercore.transport import Transport
 
@@ -295,6 +297,14 @@ class NodeAgent:
                 raise ConfigError(f"--container-engine {self.config.container_engine!r} does not answer")
             else:
                 log.info("no container engine answers (podman or docker); not offering 'container'")
+        if self.config.enable_vm:
+            try:  # asked for explicitly: a node that cannot boot VMs says why and does not start
+                vm = await VMDriver.detect(self.config.vm_cache_dir or self.config.data_dir / "vm",
+                                           max_log_bytes=self.node.max_log_bytes)
+            except AssetError as exc:
+                raise ConfigError(f"--enable-vm: {exc}") from None
+            log.info("offering VMs", extra={"accel": vm.accel, "kernel": vm.assets.version})
+            manager.add_driver(vm)
         adopted = await manager.adopt()
         if adopted:
             log.info("re-adopted workloads after restart", extra={

@@ -77,6 +77,11 @@ class AgentConfig(BaseModel):
     container_engine: str | None = Field(None, description="podman, docker or a path (default: podman, else "
                                                            "docker, if one answers).")
     disable_containers: bool = Field(False, description="Do not offer the `container` capability.")
+    enable_vm: bool = Field(False, description="Boot `--runtime vm` image workloads as QEMU microVMs here (capability "
+                                               "`vm`, and `vm-kvm` when KVM really works); needs qemu-system-x86 "
+                                               "and podman.")
+    vm_cache_dir: Path | None = Field(None, description="Where the guest kernel, initramfs and root disks are cached "
+                                                        "(default: DATA_DIR/vm).")
     placement_timeout: Annotated[float, Field(ge=0.1, le=3600, allow_inf_nan=False)] = Field(
         15.0, description="Deadline, in seconds, of one placement attempt on a node.")
     respawn_on_node_failure: bool = Field(False, description="When a node fails, place its workloads again "

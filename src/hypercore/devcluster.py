@@ -33,6 +33,7 @@ import httpx
 from hypercore.identity.pki import create_ca, create_node_cert
 from hypercore.identity.tokens import create_token
 from hypercore.runtime.exec import ExecDriver, read_proc_stat
+from hypercore.runtime.vm import kill_vms
 
 HYPERCORE = [sys.executable, "-m", "hypercore.cli"]
 USER = "tester"  # the user of Cluster.token
@@ -377,3 +378,4 @@ class Cluster:
                         os.killpg(handle["pgid"], signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
+            kill_vms(node.data_dir / "workloads")  # found by their directories: also those with no handle stored

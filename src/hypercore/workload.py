@@ -42,7 +42,7 @@ EXISTING_STATES: frozenset[WorkloadState] = LIVE_STATES | {WorkloadState.EXITED,
 
 
 class WorkloadSpec(BaseModel):
-    """A workload: a shell command (exec driver) or a container image (container driver)."""
+    """A workload: a shell command (exec driver), or an image run as a container or booted as a microVM."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,6 +51,10 @@ class WorkloadSpec(BaseModel):
     )
     image_ref: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
         default=None, description="OCI image reference (needs the `container` capability)."
+    )
+    runtime: Literal["container", "vm"] | None = Field(
+        default=None, description="How an image runs: `container` (the default) or `vm`, booted as its own "
+                                  "microVM (needs the `vm` capability)."
     )
     args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         default=None, max_length=256, description="Command override for an image."
@@ -107,12 +111,16 @@ class WorkloadSpec(BaseModel):
             raise ValueError("give exactly one of 'command' or 'image_ref'")
         if self.args is not None and self.image_ref is None:
             raise ValueError("'args' overrides an image's command; with 'command' put everything in the command")
+        if self.runtime is not None and self.image_ref is None:
+            raise ValueError("'runtime' says how an image runs; a 'command' always runs with exec")
         return self
 
     @property
-    def capability(self) -> Literal["exec", "container"]:
-        """The runtime capability a node needs to run this spec."""
-        return "exec" if self.command is not None else "container"
+    def capability(self) -> Literal["exec", "container", "vm"]:
+        """The runtime capability a node needs to run this spec (the placement filters on it)."""
+        if self.command is not None:
+            return "exec"
+        return "vm" if self.runtime == "vm" else "container"
 
 
 def new_workload_id() -> str:

@@ -103,7 +103,9 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
 
 @cluster_group.command("spawn")
 @click.option("--command", "command", help="Shell command to run (needs a node with --enable-exec).")
-@click.option("--image-ref", help="Container image to run.")
+@click.option("--image-ref", help="Image to run (must be on the node): as a container, or with --runtime vm as a microVM.")
+@click.option("--runtime", type=click.Choice(["container", "vm"]), default=None,
+              help="How an --image-ref runs: container (default) or vm, its own microVM (needs a node with --enable-vm).")
 @click.option("--cpu", type=float, default=1.0, show_default=True)
 @click.option("--mem", type=int, default=256, show_default=True, help="Memory in MB.")
 @click.option("--ports", default="", help="HOST:CONTAINER mappings, comma-separated.")
@@ -115,7 +117,7 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--json", "as_json", is_flag=True)
 @_client_options
 @user_errors
-def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, ports: str, env: tuple[str, ...],
+def spawn(command: str | None, image_ref: str | None, runtime: str | None, cpu: float, mem: int, ports: str, env: tuple[str, ...],
           policy_file: Path | None, request_id: str | None, near: str | None, dry_run: bool, as_json: bool,
           client: ApiClient) -> None:
     """Place a workload with the policy and start it on the chosen node."""
@@ -124,7 +126,7 @@ def spawn(command: str | None, image_ref: str | None, cpu: float, mem: int, port
     from pydantic import ValidationError
 
     try:
-        spec = WorkloadSpec(command=command, image_ref=image_ref, cpu=cpu, mem=mem,
+        spec = WorkloadSpec(command=command, image_ref=image_ref, runtime=runtime, cpu=cpu, mem=mem,
                             ports=[p.strip() for p in ports.split(",") if p.strip()], env=_parse_env(env))
     except ValidationError as exc:
         fail("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-') or 'spec'}: {e['msg'].removeprefix('Value error, ')}"

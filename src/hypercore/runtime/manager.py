@@ -74,7 +74,8 @@ class WorkloadManager:
 
     @property
     def capabilities(self) -> list[str]:
-        return sorted(self._drivers)
+        # A driver may offer more than its name (the vm driver: `vm-kvm` when guests are accelerated).
+        return sorted({*self._drivers, *(c for d in self._drivers.values() for c in getattr(d, "capabilities", ()))})
 
     def add_driver(self, driver: Driver) -> None:
         """Offer `driver.name` from now on (the agent adds drivers once they answer)."""
