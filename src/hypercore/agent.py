@@ -355,7 +355,7 @@ class NodeAgent:
                 raise ConfigError(f"cannot serve the API on {self.config.http_bind_addr} (address in use?)")
             await asyncio.sleep(0.02)
         self.prober = Prober(self._probe_targets, node.transport, ProbeWindow(), interval=self.config.probe_interval,
-                             links=node.probes)
+                             links=node.probes, on_result=node.reputation.probe_result)
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
             price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation, region=self.config.region,

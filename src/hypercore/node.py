@@ -77,6 +77,7 @@ class Node:
         self.manager = WorkloadManager(self.store, data_dir, {}, name, capacity=capacity, max_workloads=max_workloads)
         # Reputation from evidence: this node's observations (signed with `key`) and its peers' views.
         self.reputation = Reputation(name, key, transport, view.peers, prior=self._attested_prior)
+        view.on_stale = lambda node: self.reputation.observe_once(node, False, "beacon stale")
         # Links as seen from an origin: this node's own probes of each peer, and Serf's network coordinates.
         self.probes = PeerLinks()
         self.coordinates = CoordinateBook()

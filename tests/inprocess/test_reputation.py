@@ -119,3 +119,26 @@ def test_a_flood_of_successes_is_one_moment_of_evidence_and_cannot_push_failures
     now[0] += 61.0  # the next minute's success counts again
     assert me.observe("n2", True, "attempt ok") is not None
     assert me.log.evidence("n2") == Evidence(successes=2, failures=1)
+
+
+def test_unreachable_and_stale_nodes_lose_reputation_once_per_incident(fake: FakeCluster) -> None:
+    # Issue 11's evidence list: probes unanswered and beacons that failed, besides placement attempts.
+    me = Reputation("n1", None, transport=None, peers=lambda: ["n2"], prior=lambda n: None)  # type: ignore[arg-type]
+    me.probe_result("n2", None)  # one lost probe: the link's loss, not the node's failure
+    assert me.log.evidence("n2") == Evidence(0, 0)
+    for _ in range(10):
+        me.probe_result("n2", None)  # unreachable: one incident, not ten
+    assert me.log.evidence("n2") == Evidence(0, 1)
+    me.probe_result("n2", 1.5)  # an answer is no evidence of reliability either
+    assert me.log.evidence("n2") == Evidence(0, 1)
+    # A node's own signed beacon gone stale (it froze, or stopped refreshing), read on every view read: counted
+    # once, by the node that reads it.
+    fake.add("a")
+    fake.add("b")
+    a = fake["a"]
+    a.view.nodes()  # read while fresh: b's beacon verified and admitted
+    a.view._clock = lambda: time.time() + 3600  # an hour later, nothing new from b
+    for _ in range(5):
+        a.view.nodes()
+    assert a.reputation.log.evidence("b") == Evidence(0, 1)
+    assert a.reputation.log.records("b")[0].what == "beacon stale"

@@ -43,7 +43,10 @@ class Prober:
         interval: float = 2.0,
         timeout: float = 1.0,
         links: PeerLinks | None = None,
+        on_result: Callable[[str, float | None], None] | None = None,
     ) -> None:
+        """`on_result(node, rtt_ms or None)` hears of every probe (reputation evidence of unreachable peers)."""
+        self.on_result = on_result
         self.window = window or ProbeWindow()
         self.links = links if links is not None else PeerLinks()  # per peer, for origin-relative decisions
         self._peers = peers
@@ -56,6 +59,8 @@ class Prober:
         rtt = await self._client.ping(node, timeout=self.timeout)  # without the connection's opening
         self.window.record(rtt)
         self.links.record(node, rtt)
+        if self.on_result is not None:
+            self.on_result(node, rtt)
 
     async def round(self) -> None:
         targets = self.links.choose(self._peers(), self.sample_size)

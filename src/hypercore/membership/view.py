@@ -110,6 +110,9 @@ class ClusterView:
         self._logged: set[tuple[str, str]] = set()
         self._invalid = invalid_counter
         self._clock = clock
+        # Told of an admitted node whose own signed beacon went stale (reputation evidence: it stopped
+        # refreshing, or froze). Only then: a beacon that does not verify cannot be pinned on anyone.
+        self.on_stale: Callable[[str], None] | None = None
         # The engine's snapshot, rebuilt only when members or beacons change or
         # a beacon in it goes stale, not on every decision.
         self._table: NodeTable | None = None
@@ -150,6 +153,8 @@ class ClusterView:
             # The signature stays valid; freshness must be checked at every read.
             age = now - cached.timestamp
             if age > MAX_AGE_S:
+                if self.on_stale is not None and (self._admit is None or self._admit(member.name, cached, now) is None):
+                    self.on_stale(member.name)
                 return None, self._note(member.name, BeaconInvalid("stale", f"beacon is {age:.0f} s old"))
             return cached, None
         return None, self._note(member.name, cached)

@@ -22,13 +22,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hypercore.reputation.evidence import EvidenceLog, Observation
+from hypercore.reputation.evidence import SUCCESS_BUCKET_S, EvidenceLog, Observation
 from hypercore.reputation.score import ATTESTED_WEIGHT, PRIOR, PRIOR_WEIGHT, Evidence, beta_score, weighted_median
 from hypercore.transport import PeerUnreachable, Transport
 
 log = logging.getLogger("hypercore.reputation")
 
 EXCHANGE_S = 30.0
+PROBE_MISSES = 2  # probes unanswered in a row that count as a failure to reach the node
 SAMPLE = 3
 VIEW_TTL_S = 3 * EXCHANGE_S  # a peer's view older than this no longer counts
 MAX_SUBJECTS = 10_000  # what one peer's view may hold
@@ -47,6 +48,8 @@ class Reputation:
         self.sample = sample
         self._views: dict[str, tuple[float, dict[str, float]]] = {}  # observer → (fetched at, subject → score)
         self.version = 0  # grows with every new observation or view: a cache of scores keys on it
+        self._once: dict[tuple[str, str], int] = {}  # (node, kind) -> the period it was last observed in
+        self._misses: dict[str, int] = {}  # node -> probes unanswered in a row
 
     # -- evidence ---------------------------------------------------------------------
 
@@ -57,6 +60,26 @@ class Reputation:
         if recorded is not None:
             self.version += 1
         return recorded
+
+    def observe_once(self, node: str, ok: bool, what: str) -> Observation | None:
+        """`observe`, at most once per node and kind of evidence per SUCCESS_BUCKET_S: for evidence seen on
+        every read (a stale beacon) or every probe, which must weigh as one incident, not as a hundred."""
+        key, bucket = (node, what), int(self._clock() // SUCCESS_BUCKET_S)
+        if self._once.get(key) == bucket:
+            return None
+        self._once[key] = bucket
+        return self.observe(node, ok, what)
+
+    def probe_result(self, node: str, rtt_ms: float | None) -> None:
+        """Evidence from this node's probes: PROBE_MISSES unanswered in a row is a failure (the node cannot be
+        reached); a single loss is the link's doing (loss is a link metric), and an answer is no evidence of
+        reliability (a node that only stays up would earn trust for free)."""
+        if rtt_ms is not None:
+            self._misses.pop(node, None)
+            return
+        misses = self._misses[node] = self._misses.get(node, 0) + 1
+        if misses == PROBE_MISSES:
+            self.observe_once(node, False, "probes unanswered")
 
     def prior_of(self, node: str) -> float:
         attested = self._prior(node)
