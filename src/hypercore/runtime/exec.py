@@ -46,6 +46,7 @@ import hypercore.runtime.isolation as isolation
 import hypercore.runtime.supervisor as sv
 from hypercore.runtime.base import Handle, RuntimeRefused
 from hypercore.runtime.isolation import ProcStat, read_proc_stat
+from hypercore.runtime.logs import read_rotated
 from hypercore.workload import WorkloadSpec, is_workload_id
 
 __all__ = ["ExecDriver", "ProcStat", "read_proc_stat"]
@@ -378,21 +379,4 @@ class ExecDriver:
 
     async def read_logs(self, handle: Handle | None, log_path: Path, tail_bytes: int | None = None) -> bytes:
         """The LogReader hook: ``output.log.1`` then ``output.log`` (the capped, rotated log)."""
-        def read() -> bytes:
-            parts = []
-            for path in (log_path.with_name(log_path.name + sv.ROTATED), log_path):
-                with contextlib.suppress(FileNotFoundError):
-                    parts.append(path.read_bytes() if tail_bytes is None else _tail(path, tail_bytes))
-            data = b"".join(parts)
-            if tail_bytes is None:
-                return data
-            return data[-tail_bytes:] if tail_bytes > 0 else b""
-
-        return await asyncio.to_thread(read)
-
-
-def _tail(path: Path, tail_bytes: int) -> bytes:
-    with open(path, "rb") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, size - max(0, tail_bytes)))
-        return fh.read()
+        return await asyncio.to_thread(read_rotated, log_path, tail_bytes)

@@ -114,6 +114,14 @@ def read_tail(path: Path, tail_bytes: int | None) -> bytes:
         return b""  # accepted but the driver never opened the log
 
 
+def read_rotated(path: Path, tail_bytes: int | None) -> bytes:
+    """A capped, rotated log (``path.1`` then ``path``) whole, or its last ``tail_bytes`` (blocking)."""
+    data = b"".join(read_tail(p, tail_bytes) for p in log_files(path))
+    if tail_bytes is None:
+        return data
+    return data[-tail_bytes:] if tail_bytes > 0 else b""
+
+
 def log_files(path: Path) -> list[Path]:
     """The files a log is made of, oldest first: the rotated one, then ``path``."""
     return [path.with_name(path.name + ROTATED_SUFFIX), path]

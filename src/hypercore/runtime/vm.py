@@ -37,7 +37,7 @@ import hypercore.runtime.isolation as isolation
 import hypercore.runtime.supervisor as sv
 import hypercore.runtime.vm_monitor as monitor
 from hypercore.runtime.base import Handle, RuntimeRefused
-from hypercore.runtime.exec import _tail
+from hypercore.runtime.logs import read_rotated
 from hypercore.runtime.oci_engine import find_engine
 from hypercore.runtime.vm_assets import AssetError, GuestAssets, host_tsc_khz, prepare_assets, workload_initrd
 from hypercore.runtime.vm_disk import root_disk
@@ -249,15 +249,7 @@ class VMDriver:
 
     async def read_logs(self, handle: Handle | None, log_path: Path, tail_bytes: int | None = None) -> bytes:
         """The LogReader hook: ``output.log.1`` then ``output.log`` (the capped, rotated console)."""
-        def read() -> bytes:
-            parts = []
-            for path in (log_path.with_name(log_path.name + sv.ROTATED), log_path):
-                with contextlib.suppress(FileNotFoundError):
-                    parts.append(path.read_bytes() if tail_bytes is None else _tail(path, tail_bytes))
-            data = b"".join(parts)
-            return data if tail_bytes is None else (data[-tail_bytes:] if tail_bytes > 0 else b"")
-
-        return await asyncio.to_thread(read)
+        return await asyncio.to_thread(read_rotated, log_path, tail_bytes)
 
 
 def kill_vms(workloads_dir: Path) -> int:
