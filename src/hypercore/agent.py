@@ -246,7 +246,12 @@ class NodeAgent:
         names = {n.name for n in self.node.view.nodes()} | {self.name}
         book = self.node.coordinates
         for name in [self.name, *book.stalest(names - {self.name}, COORDINATE_READS)]:
-            book.set(name, await self.serf.rpc.get_coordinate(name))
+            try:
+                book.set(name, await self.serf.rpc.get_coordinate(name))
+            except SerfError as exc:  # Serf busy (a machine under load): the next round reads it; no traceback
+                log.warning("cannot read a network coordinate from serf",
+                            extra={"node": name, "error": f"{type(exc).__name__}: {exc}"})
+                return
         self.node.coordinates.forget_except(names)
         self.node.probes.forget_except(names)
 

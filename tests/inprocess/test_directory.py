@@ -280,3 +280,22 @@ async def test_a_forwarded_spawns_answer_carries_the_top_ten_and_counts_not_ever
     assert [x["node"] for x in decision["ranked"]] == names[:10] and decision["ranked_more"] == 2
     assert len(decision["rejected"]) == 3 and decision["rejected_more"] == 0  # the three without room
     assert decision["summary"].startswith("12/15 nodes match policy 'cost-optimized'"), decision["summary"]  # counts cover all
+
+
+async def test_stop_and_logs_asked_where_the_spawn_was_sent_go_to_its_node_not_to_every_node(fake: FakeCluster) -> None:
+    # Seen in bench/scale.py at 100 nodes: each stop asked all 100 nodes where the workload was (seconds each).
+    names = ["n1", "n2", "n3", "n4", "n5"]
+    for i, name in enumerate(names):
+        fake.add(name, price=0.01 * (i + 1))
+    rid = request_id(names, "n3", not_first=("n1", "n5"))  # via n5, owned by n3, placed on n1
+    async with fake.client("n5", fake.token("alice")) as client:
+        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+        assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+        wid = r.json()["id"]
+        before = mark(fake)
+        logs = await client.get(f"/v1/workloads/{wid}/logs")
+        stopped = await client.delete(f"/v1/workloads/{wid}")
+        assert logs.status_code == 200 and stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+        made = calls(fake, before)
+        assert {t for _, t, _, _ in made} == {"n1"}, made  # n5 asks n1 only: 2 lookups, the logs, the stop
+        assert len(made) == 4, made

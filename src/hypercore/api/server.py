@@ -22,6 +22,7 @@ from hypercore.api.auth import PEER_NODE
 from hypercore.identity.tls import peer_node_name
 
 SERVER_KEEPALIVE_S = 75.0
+TICK_S = 1.0  # how often the server looks for a shutdown request (and refreshes its Date header)
 
 
 class _PeerAwareProtocol(HttpToolsProtocol):
@@ -42,6 +43,14 @@ class ApiServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def main_loop(self) -> None:
+        # uvicorn's own loop wakes up 10 times a second (to refresh the Date header once a second and
+        # to notice should_exit); an idle agent pays for every wake-up, so once a second is enough here.
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # on_tick refreshes the Date header when counter % 10 == 0
+            await asyncio.sleep(TICK_S)
 
 
 def make_server(app: Any, host: str, port: int, tls: ssl.SSLContext | None) -> ApiServer:

@@ -7,6 +7,7 @@ transport, which carries the user's verified identity (never the token).
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies made inside the router.
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -136,6 +137,10 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
                 body["origin_links"] = agent.links.export()
             forwarded = await forward_to_owner(agent.scheduler, agent.transport, user, req.request_id, body)
             if forwarded is not None:
+                answer = forwarded.body if isinstance(forwarded.body, dict) else {}
+                if forwarded.status in (200, 201) and isinstance(answer.get("id"), str) and \
+                        isinstance(answer.get("node"), str):
+                    agent.scheduler.note_holder(answer["id"], answer["node"])
                 return JSONResponse(forwarded.body, status_code=forwarded.status)
         return await place_for(agent, user, req)
 
@@ -164,6 +169,14 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
             if can_see(user, record.owner):
                 return None
         else:
+            # Where this node knows it landed first (one request), then every node (the cost grows with the cluster).
+            hint = agent.scheduler.holder_hint(workload_id)
+            if hint is not None and hint != agent.name:
+                with contextlib.suppress(PeerUnreachable):
+                    r = await agent.transport.request(hint, "GET", f"/v1/local/workloads/{workload_id}", timeout=5.0,
+                                                      user=user)
+                    if r.status == 200:
+                        return hint
             for node, result in await agent.scheduler.gather(f"/v1/local/workloads/{workload_id}", user=user):
                 if node != agent.name and not isinstance(result, Exception):
                     return node

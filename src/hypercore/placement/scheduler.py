@@ -80,6 +80,9 @@ class Scheduler:
         # workload id → {"state": placing|placed|failed, "node": ...}: what the
         # origin answers a node that finished a start after its deadline.
         self.placements: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Where the spawns this node forwarded landed (workload id -> node): a later stop, logs or remove asked
+        # here goes to that node first instead of asking every node (hypercore.api.user_routes.find).
+        self.holders: OrderedDict[str, str] = OrderedDict()
         # Placements made here that the chosen node's beacon may not show yet.
         self._recent: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (time, cpu, mem)
         self.outliers = OutlierDetector()
@@ -217,6 +220,17 @@ class Scheduler:
 
     async def gather(self, path: str, timeout: float = 5.0, user: User | None = None) -> list[tuple[str, Any]]:
         return await self.reads.gather(path, timeout=timeout, user=user)
+
+    def note_holder(self, workload_id: str, node: str) -> None:
+        self.holders[workload_id] = node
+        self.holders.move_to_end(workload_id)
+        while len(self.holders) > _PLACEMENTS_KEPT:
+            self.holders.popitem(last=False)
+
+    def holder_hint(self, workload_id: str) -> str | None:
+        """The node this node last knew `workload_id` on (placed by it, or a forwarded spawn's answer)."""
+        placed = self.placements.get(workload_id)
+        return (placed or {}).get("node") or self.holders.get(workload_id)
 
     def _uncount(self, node: str, counted: tuple[float, float, float]) -> None:
         with contextlib.suppress(ValueError):
