@@ -39,10 +39,10 @@ def test_a_failure_never_raises_and_a_success_never_lowers(s: int, f: int, prior
 
 def test_a_lying_minority_moves_no_honest_node_by_more_than_a_tenth() -> None:
     nodes = ["n1", "n2", "n3", "n4", "n5"]
-    now = [time.time() - 1800.0]
+    now = [time.time() - 3000.0]
     me = Reputation("n1", None, transport=None, peers=lambda: nodes, prior=lambda n: None,  # type: ignore[arg-type]
                     clock=lambda: now[0])
-    for _ in range(20):  # 20 successes a minute apart each (successes within a minute count once)
+    for _ in range(40):  # 40 successes a minute apart each (successes within a minute count once)
         for peer in nodes[1:]:
             me.observe(peer, True, "attempt ok")
         now[0] += 60.0

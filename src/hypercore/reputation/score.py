@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 PRIOR = 0.5  # a node nobody has observed, and nobody attested
-PRIOR_WEIGHT = 4.0  # how many observations the default prior is worth
+PRIOR_WEIGHT = 10.0  # how many observations the default prior is worth (successes count once a minute: 10 minutes)
 ATTESTED_WEIGHT = 20.0  # and a prior the operator attested (an audit is worth more than a guess)
 
 
