@@ -180,7 +180,9 @@ def live(cap: Capture, tmp: Path) -> None:
         text, rc = cap.run(["policy", "explain", "ultra-strict.json", "--live"], cwd=tmp)
         cap.keep("ultra-strict-explain", fenced(f"{text}\n$ echo $?\n{rc}"))
 
-        pipeline = "curl -s --cacert {ca} {addr}/metrics | grep '^hypercore_ibrl_policy_evaluations_total{{'"
+        # Every hypercore_ibrl_ series: the beacon gauges are on every node; the evaluation counters only on a
+        # node that decided a spawn (its request id's owner), which the entry node may not be in a given run.
+        pipeline = "curl -s --cacert {ca} {addr}/metrics | grep '^hypercore_ibrl_'"
         if shutil.which("curl") is None:
             raise SystemExit("curl is not installed (apt-get install curl): the guide shows a curl command")
         prom = subprocess.run(["bash", "-c", pipeline.format(ca=shlex.quote(str(cluster.ca_file)), addr=entry.url)],
