@@ -105,17 +105,6 @@ def serf_children(node: Node) -> list[int]:
     return out
 
 
-def converged(cluster: Cluster, observers: list[str], names: list[str]) -> bool:
-    for name in observers:
-        view = cluster[name].nodes()
-        for other in names:
-            n = view.get(other)
-            if n is None or n["status"] != "alive" or n["beacon_id"] is None or n["latency_ms"] is None \
-                    or n["packet_loss"] is None:
-                return False
-    return True
-
-
 class UpdateCounter:
     """Members carried by `member-update` events on one serf agent's RPC stream, in a thread of its own."""
 
@@ -237,7 +226,7 @@ def run(n: int, spawns: int, root: Path) -> dict[str, Any]:
             observers = names
         else:
             observers = [names[i * (n - 1) // 4] for i in range(5)]
-        wait_for(lambda: converged(cluster, observers, names), 120 + 6 * n, "convergence", interval=0.5)
+        wait_for(lambda: cluster.converged(observers, names), 120 + 6 * n, "convergence", interval=0.5)
         converge_s = time.monotonic() - t_last
         say(f"converge_s {converge_s:.1f} (observers: {'all' if n <= 10 else ', '.join(observers)})")
 

@@ -342,22 +342,22 @@ class Cluster:
     def __getitem__(self, name: str) -> Node:
         return self.nodes[name]
 
+    def converged(self, observers: list[str], names: list[str]) -> bool:
+        """Every observer sees every listed node alive with verified beacon data and measured links."""
+        for name in observers:
+            view = self.nodes[name].nodes()
+            for other in names:
+                n = view.get(other)
+                # Measured, not only estimated: the observer has probed it (loss comes from its probes).
+                if n is None or n["status"] != "alive" or n["beacon_id"] is None or n["latency_ms"] is None \
+                        or n["packet_loss"] is None:
+                    return False
+        return True
+
     def wait_converged(self, timeout: float = 30.0, names: list[str] | None = None) -> None:
         """Every listed node sees every listed node alive with verified beacon data."""
         names = names or list(self.nodes)
-
-        def converged() -> bool:
-            for name in names:
-                view = self.nodes[name].nodes()
-                for other in names:
-                    n = view.get(other)
-                    # Measured, not only estimated: the observer has probed it (loss comes from its probes).
-                    if n is None or n["status"] != "alive" or n["beacon_id"] is None or n["latency_ms"] is None \
-                            or n["packet_loss"] is None:
-                        return False
-            return True
-
-        wait_for(converged, timeout, f"cluster {names} to converge with beacons")
+        wait_for(lambda: self.converged(names, names), timeout, f"cluster {names} to converge with beacons")
 
     def close(self) -> None:
         # SIGTERM to all first, then wait: the nodes leave the cluster in parallel, not one after another.

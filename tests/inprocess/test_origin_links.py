@@ -65,6 +65,10 @@ async def test_figures_count_only_from_the_node_they_describe(geo: FakeCluster) 
     assert r.status == 201, r.text
     assert geo[owner].links.link("ap-1", "eu-2").source != "probes of ap-1"
     assert NODES[r.json()["node"]] == "ap"
+    # A user cannot send figures at all: they travel only node to node.
+    async with geo.client("ap-1", geo.token("alice")) as client:
+        r = await client.post("/v1/workloads", json={**body, "request_id": rid + "-user"})
+    assert r.status_code == 422 and "origin_links" in r.text, r.text
 
 
 @pytest.mark.parametrize("figures", [{"x": [1.0, 2.0]}, {"x": [-1.0, 0.0, 0.0]}, {"x": ["1", 0, 0]},

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from hypercore.devcluster import live_workload_processes
 from hypercore.runtime import ExecDriver, WorkloadManager
 from hypercore.runtime.supervisor import read_state
 from hypercore.store import WorkloadRecord, WorkloadStore
@@ -69,11 +70,9 @@ async def run(m: WorkloadManager, command: str) -> tuple[WorkloadRecord, str]:
 async def test_a_workload_sees_only_its_own_processes(manager: WorkloadManager) -> None:
     # A process of the node with a secret on its command line, and another workload.
     host = subprocess.Popen(["sleep", "61.2345"])
-    await manager.accept(WorkloadSpec(command="exec sleep 62.3456"))
+    other = await manager.accept(WorkloadSpec(command="exec sleep 62.3456"))
     try:
-        await eventually(lambda: b"62.3456" in b"".join(
-            Path(f"/proc/{p}/cmdline").read_bytes() for p in os.listdir("/proc") if p.isdigit()
-            and Path(f"/proc/{p}/cmdline").exists()), 5, "the other workload to run")
+        await eventually(lambda: live_workload_processes()[other.id] == 1, 5, "the other workload to run")
         record, out = await run(manager, "for d in /proc/[0-9]*; do echo \"$d $(tr '\\0' ' ' < $d/cmdline)\"; done")
     finally:
         host.kill()
@@ -126,11 +125,7 @@ async def test_what_it_leaves_behind_dies_with_it(manager: WorkloadManager) -> N
     record, _ = await run(manager, "setsid sh -c 'sleep 63.4567 &' ; exit 0")
     assert record.state is WorkloadState.EXITED
 
-    def leftover() -> bool:
-        return any(b"63.4567" in Path(f"/proc/{p}/cmdline").read_bytes()
-                   for p in os.listdir("/proc") if p.isdigit() and Path(f"/proc/{p}/cmdline").exists())
-
-    await eventually(lambda: not leftover(), 5, "the daemonized sleep to end")
+    await eventually(lambda: live_workload_processes()[record.id] == 0, 5, "the daemonized sleep to end")
 
 
 async def test_without_an_init_the_state_says_no_namespaces(data_dir: Path) -> None:
