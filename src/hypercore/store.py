@@ -8,15 +8,14 @@ first attempt's record instead of starting a second copy.
 
 Plain synchronous ``sqlite3`` is used on purpose: every call is a point query
 or a tiny write that takes well under a millisecond, so pushing it to a thread
-would cost more than it saves. One connection is shared and guarded by a lock,
-so the store is safe to use from the event loop and from worker threads alike.
+would cost more than it saves. One connection, guarded by a lock, serves the
+event loop and worker threads alike; `changed` tells readers of every write.
 
 Damage is contained. A file SQLite cannot read at all stops the agent with
 :class:`RegistryDamaged`, which names the file and the way out (``hypercore
-node recover``). A single row that no longer decodes (a spec that does not
-validate, an unknown state) is *quarantined*: the queries the node acts on
-skip it, :meth:`WorkloadStore.scan` returns it apart, and the API lists it
-with state ``unknown`` and the reason; it never fails a listing or a start.
+node recover``). A row that no longer decodes (a spec that does not validate,
+an unknown state) is *quarantined*: the queries the node acts on skip it,
+:meth:`WorkloadStore.scan` returns it apart (the API lists it as ``unknown``).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from typing import Any, Final, Self
 from pydantic import ValidationError
 
 from hypercore.errors import HypercoreError
+from hypercore.loops import Notifier
 from hypercore.sqlite import open_private_db
 from hypercore.workload import LIVE_STATES, WorkloadSpec, WorkloadState
 
@@ -238,6 +238,7 @@ class WorkloadStore:
         self.path = self.data_dir / REGISTRY_FILENAME
         self._lock = threading.Lock()
         self._warned: set[str] = set()  # quarantined ids already logged
+        self.changed = Notifier()  # after every write (failover replicates, the beacon re-measures)
         conn = None
         try:
             # Born 0600 (commands and environment variables may carry secrets), WAL, autocommit.
@@ -290,9 +291,11 @@ class WorkloadStore:
                 raise
 
     @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
+    def _locked(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         with self._lock:
             yield self._conn
+        if write:
+            self.changed.notify()
 
     # -- queries -------------------------------------------------------------
 
@@ -301,7 +304,7 @@ class WorkloadStore:
         values = [_encode(col, getattr(record, col)) for col in _COLUMNS]
         placeholders = ", ".join("?" for _ in _COLUMNS)
         try:
-            with self._locked() as conn:
+            with self._locked(write=True) as conn:
                 conn.execute(f"INSERT INTO workloads ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
         except sqlite3.IntegrityError as exc:
             raise DuplicateWorkload(f"workload {record.id} (request {record.request_id}) is already registered") from exc
@@ -353,7 +356,7 @@ class WorkloadStore:
     def insert_unknown(self, workload_id: str, *, driver: str, node: str, created_at: float, error: str) -> None:
         """A row whose spec and state are unknown (hypercore node recover): it stays quarantined, listed."""
         try:
-            with self._locked() as conn:
+            with self._locked(write=True) as conn:
                 conn.execute("INSERT INTO workloads (id, spec, state, driver, node, created_at, error) "
                              "VALUES (?, '{}', 'unknown', ?, ?, ?, ?)", (workload_id, driver, node, created_at, error))
         except sqlite3.IntegrityError as exc:
@@ -372,7 +375,7 @@ class WorkloadStore:
             return self.get(workload_id)
         assignments = ", ".join(f"{col} = ?" for col in fields)
         values = [_encode(col, value) for col, value in fields.items()]
-        with self._locked() as conn:
+        with self._locked(write=True) as conn:
             try:
                 cursor = conn.execute(f"UPDATE workloads SET {assignments} WHERE id = ?", [*values, workload_id])
             except sqlite3.IntegrityError as exc:
@@ -384,7 +387,7 @@ class WorkloadStore:
 
     def delete(self, workload_id: str) -> bool:
         """Remove a record; True if there was one."""
-        with self._locked() as conn:
+        with self._locked(write=True) as conn:
             cursor = conn.execute("DELETE FROM workloads WHERE id = ?", (workload_id,))
         return cursor.rowcount > 0
 

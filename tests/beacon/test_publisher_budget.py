@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from hypercore.beacon.keys import generate
 from hypercore.beacon.publisher import BeaconPublisher
 from hypercore.metrics import AgentMetrics
@@ -49,3 +51,76 @@ async def test_jittery_links_and_small_load_changes_publish_nothing_new() -> Non
         now[0] += 1.0
         await pub.publish_if_due()
     assert len(published) == 5
+
+
+async def test_the_publisher_sleeps_until_told_of_a_change_and_news_waits_for_the_minimum_interval() -> None:
+    # Issue 10's idle floor: it measured the node every second to find out that nothing changed. Now it
+    # measures when the registry tells it (the agent subscribes the wakeup to the workload store), at the
+    # refresh, and at the latest every `longest` seconds.
+    import asyncio
+
+    sample: dict[str, Any] = {"queue_depth": 0.0, "capabilities": ("exec",), "cpu_total": 8.0, "cpu_free": 8.0}
+    measured, published = [0], []
+
+    def measure() -> dict[str, Any]:
+        measured[0] += 1
+        return dict(sample)
+
+    async def set_tags(tags: dict[str, str]) -> None:
+        published.append(tags)
+
+    pub = BeaconPublisher(node="n", key=generate(), api=":8001", price_per_gb=0.01, reputation=1.0,
+                          sample=measure, set_tags=set_tags, metrics=AgentMetrics(), min_interval=1.0)
+    loop = asyncio.ensure_future(pub.run(longest=60))
+    try:
+        await asyncio.sleep(1.3)
+        assert len(published) == 1 and measured[0] <= 2  # the first publication, then the minimum interval's end
+        idle = measured[0]
+        await asyncio.sleep(1.0)
+        assert measured[0] == idle  # nothing changed: nothing measured
+        sample["queue_depth"] = 4.0
+        pub.wakeup.set()
+        await asyncio.sleep(0.2)
+        assert len(published) == 2  # news, past the minimum interval: at once
+        sample["queue_depth"] = 16.0
+        pub.wakeup.set()
+        await asyncio.sleep(0.3)
+        assert len(published) == 2  # more news inside the minimum interval waits for its end ...
+        await asyncio.sleep(1.0)
+        assert len(published) == 3  # ... and then goes out without another wake-up
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_the_refresh_period_grows_with_the_cluster_so_that_gossip_per_node_does_not() -> None:
+    # Issue 10 at 100 nodes: every node relays every update 12 times (memberlist), so a fixed 30 s refresh
+    # asked 40 sends a second of each node — most of what it can send — and readers' Serf RPCs timed out.
+    from hypercore.beacon.tags import REFRESH_RELAYS_PER_NODE, max_age, refresh_period, retransmits
+
+    assert [retransmits(n) for n in (3, 9, 10, 98, 99, 100, 999, 1000)] == [4, 4, 8, 8, 8, 12, 12, 16]
+    assert refresh_period(3) == refresh_period(56) == 30.0 and max_age(10) == 100.0  # small clusters: as before
+    assert refresh_period(100) == 80.0 and max_age(100) == 250.0
+    for n in (57, 100, 1_000, 10_000):
+        assert n / refresh_period(n) * retransmits(n) == pytest.approx(REFRESH_RELAYS_PER_NODE)  # constant per node
+    size = [3]
+    now = [1_000.0]
+    published: list[dict[str, str]] = []
+
+    async def set_tags(tags: dict[str, str]) -> None:
+        published.append(tags)
+
+    pub = BeaconPublisher(node="n", key=generate(), api=":8001", price_per_gb=0.01, reputation=1.0,
+                          sample=lambda: {"queue_depth": 0.0}, set_tags=set_tags, metrics=AgentMetrics(),
+                          cluster_size=lambda: size[0], clock=lambda: now[0])
+    await pub.publish_if_due()
+    now[0] += 31
+    await pub.publish_if_due()
+    assert len(published) == 2  # 3 nodes: every 30 s
+    size[0] = 100
+    now[0] += 31
+    await pub.publish_if_due()
+    assert len(published) == 2  # 100 nodes: not before 80 s
+    now[0] += 50
+    await pub.publish_if_due()
+    assert len(published) == 3

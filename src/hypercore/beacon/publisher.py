@@ -7,8 +7,10 @@ memory in tenths of the total). Link figures are published for compatibility
 but are no news: readers measure links themselves (hypercore.placement.links),
 so a jittery link causes no update. An update waits at least `min_interval`
 after the previous one (a burst of changes becomes one update) and the
-beacon is refreshed every `refresh` seconds anyway (30: at most one update per
-node per 30 s in steady state; readers call it stale after MAX_AGE_S).
+beacon is refreshed every `refresh` seconds anyway: 30 s in clusters of up to
+56 nodes, longer in larger ones (every node relays every update, so the
+period grows with the cluster: hypercore.beacon.tags.refresh_period); readers
+call a beacon stale after three periods and 10 s (tags.max_age).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hypercore.beacon.keys import fingerprint
 from hypercore.beacon.probe import PeerLinks, ProbeWindow
-from hypercore.beacon.tags import MAX_AGE_S, Admission, Beacon, encode
+from hypercore.beacon.tags import REFRESH_S, Admission, Beacon, encode, max_age, refresh_period
+from hypercore.loops import Wakeup, reactive
 from hypercore.metrics import BEACON_GAUGES, AgentMetrics
 from hypercore.transport import Transport
 
 log = logging.getLogger("hypercore.beacon")
+
+PUBLISH_RETRY_S = 1.0
 
 
 class Prober:
@@ -92,7 +97,8 @@ class BeaconPublisher:
         admission: Admission | None = None,
         region: str | None = None,
         min_interval: float = 2.0,
-        refresh: float = 30.0,
+        refresh: float = REFRESH_S,
+        cluster_size: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
@@ -106,11 +112,20 @@ class BeaconPublisher:
         self._set_tags = set_tags
         self._metrics = metrics
         self.min_interval = min_interval
-        self.refresh = refresh
+        self._refresh = refresh
+        self._cluster_size = cluster_size  # given: the refresh period grows with it (tags.refresh_period)
         self._clock = clock
         self.published: Beacon | None = None
         self._published_at = 0.0
         self.beacon_id = fingerprint(key.public_key())
+        self.wakeup = Wakeup()
+        self._failed = False  # the last publication failed (Serf busy or down): try again soon
+
+    @property
+    def refresh(self) -> float:
+        if self._cluster_size is None:
+            return self._refresh
+        return max(self._refresh, refresh_period(self._cluster_size()))
 
     def measure(self) -> Beacon:
         now = self._clock()
@@ -146,10 +161,12 @@ class BeaconPublisher:
             return False
         try:
             await self._set_tags(encode(beacon, self.node, self._key, self._admission))
-        except Exception as exc:  # noqa: BLE001 - Serf down or refusing: report, retry next tick
+        except Exception as exc:  # noqa: BLE001 - Serf down or refusing: report, retry in PUBLISH_RETRY_S
             log.warning("could not publish beacon", extra={"error": str(exc)})
+            self._failed = True
             self._update_connected(now)
             return False
+        self._failed = False
         self.published, self._published_at = beacon, now
         for name in BEACON_GAUGES:
             value = getattr(beacon, name)
@@ -159,11 +176,19 @@ class BeaconPublisher:
         return True
 
     def _update_connected(self, now: float) -> None:
-        fresh = self.published is not None and now - self._published_at < MAX_AGE_S
+        limit = max_age(self._cluster_size()) if self._cluster_size is not None else 3 * self._refresh + 10.0
+        fresh = self.published is not None and now - self._published_at < limit
         self._metrics.beacon_connected.set(1 if fresh else 0)
 
-    async def run(self, tick: float = 1.0) -> None:
-        while True:
-            # Every tick looks for news (a coarse step of load, a new price, ...): a spawn needs no wake-up.
-            await self.publish_if_due()
-            await asyncio.sleep(tick)
+    async def run(self, longest: float = 5.0) -> None:
+        """Publish when due: on a wake-up (`wakeup.set()`: the workload registry changed), at the refresh,
+        and at least every `longest` seconds look for news that announced nothing (capabilities)."""
+        await reactive(self.wakeup, self._tick, longest=longest, what="beacon publication", log=log)
+
+    async def _tick(self) -> float:
+        await self.publish_if_due()
+        if self._failed:
+            return PUBLISH_RETRY_S
+        since = self._clock() - self._published_at
+        # Inside the minimum interval, news waits for its end; after it, only the refresh is due.
+        return self.min_interval - since if since < self.min_interval else self.refresh - since

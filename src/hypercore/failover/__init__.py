@@ -48,6 +48,7 @@ from hypercore.failover.model import (
     GRACE,
     K,
     TICK,
+    WATCH_COALESCE,
     WATCH_TICK,
     LookupRequest,
     Manifest,
@@ -64,7 +65,7 @@ from hypercore.failover.replication import Replicator
 from hypercore.failover.respawn import Respawner
 from hypercore.failover.returning import Returner
 from hypercore.failover.store import ReplicaStore
-from hypercore.loops import periodic
+from hypercore.loops import reactive
 from hypercore.placement.ids import rendezvous_rank
 from hypercore.workload import WorkloadState
 
@@ -113,8 +114,10 @@ class Failover:
     async def run(self) -> None:
         """The node's failover loops; runs until cancelled."""
         await asyncio.gather(
-            periodic(TICK, self.replication.tick, what="failover replication tick", log=log),
-            periodic(WATCH_TICK, self.respawn.tick, what="failover watch tick", log=log),
+            reactive(self.ctx.replication_wakeup, self.replication.tick, longest=TICK,
+                     what="failover replication tick", log=log),
+            reactive(self.ctx.watch_wakeup, self.respawn.tick, longest=WATCH_TICK, shortest=WATCH_COALESCE,
+                     what="failover watch tick", log=log),
             self.returning.startup_check(),
         )
 

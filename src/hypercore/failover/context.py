@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hypercore.failover.model import ASK_TIMEOUT, FLAG_TAG, GRACE, K, Move
 from hypercore.failover.store import ReplicaStore
-from hypercore.loops import TaskSet
+from hypercore.loops import TaskSet, Wakeup
 from hypercore.membership.view import ClusterView
 from hypercore.placement.model import Placement
 from hypercore.policy import Policy
@@ -76,7 +76,24 @@ class Context:
         self.metrics = FailoverMetrics(handles.registry)
         self.tasks = TaskSet()
         self.acting: set[str] = set()  # owners whose workloads this node is placing right now
+        # The two loops sleep until what they read changes (or their own next deadline): replication on
+        # the registry, the buddies and `dirty`; the watch on statuses and the manifests and moves held.
+        self.replication_wakeup, self.watch_wakeup = Wakeup(), Wakeup()
+        handles.workloads.changed.subscribe(self.replication_wakeup.set)
+        handles.view.membership_changed.subscribe(self.replication_wakeup.set)
+        handles.view.membership_changed.subscribe(self.watch_wakeup.set)
+        self.replicas.changed.subscribe(self.watch_wakeup.set)
         self.dirty = True  # this node's manifest must be rebuilt (moves changed)
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self._dirty = value
+        if value:
+            self.replication_wakeup.set()
 
     def alive(self) -> list[str]:
         """Alive, admitted nodes with an API (this one included), sorted."""

@@ -13,15 +13,17 @@ from hypercore.workload import OWNER_PATTERN, WORKLOAD_ID_PATTERN, WorkloadSpec
 REPLICAS_FILENAME: Final = "replicas.sqlite3"
 FLAG_TAG: Final = "fo"  # Serf tag "fo=1": this node carries --respawn-on-node-failure
 K: Final = 2  # buddies per node
-TICK: Final = 0.25  # replication loop: how often the registry is checked for changes
-WATCH_TICK: Final = 0.5  # membership watch loop
+# The loops run when what they read changes (hypercore.loops.reactive); these are their longest sleeps.
+TICK: Final = 10.0  # replication loop (writes the store did not announce are seen by then)
+WATCH_TICK: Final = 5.0  # membership watch loop
+WATCH_COALESCE: Final = 0.05  # member events of one burst (a partition heals) make one watch tick
 PUSH_MIN_INTERVAL: Final = 0.5  # per buddy, between two pushes
-REFRESH_INTERVAL: Final = 10.0  # a buddy hears from its owner at least this often
+REFRESH_INTERVAL: Final = 30.0  # a buddy hears from its owner at least this often (and on every change)
 PUSH_RETRY: Final = 2.0  # after a failed push
 ASK_TIMEOUT: Final = 3.0
 GRACE: Final = 10.0  # how long a holder that is not the respawner waits before it checks
 MAX_DEFER: Final = 60.0  # how long it defers to a respawner that says it is still placing
-REPLICA_TTL: Final = 60.0  # a replica of an owner that is not failed and stopped pushing is dropped after
+REPLICA_TTL: Final = 180.0  # a replica of an owner that is not failed and stopped pushing is dropped after
 MOVE_KEEP_DELIVERED: Final = 3600.0
 MOVE_KEEP_UNDELIVERED: Final = 7 * 86400.0
 DELIVERY_RETRY: Final = 5.0

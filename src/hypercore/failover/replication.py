@@ -2,9 +2,11 @@
 
 The manifest lists the workloads this node accepted that are pending or
 running (plus the moves it knows of), under a version that only grows. It
-is rebuilt when the registry changes (SQLite's data_version, read every
-TICK) and pushed to each buddy when it changed (at most every
-PUSH_MIN_INTERVAL per buddy) and every REFRESH_INTERVAL anyway.
+is rebuilt when the registry changes (the store tells; SQLite's data_version
+catches writes it did not see) and pushed to each buddy when it changed (at
+most every PUSH_MIN_INTERVAL per buddy, so a burst of spawns costs one
+rebuild and one push per interval) and every REFRESH_INTERVAL anyway. The
+loop sleeps between: nothing runs while nothing changes and nothing is due.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Replicator:
         self._pushes: dict[str, Any] = {}
         self._started = time.monotonic()
         self._last_gc = time.monotonic()
+        self._built_at = float("-inf")
 
     def close(self) -> None:
         if self._registry is not None:
@@ -89,21 +92,32 @@ class Replicator:
         self._digest = digest
         log.debug("manifest changed", extra={"version": version, "workloads": len(workloads), "moves": len(moves)})
 
-    def tick(self) -> None:
+    def tick(self) -> float:
+        """Rebuild and push what is due; returns the seconds until the next thing falls due."""
         ctx = self.ctx
-        if self._registry_changed() or ctx.dirty or self.manifest is None:
-            ctx.dirty = False
-            self._refresh_manifest()
         now = time.monotonic()
+        if self._registry_changed():
+            ctx.dirty = True
+        waits = [REFRESH_INTERVAL]
+        if self.manifest is None or (ctx.dirty and now - self._built_at >= PUSH_MIN_INTERVAL):
+            ctx.dirty = False
+            self._built_at = now
+            self._refresh_manifest()
+        elif ctx.dirty:
+            waits.append(self._built_at + PUSH_MIN_INTERVAL - now)
         buddies = buddies_of(ctx.name, ctx.alive(), ctx.k, ctx.flagged_nodes())
         for gone in set(self.buddies) - set(buddies):
             del self.buddies[gone]
         assert self.manifest is not None
         for buddy in buddies:
             state = self.buddies.setdefault(buddy, _Buddy())
-            if buddy in self._pushes or now < state.next_try:
-                continue
-            if state.acked < self.manifest.version or now - state.last_ok >= REFRESH_INTERVAL:
+            if buddy in self._pushes:
+                continue  # its end wakes this loop
+            if state.acked >= self.manifest.version and now - state.last_ok < REFRESH_INTERVAL:
+                waits.append(state.last_ok + REFRESH_INTERVAL - now)
+            elif now < state.next_try:
+                waits.append(state.next_try - now)
+            else:
                 state.next_try = now + PUSH_MIN_INTERVAL
                 task = ctx.tasks.spawn(self._push(buddy, self.manifest.version, self._manifest_body))
                 self._pushes[buddy] = task
@@ -111,9 +125,12 @@ class Replicator:
         if now - self._last_gc >= REFRESH_INTERVAL:
             self._last_gc = now
             self._collect_garbage()
+        waits.append(self._last_gc + REFRESH_INTERVAL - now)
+        return max(0.01, min(waits))
 
     def _pushed(self, buddy: str, _task: Any) -> None:
         self._pushes.pop(buddy, None)
+        self.ctx.replication_wakeup.set()
 
     async def _push(self, buddy: str, version: int, body: dict[str, Any] | None) -> None:
         ctx = self.ctx

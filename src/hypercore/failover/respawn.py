@@ -77,12 +77,14 @@ class Respawner:
 
     def _delivered(self, owner: str, _task: Any) -> None:
         self._deliveries.pop(owner, None)
+        self.ctx.watch_wakeup.set()
 
     async def _peers_back(self, reason: str) -> None:
         await self._on_peers_back(reason)
 
-    def tick(self) -> None:
-        """Watch members: start a failure episode per failed owner held here; deliver moves to returning owners."""
+    def tick(self) -> float | None:
+        """Watch members: start a failure episode per failed owner held here; deliver moves to returning owners.
+        Returns the seconds until a delivery may be retried (None: nothing waits on time)."""
         statuses = {n.name: n.status for n in self.ctx.h.view.nodes()}
         previous, self._statuses = self._statuses, statuses
         now = time.monotonic()
@@ -105,16 +107,24 @@ class Respawner:
                     if owner not in self._failed_since:
                         self._failed_since[owner] = now
                         log.warning("node failed; its manifest is held here", extra={"owner": owner})
-                    self._episodes[owner] = (self.ctx.tasks.spawn(self._handle_failure(owner)), version)
+                    task = self.ctx.tasks.spawn(self._handle_failure(owner))
+                    task.add_done_callback(lambda _t: self.ctx.watch_wakeup.set())  # the episode may be over
+                    self._episodes[owner] = (task, version)
         # Moves waiting for their owner to be alive again.
         pending: dict[str, list[Move]] = {}
         for move in self.ctx.replicas.moves(undelivered=True):
             pending.setdefault(move.owner, []).append(move)
+        retries = []
         for owner, moves in pending.items():
-            if statuses.get(owner) == "alive" and owner not in self._deliveries and now >= self._delivery_retry.get(owner, 0):
-                task = self.ctx.tasks.spawn(self._deliver(owner, moves))
-                self._deliveries[owner] = task
-                task.add_done_callback(functools.partial(self._delivered, owner))
+            if statuses.get(owner) != "alive" or owner in self._deliveries:
+                continue
+            if now < (retry := self._delivery_retry.get(owner, 0)):
+                retries.append(retry - now)
+                continue
+            task = self.ctx.tasks.spawn(self._deliver(owner, moves))
+            self._deliveries[owner] = task
+            task.add_done_callback(functools.partial(self._delivered, owner))
+        return min(retries, default=None)
 
     async def _elect(self, owner: str) -> _Election:
         """The newest manifest of `owner` among the holders asked, and who respawns it."""

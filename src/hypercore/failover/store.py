@@ -14,6 +14,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from hypercore.failover.model import MOVE_KEEP_DELIVERED, MOVE_KEEP_UNDELIVERED, REPLICAS_FILENAME, Manifest, Move
+from hypercore.loops import Notifier
 from hypercore.sqlite import open_private_db
 
 _SCHEMA: Final = """
@@ -46,6 +47,7 @@ class ReplicaStore:
         self._conn = open_private_db(self.path)  # manifests carry specs, hence environment variables
         with self._lock:
             self._conn.executescript(_SCHEMA)
+        self.changed = Notifier()  # a manifest held or dropped, a move recorded or delivered (the watch reads them)
 
     def close(self) -> None:
         with self._lock:
@@ -77,6 +79,8 @@ class ReplicaStore:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+        if result == "stored":
+            self.changed.notify()
         return result, held
 
     def get(self, owner: str) -> Manifest | None:
@@ -97,6 +101,7 @@ class ReplicaStore:
     def delete(self, owner: str) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM replicas WHERE owner = ?", (owner,))
+        self.changed.notify()
 
     def moves_in_replicas(self, owner: str) -> list[Move]:
         """Moves about `owner` that other nodes replicated here in their manifests."""
@@ -119,6 +124,8 @@ class ReplicaStore:
                 "INSERT OR IGNORE INTO moves (original_id, owner, new_id, node, moved_at, by) VALUES (?, ?, ?, ?, ?, ?)",
                 (move.original_id, move.owner, move.new_id, move.node, move.moved_at, move.by),
             )
+        if cursor.rowcount > 0:
+            self.changed.notify()
         return cursor.rowcount > 0
 
     def moves(self, owner: str | None = None, undelivered: bool = False) -> list[Move]:
@@ -141,6 +148,7 @@ class ReplicaStore:
         with self._lock:
             self._conn.executemany("UPDATE moves SET delivered_at = ? WHERE original_id = ? AND delivered_at IS NULL",
                                    [(now, i) for i in original_ids])
+        self.changed.notify()
 
     def prune_moves(self, now: float | None = None) -> int:
         now = time.time() if now is None else now

@@ -24,7 +24,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from hypercore.beacon.tags import MAX_AGE_S, Beacon, BeaconInvalid, decode
+from hypercore.beacon.tags import Beacon, BeaconInvalid, decode, max_age
+from hypercore.loops import Notifier
 from hypercore.membership.rpc import Member
 from hypercore.policy.nodes import METRICS, NodeTable
 from hypercore.policy.registry import RESOURCES
@@ -34,6 +35,9 @@ log = logging.getLogger("hypercore.view")
 
 # Why a member is not admitted, or None when it is: (member name, its verified beacon, now).
 AdmissionCheck = Callable[[str, Beacon, float], "str | None"]
+
+REVIEW_S = 30.0  # a member's view is re-checked at least this often (a stale beacon is reported again)
+_FAST_TAGS = frozenset({"m", "sig"})  # what a beacon refresh changes: measurements, timestamp, signature
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class ClusterView:
         admit: AdmissionCheck | None = None,
     ) -> None:
         self._members: dict[str, Member] = {}
-        self._verified: dict[tuple[str, str], Beacon | BeaconInvalid] = {}
+        self._verified: dict[str, tuple[str, Beacon | BeaconInvalid]] = {}  # name → (signature, its check)
         # None admits every verified beacon: only for clusters run with --insecure.
         self._admit = admit
         self._logged: set[tuple[str, str]] = set()
@@ -117,42 +121,62 @@ class ClusterView:
         # a beacon in it goes stale, not on every decision.
         self._table: NodeTable | None = None
         self._table_valid_until = 0.0
+        # Each member's view, kept until its member changes or its beacon or admission expires (a beacon
+        # refresh re-checks one member, not all of them), and the name-sorted list of them.
+        self._views: dict[str, tuple[NodeView, float]] = {}
+        self._sorted: list[NodeView] | None = None
+        self._sorted_valid_until = 0.0
+        self.changed = Notifier()  # any change: a member, its status, its tags
+        # Only who is there and reachable: joins, leaves, statuses, addresses, slow tags (not beacon refreshes).
+        self.membership_changed = Notifier()
 
     def update(self, members: Iterable[Member]) -> None:
         """Replace the member list (a full read from Serf)."""
-        self._set({m.name: m for m in members})
+        new = {m.name: m for m in members}
+        self._apply([m for n, m in new.items() if self._members.get(n) != m], self._members.keys() - new.keys())
 
     def upsert(self, members: Iterable[Member]) -> None:
         """Apply members from a Serf event (join, leave, failed, update): the rest stay as they are."""
-        self._set({**self._members, **{m.name: m for m in members}})
+        self._apply([m for m in members if self._members.get(m.name) != m], ())
 
     def remove(self, names: Iterable[str]) -> None:
         """Forget members Serf reaped."""
-        gone = set(names)
-        self._set({n: m for n, m in self._members.items() if n not in gone})
+        self._apply([], {n for n in names if n in self._members})
 
-    def _set(self, new: dict[str, Member]) -> None:
-        if new == self._members:
+    def _apply(self, changed: list[Member], removed: Iterable[str]) -> None:
+        """Work in proportion to what changed (a Serf event carries up to every member; most are as they were)."""
+        removed = list(removed)
+        if not changed and not removed:
             return
+        membership = bool(removed) or any(_membership(self._members.get(m.name)) != _membership(m) for m in changed)
+        for name in removed:
+            del self._members[name]
+            self._views.pop(name, None)
+            self._verified.pop(name, None)
+        for member in changed:
+            self._members[member.name] = member
+            self._views.pop(member.name, None)
         self._table = None
-        self._members = new
-        # Forget verifications of signatures no longer published.
-        live = {(m.name, m.tags.get("sig", "")) for m in self._members.values()}
-        self._verified = {k: v for k, v in self._verified.items() if k in live}
+        self._sorted = None
+        self.changed.notify()
+        if membership:
+            self.membership_changed.notify()
 
     def _beacon(self, member: Member, now: float) -> tuple[Beacon | None, str | None]:
-        key = (member.name, member.tags.get("sig", ""))
-        cached = self._verified.get(key)
-        if cached is None:
+        sig = member.tags.get("sig", "")
+        entry = self._verified.get(member.name)  # the verification of the signature it publishes
+        if entry is None or entry[0] != sig:
             try:
-                cached = decode(member.tags, member.name, now)
+                cached: Beacon | BeaconInvalid = decode(member.tags, member.name, now, self.max_age())
             except BeaconInvalid as exc:
                 cached = exc
-            self._verified[key] = cached
+            self._verified[member.name] = (sig, cached)
+        else:
+            cached = entry[1]
         if isinstance(cached, Beacon):
             # The signature stays valid; freshness must be checked at every read.
             age = now - cached.timestamp
-            if age > MAX_AGE_S:
+            if age > self.max_age():
                 if self.on_stale is not None and (self._admit is None or self._admit(member.name, cached, now) is None):
                     self.on_stale(member.name)
                 return None, self._note(member.name, BeaconInvalid("stale", f"beacon is {age:.0f} s old"))
@@ -178,7 +202,25 @@ class ClusterView:
 
     def nodes(self) -> list[NodeView]:
         now = self._clock()
-        return sorted((self._view(m, now) for m in self._members.values()), key=lambda n: n.name)
+        if self._sorted is None or now >= self._sorted_valid_until:
+            views = [self._current(name, member, now) for name, member in self._members.items()]
+            self._sorted = sorted(views, key=lambda n: n.name)
+            self._sorted_valid_until = min((self._views[n.name][1] for n in views), default=now + REVIEW_S)
+        return list(self._sorted)
+
+    def _current(self, name: str, member: Member, now: float) -> NodeView:
+        """The member's view, re-checked when its beacon or admission expired or REVIEW_S passed."""
+        cached = self._views.get(name)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        view = self._view(member, now)
+        until = now + REVIEW_S
+        if view.beacon is not None:
+            until = min(until, view.beacon.timestamp + self.max_age())
+            if view.beacon.admission is not None:
+                until = min(until, view.beacon.admission.not_after)
+        self._views[name] = (view, until)
+        return view
 
     def peer(self, name: str) -> Peer | None:
         """The member `name` if a node-to-node call may reach it (alive, admitted, with an API)."""
@@ -203,17 +245,32 @@ class ClusterView:
         if self._table is None or now >= self._table_valid_until:
             nodes = [n for n in self.nodes() if n.admitted]
             self._table = NodeTable.from_records([n.record() for n in nodes])
-            expiries = [n.beacon.timestamp + MAX_AGE_S for n in nodes if n.beacon is not None]
+            expiries = [n.beacon.timestamp + self.max_age() for n in nodes if n.beacon is not None]
             expiries += [n.beacon.admission.not_after for n in nodes if n.beacon and n.beacon.admission]
-            self._table_valid_until = min(expiries, default=now + MAX_AGE_S)
+            self._table_valid_until = min(expiries, default=now + self.max_age())
         return self._table
 
     def node(self, name: str) -> NodeView | None:
         member = self._members.get(name)
-        return None if member is None else self._view(member, self._clock())
+        return None if member is None else self._current(name, member, self._clock())
+
+    def size(self) -> int:
+        """Members, whatever their status (what the beacon refresh period is reckoned on)."""
+        return len(self._members)
+
+    def max_age(self) -> float:
+        """How old a beacon may be in a cluster of this size (hypercore.beacon.tags.max_age)."""
+        return max_age(len(self._members))
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for m in self._members.values():
             counts[m.status] = counts.get(m.status, 0) + 1
         return counts
+
+
+def _membership(member: Member | None) -> tuple[Any, ...] | None:
+    """What of a member tells who is there and how to reach it (a beacon refresh changes none of it)."""
+    if member is None:
+        return None
+    return member.status, member.addr, tuple(sorted((k, v) for k, v in member.tags.items() if k not in _FAST_TAGS))

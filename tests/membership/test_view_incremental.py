@@ -1,0 +1,70 @@
+"""The cluster view updates incrementally (issue 10): a beacon refresh re-checks one member, not all of them,
+and only changes of who is there (joins, leaves, statuses, addresses, slow tags) wake the failover loops."""
+
+from __future__ import annotations
+
+import time
+from unittest import mock
+
+from hypercore.beacon import keys
+from hypercore.beacon.tags import Beacon, encode
+from hypercore.membership import view as view_module
+from hypercore.membership.rpc import Member
+from hypercore.membership.view import ClusterView
+
+NOW = time.time()
+KEYS = {f"n{i}": keys.generate() for i in range(20)}
+
+
+def member(name: str, ts: float = NOW, status: str = "alive", queue: float = 0.0) -> Member:
+    beacon = Beacon(api="127.0.0.1:8001", timestamp=int(ts), queue_depth=queue, price_per_gb=0.01, reputation=1.0,
+                    capabilities=("exec",))
+    return Member(name=name, addr="127.0.0.1", port=7946, tags={**encode(beacon, name, KEYS[name]), "fo": "1"},
+                  status=status)
+
+
+def test_a_beacon_refresh_rechecks_only_that_member_and_is_no_membership_change() -> None:
+    clock = [NOW]
+    view = ClusterView(clock=lambda: clock[0])  # no admission check: as under --insecure
+    changes, membership = [], []
+    view.changed.subscribe(lambda: changes.append(1))
+    view.membership_changed.subscribe(lambda: membership.append(1))
+    view.update([member(n) for n in KEYS])
+    assert len(view.peers()) == 20 and len(membership) == 1
+    with mock.patch.object(view_module, "decode", wraps=view_module.decode) as decode:
+        view.upsert([member("n3", ts=NOW + 1, queue=4.0)])  # n3's refresh: new measurements, new signature
+        nodes = {n.name: n for n in view.nodes()}
+        assert nodes["n3"].beacon is not None and nodes["n3"].beacon.queue_depth == 4.0
+        assert decode.call_count == 1  # n3's new signature only: the 19 others' views were kept
+        view.nodes(), view.peers(), view.node("n5")
+        assert decode.call_count == 1  # reads between changes re-check nothing
+    assert len(changes) == 2 and len(membership) == 1  # a refresh is a change, not a membership change
+    view.upsert([member("n4", status="failed")])
+    assert len(membership) == 2 and "n4" not in view.peers()
+    view.remove(["n4"])
+    assert len(membership) == 3 and len(view.nodes()) == 19
+
+
+def test_a_beacon_that_goes_stale_between_changes_is_seen_without_a_change() -> None:
+    clock = [NOW]
+    view = ClusterView(clock=lambda: clock[0])
+    view.update([member("n1"), member("n2", ts=NOW - 90)])  # n2's beacon is 90 s old: stale at 100 s
+    assert {n.name for n in view.nodes() if n.beacon is not None} == {"n1", "n2"}
+    clock[0] = NOW + 15
+    assert {n.name for n in view.nodes() if n.beacon is not None} == {"n1"}
+    assert view.peer("n2") is None
+
+
+def test_how_old_a_beacon_may_be_grows_with_the_cluster_as_its_refresh_period_does() -> None:
+    clock = [NOW]
+    small = ClusterView(clock=lambda: clock[0])
+    small.update([member("n1", ts=NOW - 150), member("n2")])
+    assert [n.name for n in small.nodes() if n.beacon is not None] == ["n2"]  # 150 s > 100 s: stale
+    names = [f"m{i}" for i in range(100)]
+    KEYS.update({n: keys.generate() for n in names if n not in KEYS})
+    large = ClusterView(clock=lambda: clock[0])
+    large.update([member("n1", ts=NOW - 150), *(member(n) for n in names[:-1])])
+    assert large.size() == 100 and large.max_age() == 250.0
+    assert large.node("n1").beacon is not None  # refreshed every 80 s at 100 nodes: 150 s is fresh
+    clock[0] = NOW + 101
+    assert large.node("n1").beacon is None  # 251 s: stale
