@@ -23,6 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from hypercore.api.auth import make_dependencies
 from hypercore.api.console import install_console
 from hypercore.api.errors import ApiError, error_response
+from hypercore.api.fastping import FastPing
 from hypercore.api.directory_routes import directory_router
 from hypercore.api.failover_routes import failover_router
 from hypercore.api.limits import MAX_BODY_BYTES, BodyLimit
@@ -122,9 +123,10 @@ def _plain_handler(status: int, code: str) -> Callable[[Request, Exception], Awa
 def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
     """The node's API. `allowed_hosts`: the Host header values it answers (others get 400: DNS rebinding)."""
     app = FastAPI(title="hypercore node agent", version="1", docs_url="/docs", redoc_url=None)
-    # Added last runs first: the Host check, then the body limit, then the routes.
+    # Added last runs first: probes' pings, then the Host check, then the body limit, then the routes.
     app.add_middleware(BodyLimit)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(FastPing, node=agent.name, allowed_hosts=list(allowed_hosts))
     _error_handlers(app)
     user_auth, node_auth = make_dependencies(agent.tokens, insecure=agent.insecure)
 

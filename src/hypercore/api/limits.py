@@ -42,10 +42,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = limit_for(scope.get("path", ""))
-        too_large = error_response(413, "too_large", f"request body over {limit} bytes")
         length = dict(scope.get("headers") or ()).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            await too_large(scope, receive, send)
+            await _too_large(limit)(scope, receive, send)
             return
         seen = 0
         started = False
@@ -68,4 +67,8 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await too_large(scope, receive, send)
+                await _too_large(limit)(scope, receive, send)
+
+
+def _too_large(limit: int) -> Any:
+    return error_response(413, "too_large", f"request body over {limit} bytes")

@@ -56,6 +56,8 @@ class ApiServer(uvicorn.Server):
 def make_server(app: Any, host: str, port: int, tls: ssl.SSLContext | None) -> ApiServer:
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off", http=_PeerAwareProtocol,
+        # Served directly, never behind a proxy: no X-Forwarded-* header is anyone's word for the client's address.
+        proxy_headers=False,
         # Longer than the node client's keep-alive (hypercore.transport.KEEPALIVE_S): peers that call now and
         # then (probes, replication) reuse one TLS connection instead of a handshake per call, and the
         # client, not the server, closes an idle one, so a call never lands on a connection being closed.
