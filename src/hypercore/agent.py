@@ -1,9 +1,8 @@
 """The node agent: supervises Serf, publishes the beacon, serves the API, runs workloads.
 
-One asyncio process per machine. Start-up order matters: the workload store
-and runtime first (so adopted workloads count in the first beacon), then Serf,
-then the HTTP API, then the beacon and the join — a peer that sees our tags
-can already reach our API.
+One asyncio process per machine. Start-up order matters: the workload store and
+runtime first (so adopted workloads count in the first beacon), then Serf, then
+the API, then the beacon and the join — a peer that sees our tags can reach us.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ MEMBER_EVENTS = "member-join,member-leave,member-failed,member-update,member-rea
 COORDINATES_S = 5.0  # how often Serf's network coordinates are refreshed
 COORDINATE_READS = 8  # members read per refresh (one RPC each): every member at least every N/8 × 5 s
 FIRST_PROBES = 8  # members probed at once when they join (see _spawn_first_probes)
-FULL_REFRESH_S = 10.0  # a full member read, in case an event was missed (events keep the view current)
+FULL_REFRESH_S = 60.0  # a full member read (O(N) bytes), in case an event was missed (events keep the view current)
 
 
 def _node_name(data_dir: Path, given: str | None) -> str:
@@ -235,7 +234,7 @@ class NodeAgent:
         """Probe members this node has never measured now, not at the next round (up to FIRST_PROBES of them:
         a node joining a large cluster hears of every member at once; the rounds measure the rest)."""
         assert self.prober is not None
-        new = [n for n in names if n != self.name and self.node.probes.stats(n) is None][:FIRST_PROBES]
+        new = [n for n in names if n != self.name and not self.node.probes.has(n)][:FIRST_PROBES]
         if new:
             self._oneshots.spawn(self.prober.probe_now(new))
 
@@ -364,11 +363,12 @@ class NodeAgent:
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
             price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation, region=self.config.region,
-            sample=self._sample, set_tags=lambda tags: serf.rpc.tags(set=tags),
+            sample=self._sample, set_tags=serf.publish_tags, cluster_size=node.view.size,
             metrics=node.metrics,
             admission=(Admission(self.identity.not_after, self.identity.admission, self.identity.reputation)
                        if self.identity else None),
         )
+        node.store.changed.subscribe(self.publisher.wakeup.set)  # load moved: maybe news for the beacon
         await self.publisher.publish_if_due()
         node.view.update(await serf.rpc.members())
         node.ready = True

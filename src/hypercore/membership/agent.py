@@ -53,6 +53,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+TAGS_TIMEOUT_S: Final = 15.0  # over Serf's own broadcast timeout (5 s), which answers first
+
 _LOG_TAIL_LINES: Final[int] = 20
 
 NOT_INSTALLED_MESSAGE: Final[str] = (
@@ -143,6 +145,7 @@ class SerfAgent:
 
         self._process: asyncio.subprocess.Process | None = None
         self._rpc: SerfRPC | None = None
+        self._tags_rpc: SerfRPC | None = None  # publish_tags' own connection (see there)
         self._log_offset = 0
 
     # -- paths and state --------------------------------------------------------
@@ -185,6 +188,26 @@ class SerfAgent:
         if self._rpc is None or self._rpc.closed:
             raise SerfConnectionError(f"serf agent {self.node_name!r} is not running or its RPC client is closed")
         return self._rpc
+
+    async def publish_tags(self, tags: Mapping[str, str]) -> None:
+        """Set this node's tags for the cluster to see.
+
+        Serf sets them at once, then waits until memberlist has gossiped the update enough times (up to
+        its broadcast timeout, 5 s). When gossip is busy it is that wait that times out, not the update:
+        the tags are set and queued. Retrying would queue one more update for every node to relay (at
+        100 nodes on 2 cores, retries turned the 3.3 updates/s of the beacon refresh into 13/s), so a
+        timeout here counts as done. The call has a connection of its own: Serf answers one request per
+        connection at a time, and member reads and coordinate reads must not wait behind this one.
+        """
+        self.rpc  # noqa: B018 - raises when the agent is not running
+        if self._tags_rpc is None or self._tags_rpc.closed:
+            self._tags_rpc = await SerfRPC.connect(self._rpc_host, self._rpc_port, self.rpc_auth_key)
+        try:
+            await self._tags_rpc.tags(set=tags, timeout=TAGS_TIMEOUT_S)
+        except (SerfTimeoutError, SerfRPCError) as exc:
+            if isinstance(exc, SerfRPCError) and "timeout waiting for update broadcast" not in str(exc):
+                raise
+            log.info("serf is slow to gossip this node's new tags: they are set and queued", extra={"error": str(exc)})
 
     def command_line(self, binary: str) -> list[str]:
         """The argv used to start the agent (contains no secrets)."""
@@ -303,6 +326,7 @@ class SerfAgent:
         ``stop_grace`` seconds, and is always reaped.
         """
         rpc, self._rpc = self._rpc, None
+        await self._close_tags_rpc()
         left = False
         try:
             if leave and rpc is not None and not rpc.closed and self.running:
@@ -321,11 +345,17 @@ class SerfAgent:
     async def kill(self) -> None:
         """SIGKILL the agent without leaving: the cluster will see it fail."""
         rpc, self._rpc = self._rpc, None
+        await self._close_tags_rpc()
         try:
             await self._terminate(grace=0.0, sigterm=False)
         finally:
             if rpc is not None:
                 await rpc.close()
+
+    async def _close_tags_rpc(self) -> None:
+        tags_rpc, self._tags_rpc = self._tags_rpc, None
+        if tags_rpc is not None:
+            await tags_rpc.close()
 
     async def _terminate(self, *, grace: float, sigterm: bool = True, exiting: bool = False) -> None:
         process = self._process
