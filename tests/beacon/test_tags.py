@@ -257,3 +257,27 @@ def test_worst_case_tags_with_a_region_fit_serfs_512_byte_limit() -> None:
         capabilities=("container", "exec", "gpu-nvidia-a100", "sgx-enclave"), region="r" * 32)
     tags = {**encode(worst, "n" * 128, generate(), Admission(99_999_999_999, b"\xff" * 64, 0.123)), "fo": "1"}
     assert encoded_size(tags) <= SERF_TAGS_LIMIT, encoded_size(tags)
+
+
+def test_in_a_large_cluster_probes_keep_to_a_panel_and_still_reach_every_peer_now_and_then() -> None:
+    # Issue 10: probing every peer in turn meant a TLS handshake per probe once a turn took longer than the
+    # connections' keep-alive (60 s: from about 90 peers up, with 3 probes every 2 s).
+    from hypercore.beacon.probe import EXPLORE_ROUNDS, PANEL
+
+    peers = [f"n{i}" for i in range(100)]
+    links, other = PeerLinks(), PeerLinks()
+    assert set(links.panel(peers)) != set(other.panel(peers))  # each node its own panel: load spreads
+    probed: dict[str, int] = {}
+    rounds = 30 * EXPLORE_ROUNDS  # 300 s of 2 s rounds
+    for _ in range(rounds):
+        for peer in links.choose(peers, 3):
+            links.record(peer, 1.0)
+            probed[peer] = probed.get(peer, 0) + 1
+    panel = set(links.panel(peers))
+    assert len(panel) == PANEL and set(links.panel(peers)) == panel  # stable
+    # Every panel peer about every PANEL/3 rounds (well inside the keep-alive), the rest only on exploration.
+    assert all(probed.get(p, 0) >= rounds * 2 // PANEL for p in panel)
+    outside = {p: n for p, n in probed.items() if p not in panel}
+    assert sum(outside.values()) == rounds // EXPLORE_ROUNDS and max(outside.values()) == 1
+    # Small clusters: every peer, in turn, as before.
+    assert set(links.panel(peers[:PANEL])) == set(peers[:PANEL])

@@ -1,7 +1,7 @@
-"""Network measurement: RTT probes to a bounded random sample of peers.
+"""Network measurement: RTT probes to a bounded sample of peers.
 
-Each round probes at most `sample_size` peers, so a node's probing cost does
-not grow with the cluster. Over a sliding window of the last `window` probes:
+Each round probes at most `sample_size` peers, mostly of a bounded panel (see
+PeerLinks), so a node's probing cost does not grow with the cluster. Over a sliding window of the last `window` probes:
   latency_ms  = median RTT of the probes answered in time
   jitter_ms   = mean |RTT_i - RTT_(i-1)| over consecutive probes answered in time
                 (RFC 3550's interarrival difference, without its 1/16 smoothing)
@@ -16,10 +16,13 @@ steady 120 ms link over a 20 ms jitter rule for a whole window.
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import os
 import statistics
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -64,27 +67,59 @@ def monotonic_ms() -> float:
     return time.monotonic() * 1000.0
 
 
+PANEL = 16  # peers probed in turn, each about every PANEL/k rounds (10 s): its connection stays open
+EXPLORE_ROUNDS = 5  # one probe in this many rounds goes to a peer outside the panel (its first or stalest)
+
+
 class PeerLinks:
     """This node's own probes, per peer: what it measured of each link (the peer does not control it).
 
-    Targets are chosen so that every peer gets measured: peers never probed
-    first, then the ones probed longest ago; so a node that just joined is
-    measured in the next round, and each peer of N every N/k rounds.
+    In a cluster of up to PANEL + 1 nodes every peer is probed in turn: never
+    probed first, then the one probed longest ago. In a larger one the rounds
+    keep to a panel of PANEL peers (a stable pseudo-random choice, different on
+    every node, so each node is in about PANEL panels) and every EXPLORE_ROUNDS-th
+    round sends one probe outside it. Why: a probe is an HTTPS request, and a
+    peer probed less often than the node connections' keep-alive (60 s) costs a
+    TLS handshake on both sides every time. Probing every peer in turn did that
+    from about 90 peers up (N/1.5 s per turn): at 100 nodes, 3 handshakes a
+    second per node, most of an idle agent's CPU. Peers outside the panel are
+    still measured (a member that joins is probed at once, hypercore.agent);
+    their latency from here comes from Serf's coordinates between probes.
     """
 
     def __init__(self, window: int = 20) -> None:
         self._size = window
         self._windows: dict[str, ProbeWindow] = {}
         self._last: dict[str, float] = {}
+        self._salt = os.urandom(8)
+        self._round = 0
         self.version = 0
 
-    def choose(self, peers: Sequence[str], k: int) -> list[str]:
+    def _stalest(self, peers: Iterable[str], k: int) -> list[str]:
         return sorted(peers, key=lambda p: (p in self._last, self._last.get(p, 0.0), p))[:k]
+
+    def panel(self, peers: Sequence[str]) -> list[str]:
+        if len(peers) <= PANEL:
+            return list(peers)
+        return heapq.nsmallest(PANEL, peers, key=lambda p: hashlib.blake2b(p.encode(), key=self._salt).digest())
+
+    def choose(self, peers: Sequence[str], k: int) -> list[str]:
+        self._round += 1
+        panel = self.panel(peers)
+        chosen = self._stalest(panel, k)
+        if len(panel) < len(peers) and self._round % EXPLORE_ROUNDS == 0 and k > 0:
+            inside = set(panel)
+            chosen = chosen[: k - 1] + self._stalest((p for p in peers if p not in inside), 1)
+        return chosen
 
     def record(self, peer: str, rtt_ms: float | None) -> None:
         self._windows.setdefault(peer, ProbeWindow(self._size)).record(rtt_ms)
         self._last[peer] = time.monotonic()
         self.version += 1
+
+    def has(self, peer: str) -> bool:
+        """Whether this node has probed `peer` (cheap: no statistics computed)."""
+        return peer in self._windows
 
     def peers(self) -> list[str]:
         """The peers this node has probe outcomes of."""
