@@ -1,6 +1,6 @@
 """Scale of a real local cluster: N agents (each with its own serf) on loopback, all mutual TLS.
 
-    .venv/bin/python bench/scale.py --nodes 10 [--json] [--spawns 30]
+    .venv/bin/python bench/scale.py --nodes 10 [--json] [--spawns 30] [--serf-profile lan]
 
 Measures, in this order:
   converge_s             last agent started -> every observer sees every node alive with a
@@ -8,12 +8,17 @@ Measures, in this order:
                          observers: first, last and 3 spread between; every node is checked
                          as a target);
   idle_cpu_pct_per_node  utime+stime of each agent plus its serf child(ren) from /proc over a
-                         20 s idle window, in % of one core, averaged per node;
+                         30 s idle window (30 s after convergence), in % of one core, averaged per node (agent and serf
+                         are printed apart); Serf runs with --serf-profile (default `lan`, the
+                         agent's default: what a deployment runs; devcluster's tests use `local`);
   tag_updates_per_s      cluster-wide: new signatures carried by Serf `member-update` events on
-                         node 0's serf RPC stream over 60 s of idle (two 30 s refresh periods); members
+                         node 0's serf RPC stream over two refresh periods of idle (at least 60 s;
+                         the period grows with N: hypercore.beacon.tags.refresh_period); members
                          re-sent in coalesced events without a new signature are not counted (cross-check:
                          members whose `sig` tag changed between two members() reads, printed only);
-  rpc_timeouts           lines with "cannot follow members in serf" or "timeout" in all agents' logs;
+  rpc_timeouts           lines with "cannot follow members in serf" or "timeout" in all agents' logs (a
+                         tag publication whose broadcast Serf was slow to send is printed apart: the tags
+                         were set; membership.agent.SerfAgent.publish_tags);
   rss_mb_per_agent       mean VmRSS of the agent processes (serf's own RSS is printed only);
   spawn_p50_ms/p90_ms    --spawns sequential spawns with request ids through node 0
                          (`sleep 300`, cpu 0.01, mem 1), stopped afterwards;
@@ -51,6 +56,7 @@ from typing import Any
 
 import aiohttp
 
+from hypercore.beacon.tags import refresh_period
 from hypercore.devcluster import Cluster, Node, rss_kb, wait_for
 from hypercore.membership.rpc import SerfRPC
 from hypercore.membership.rpc_types import SerfTimeoutError
@@ -58,7 +64,8 @@ from hypercore.membership.rpc_types import SerfTimeoutError
 FLAGS = ["--enable-exec", "--disable-containers", "--capacity-cpu", "1000", "--spawn-rate", "1000",
          "--spawn-burst", "1000", "--probe-interval", "2"]
 SPEC = {"command": "sleep 300", "cpu": 0.01, "mem": 1}
-IDLE_S = 20.0
+IDLE_S = 30.0
+SETTLE_S = 30.0
 TAG_WINDOW_S = 60.0
 DRY_RUN_S = 10.0
 DRY_RUN_CLIENTS = 64
@@ -209,14 +216,15 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-def run(n: int, spawns: int, root: Path) -> dict[str, Any]:
+def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]:
     cluster = Cluster(root)
+    flags = [*FLAGS, "--serf-profile", profile]  # the last --serf-profile wins over devcluster's `local`
     try:
         names = [f"n{i:03d}" for i in range(n)]
         t0 = time.monotonic()
-        cluster.add(names[0], *FLAGS)  # the seed: every other node joins through it
+        cluster.add(names[0], *flags)  # the seed: every other node joins through it
         for name in names[1:]:
-            cluster.add(name, *FLAGS, wait=False)
+            cluster.add(name, *flags, wait=False)
         t_last = time.monotonic()
         for name in names[1:]:
             cluster[name].wait_healthy(timeout=60 + 3 * n)
@@ -230,29 +238,37 @@ def run(n: int, spawns: int, root: Path) -> dict[str, Any]:
         converge_s = time.monotonic() - t_last
         say(f"converge_s {converge_s:.1f} (observers: {'all' if n <= 10 else ', '.join(observers)})")
 
-        # Idle window: CPU (20 s), tag updates (TAG_WINDOW_S, two beacon refresh periods: a 20 s
-        # window against a 30 s refresh would alias).
+        # Idle window: CPU (IDLE_S after SETTLE_S), tag updates (two beacon refresh periods, at least
+        # TAG_WINDOW_S: a window shorter than the refresh would alias).
         agents = [cluster[x].proc.pid for x in names]  # type: ignore[union-attr]
         serfs = {x: serf_children(cluster[x]) for x in names}
         counter = UpdateCounter(cluster[names[0]])
         counter.start()
         t_tags = time.monotonic()
-        time.sleep(5)  # let the join's burst of work settle
-        c0 = {x: cpu_ticks(cluster[x].proc.pid) + sum(cpu_ticks(s) for s in serfs[x]) for x in names}  # type: ignore[union-attr]
+        time.sleep(SETTLE_S)  # steady state: the joins' probes, coordinate reads and first beacons are over
+        a0 = {x: cpu_ticks(cluster[x].proc.pid) for x in names}  # type: ignore[union-attr]
+        s0 = {x: sum(cpu_ticks(s) for s in serfs[x]) for x in names}
         w0 = time.monotonic()
         time.sleep(IDLE_S)
-        c1 = {x: cpu_ticks(cluster[x].proc.pid) + sum(cpu_ticks(s) for s in serfs[x]) for x in names}  # type: ignore[union-attr]
+        a1 = {x: cpu_ticks(cluster[x].proc.pid) for x in names}  # type: ignore[union-attr]
+        s1 = {x: sum(cpu_ticks(s) for s in serfs[x]) for x in names}
         window = time.monotonic() - w0
-        time.sleep(max(0.0, TAG_WINDOW_S - (time.monotonic() - t_tags)))
+        c0 = {x: a0[x] + s0[x] for x in names}
+        c1 = {x: a1[x] + s1[x] for x in names}
+        agent_pct = sum(a1[x] - a0[x] for x in names) / CLK_TCK / window * 100 / n
+        serf_pct = sum(s1[x] - s0[x] for x in names) / CLK_TCK / window * 100 / n
+        time.sleep(max(0.0, max(TAG_WINDOW_S, 2 * refresh_period(n)) - (time.monotonic() - t_tags)))
         counter.stop()
         tag_window = time.monotonic() - t_tags
         per_node = [(c1[x] - c0[x]) / CLK_TCK / window * 100 for x in names]
         idle_cpu = statistics.mean(per_node)
         tag_updates = counter.changes / tag_window
-        say(f"idle CPU per node (agent+serf): mean {idle_cpu:.2f} %, max {max(per_node):.2f} % of one core; "
-            f"total {sum(per_node):.1f} %")
+        say(f"idle CPU per node (agent+serf, serf profile {profile}): mean {idle_cpu:.2f} % (agent {agent_pct:.2f} %, "
+            f"serf {serf_pct:.2f} %), max {max(per_node):.2f} % of one core; total {sum(per_node):.1f} %; "
+            f"load average {os.getloadavg()[0]:.1f}")
         say(f"member-update events {counter.events} carrying {counter.members} members, {counter.changes} new "
-            f"signatures in {tag_window:.1f} s = {tag_updates:.2f}/s (N/30 = {n / 30:.2f}/s); "
+            f"signatures in {tag_window:.1f} s = {tag_updates:.2f}/s (N/30 = {n / 30:.2f}/s; refresh period "
+            f"{refresh_period(n):.0f} s: N/P = {n / refresh_period(n):.2f}/s); "
             f"members whose sig changed: {counter.sig_changes}")
         rss_agents = [rss_mb(p) for p in agents]
         rss_serf = [sum(rss_mb(s) for s in serfs[x]) for x in names]
@@ -293,16 +309,23 @@ def run(n: int, spawns: int, root: Path) -> dict[str, Any]:
         dry = ok / DRY_RUN_S
         say(f"dry runs: {ok} answered ({bad} errors) in {DRY_RUN_S:.0f} s = {dry:.0f}/s")
 
-        timeouts = 0
+        timeouts = slow_broadcasts = 0
         for x in names:
             for line in cluster[x].log().splitlines():
                 low = line.lower()
-                if "cannot follow members in serf" in low or "timeout" in low or "timed out" in low:
+                if "serf is slow to gossip" in low:
+                    slow_broadcasts += 1  # Serf set the tags; its broadcast waited (not an RPC that failed)
+                elif "cannot follow members in serf" in low or "timeout" in low or "timed out" in low:
                     timeouts += 1
-        say(f"rpc_timeouts {timeouts}")
+                    if timeouts <= 5:
+                        say(f"  timeout at {x}: {line[:300]}")
+        say(f"rpc_timeouts {timeouts}; tag publications whose broadcast Serf was slow to send: {slow_broadcasts}")
 
         return {
             "nodes": n,
+            "serf_profile": profile,
+            "idle_cpu_pct_agent": round(agent_pct, 3),
+            "idle_cpu_pct_serf": round(serf_pct, 3),
             "converge_s": round(converge_s, 2),
             "idle_cpu_pct_per_node": round(idle_cpu, 3),
             "tag_updates_per_s": round(tag_updates, 3),
@@ -322,10 +345,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, required=True)
     parser.add_argument("--spawns", type=int, default=30)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    parser.add_argument("--serf-profile", choices=["lan", "local", "wan"], default="lan",
+                        help="Serf's timing profile (default: lan, the agent's default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hc-scale-") as tmp:
         try:
-            result = run(args.nodes, args.spawns, Path(tmp))
+            result = run(args.nodes, args.spawns, Path(tmp), args.serf_profile)
         except KeyboardInterrupt:
             sys.exit("interrupted (every process was ended)")
     if args.json:
