@@ -36,6 +36,11 @@ class AgentMetrics:
             "hypercore_beacon_invalid", "Peers' beacons rejected (no beacon data), by cause.", ["cause"], registry=r
         )
         self.members = Gauge("hypercore_cluster_members", "Cluster members by Serf status.", ["status"], registry=r)
+        # Both grow with the cluster (hypercore.beacon.tags.refresh_period; docs/scale.md, "Gossip budget").
+        self.beacon_refresh = Gauge("hypercore_beacon_refresh_seconds",
+                                    "How often this node re-publishes an unchanged beacon.", registry=r)
+        self.beacon_max_age = Gauge("hypercore_beacon_max_age_seconds",
+                                    "How old a beacon may be before this node calls it stale.", registry=r)
         # Every request this node sends to another node (hypercore.transport), by "METHOD /route/{template}":
         # what a spawn, a failover round or a probe costs in node-to-node calls (docs/scale.md).
         self.node_requests = Counter("hypercore_node_requests", "Node-to-node requests sent by this node, by route.",

@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hypercore.beacon.probe import PeerLinks
+from hypercore.beacon.tags import refresh_period
 from hypercore.failover import Failover, Handles
 from hypercore.identity.tokens import TokenVerifier
 from hypercore.membership.coordinates import CoordinateBook
@@ -114,6 +115,8 @@ class Node:
     def refresh_gauges(self) -> None:
         for status, count in self.view.status_counts().items():
             self.metrics.members.labels(status=status).set(count)
+        self.metrics.beacon_refresh.set(refresh_period(self.view.size()))
+        self.metrics.beacon_max_age.set(self.view.max_age())
         counts: dict[str, int] = {}
         for record in self.manager.list():
             counts[record.state.value] = counts.get(record.state.value, 0) + 1

@@ -51,6 +51,8 @@ def test_three_nodes_form_a_cluster_and_share_verified_beacons(trio: Cluster) ->
     metrics = trio["cheap"].get("/metrics").text
     assert "hypercore_ibrl_beacon_connected 1.0" in metrics
     assert 'hypercore_cluster_members{status="alive"} 3.0' in metrics
+    # 3 nodes: the beacon is refreshed every 30 s and stale after 100 s (both grow with the cluster).
+    assert "hypercore_beacon_refresh_seconds 30.0" in metrics and "hypercore_beacon_max_age_seconds 100.0" in metrics
 
 
 @pytest.mark.parametrize(
