@@ -77,3 +77,13 @@ def test_how_old_a_beacon_may_be_grows_with_the_cluster_as_its_refresh_period_do
     assert large.node("n1").beacon is not None  # refreshed every 80 s at 100 nodes: 150 s is fresh
     clock[0] = NOW + 101
     assert large.node("n1").beacon is None  # 251 s: stale
+
+
+def test_members_the_cluster_never_admitted_do_not_stretch_the_refresh_period() -> None:
+    # An attacker with the gossip key can add Serf members at will, with beacons signed by keys of its own;
+    # reckoned on every member, 200 of them would have made every node call a beacon fresh for 250 s, not
+    # 100 s. The size counts admitted members only (the admission check stands in for the cluster CA's).
+    view = ClusterView(clock=lambda: NOW, admit=lambda name, beacon, now: None if name.startswith("n") else "not ours")
+    view.update([member("n1"), member("n2"), member("n3"), *(member(f"m{i}") for i in range(100))])
+    assert view.size() == 3 and view.max_age() == 100.0
+    assert [n.name for n in view.nodes() if n.admitted] == ["n1", "n2", "n3"]

@@ -1,7 +1,8 @@
 """Network measurement: RTT probes to a bounded sample of peers.
 
 Each round probes at most `sample_size` peers, mostly of a bounded panel (see
-PeerLinks), so a node's probing cost does not grow with the cluster. Over a sliding window of the last `window` probes:
+PeerLinks), so a node's probing cost does not grow with the cluster. Over a
+sliding window of the last `window` probes:
   latency_ms  = median RTT of the probes answered in time
   jitter_ms   = mean |RTT_i - RTT_(i-1)| over consecutive probes answered in time
                 (RFC 3550's interarrival difference, without its 1/16 smoothing)

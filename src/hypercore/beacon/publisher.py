@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hypercore.beacon.keys import fingerprint
 from hypercore.beacon.probe import PeerLinks, ProbeWindow
-from hypercore.beacon.tags import REFRESH_S, Admission, Beacon, encode, max_age, refresh_period
+from hypercore.beacon.tags import REFRESH_S, Admission, Beacon, encode, refresh_period, stale_after
 from hypercore.loops import Wakeup, reactive
 from hypercore.metrics import BEACON_GAUGES, AgentMetrics
 from hypercore.transport import Transport
@@ -176,8 +176,7 @@ class BeaconPublisher:
         return True
 
     def _update_connected(self, now: float) -> None:
-        limit = max_age(self._cluster_size()) if self._cluster_size is not None else 3 * self._refresh + 10.0
-        fresh = self.published is not None and now - self._published_at < limit
+        fresh = self.published is not None and now - self._published_at < stale_after(self.refresh)
         self._metrics.beacon_connected.set(1 if fresh else 0)
 
     async def run(self, longest: float = 5.0) -> None:

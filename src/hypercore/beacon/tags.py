@@ -39,8 +39,8 @@ from hypercore.beacon import keys
 
 VERSION = "1"
 SERF_TAGS_LIMIT = 512
-MAX_AGE_S = 100.0  # a beacon older than this is stale, in a cluster of up to 56 nodes (see max_age)
 REFRESH_S = 30.0  # the shortest beacon refresh without news (see refresh_period)
+MAX_AGE_S = 3 * REFRESH_S + 10.0  # 100 s: stale_after(REFRESH_S), the limit in clusters of up to 56 nodes
 # What the refresh may ask of each node's gossip, in alive messages sent per second: memberlist sends about
 # 45 a second on the `lan` profile (3 packets per 200 ms, three ≈ 400-byte messages each); a third of it.
 REFRESH_RELAYS_PER_NODE = 15.0
@@ -213,9 +213,13 @@ def refresh_period(members: int) -> float:
     return max(REFRESH_S, members * retransmits(members) / REFRESH_RELAYS_PER_NODE)
 
 
-def max_age(members: int) -> float:
+def stale_after(refresh: float) -> float:
     """A beacon older than this is stale: three refresh periods (two publications may be lost) and 10 s."""
-    return 3 * refresh_period(members) + 10.0
+    return 3 * refresh + 10.0
+
+
+def max_age(members: int) -> float:
+    return stale_after(refresh_period(members))
 
 
 def decode(tags: dict[str, str], node: str, now: float, max_age_s: float = MAX_AGE_S) -> Beacon:

@@ -98,7 +98,7 @@ class Replicator:
         now = time.monotonic()
         if self._registry_changed():
             ctx.dirty = True
-        waits = [REFRESH_INTERVAL]
+        waits: list[float] = []
         if self.manifest is None or (ctx.dirty and now - self._built_at >= PUSH_MIN_INTERVAL):
             ctx.dirty = False
             self._built_at = now

@@ -17,6 +17,7 @@ not a peer that any node-to-node call may reach (`peer()`, `peers()`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ class ClusterView:
         self._views: dict[str, tuple[NodeView, float]] = {}
         self._sorted: list[NodeView] | None = None
         self._sorted_valid_until = 0.0
+        self._size: int | None = None  # admitted members (see size)
         self.changed = Notifier()  # any change: a member, its status, its tags
         # Only who is there and reachable: joins, leaves, statuses, addresses, slow tags (not beacon refreshes).
         self.membership_changed = Notifier()
@@ -156,30 +158,34 @@ class ClusterView:
         for member in changed:
             self._members[member.name] = member
             self._views.pop(member.name, None)
+        self._size = None
         self._table = None
         self._sorted = None
         self.changed.notify()
         if membership:
             self.membership_changed.notify()
 
-    def _beacon(self, member: Member, now: float) -> tuple[Beacon | None, str | None]:
+    def _verify(self, member: Member) -> Beacon | BeaconInvalid:
+        """The check of the beacon it publishes, age aside (`_beacon` checks the age at every read)."""
         sig = member.tags.get("sig", "")
-        entry = self._verified.get(member.name)  # the verification of the signature it publishes
+        entry = self._verified.get(member.name)
         if entry is None or entry[0] != sig:
             try:
-                cached: Beacon | BeaconInvalid = decode(member.tags, member.name, now, self.max_age())
+                result: Beacon | BeaconInvalid = decode(member.tags, member.name, self._clock(), math.inf)
             except BeaconInvalid as exc:
-                cached = exc
-            self._verified[member.name] = (sig, cached)
-        else:
-            cached = entry[1]
+                result = exc
+            self._verified[member.name] = entry = (sig, result)
+        return entry[1]
+
+    def _beacon(self, member: Member, now: float) -> tuple[Beacon | None, str | None]:
+        cached = self._verify(member)
         if isinstance(cached, Beacon):
             # The signature stays valid; freshness must be checked at every read.
-            age = now - cached.timestamp
-            if age > self.max_age():
+            age, limit = now - cached.timestamp, self.max_age()
+            if age > limit:
                 if self.on_stale is not None and (self._admit is None or self._admit(member.name, cached, now) is None):
                     self.on_stale(member.name)
-                return None, self._note(member.name, BeaconInvalid("stale", f"beacon is {age:.0f} s old"))
+                return None, self._note(member.name, BeaconInvalid("stale", f"beacon is {age:.0f} s old (max {limit:.0f} s)"))
             return cached, None
         return None, self._note(member.name, cached)
 
@@ -255,12 +261,18 @@ class ClusterView:
         return None if member is None else self._current(name, member, self._clock())
 
     def size(self) -> int:
-        """Members, whatever their status (what the beacon refresh period is reckoned on)."""
-        return len(self._members)
+        """Members whose beacon verifies and is admitted, whatever its age or their status: what the beacon
+        refresh period is reckoned on. Not every Serf member: anyone with the gossip key can add members,
+        and a flood of them would have stretched every node's refresh period and staleness limit."""
+        if self._size is None:
+            now = self._clock()
+            self._size = sum(1 for m in self._members.values() if isinstance(b := self._verify(m), Beacon)
+                             and (self._admit is None or self._admit(m.name, b, now) is None))
+        return self._size
 
     def max_age(self) -> float:
         """How old a beacon may be in a cluster of this size (hypercore.beacon.tags.max_age)."""
-        return max_age(len(self._members))
+        return max_age(self.size())
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -46,7 +46,8 @@ else:  # run as a script: load the siblings alone (the package's __init__ costs 
         spec.loader.exec_module(module)
         return module
 
-    isolation, sv = _sibling("isolation"), _sibling("supervisor")
+    sv = _sibling("supervisor")
+    isolation = sv.isolation  # the supervisor module loaded it: executed once, not twice
 
 LOCK = "vm.lock"
 QMP = "qmp.sock"
