@@ -12,7 +12,7 @@ Measures, in this order:
                          are printed apart); Serf runs with --serf-profile (default `lan`, the
                          agent's default: what a deployment runs; devcluster's tests use `local`);
   tag_updates_per_s      cluster-wide: new signatures carried by Serf `member-update` events on
-                         node 0's serf RPC stream over two refresh periods of idle (at least 60 s;
+                         node 0's serf RPC stream over one refresh period of idle (at least 60 s;
                          the period grows with N: hypercore.beacon.tags.refresh_period); members
                          re-sent in coalesced events without a new signature are not counted (cross-check:
                          members whose `sig` tag changed between two members() reads, printed only);
@@ -238,8 +238,8 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         converge_s = time.monotonic() - t_last
         say(f"converge_s {converge_s:.1f} (observers: {'all' if n <= 10 else ', '.join(observers)})")
 
-        # Idle window: CPU (IDLE_S after SETTLE_S), tag updates (two beacon refresh periods, at least
-        # TAG_WINDOW_S: a window shorter than the refresh would alias).
+        # Idle window: CPU (IDLE_S after SETTLE_S), tag updates (one beacon refresh period, at least
+        # TAG_WINDOW_S: a shorter window would alias; in one period every node refreshes once, whatever its phase).
         agents = [cluster[x].proc.pid for x in names]  # type: ignore[union-attr]
         serfs = {x: serf_children(cluster[x]) for x in names}
         counter = UpdateCounter(cluster[names[0]])
@@ -257,7 +257,7 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         c1 = {x: a1[x] + s1[x] for x in names}
         agent_pct = sum(a1[x] - a0[x] for x in names) / CLK_TCK / window * 100 / n
         serf_pct = sum(s1[x] - s0[x] for x in names) / CLK_TCK / window * 100 / n
-        time.sleep(max(0.0, max(TAG_WINDOW_S, 2 * refresh_period(n)) - (time.monotonic() - t_tags)))
+        time.sleep(max(0.0, max(TAG_WINDOW_S, refresh_period(n)) - (time.monotonic() - t_tags)))
         counter.stop()
         tag_window = time.monotonic() - t_tags
         per_node = [(c1[x] - c0[x]) / CLK_TCK / window * 100 for x in names]

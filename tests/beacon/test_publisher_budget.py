@@ -99,9 +99,9 @@ async def test_the_refresh_period_grows_with_the_cluster_so_that_gossip_per_node
     from hypercore.beacon.tags import REFRESH_RELAYS_PER_NODE, max_age, refresh_period, retransmits
 
     assert [retransmits(n) for n in (3, 9, 10, 98, 99, 100, 999, 1000)] == [4, 4, 8, 8, 8, 12, 12, 16]
-    assert refresh_period(3) == refresh_period(56) == 30.0 and max_age(10) == 100.0  # small clusters: as before
-    assert refresh_period(100) == 80.0 and max_age(100) == 250.0
-    for n in (57, 100, 1_000, 10_000):
+    assert refresh_period(3) == refresh_period(11) == 30.0 and max_age(10) == 100.0  # small clusters: as before
+    assert refresh_period(100) == 400.0 and max_age(100) == 1210.0
+    for n in (12, 100, 1_000, 10_000):
         assert n / refresh_period(n) * retransmits(n) == pytest.approx(REFRESH_RELAYS_PER_NODE)  # constant per node
     size = [3]
     now = [1_000.0]
@@ -120,7 +120,7 @@ async def test_the_refresh_period_grows_with_the_cluster_so_that_gossip_per_node
     size[0] = 100
     now[0] += 31
     await pub.publish_if_due()
-    assert len(published) == 2  # 100 nodes: not before 80 s
-    now[0] += 50
+    assert len(published) == 2  # 100 nodes: not before 400 s
+    now[0] += 370
     await pub.publish_if_due()
     assert len(published) == 3

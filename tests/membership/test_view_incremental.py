@@ -72,11 +72,11 @@ def test_how_old_a_beacon_may_be_grows_with_the_cluster_as_its_refresh_period_do
     assert [n.name for n in small.nodes() if n.beacon is not None] == ["n2"]  # 150 s > 100 s: stale
     names = [f"m{i}" for i in range(100)]
     large = ClusterView(clock=lambda: clock[0])
-    large.update([member("n1", ts=NOW - 150), *(member(n) for n in names[:-1])])
-    assert large.size() == 100 and large.max_age() == 250.0
-    assert large.node("n1").beacon is not None  # refreshed every 80 s at 100 nodes: 150 s is fresh
-    clock[0] = NOW + 101
-    assert large.node("n1").beacon is None  # 251 s: stale
+    large.update([member("n1", ts=NOW - 1200), *(member(n) for n in names[:-1])])
+    assert large.size() == 100 and large.max_age() == 1210.0
+    assert large.node("n1").beacon is not None  # refreshed every 400 s at 100 nodes: 1,200 s is fresh
+    clock[0] = NOW + 11
+    assert large.node("n1").beacon is None  # 1,211 s: stale
 
 
 def test_members_the_cluster_never_admitted_do_not_stretch_the_refresh_period() -> None:

@@ -40,10 +40,12 @@ from hypercore.beacon import keys
 VERSION = "1"
 SERF_TAGS_LIMIT = 512
 REFRESH_S = 30.0  # the shortest beacon refresh without news (see refresh_period)
-MAX_AGE_S = 3 * REFRESH_S + 10.0  # 100 s: stale_after(REFRESH_S), the limit in clusters of up to 56 nodes
-# What the refresh may ask of each node's gossip, in alive messages sent per second: memberlist sends about
-# 45 a second on the `lan` profile (3 packets per 200 ms, three ≈ 400-byte messages each); a third of it.
-REFRESH_RELAYS_PER_NODE = 15.0
+MAX_AGE_S = 3 * REFRESH_S + 10.0  # 100 s: stale_after(REFRESH_S), the limit in clusters of up to 11 nodes
+# What the refresh may ask of each node's gossip, in alive messages sent per second. memberlist gossips
+# to 3 nodes every 200 ms while it has anything to send, and Serf's idle CPU follows the share of rounds
+# that carry something, not the bytes (100 plain Serf agents on `lan`: 0.16 % of a core each without
+# updates, 0.22 % at 3 sends a second each, 0.35 % at 15, whatever the tags' size; docs/scale.md).
+REFRESH_RELAYS_PER_NODE = 3.0
 MAX_FUTURE_S = 30.0  # tolerated clock skew
 BEACON_TAG_KEYS = ("hc", "api", "m", "c", "r", "k", "a", "sig")
 # Used with fullmatch only (`$` would let a trailing newline through), ASCII only (`\d` is any Unicode digit).
@@ -206,9 +208,9 @@ def refresh_period(members: int) -> float:
 
     Every node relays every update retransmits(N) times, so a refresh every P seconds asks each node for
     N / P × retransmits(N) sends a second, whatever the node does. A fixed 30 s asked 40 a second of each
-    node at 100 nodes (most of what memberlist sends) and 530 at 1,000; the period grows with N so that it
-    stays at REFRESH_RELAYS_PER_NODE: 30 s up to 56 nodes, 80 s at 100, 18 min at 1,000, 3.7 h at 10,000.
-    News (load steps, price, capabilities) is published at once whatever the period.
+    node at 100 nodes (more than memberlist sends) and 530 at 1,000; the period grows with N so that it
+    stays at REFRESH_RELAYS_PER_NODE: 30 s up to 11 nodes, 400 s at 100, 89 min at 1,000, 18.5 h at
+    10,000. News (load steps, price, capabilities) is published at once whatever the period.
     """
     return max(REFRESH_S, members * retransmits(members) / REFRESH_RELAYS_PER_NODE)
 
