@@ -21,6 +21,7 @@ from hypercore.beacon.tags import (
     Beacon,
     BeaconInvalid,
     _b64,
+    _message,
     _unb64,
     decode,
     encode,
@@ -111,10 +112,26 @@ def test_signed_but_out_of_range_values_are_rejected(field: str, value: float) -
     assert err.value.cause in ("range", "malformed")
 
 
+def test_the_timestamp_keeps_milliseconds_and_nothing_finer_or_odd_is_read() -> None:
+    # An origin compares it with when the node accepted a workload (the node's clock both times): whole
+    # seconds made a workload placed and published within one second count twice for up to 10 s.
+    key = generate()
+    assert decode(encode(beacon(timestamp=NOW + 0.25), "n1", key), "n1", NOW).timestamp == NOW + 0.25
+    assert encode(beacon(timestamp=NOW + 0.1234), "n1", key)["m"].endswith(f",{NOW}.123")
+    assert encode(beacon(timestamp=NOW), "n1", key)["m"].endswith(f",{NOW}")
+    for bad in (f"{NOW}.1234", f"{NOW}.", "1e9", f"-{NOW}", f"{NOW} ", "0x10", "nan"):
+        tags = encode(beacon(), "n1", key)
+        tags["m"] = tags["m"].rsplit(",", 1)[0] + "," + bad
+        tags["sig"] = _b64(keys.sign(key, _message("n1", tags["api"], tags["m"], tags["c"], "", None)))  # signed
+        with pytest.raises(BeaconInvalid) as err:
+            decode(tags, "n1", NOW)
+        assert err.value.cause == "malformed" and "not Unix seconds" in str(err.value), bad
+
+
 def test_worst_case_tags_fit_serfs_512_byte_limit() -> None:
     worst = beacon(
         api="[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535",
-        timestamp=9_999_999_999,
+        timestamp=9_999_999_999.999,
         latency_ms=123456.789, jitter_ms=123456.789, packet_loss=99.99999, queue_depth=999999999,
         price_per_gb=123456.789, reputation=0.123456789, cpu_total=123456.789, cpu_free=123456.789,
         mem_total_mb=1.23456789e11, mem_free_mb=1.23456789e11,
@@ -250,7 +267,7 @@ def test_a_signed_region_that_is_not_a_name_is_refused() -> None:
 
 def test_worst_case_tags_with_a_region_fit_serfs_512_byte_limit() -> None:
     worst = beacon(
-        api="[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535", timestamp=9_999_999_999,
+        api="[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535", timestamp=9_999_999_999.999,
         latency_ms=123456.789, jitter_ms=123456.789, packet_loss=99.99999, queue_depth=999999999,
         price_per_gb=123456.789, reputation=0.123456789, cpu_total=123456.789, cpu_free=123456.789,
         mem_total_mb=1.23456789e11, mem_free_mb=1.23456789e11,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -136,6 +137,7 @@ class FakeCluster:
         self.down: set[str] = set()  # connection refused
         self.frozen: set[str] = set()  # no answer until the caller's timeout
         self._loops: list[asyncio.Task[Any]] = []
+        self._published: dict[str, tuple[Beacon, NodeIdentity]] = {}
 
     def add(self, name: str, *, price: float = 0.01, reputation: float = 1.0, latency_ms: float = 1.0,
             flagged: bool = False, cpu: float = 100.0, start_delay: float = 0.0,
@@ -155,10 +157,11 @@ class FakeCluster:
         node.ready = True
         driver = MemoryDriver(start_delay)
         node.manager.add_driver(driver)
-        beacon = Beacon(api=f"127.0.0.1:{10000 + len(self.nodes)}", timestamp=int(time.time()), latency_ms=latency_ms,
+        beacon = Beacon(api=f"127.0.0.1:{10000 + len(self.nodes)}", timestamp=time.time(), latency_ms=latency_ms,
                         jitter_ms=0.0, packet_loss=0.0, queue_depth=0.0, price_per_gb=price, reputation=reputation,
                         cpu_total=advertised_cpu or cpu, cpu_free=advertised_cpu or cpu, mem_total_mb=1e6,
                         mem_free_mb=1e6, capabilities=("exec",), region=region)
+        self._published[name] = (beacon, identity)
         tags = encode(beacon, name, identity.key, Admission(identity.not_after, identity.admission, identity.reputation))
         self.beacons[name] = {**tags, **({"fo": "1"} if flagged else {})}
         self.nodes[name], self.drivers[name], self.statuses[name] = node, driver, "alive"
@@ -168,6 +171,17 @@ class FakeCluster:
         self.apps[name] = create_app(node)
         self.refresh()
         return node
+
+    def publish(self, name: str) -> None:
+        """`name` publishes a new beacon, as its publisher would on news: its free CPU as its registry says, now."""
+        beacon, identity = self._published[name]
+        node = self.nodes[name]
+        used, _ = node.manager.usage()
+        beacon = dataclasses.replace(beacon, timestamp=time.time(), cpu_free=max(0.0, node.capacity.cpu - used))
+        self._published[name] = (beacon, identity)
+        tags = encode(beacon, name, identity.key, Admission(identity.not_after, identity.admission, identity.reputation))
+        self.beacons[name] = {**self.beacons[name], **tags}
+        self.refresh()
 
     def __getitem__(self, name: str) -> Node:
         return self.nodes[name]

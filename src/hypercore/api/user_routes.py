@@ -200,9 +200,10 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
     @router.delete("/v1/workloads/{workload_id}")
     async def stop_workload(workload_id: str, user: CurrentUser) -> dict[str, Any]:
         async def local() -> dict[str, Any]:
-            record = (await agent.manager.stop(workload_id)).to_dict()
-            return record
-        return await on_holder(workload_id, user, "DELETE", f"/v1/local/workloads/{workload_id}", local)
+            return (await agent.manager.stop(workload_id)).to_dict()
+        stopped = await on_holder(workload_id, user, "DELETE", f"/v1/local/workloads/{workload_id}", local)
+        agent.scheduler.unreported.released(workload_id)  # what this node counted for it is free again
+        return stopped
 
     @router.post("/v1/workloads/{workload_id}/remove")
     async def remove_workload(workload_id: str, user: CurrentUser) -> dict[str, Any]:

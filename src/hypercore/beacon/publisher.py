@@ -130,7 +130,7 @@ class BeaconPublisher:
     def measure(self) -> Beacon:
         now = self._clock()
         values = {"price_per_gb": self.price_per_gb, "reputation": self.reputation, **self._sample()}
-        return Beacon(api=self.api, timestamp=int(now), beacon_id=self.beacon_id, region=self.region, **values)
+        return Beacon(api=self.api, timestamp=round(now, 3), beacon_id=self.beacon_id, region=self.region, **values)
 
     @staticmethod
     def _rounded(beacon: Beacon) -> tuple[Any, ...]:
@@ -179,12 +179,12 @@ class BeaconPublisher:
         fresh = self.published is not None and now - self._published_at < stale_after(self.refresh)
         self._metrics.beacon_connected.set(1 if fresh else 0)
 
-    async def run(self, longest: float = 1.0) -> None:
+    async def run(self, longest: float = 5.0) -> None:
         """Publish when due: on a wake-up (`wakeup.set()`: the workload registry changed), at the refresh,
-        and at least every `longest` seconds look for news that announced nothing. 1 s, as the old
-        polling loop: with 5 s, a spawn right after stopping workloads on every node failed in 3 of 8
-        full test runs ("3 insufficient cpu"), a freed node not yet re-published; the missed wake-up is
-        not found yet. A look that finds no news costs a measurement and no publication."""
+        and at least every `longest` seconds look for news that announced nothing (none is known: load
+        changes only with the registry). A 1 s look was tried as a hedge against a flaky test ("3
+        insufficient cpu" right after other spawns); its cause was the origin's count of placements its
+        beacons did not show yet (hypercore.placement.unreported), which publishing at once made visible."""
         await reactive(self.wakeup, self._tick, longest=longest, what="beacon publication", log=log)
 
     async def _tick(self) -> float:

@@ -8,7 +8,8 @@ copied onto another member do not verify.
   hc   protocol version ("1")
   api  HTTP API address, "host:port", or ":port" meaning the member's own address
   m    latency_ms,jitter_ms,packet_loss,queue_depth,price_per_gb,reputation,
-       cpu_total,cpu_free,mem_total_mb,mem_free_mb,timestamp   (empty = unknown)
+       cpu_total,cpu_free,mem_total_mb,mem_free_mb,timestamp   (empty = unknown;
+       timestamp: Unix seconds with up to 3 decimals)
   c    capabilities, comma-separated
   r    region (optional): a short ASCII name the operator gave the node (--region)
   k    public key (base64url, the 33-byte compressed P-256 point): the node's certified key
@@ -52,6 +53,7 @@ BEACON_TAG_KEYS = ("hc", "api", "m", "c", "r", "k", "a", "sig")
 _CAPABILITY = re.compile(r"[a-z][a-z0-9_-]{0,31}", re.ASCII)
 # hypercore.config.REGION, the same pattern (--region is checked there; a beacon is checked here).
 _REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", re.ASCII)
+_TIMESTAMP = re.compile(r"[0-9]{1,12}(\.[0-9]{1,3})?", re.ASCII)
 _API = re.compile(r"(\[[0-9a-fA-F:.]+\]|[0-9A-Za-z.-]*):([0-9]{1,5})", re.ASCII)
 
 _FIELDS = (
@@ -131,7 +133,9 @@ class Beacon:
     """What a node publishes about itself. None means not measured (yet)."""
 
     api: str
-    timestamp: int
+    # When the node measured it, by its own clock, to the millisecond: an origin compares it with the time the
+    # node said it accepted a workload (same clock) to know whether the beacon shows that workload yet.
+    timestamp: float
     latency_ms: float | None = None
     jitter_ms: float | None = None
     packet_loss: float | None = None
@@ -181,7 +185,7 @@ def _message(node: str, api: str, m: str, c: str, a: str, r: str | None) -> byte
 def encode(beacon: Beacon, node: str, key: ec.EllipticCurvePrivateKey,
            admission: Admission | None = None) -> dict[str, str]:
     """Tags for `beacon`, signed by `key` for member `node`, carrying the CA's `admission` of that key."""
-    m = ",".join([*(_num(getattr(beacon, f)) for f in _FIELDS), str(int(beacon.timestamp))])
+    m = ",".join([*(_num(getattr(beacon, f)) for f in _FIELDS), _timestamp(beacon.timestamp)])
     c = ",".join(sorted(beacon.capabilities))
     a = admission.encode() if admission is not None else ""
     signature = keys.sign(key, _message(node, beacon.api, m, c, a, beacon.region))
@@ -191,6 +195,11 @@ def encode(beacon: Beacon, node: str, key: ec.EllipticCurvePrivateKey,
     if beacon.region is not None:
         tags["r"] = beacon.region
     return tags
+
+
+def _timestamp(value: float) -> str:
+    """Milliseconds at most, without trailing zeros: "1764387812.345", "1764387812.3", "1764387812"."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def encoded_size(tags: dict[str, str]) -> int:
@@ -259,10 +268,9 @@ def decode(tags: dict[str, str], node: str, now: float, max_age_s: float = MAX_A
         if not math.isfinite(value) or value < 0 or value > _LIMITS[name]:
             raise BeaconInvalid("range", f"{name} {text} is out of range 0..{_LIMITS[name]:g}")
         values[name] = value
-    try:
-        ts = int(parts[-1])
-    except ValueError:
-        raise BeaconInvalid("malformed", f"timestamp {parts[-1]!r} is not an integer") from None
+    if not _TIMESTAMP.fullmatch(parts[-1]):
+        raise BeaconInvalid("malformed", f"timestamp {parts[-1]!r} is not Unix seconds (up to 3 decimals)")
+    ts = float(parts[-1])
     if ts < now - max_age_s:
         raise BeaconInvalid("stale", f"beacon is {now - ts:.0f} s old (max {max_age_s:.0f} s)")
     if ts > now + MAX_FUTURE_S:

@@ -19,10 +19,9 @@ One spawn, one workload (docs/placement-protocol.md):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, deque
 from typing import Any
 
 from hypercore.errors import HypercoreError
@@ -38,6 +37,7 @@ from hypercore.placement.model import Attempt, DeadlinePassed, Placement, Placem
 from hypercore.placement.outliers import OutlierDetector, counts_as_failure
 from hypercore.placement.reads import ClusterReads
 from hypercore.placement.receiver import Receiver
+from hypercore.placement.unreported import Unreported
 from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
 from hypercore.reputation import Reputation
 from hypercore.runtime.base import RuntimeRefused
@@ -48,7 +48,6 @@ from hypercore.workload import LocalSpawnRequest, WorkloadSpec
 log = logging.getLogger("hypercore.scheduler")
 
 RETRACT_FOR_S = 300.0  # how long a timed-out attempt keeps being retracted
-UNREPORTED_S = 10.0  # how long a placement made here counts against a node whose beacon does not show it yet
 _PLACEMENTS_KEPT = 10_000
 DECISIONS_KEPT = 50  # the recent placements the web console shows (hypercore.api.console)
 
@@ -83,8 +82,7 @@ class Scheduler:
         # Where the spawns this node forwarded landed (workload id -> node): a later stop, logs or remove asked
         # here goes to that node first instead of asking every node (hypercore.api.user_routes.find).
         self.holders: OrderedDict[str, str] = OrderedDict()
-        # Placements made here that the chosen node's beacon may not show yet.
-        self._recent: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (time, cpu, mem)
+        self.unreported = Unreported()  # placements made here that the chosen node's beacon may not show yet
         self.outliers = OutlierDetector()
         self.decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)  # newest last
         self.reputation = reputation
@@ -97,25 +95,14 @@ class Scheduler:
 
     # -- deciding ---------------------------------------------------------------
 
-    def _unreported(self) -> dict[str, tuple[int, float, float]]:
-        """Per node, placements made here since its published beacon was measured: (count, cpu, mem)."""
-        out: dict[str, tuple[int, float, float]] = {}
-        # Only recent placements: a beacon shows real news (a coarse step of load) within a few seconds,
-        # and a short workload may end before it does — its resources must not stay reserved here.
-        cutoff = time.time() - UNREPORTED_S
-        for node, placed in list(self._recent.items()):
-            placed[:] = [p for p in placed if p[0] > cutoff]
-            view = self.view.node(node)
-            since = view.beacon.timestamp if view and view.beacon else cutoff
-            fresh = [p for p in placed if p[0] >= since]
-            if fresh:
-                out[node] = (len(fresh), sum(p[1] for p in fresh), sum(p[2] for p in fresh))
-        return out
-
     def _table(self, near: str | None = None) -> Any:
         """The view's table as seen from `near` (default: this node), with what this node placed
         that the beacons do not show yet."""
-        unreported = self._unreported()
+        def shown(node: str) -> float | None:
+            view = self.view.node(node)
+            return view.beacon.timestamp if view and view.beacon else None
+
+        unreported = self.unreported.per_node(shown)
         table = self._derived_table(self.view.table(), near or self.node_name)
         if unreported:
             table = table.with_added("queue_depth", {n: c for n, (c, _, _) in unreported.items()})
@@ -232,10 +219,6 @@ class Scheduler:
         placed = self.placements.get(workload_id)
         return (placed or {}).get("node") or self.holders.get(workload_id)
 
-    def _uncount(self, node: str, counted: tuple[float, float, float]) -> None:
-        with contextlib.suppress(ValueError):
-            self._recent[node].remove(counted)
-
     def _remember(self, workload_id: str, state: str, node: str | None) -> None:
         self.placements[workload_id] = {"state": state, "node": node}
         self.placements.move_to_end(workload_id)
@@ -266,12 +249,11 @@ class Scheduler:
             # Counted before anything awaits (the directory's claim, the attempt): concurrent decisions must see
             # it at once. (Counted after the claim, a burst of 200 spawns was decided before any was counted,
             # and each owner sent all of its share to one node: 198 of 200.)
-            counted = (time.time(), spec.cpu, float(spec.mem))
-            self._recent[ranked.node].append(counted)
+            counted = self.unreported.count(ranked.node, workload_id, spec.cpu, float(spec.mem))
             if directory is not None and request_id is not None:
                 copy = await directory.claim(request_id, workload_id, [*maybe, ranked.node])
                 if copy is not None:  # placed by another node this one did not know of
-                    self._uncount(ranked.node, counted)
+                    self.unreported.uncount(counted)
                     self._remember(workload_id, "placed", copy.node)
                     return Placement(decision, copy.workload, copy.node, placement.attempts, existing=True)
             log.info(
@@ -286,8 +268,9 @@ class Scheduler:
                 self.reputation.observe(ranked.node, attempt.outcome == "ok", f"attempt {attempt.outcome}")
             self.metrics.spawn_attempts.labels(outcome=attempt.outcome).inc()
             if workload is None:
-                self._uncount(ranked.node, counted)
+                self.unreported.uncount(counted)
             else:
+                self.unreported.accepted(counted, workload)
                 log.info("successfully spawned VM on policy-selected node", extra={"node": ranked.node, "id": workload["id"]})
                 self._remember(workload_id, "placed", ranked.node)
                 if directory is not None and request_id is not None:
