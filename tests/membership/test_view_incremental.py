@@ -87,3 +87,35 @@ def test_members_the_cluster_never_admitted_do_not_stretch_the_refresh_period() 
     view.update([member("n1"), member("n2"), member("n3"), *(member(f"m{i}") for i in range(100))])
     assert view.size() == 3 and view.max_age() == 100.0
     assert [n.name for n in view.nodes() if n.admitted] == ["n1", "n2", "n3"]
+
+
+def _raw(name: str, sig: str, status: str = "alive") -> dict[bytes, object]:
+    """A member record as the Serf client unpacks it (keys and strings stay bytes)."""
+    return {b"Name": name.encode(), b"Addr": bytes([127, 0, 0, 1]), b"Port": 7946, b"Status": status.encode(),
+            b"Tags": {b"sig": sig.encode(), b"m": b"1,2,3"}, b"ProtocolMin": 1, b"ProtocolMax": 5, b"ProtocolCur": 2,
+            b"DelegateMin": 2, b"DelegateMax": 5, b"DelegateCur": 4}
+
+
+def test_members_serf_resends_unchanged_are_decoded_once_and_the_view_sees_the_same_object() -> None:
+    # Serf 0.8 re-sends every member ever updated in each member-update event (hashicorp/serf#555): at 100
+    # nodes every event carried 100 members, one of them changed, and each was decoded anew.
+    from hypercore.membership.rpc_types import MemberDecoder, decode_event
+
+    decode = MemberDecoder()
+    first = decode_event({b"Event": b"member-update", b"Members": [_raw(f"n{i}", "a") for i in range(100)]}, decode)
+    again = decode_event({b"Event": b"member-update",
+                          b"Members": [_raw(f"n{i}", "b" if i == 7 else "a") for i in range(100)]}, decode)
+    same = [a is b for a, b in zip(first["Members"], again["Members"])]
+    assert same.count(False) == 1 and not same[7]
+    assert again["Members"][7].tags["sig"] == "b" and again["Members"][8].tags == {"sig": "a", "m": "1,2,3"}
+    assert decode(_raw("n8", "a", status="failed")).status == "failed"  # any field changed: decoded anew
+    view = ClusterView(clock=lambda: NOW)
+    view.upsert(first["Members"])
+    seen: list[int] = []
+    view.changed.subscribe(lambda: seen.append(1))
+    view.upsert(first["Members"])
+    assert seen == []  # nothing changed: the view does no work
+    small = MemberDecoder(limit=2)  # bounded: a stranger's member names cannot grow it without end
+    for i in range(5):
+        small(_raw(f"x{i}", "a"))
+    assert len(small._last) <= 2

@@ -39,9 +39,9 @@ from hypercore.membership.rpc_types import (
     SerfInvalidRequest,
     SerfRPCError,
     SerfStreamOverflow,
+    MemberDecoder,
     SerfTimeoutError,
     decode_coordinate,
-    decode_member,
     decode_str_map,
     decode_text,
     field,
@@ -94,6 +94,7 @@ class SerfRPC:
         self._closed = False
         self._close_reason: SerfConnectionError | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.decode_member = MemberDecoder()  # members() and member events share what it remembers
         self._read_task = asyncio.create_task(self._read_loop(), name=f"serf-rpc-reader {address}")
 
     # -- connection lifecycle -------------------------------------------------
@@ -292,7 +293,7 @@ class SerfRPC:
     async def members(self, *, timeout: float = DEFAULT_TIMEOUT) -> list[Member]:
         """All members the agent knows, whatever their status."""
         body = await self._request("members", expects_body=True, timeout=timeout)
-        return [decode_member(m) for m in field(body, "Members") or []]
+        return [self.decode_member(m) for m in field(body, "Members") or []]
 
     async def join(
         self,

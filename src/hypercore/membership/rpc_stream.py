@@ -81,7 +81,7 @@ class EventStream:
             )
             return
         try:
-            event = decode_event(raw)
+            event = decode_event(raw, self._client.decode_member)
         except Exception as exc:  # a malformed record must not kill the reader task
             log.warning("serf: undecodable stream record %r: %s", raw, exc)
             event = {"Event": "unknown", "Raw": raw}

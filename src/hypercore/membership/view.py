@@ -135,11 +135,15 @@ class ClusterView:
     def update(self, members: Iterable[Member]) -> None:
         """Replace the member list (a full read from Serf)."""
         new = {m.name: m for m in members}
-        self._apply([m for n, m in new.items() if self._members.get(n) != m], self._members.keys() - new.keys())
+        self._apply([m for n, m in new.items() if not self._same(n, m)], self._members.keys() - new.keys())
 
     def upsert(self, members: Iterable[Member]) -> None:
         """Apply members from a Serf event (join, leave, failed, update): the rest stay as they are."""
-        self._apply([m for m in members if self._members.get(m.name) != m], ())
+        self._apply([m for m in members if not self._same(m.name, m)], ())
+
+    def _same(self, name: str, member: Member) -> bool:
+        known = self._members.get(name)
+        return known is member or known == member  # the Serf client gives back the same object when unchanged
 
     def remove(self, names: Iterable[str]) -> None:
         """Forget members Serf reaped."""
