@@ -25,6 +25,11 @@ class AgentMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
+        self.workload_start_seconds = Histogram(
+            "hypercore_workload_start_seconds",
+            "Time from a placement attempt's arrival on this node to its workload running, by capability.",
+            ["capability"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=r,
+        )
         self.beacon_connected = Gauge(
             "hypercore_ibrl_beacon_connected", "1 while this node's beacon is published and fresh.", registry=r
         )

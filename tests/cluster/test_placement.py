@@ -80,6 +80,10 @@ def test_each_example_policy_places_on_its_top_ranked_node(trio: Cluster, name: 
         chosen = trio[body["node"]]
         local = chosen.node_request("GET", f"/v1/local/workloads/{body['id']}").json()
         assert local["state"] == "running" and local["node"] == body["node"]
+        # ... and timed its start (what most of a spawn's time is).
+        started = [line for line in chosen.get("/metrics").text.splitlines()
+                   if line.startswith('hypercore_workload_start_seconds_count{capability="exec"}')]
+        assert started and float(started[0].split()[-1]) >= 1, started
     finally:
         stop_all(trio)
 

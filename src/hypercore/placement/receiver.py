@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import Histogram
+
 from hypercore.loops import TaskSet
 from hypercore.placement.model import DeadlinePassed
 from hypercore.placement.reads import ClusterReads
@@ -29,8 +31,10 @@ ORIGIN_ASKS = 30  # how many times (a second apart) a late node asks an origin t
 
 class Receiver:
     def __init__(self, *, node_name: str, manager: WorkloadManager | None, transport: Transport, reads: ClusterReads,
-                 tasks: TaskSet) -> None:
+                 tasks: TaskSet, start_seconds: Histogram | None = None) -> None:
+        """`start_seconds` (labelled by capability) hears how long each workload took to start here."""
         self.node_name = node_name
+        self.start_seconds = start_seconds
         self.manager = manager
         self.transport = transport
         self.reads = reads
@@ -42,8 +46,11 @@ class Receiver:
             raise DeadlinePassed("placement deadline passed before this node could start the workload")
         if self.manager is None:
             raise RuntimeRefused(f"node {self.node_name} runs no workloads")
+        arrived = time.perf_counter()
         record = await self.manager.accept(req.spec, workload_id=req.id, request_id=req.request_id, policy=req.policy,
                                            owner=req.owner)
+        if self.start_seconds is not None:
+            self.start_seconds.labels(capability=req.spec.capability).observe(time.perf_counter() - arrived)
         if req.deadline is not None and time.time() > req.deadline:
             manager = self.manager
 

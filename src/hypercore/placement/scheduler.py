@@ -91,7 +91,7 @@ class Scheduler:
         self._tasks = TaskSet()
         self.reads = ClusterReads(view, transport)
         self.receiver = Receiver(node_name=node_name, manager=manager, transport=transport, reads=self.reads,
-                                 tasks=self._tasks)
+                                 tasks=self._tasks, start_seconds=metrics.workload_start_seconds)
 
     # -- deciding ---------------------------------------------------------------
 
