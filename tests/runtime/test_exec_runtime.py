@@ -184,6 +184,27 @@ async def test_stop_long_running(manager: WorkloadManager) -> None:
     assert manager.queue_depth() == 0
 
 
+def voluntary_switches(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches for {pid}")
+
+
+async def test_the_supervisor_of_a_running_workload_sleeps_until_something_happens(manager: WorkloadManager) -> None:
+    # It woke every 0.5 s to look for an end that signals announce anyway: 512 wake-ups a second on a node
+    # running 256 workloads. Now SIGCHLD and SIGTERM wake it (set_wakeup_fd), and a stop is as quick as before.
+    record = await manager.accept(cmd("sleep 60"))
+    supervisor = record.handle["supervisor_pid"]  # type: ignore[index]
+    await asyncio.sleep(0.3)  # past its start
+    before = voluntary_switches(supervisor)
+    await asyncio.sleep(2.0)
+    assert voluntary_switches(supervisor) - before <= 1  # it slept (4 wake-ups before)
+    started = time.monotonic()
+    stopped = await manager.stop(record.id, grace=5.0)
+    assert stopped.state is WorkloadState.STOPPED and time.monotonic() - started < 2.0
+
+
 async def test_sigterm_ignored_is_killed_after_grace(manager: WorkloadManager) -> None:
     record = await manager.accept(cmd("trap '' TERM; sleep 60"))
     pid = record.handle["pid"]  # type: ignore[index]

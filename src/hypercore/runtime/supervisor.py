@@ -84,6 +84,9 @@ DEFAULT_LOG_BYTES = 64 * 1024 * 1024
 STOP_GRACE = 5.0
 LEFTOVER_GRACE = 1.0
 DRAIN = 2.0  # how long output may still come once every process of the workload is gone
+# While the workload runs, signals wake the loop; this is only a safety net. (It was 0.5 s: two wake-ups a
+# second per running workload, 512 a second on a node with 256 of them.)
+RUNNING_CHECK_S = 30.0
 _READ = 1 << 20
 
 
@@ -247,7 +250,12 @@ class Supervisor:
         reading, stopping, kill_at, gone_at = True, False, None, None
         while True:
             now = time.monotonic()
-            timeout = 0.5 if kill_at is None else min(0.5, max(0.02, kill_at - now))
+            if kill_at is not None:
+                timeout = min(0.5, max(0.02, kill_at - now))
+            elif self.leader_status is not None:
+                timeout = 0.5  # ended: waiting for what it left and its last output (no signal says when)
+            else:
+                timeout = RUNNING_CHECK_S  # SIGCHLD and SIGTERM wake the loop (set_wakeup_fd)
             for key, _ in sel.select(timeout):
                 if key.data == "wake":
                     with contextlib.suppress(BlockingIOError):
