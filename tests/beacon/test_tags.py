@@ -286,15 +286,23 @@ def test_in_a_large_cluster_probes_keep_to_a_panel_and_still_reach_every_peer_no
     assert set(links.panel(peers)) != set(other.panel(peers))  # each node its own panel: load spreads
     probed: dict[str, int] = {}
     rounds = 30 * EXPLORE_ROUNDS  # 300 s of 2 s rounds
-    for _ in range(rounds):
+    all_measured = None
+    for r in range(1, rounds + 1):
         for peer in links.choose(peers, 3):
             links.record(peer, 1.0)
             probed[peer] = probed.get(peer, 0) + 1
+        if all_measured is None and len(probed) == len(peers):
+            all_measured = r
     panel = set(links.panel(peers))
     assert len(panel) == PANEL and set(links.panel(peers)) == panel  # stable
-    # Every panel peer about every PANEL/3 rounds (well inside the keep-alive), the rest only on exploration.
+    # Every panel peer about every PANEL/3 rounds (well inside the keep-alive), the rest only on exploration:
+    # one never-probed peer a round until each has a first figure (84 rounds, not 5 × 84: loss and jitter
+    # from here are unknown until then), then one every EXPLORE_ROUNDS-th round.
     assert all(probed.get(p, 0) >= rounds * 2 // PANEL for p in panel)
+    assert all_measured == len(peers) - PANEL
     outside = {p: n for p, n in probed.items() if p not in panel}
-    assert sum(outside.values()) == rounds // EXPLORE_ROUNDS and max(outside.values()) == 1
+    assert sum(outside.values()) == len(outside) + sum(1 for r in range(all_measured + 1, rounds + 1)
+                                                       if r % EXPLORE_ROUNDS == 0)
+    assert max(outside.values()) <= 2
     # Small clusters: every peer, in turn, as before.
     assert set(links.panel(peers[:PANEL])) == set(peers[:PANEL])

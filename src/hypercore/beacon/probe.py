@@ -69,7 +69,8 @@ def monotonic_ms() -> float:
 
 
 PANEL = 16  # peers probed in turn, each about every PANEL/k rounds (10 s): its connection stays open
-EXPLORE_ROUNDS = 5  # one probe in this many rounds goes to a peer outside the panel (its first or stalest)
+EXPLORE_ROUNDS = 5  # one probe in this many rounds goes to a peer outside the panel (its first or stalest),
+# and one every round while a peer outside it was never probed (its loss and jitter are unknown until then)
 
 
 class PeerLinks:
@@ -84,8 +85,9 @@ class PeerLinks:
     TLS handshake on both sides every time. Probing every peer in turn did that
     from about 90 peers up (N/1.5 s per turn): at 100 nodes, 3 handshakes a
     second per node, most of an idle agent's CPU. Peers outside the panel are
-    still measured (a member that joins is probed at once, hypercore.agent);
-    their latency from here comes from Serf's coordinates between probes.
+    still measured (a member that joins is probed at once, hypercore.agent,
+    and every round probes one never probed while there are any); their
+    latency from here comes from Serf's coordinates between probes.
     """
 
     def __init__(self, window: int = 20) -> None:
@@ -93,6 +95,7 @@ class PeerLinks:
         self._windows: dict[str, ProbeWindow] = {}
         self._last: dict[str, float] = {}
         self._salt = os.urandom(8)
+        self._rank: dict[str, bytes] = {}  # each peer's place in the panel order, hashed once
         self._round = 0
         self.version = 0
 
@@ -102,15 +105,26 @@ class PeerLinks:
     def panel(self, peers: Sequence[str]) -> list[str]:
         if len(peers) <= PANEL:
             return list(peers)
-        return heapq.nsmallest(PANEL, peers, key=lambda p: hashlib.blake2b(p.encode(), key=self._salt).digest())
+        return heapq.nsmallest(PANEL, peers, key=self._rank_of)
+
+    def _rank_of(self, peer: str) -> bytes:
+        rank = self._rank.get(peer)
+        if rank is None:
+            rank = self._rank[peer] = hashlib.blake2b(peer.encode(), key=self._salt).digest()
+        return rank
 
     def choose(self, peers: Sequence[str], k: int) -> list[str]:
         self._round += 1
         panel = self.panel(peers)
         chosen = self._stalest(panel, k)
-        if len(panel) < len(peers) and self._round % EXPLORE_ROUNDS == 0 and k > 0:
+        if len(panel) < len(peers) and k > 0:
             inside = set(panel)
-            chosen = chosen[: k - 1] + self._stalest((p for p in peers if p not in inside), 1)
+            outside = [p for p in peers if p not in inside]
+            unprobed = next((p for p in outside if p not in self._last), None)
+            if unprobed is not None:
+                chosen = chosen[: k - 1] + [unprobed]
+            elif self._round % EXPLORE_ROUNDS == 0:
+                chosen = chosen[: k - 1] + self._stalest(outside, 1)
         return chosen
 
     def record(self, peer: str, rtt_ms: float | None) -> None:
@@ -134,3 +148,5 @@ class PeerLinks:
         for peer in [p for p in self._windows if p not in peers]:
             self._windows.pop(peer, None)
             self._last.pop(peer, None)
+        for peer in [p for p in self._rank if p not in peers]:
+            del self._rank[peer]
