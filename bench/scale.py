@@ -21,7 +21,12 @@ Measures, in this order:
                          were set; membership.agent.SerfAgent.publish_tags);
   rss_mb_per_agent       mean VmRSS of the agent processes (serf's own RSS is printed only);
   spawn_p50_ms/p90_ms    --spawns sequential spawns with request ids through node 0
-                         (`sleep 300`, cpu 0.01, mem 1), stopped afterwards;
+                         (`sleep 300`, cpu 0.01, mem 1), back to back, stopped afterwards;
+                         spawn_start_ms: the chosen nodes' mean time from an attempt's arrival to
+                         the workload running (hypercore_workload_start_seconds);
+                         spawn_p50_paced_ms / spawn_start_paced_ms: the same for 20 spawns 1.5 s
+                         apart (each spawn's beacon news is gossiped to every node: on one machine
+                         that work competes with the next spawn unless it has time in between);
   requests_per_spawn     node-to-node HTTP requests per spawn, COUNTED by the agents
                          (hypercore_node_requests_total, summed over every node, on the routes a
                          spawn uses: forward, directory claims and pushes, attempts, copy lookups),
@@ -68,6 +73,9 @@ IDLE_S = 30.0
 SETTLE_S = 30.0
 TAG_WINDOW_S = 60.0
 DRY_RUN_S = 10.0
+PACED_SPAWNS = 20
+PACE_S = 1.5
+PACE_SETTLE_S = 10.0  # after the back-to-back spawns' stops, before the paced ones
 DRY_RUN_CLIENTS = 64
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -196,19 +204,38 @@ SPAWN_ROUTES = ("POST /v1/local/spawn", "PUT /v1/local/directory", "GET /v1/loca
 MANIFEST_ROUTE = "PUT /v1/local/replicas/{owner}"
 
 
-def node_requests(cluster: Cluster, names: list[str]) -> dict[str, int]:
-    """hypercore_node_requests_total summed over `names`, by route."""
+def metric_sums(cluster: Cluster, names: list[str], family_name: str, suffixes: tuple[str, ...],
+                by: str | None = None) -> dict[str, float]:
+    """Samples of one metric family summed over `names`: by sample suffix, or by label `by` as well."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: dict[str, int] = {}
+    out: dict[str, float] = {}
     for name in names:
         for family in text_string_to_metric_families(cluster[name].get("/metrics").text):
-            if family.name == "hypercore_node_requests":
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        route = sample.labels["route"]
-                        out[route] = out.get(route, 0) + int(sample.value)
+            if family.name != family_name:
+                continue
+            for sample in family.samples:
+                suffix = next((x for x in suffixes if sample.name.endswith(x)), None)
+                if suffix is not None:
+                    key = sample.labels[by] if by else suffix
+                    out[key] = out.get(key, 0.0) + sample.value
     return out
+
+
+def node_requests(cluster: Cluster, names: list[str]) -> dict[str, int]:
+    """hypercore_node_requests_total summed over `names`, by route."""
+    return {k: int(v) for k, v in metric_sums(cluster, names, "hypercore_node_requests", ("_total",), "route").items()}
+
+
+def start_seconds(cluster: Cluster, names: list[str]) -> tuple[float, float]:
+    """(sum, count) of hypercore_workload_start_seconds over `names`: the chosen nodes' side of spawns."""
+    sums = metric_sums(cluster, names, "hypercore_workload_start_seconds", ("_sum", "_count"))
+    return sums.get("_sum", 0.0), sums.get("_count", 0.0)
+
+
+def mean_start_ms(before: tuple[float, float], after: tuple[float, float]) -> float:
+    count = after[1] - before[1]
+    return (after[0] - before[0]) / count * 1000 if count else float("nan")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -274,16 +301,17 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         rss_serf = [sum(rss_mb(s) for s in serfs[x]) for x in names]
         say(f"VmRSS agent mean {statistics.mean(rss_agents):.0f} MB, serf mean {statistics.mean(rss_serf):.0f} MB")
 
-        # Spawns through node 0, sequential, with request ids.
+        # Spawns through node 0, sequential, with request ids: back to back, then PACED_SPAWNS of them
+        # PACE_S apart (each spawn's beacon news is gossiped to every node, and on one machine the whole
+        # cluster's work for it competes with the next spawn; paced, that work is done in between).
         first = cluster[names[0]]
-        times: list[float] = []
-        ids: list[str] = []
         placed_on: dict[str, int] = {}
         import httpx
         from hypercore.placement.directory_sync import FLUSH_S
-        counted_before = node_requests(cluster, names)
-        with httpx.Client(verify=first.pki.verify(), headers=first.headers(), timeout=60) as client:
-            for _ in range(spawns):
+
+        def spawn_all(client: httpx.Client, count: int, pace: float) -> tuple[list[float], list[str]]:
+            times, ids = [], []
+            for _ in range(count):
                 body = {"spec": SPEC, "request_id": f"scale-{uuid.uuid4().hex}"}
                 start = time.perf_counter()
                 r = client.post(f"{first.url}/v1/workloads", json=body)
@@ -292,12 +320,29 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
                     raise RuntimeError(f"spawn failed: HTTP {r.status_code} {r.text[:300]}")
                 ids.append(r.json()["id"])
                 placed_on[r.json()["node"]] = placed_on.get(r.json()["node"], 0) + 1
+                time.sleep(pace)
+            return times, ids
+
+        counted_before, started_before = node_requests(cluster, names), start_seconds(cluster, names)
+        with httpx.Client(verify=first.pki.verify(), headers=first.headers(), timeout=60) as client:
+            times, ids = spawn_all(client, spawns, 0.0)
+            started_after = start_seconds(cluster, names)
             time.sleep(FLUSH_S + 1)  # what the directory sends after the spawns counts too
             counted_after = node_requests(cluster, names)
             for wid in ids:
                 client.delete(f"{first.url}/v1/workloads/{wid}")
+            time.sleep(PACE_SETTLE_S)
+            paced_before = start_seconds(cluster, names)
+            paced, paced_ids = spawn_all(client, PACED_SPAWNS, PACE_S)
+            paced_after = start_seconds(cluster, names)
+            for wid in paced_ids:
+                client.delete(f"{first.url}/v1/workloads/{wid}")
         p50, p90 = statistics.median(times), pct(times, 0.9)
-        say(f"spawn p50 {p50:.1f} ms, p90 {p90:.1f} ms over {spawns}; placed on {len(placed_on)} nodes")
+        start_ms, paced_start_ms = mean_start_ms(started_before, started_after), mean_start_ms(paced_before, paced_after)
+        paced_p50 = statistics.median(paced)
+        say(f"spawn p50 {p50:.1f} ms, p90 {p90:.1f} ms over {spawns} back to back (start on the chosen node "
+            f"{start_ms:.1f} ms on average); {PACED_SPAWNS} spawns {PACE_S:g} s apart: p50 {paced_p50:.1f} ms, "
+            f"p90 {pct(paced, 0.9):.1f} ms (start {paced_start_ms:.1f} ms); placed on {len(placed_on)} nodes")
         delta = {k: counted_after.get(k, 0) - counted_before.get(k, 0) for k in counted_after}
         spawn_delta = {k: v for k, v in delta.items() if k in SPAWN_ROUTES and v}
         requests_per_spawn = sum(spawn_delta.values()) / spawns
@@ -333,6 +378,9 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             "rss_mb_per_agent": round(statistics.mean(rss_agents), 1),
             "spawn_p50_ms": round(p50, 2),
             "spawn_p90_ms": round(p90, 2),
+            "spawn_start_ms": round(start_ms, 2),
+            "spawn_p50_paced_ms": round(paced_p50, 2),
+            "spawn_start_paced_ms": round(paced_start_ms, 2),
             "requests_per_spawn": round(requests_per_spawn, 2),
             "dry_run_per_s": round(dry, 1),
         }
