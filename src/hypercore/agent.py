@@ -364,7 +364,7 @@ class NodeAgent:
             node=self.name, key=self.key, api=self._api_advertise(),
             price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation, region=self.config.region,
             sample=self._sample, set_tags=serf.publish_tags, cluster_size=node.view.size,
-            metrics=node.metrics,
+            ended_accepted_at=lambda: node.manager.ended_accepted_at, metrics=node.metrics,
             admission=(Admission(self.identity.not_after, self.identity.admission, self.identity.reputation)
                        if self.identity else None),
         )

@@ -124,3 +124,29 @@ async def test_the_refresh_period_grows_with_the_cluster_so_that_gossip_per_node
     now[0] += 370
     await pub.publish_if_due()
     assert len(published) == 3
+
+
+async def test_a_workload_that_came_and_went_between_two_beacons_is_news() -> None:
+    # A spawn and its stop inside one minimum interval leave the load as it was, so no beacon went out, and
+    # the origin that placed it counted it against this node for 10 s (placement.unreported): the next spawn
+    # there found "insufficient cpu" on a node with nothing running. Now its end is news.
+    now = [1_000.0]
+    ended = [0.0]
+    published: list[dict[str, str]] = []
+
+    async def set_tags(tags: dict[str, str]) -> None:
+        published.append(tags)
+
+    pub = BeaconPublisher(node="n", key=generate(), api=":8001", price_per_gb=0.01, reputation=1.0,
+                          sample=lambda: {"queue_depth": 0.0, "cpu_total": 2.0, "cpu_free": 2.0},
+                          set_tags=set_tags, metrics=AgentMetrics(), ended_accepted_at=lambda: ended[0],
+                          clock=lambda: now[0])
+    assert await pub.publish_if_due()
+    ended[0] = 999.5  # accepted before the published beacon was measured: that beacon showed it
+    now[0] += 3.0
+    assert not await pub.publish_if_due()
+    ended[0] = 1_002.5  # accepted after it, ended before the next: the load looks the same
+    now[0] += 0.1
+    assert await pub.publish_if_due() and len(published) == 2
+    now[0] += 3.0
+    assert not await pub.publish_if_due()  # once

@@ -158,6 +158,7 @@ async def test_exit_code_and_logs(manager: WorkloadManager, data_dir: Path) -> N
     assert manager.logs_path(record.id) == data_dir / "workloads" / record.id / "output.log"
     assert stat.S_IMODE(manager.logs_path(record.id).stat().st_mode) == 0o600
     assert manager.queue_depth() == 0
+    assert manager.ended_accepted_at == record.created_at  # the beacon publisher's news (a workload came and went)
 
 
 async def test_stop_long_running(manager: WorkloadManager) -> None:

@@ -99,8 +99,12 @@ class BeaconPublisher:
         min_interval: float = 2.0,
         refresh: float = REFRESH_S,
         cluster_size: Callable[[], int] | None = None,
+        ended_accepted_at: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`ended_accepted_at()`: when the latest-accepted workload that has ended was accepted (this
+        node's clock): one accepted after the published beacon and ended before the next is news even if
+        the load looks the same, since origins count it until a newer beacon (placement.unreported)."""
         self.node = node
         self._key = key
         self._admission = admission
@@ -114,6 +118,7 @@ class BeaconPublisher:
         self.min_interval = min_interval
         self._refresh = refresh
         self._cluster_size = cluster_size  # given: the refresh period grows with it (tags.refresh_period)
+        self._ended_accepted_at = ended_accepted_at
         self._clock = clock
         self.published: Beacon | None = None
         self._published_at = 0.0
@@ -151,7 +156,11 @@ class BeaconPublisher:
         since = now - self._published_at
         if since >= self.refresh:
             return True
-        return since >= self.min_interval and self._rounded(beacon) != self._rounded(self.published)
+        if since < self.min_interval:
+            return False
+        if self._ended_accepted_at is not None and self._ended_accepted_at() > self.published.timestamp:
+            return True  # came and went unpublished: origins still count it
+        return self._rounded(beacon) != self._rounded(self.published)
 
     async def publish_if_due(self) -> bool:
         beacon = self.measure()

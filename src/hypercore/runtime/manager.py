@@ -69,6 +69,7 @@ class WorkloadManager:
         self._stop_requested: set[str] = set()
         self._stop_reasons: dict[str, str] = {}
         self._closed = False
+        self.ended_accepted_at = 0.0  # when the latest-accepted workload that has ended was accepted (beacon news)
 
     # -- introspection ---------------------------------------------------------
 
@@ -362,9 +363,9 @@ class WorkloadManager:
     def _finish(
         self, workload_id: str, state: WorkloadState, *, exit_code: int | None = None, error: str | None = None
     ) -> WorkloadRecord:
-        return self._update(
-            workload_id, state=state, exit_code=exit_code, error=error, finished_at=self._clock()
-        )
+        record = self._update(workload_id, state=state, exit_code=exit_code, error=error, finished_at=self._clock())
+        self.ended_accepted_at = max(self.ended_accepted_at, record.created_at)
+        return record
 
     def _watch(self, workload_id: str, driver: Driver, handle: Handle) -> None:
         task = asyncio.ensure_future(self._wait_for_exit(workload_id, driver, handle))
