@@ -192,8 +192,8 @@ class BeaconPublisher:
         """Publish when due: on a wake-up (`wakeup.set()`: the workload registry changed), at the refresh,
         and at least every `longest` seconds look for news that announced nothing (none is known: load
         changes only with the registry). A 1 s look was tried as a hedge against a flaky test ("3
-        insufficient cpu" right after other spawns); its cause was the origin's count of placements its
-        beacons did not show yet (hypercore.placement.unreported), which publishing at once made visible."""
+        insufficient cpu" right after other spawns); its likely cause was elsewhere: a spawn stopped before
+        its node published again counted at the origin for 10 s (hypercore.placement.unreported)."""
         await reactive(self.wakeup, self._tick, longest=longest, what="beacon publication", log=log)
 
     async def _tick(self) -> float:
