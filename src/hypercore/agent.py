@@ -50,7 +50,7 @@ log = logging.getLogger("hypercore.agent")
 
 MEMBER_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
 COORDINATES_S = 10.0  # how often Serf's network coordinates are refreshed (0.9 RPCs a second at any size)
-COORDINATE_READS = 8  # members read per refresh (one RPC each): every member at least every N/8 × 5 s
+COORDINATE_READS = 8  # members read per refresh (one RPC each): every member at least every N/8 × 10 s
 FIRST_PROBES = 8  # members probed at once when they join (see _spawn_first_probes)
 FULL_REFRESH_S = 60.0  # a full member read (O(N) bytes), in case an event was missed (events keep the view current)
 

@@ -11,19 +11,23 @@ from hypercore.beacon.publisher import BeaconPublisher
 from hypercore.metrics import AgentMetrics
 
 
-async def test_jittery_links_and_small_load_changes_publish_nothing_new() -> None:
-    now = [1_000.0]
-    sample: dict[str, Any] = {"latency_ms": 1.0, "jitter_ms": 0.1, "packet_loss": 0.0, "queue_depth": 4.0,
-                              "capabilities": ("exec",), "cpu_total": 8.0, "cpu_free": 6.0, "mem_total_mb": 1000.0,
-                              "mem_free_mb": 900.0}
+def publisher(sample: Any, **kw: Any) -> tuple[BeaconPublisher, list[dict[str, str]]]:
+    """A publisher of node "n" whose publications are collected in the returned list instead of Serf's tags."""
     published: list[dict[str, str]] = []
 
     async def set_tags(tags: dict[str, str]) -> None:
         published.append(tags)
 
-    pub = BeaconPublisher(node="n", key=generate(), api=":8001", price_per_gb=0.01, reputation=1.0,
-                          sample=lambda: dict(sample), set_tags=set_tags, metrics=AgentMetrics(),
-                          clock=lambda: now[0])
+    return BeaconPublisher(node="n", key=generate(), api=":8001", price_per_gb=0.01, reputation=1.0, sample=sample,
+                           set_tags=set_tags, metrics=AgentMetrics(), **kw), published
+
+
+async def test_jittery_links_and_small_load_changes_publish_nothing_new() -> None:
+    now = [1_000.0]
+    sample: dict[str, Any] = {"latency_ms": 1.0, "jitter_ms": 0.1, "packet_loss": 0.0, "queue_depth": 4.0,
+                              "capabilities": ("exec",), "cpu_total": 8.0, "cpu_free": 6.0, "mem_total_mb": 1000.0,
+                              "mem_free_mb": 900.0}
+    pub, published = publisher(lambda: dict(sample), clock=lambda: now[0])
     assert await pub.publish_if_due() and len(published) == 1
     # 29 s of wobbling links, one more workload (4 → 5: same step) and a little less free CPU: no update.
     for i in range(29):
@@ -60,17 +64,13 @@ async def test_the_publisher_sleeps_until_told_of_a_change_and_news_waits_for_th
     import asyncio
 
     sample: dict[str, Any] = {"queue_depth": 0.0, "capabilities": ("exec",), "cpu_total": 8.0, "cpu_free": 8.0}
-    measured, published = [0], []
+    measured = [0]
 
     def measure() -> dict[str, Any]:
         measured[0] += 1
         return dict(sample)
 
-    async def set_tags(tags: dict[str, str]) -> None:
-        published.append(tags)
-
-    pub = BeaconPublisher(node="n", key=generate(), api=":8001", price_per_gb=0.01, reputation=1.0,
-                          sample=measure, set_tags=set_tags, metrics=AgentMetrics(), min_interval=1.0)
+    pub, published = publisher(measure, min_interval=1.0)
     loop = asyncio.ensure_future(pub.run(longest=60))
     try:
         await asyncio.sleep(1.3)
@@ -105,14 +105,7 @@ async def test_the_refresh_period_grows_with_the_cluster_so_that_gossip_per_node
         assert n / refresh_period(n) * retransmits(n) == pytest.approx(REFRESH_RELAYS_PER_NODE)  # constant per node
     size = [3]
     now = [1_000.0]
-    published: list[dict[str, str]] = []
-
-    async def set_tags(tags: dict[str, str]) -> None:
-        published.append(tags)
-
-    pub = BeaconPublisher(node="n", key=generate(), api=":8001", price_per_gb=0.01, reputation=1.0,
-                          sample=lambda: {"queue_depth": 0.0}, set_tags=set_tags, metrics=AgentMetrics(),
-                          cluster_size=lambda: size[0], clock=lambda: now[0])
+    pub, published = publisher(lambda: {"queue_depth": 0.0}, cluster_size=lambda: size[0], clock=lambda: now[0])
     await pub.publish_if_due()
     now[0] += 31
     await pub.publish_if_due()
@@ -132,15 +125,8 @@ async def test_a_workload_that_came_and_went_between_two_beacons_is_news() -> No
     # there found "insufficient cpu" on a node with nothing running. Now its end is news.
     now = [1_000.0]
     ended = [0.0]
-    published: list[dict[str, str]] = []
-
-    async def set_tags(tags: dict[str, str]) -> None:
-        published.append(tags)
-
-    pub = BeaconPublisher(node="n", key=generate(), api=":8001", price_per_gb=0.01, reputation=1.0,
-                          sample=lambda: {"queue_depth": 0.0, "cpu_total": 2.0, "cpu_free": 2.0},
-                          set_tags=set_tags, metrics=AgentMetrics(), ended_accepted_at=lambda: ended[0],
-                          clock=lambda: now[0])
+    pub, published = publisher(lambda: {"queue_depth": 0.0, "cpu_total": 2.0, "cpu_free": 2.0},
+                               ended_accepted_at=lambda: ended[0], clock=lambda: now[0])
     assert await pub.publish_if_due()
     ended[0] = 999.5  # accepted before the published beacon was measured: that beacon showed it
     now[0] += 3.0

@@ -8,7 +8,7 @@ but are no news: readers measure links themselves (hypercore.placement.links),
 so a jittery link causes no update. An update waits at least `min_interval`
 after the previous one (a burst of changes becomes one update) and the
 beacon is refreshed every `refresh` seconds anyway: 30 s in clusters of up to
-56 nodes, longer in larger ones (every node relays every update, so the
+11 nodes, longer in larger ones (every node relays every update, so the
 period grows with the cluster: hypercore.beacon.tags.refresh_period); readers
 call a beacon stale after three periods and 10 s (tags.max_age).
 """

@@ -133,8 +133,8 @@ class Beacon:
     """What a node publishes about itself. None means not measured (yet)."""
 
     api: str
-    # When the node measured it, by its own clock, to the millisecond: an origin compares it with the time the
-    # node said it accepted a workload (same clock) to know whether the beacon shows that workload yet.
+    # When the node measured it, by its own clock, to the millisecond (its publisher compares it with when its
+    # workloads were accepted: hypercore.beacon.publisher, "came and went").
     timestamp: float
     latency_ms: float | None = None
     jitter_ms: float | None = None

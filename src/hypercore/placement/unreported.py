@@ -25,7 +25,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 UNREPORTED_S = 10.0  # how long a placement counts at most (a beacon shows news within ≈ 6 s: 2 s + gossip + Serf's 3 s)
 
@@ -36,7 +36,7 @@ class Counted:
     workload_id: str
     cpu: float
     mem: float
-    at: float = field(default_factory=time.time)  # this node's clock
+    at: float  # when it was counted, by this node's clock
 
 
 class Unreported:
