@@ -256,6 +256,14 @@ class Node:
         kw.setdefault("timeout", 60)
         return httpx.request(method, f"{self.url}{path}", verify=self.pki.node_verify(), **kw)
 
+    def replicated(self, n_workloads: int) -> bool:
+        """This node's current manifest lists n workloads and both of its failover buddies confirmed it
+        (failover respawns only what the buddies hold)."""
+        status = self.node_request("GET", "/v1/local/failover").json()
+        buddies = status["buddies"]
+        return (status["workloads"] == n_workloads and len(buddies) == 2
+                and all(b["acked"] == status["version"] for b in buddies.values()))
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("GET", path, **kw)
 

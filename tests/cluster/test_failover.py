@@ -37,14 +37,6 @@ def spawn(via: Node, policy: dict, expect_node: str) -> str:
     return r.json()["id"]
 
 
-def replicated(node: Node, n_workloads: int) -> bool:
-    """`node`'s current manifest, with n workloads, is confirmed by both of its buddies."""
-    status = node.node_request("GET", "/v1/local/failover").json()
-    buddies = status["buddies"]
-    return (status["workloads"] == n_workloads and len(buddies) == 2
-            and all(b["acked"] == status["version"] for b in buddies.values()))
-
-
 def own_moves(node: Node, owner: str) -> dict[str, str]:
     return {m["original_id"]: m["new_id"] for m in node.node_request("GET", "/v1/local/failover").json()["moves"] if m["owner"] == owner}
 
@@ -123,7 +115,7 @@ def test_two_nodes_killed_at_once_each_workload_comes_back_once(cluster: Cluster
     cluster.wait_converged()
     on_a = [spawn(c, COST, "a") for _ in range(2)]
     on_b = [spawn(d, TRUSTED_COST, "b") for _ in range(2)]
-    wait_for(lambda: replicated(a, 2) and replicated(b, 2), 15, "a's and b's manifests on their buddies")
+    wait_for(lambda: a.replicated(2) and b.replicated(2), 15, "a's and b's manifests on their buddies")
     assert all(live_workload_processes()[i] == 1 for i in on_a + on_b)
 
     a.kill()
@@ -159,7 +151,7 @@ def test_a_node_frozen_past_failure_detection_stops_its_copies_once_it_is_alive_
     cluster.add("c", *FLAGS, "--beacon-price", "0.030")
     cluster.wait_converged()
     ids = [spawn(b, COST, "a") for _ in range(2)]
-    wait_for(lambda: replicated(a, 2), 15, "a's manifest on its buddies")
+    wait_for(lambda: a.replicated(2), 15, "a's manifest on its buddies")
     assert a.proc is not None
     frozen = [a.proc.pid, _serf_child(a.proc.pid)]
     for pid in frozen:
