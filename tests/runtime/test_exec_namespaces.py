@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -142,3 +143,30 @@ async def test_without_an_init_the_state_says_no_namespaces(data_dir: Path) -> N
         await m.close()
         store.close()
     assert ExecDriver().init == shutil.which("tini")
+
+
+async def test_a_stop_before_the_init_handles_signals_still_reaches_the_command(data_dir: Path) -> None:
+    # A just-started tini is PID 1 of the namespace before it handles SIGTERM, and the kernel gives a
+    # namespace's init only the signals it handles: a stop in that instant was dropped, tini then started
+    # the command, and it ran until the SIGKILL after the grace (the flaky test_stop_long_running).
+    # This init stays in that state for a while (a shell as PID 1, no trap), then becomes tini.
+    init = data_dir.parent / "slow-init"
+    init.write_text(f'#!/bin/sh\nsleep 5\nexec {shutil.which("tini")} "$@"\n')
+    init.chmod(0o755)
+    driver = ExecDriver(init=str(init), adopted_poll_interval=0.05)
+    store = WorkloadStore(data_dir)
+    m = WorkloadManager(store, data_dir, {"exec": driver}, NODE)
+    try:
+        record = await m.accept(WorkloadSpec(command="trap 'echo got-term; exit 7' TERM; sleep 60 & wait"))
+        started = time.monotonic()
+        stopped = await m.stop(record.id, grace=10.0)
+        assert stopped.state is WorkloadState.STOPPED
+        assert stopped.exit_code == 7, (stopped.exit_code, await m.read_logs(record.id))  # 137: SIGKILL
+        assert time.monotonic() - started < 5.0
+        assert b"got-term" in await m.read_logs(record.id)
+    finally:
+        for r in store.list():
+            if r.handle:
+                await driver.stop(r.handle, 0)
+        await m.close()
+        store.close()

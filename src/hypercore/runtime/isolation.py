@@ -261,20 +261,27 @@ def drop_privileges(uid: int | None, cg: Cgroups, rlimits: list[tuple[int, int]]
 # -- ending ---------------------------------------------------------------------
 
 
-def kill_all(sig: int, *, pgid: int | None, uid: int | None, cg: Cgroups) -> int:
-    """Send ``sig`` to the workload's group, cgroup members and (dedicated) uid; how many got it."""
+def kill_all(sig: int, *, pgid: int | None, uid: int | None, cg: Cgroups,
+             spare: set[int] | None = None) -> set[int]:
+    """Send ``sig`` to the workload's group, cgroup members and (dedicated) uid; the pids that got it.
+
+    With ``spare``: only to the members not in it (not the group as a whole), and those are added to it,
+    so that calling again reaches only processes that appeared since.
+    """
     targets = cg.pids()
     if uid is not None:
         targets.update(pids_of_uid(uid))
-    if pgid:
+    if pgid and spare is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-    sent = 0
+    sent: set[int] = set()
     for pid in targets:
-        if pid != os.getpid():
+        if pid != os.getpid() and (spare is None or pid not in spare):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-                sent += 1
+                sent.add(pid)
+    if spare is not None:
+        spare.update(sent)
     return sent
 
 

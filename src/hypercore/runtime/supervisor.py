@@ -87,6 +87,7 @@ DRAIN = 2.0  # how long output may still come once every process of the workload
 # While the workload runs, signals wake the loop; this is only a safety net. (It was 0.5 s: two wake-ups a
 # second per running workload, 512 a second on a node with 256 of them.)
 RUNNING_CHECK_S = 30.0
+NEWCOMERS_S = 0.25  # while it is asked to end: how often processes that appeared since get their SIGTERM
 _READ = 1 << 20
 
 
@@ -152,6 +153,7 @@ class Supervisor:
         self.cg = cgroups.Cgroups()
         self.leader: int | None = None
         self.leader_status: int | None = None
+        self._termed: set[int] = set()  # pids sent SIGTERM while ending the workload
         self.lease: isolation.UidLease | None = None
 
     def save(self, **fields: Any) -> None:
@@ -240,14 +242,24 @@ class Supervisor:
         return STOP_GRACE
 
     def _kill(self, sig: int) -> None:
-        isolation.kill_all(sig, pgid=self.leader, uid=self.uid, cg=self.cg)
+        termed = isolation.kill_all(sig, pgid=self.leader, uid=self.uid, cg=self.cg)
+        if sig == signal.SIGTERM:
+            self._termed.update(termed)
+
+    def _term_newcomers(self) -> None:
+        """SIGTERM what appeared since the last SIGTERM, once each. A just-started PID 1 of the workload's
+        namespace (tini) drops a SIGTERM that comes before it has set up its handling (the kernel gives
+        a namespace's init only the signals it handles), then starts the command, which nobody had
+        asked to end: it ran until the SIGKILL after the grace. A second SIGTERM to the same process
+        is not sent: programs may take it as "give up cleaning up"."""
+        isolation.kill_all(signal.SIGTERM, pgid=self.leader, uid=self.uid, cg=self.cg, spare=self._termed)
 
     def supervise(self, out: int, wake: int) -> None:
         log = CappedLog(self.workdir / LOG, self.args.log_bytes)
         sel = selectors.DefaultSelector()
         sel.register(out, selectors.EVENT_READ, "out")
         sel.register(wake, selectors.EVENT_READ, "wake")
-        reading, stopping, kill_at, gone_at = True, False, None, None
+        reading, stopping, kill_at, gone_at, newcomers_at = True, False, None, None, 0.0
         while True:
             now = time.monotonic()
             if kill_at is not None:
@@ -288,6 +300,9 @@ class Supervisor:
                 kill_at = now + LEFTOVER_GRACE
             elif kill_at is not None and now >= kill_at:
                 self._kill(signal.SIGKILL)  # every round while anything is left: a fork bomb may need more
+            elif kill_at is not None and now >= newcomers_at:
+                newcomers_at = now + NEWCOMERS_S  # not every round: output wakes the loop, and this reads /proc
+                self._term_newcomers()
         log.close()
         os.close(out)
 
