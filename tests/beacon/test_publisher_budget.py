@@ -29,22 +29,24 @@ async def test_jittery_links_and_small_load_changes_publish_nothing_new() -> Non
                               "mem_free_mb": 900.0}
     pub, published = publisher(lambda: dict(sample), clock=lambda: now[0])
     assert await pub.publish_if_due() and len(published) == 1
-    # 29 s of wobbling links, one more workload (4 → 5: same step) and a little less free CPU: no update.
+    # 29 s of wobbling links, the queue doubling twice and a little less free CPU: no update.
     for i in range(29):
         now[0] += 1.0
         sample.update(latency_ms=1.0 + i % 3, jitter_ms=0.1 * i, packet_loss=float(i % 2))
         if i == 10:
-            sample.update(queue_depth=5.0, cpu_free=5.9)
+            sample.update(queue_depth=8.0, cpu_free=5.0)
+        if i == 20:
+            sample.update(queue_depth=16.0, cpu_free=4.1)
         await pub.publish_if_due()
     assert len(published) == 1
-    # Real news (the queue doubled) goes out at once, not waiting for the refresh.
+    # Real news (less than half of the CPU free) goes out at once, not waiting for the refresh.
     now[0] += 0.5
-    sample["queue_depth"] = 8.0
+    sample["cpu_free"] = 3.9
     await pub.publish_if_due()
     assert len(published) == 2
     # More news right after waits for min_interval (2 s): a burst becomes one update.
     now[0] += 0.5
-    sample["queue_depth"] = 16.0
+    sample["cpu_free"] = 1.9
     await pub.publish_if_due()
     assert len(published) == 2
     now[0] += 2.0
@@ -55,6 +57,36 @@ async def test_jittery_links_and_small_load_changes_publish_nothing_new() -> Non
         now[0] += 1.0
         await pub.publish_if_due()
     assert len(published) == 5
+
+
+async def test_a_spawn_is_no_news_its_load_goes_out_with_the_next_beacon() -> None:
+    # Issue 10 at 100 nodes: the queue depth going 0 -> 1 was news, so every spawn's beacon was relayed by
+    # all 100 Serf agents and decoded by all 100 agents (about 0.2 s of CPU per spawn on 2 cores), and
+    # back-to-back spawns took 2.45x as long as on 3 nodes. The origin counts what it placed itself and the
+    # chosen node's admission checks the fit (placement.unreported, late binding).
+    from hypercore.beacon.tags import decode
+
+    now = [1_000.0]
+    sample: dict[str, Any] = {"queue_depth": 0.0, "cpu_total": 2.0, "cpu_free": 2.0, "mem_total_mb": 1000.0,
+                              "mem_free_mb": 1000.0}
+    pub, published = publisher(lambda: dict(sample), clock=lambda: now[0])
+    assert await pub.publish_if_due()
+    for queue in range(1, 20):  # 19 small workloads (cpu 0.01, 1 MB, as bench/scale.py spawns), 1 s apart
+        now[0] += 1.0
+        sample.update(queue_depth=float(queue), cpu_free=2.0 - 0.01 * queue, mem_free_mb=1000.0 - queue)
+        assert not await pub.publish_if_due()
+    now[0] += 11.0  # the refresh carries them
+    assert await pub.publish_if_due()
+    assert decode(published[-1], "n", now[0]).queue_depth == 19.0
+
+
+def test_free_capacity_levels() -> None:
+    from hypercore.beacon.publisher import free_level
+
+    total = 32.0
+    assert [free_level(f, total) for f in (32, 16, 15.9, 8, 7.9, 4, 3.9, 2, 1.9, 1, 0.9, 0, -1)] == \
+        [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 5]
+    assert free_level(None, total) is None and free_level(1.0, None) is None and free_level(1.0, 0.0) is None
 
 
 async def test_the_publisher_sleeps_until_told_of_a_change_and_news_waits_for_the_minimum_interval() -> None:
@@ -78,11 +110,11 @@ async def test_the_publisher_sleeps_until_told_of_a_change_and_news_waits_for_th
         idle = measured[0]
         await asyncio.sleep(1.0)
         assert measured[0] == idle  # nothing changed: nothing measured
-        sample["queue_depth"] = 4.0
+        sample["cpu_free"] = 3.0
         pub.wakeup.set()
         await asyncio.sleep(0.2)
         assert len(published) == 2  # news, past the minimum interval: at once
-        sample["queue_depth"] = 16.0
+        sample["cpu_free"] = 0.5
         pub.wakeup.set()
         await asyncio.sleep(0.3)
         assert len(published) == 2  # more news inside the minimum interval waits for its end ...

@@ -81,3 +81,22 @@ async def test_spread_and_binpack_on_three_equal_nodes(fake: FakeCluster, strate
     nodes = [(await fake["n1"].scheduler.place(spec, queue_only)).node for _ in range(6)]
     counts = Counter(nodes)
     assert sorted(counts.values(), reverse=True) + [0] * (3 - len(counts)) == expected, nodes
+
+
+def test_a_placement_counts_for_the_refresh_period_when_no_newer_beacon_comes() -> None:
+    # A spawn is no news (beacon.publisher): the chosen node's next beacon may come only with its refresh
+    # (30 s up to 11 nodes). Forgotten after 10 s as before, a placement vanished from its own origin's
+    # picture for the rest of the period, and the origin sent the next spawns to a node it had filled.
+    from hypercore.placement.unreported import UNREPORTED_S, Unreported
+
+    now = [1_000.0]
+    unreported = Unreported(clock=lambda: now[0])
+    unreported.count("node3", "w1", 1.0, 64.0)
+    shown = {"node3": 990.0}  # its beacon, measured before the placement
+    now[0] += 25.0
+    assert unreported.per_node(shown.get, refresh=30.0) == {"node3": (1, 1.0, 64.0)}
+    shown["node3"] = 1_001.2  # a beacon of a later second shows it
+    assert unreported.per_node(shown.get, refresh=30.0) == {}
+    unreported.count("node3", "w2", 1.0, 64.0)
+    now[0] += 30.0 + UNREPORTED_S + 0.1  # no beacon at all: not for ever
+    assert unreported.per_node(shown.get, refresh=30.0) == {}

@@ -2,8 +2,15 @@
 
 Every tag update is gossiped to the whole cluster, so tags carry what changes
 slowly and are re-published only on news: price, capabilities, capacity
-totals, and load in coarse steps (queue depth 0, 1, 2-3, 4-7, …; free CPU and
-memory in tenths of the total). Link figures are published for compatibility
+totals, free CPU and memory in coarse levels (at least half free, then below a
+half, a quarter, an eighth, … : `free_level`), and a workload that came and
+went between two beacons. A spawn is no news by itself: the queue depth and
+the exact free figures go out with the next beacon, and until then the origin
+that placed a workload counts it itself (hypercore.placement.unreported) and
+the chosen node's admission checks the fit (late binding). So a spawn costs
+no gossip; with queue depth as news, each one was relayed by every Serf and
+decoded by every agent, and at 100 nodes on one machine that made spawns 2.5×
+slower than at 3 (docs/scale.md). Link figures are published for compatibility
 but are no news: readers measure links themselves (hypercore.placement.links),
 so a jittery link causes no update. An update waits at least `min_interval`
 after the previous one (a burst of changes becomes one update) and the
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -33,6 +41,18 @@ from hypercore.transport import Transport
 log = logging.getLogger("hypercore.beacon")
 
 PUBLISH_RETRY_S = 1.0
+FULL_LEVEL = 5
+
+
+def free_level(free: float | None, total: float | None) -> int | None:
+    """Free capacity in coarse levels: 0 while at least half is free, then 1 below a half, 2 below a
+    quarter, 3 below an eighth, 4 below a sixteenth, 5 below a thirty-second (full, for placement)."""
+    if free is None or not total:
+        return None
+    fraction = free / total
+    if fraction <= 0:
+        return FULL_LEVEL
+    return min(FULL_LEVEL, max(0, -math.frexp(fraction)[1]))  # [2^-k, 2^-k+1) -> k (exact: no log rounding)
 
 
 class Prober:
@@ -139,16 +159,10 @@ class BeaconPublisher:
 
     @staticmethod
     def _rounded(beacon: Beacon) -> tuple[Any, ...]:
-        """What counts as news: slow facts, and load in coarse steps (see the module docstring)."""
-        def step(v: float | None) -> int | None:
-            return None if v is None else int(v).bit_length()  # 0, 1, 2-3, 4-7, ...
-
-        def tenth(free: float | None, total: float | None) -> int | None:
-            return None if free is None or not total else int(10 * free / total)
-
-        return (step(beacon.queue_depth), beacon.price_per_gb, beacon.reputation, beacon.capabilities, beacon.api, beacon.region,
-                beacon.cpu_total, beacon.mem_total_mb, tenth(beacon.cpu_free, beacon.cpu_total),
-                tenth(beacon.mem_free_mb, beacon.mem_total_mb))
+        """What counts as news: slow facts, and free capacity in coarse levels (see the module docstring)."""
+        return (beacon.price_per_gb, beacon.reputation, beacon.capabilities, beacon.api, beacon.region,
+                beacon.cpu_total, beacon.mem_total_mb, free_level(beacon.cpu_free, beacon.cpu_total),
+                free_level(beacon.mem_free_mb, beacon.mem_total_mb))
 
     def due(self, beacon: Beacon, now: float) -> bool:
         if self.published is None:

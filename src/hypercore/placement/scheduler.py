@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
+from hypercore.beacon.tags import refresh_period
 from hypercore.errors import HypercoreError
 from hypercore.identity.tokens import User
 from hypercore.loops import TaskSet
@@ -102,7 +103,7 @@ class Scheduler:
             view = self.view.node(node)
             return view.beacon.timestamp if view and view.beacon else None
 
-        unreported = self.unreported.per_node(shown)
+        unreported = self.unreported.per_node(shown, refresh_period(self.view.size()))
         table = self._derived_table(self.view.table(), near or self.node_name)
         if unreported:
             table = table.with_added("queue_depth", {n: c for n, (c, _, _) in unreported.items()})

@@ -1,9 +1,12 @@
 """What this node placed that the chosen nodes' beacons do not show yet.
 
-A beacon carries a node's load, but it is published at most every 2 s and
-gossiped; an origin that waited for it would send a whole burst of spawns to
-one node. So the origin counts its own placements against the node until a
-beacon of that node measured in a later second than the placement arrives.
+A beacon carries a node's load as it was when published, and a spawn is no
+news (hypercore.beacon.publisher): the next beacon comes with the refresh
+(30 s up to 11 nodes, longer in larger clusters), when a workload that came
+and went makes one, or when free capacity drops a level. So the origin counts
+its own placements against the node until a beacon of that node measured in a
+later second than the placement arrives, and at most one refresh period and
+UNREPORTED_S (a beacon lost on the way must not make it count for ever).
 
 That rule over-counts on purpose, and measurably so: a beacon published in the
 very second of a placement already shows it, yet the placement still counts
@@ -27,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-UNREPORTED_S = 10.0  # how long a placement counts at most (a beacon shows news within ≈ 6 s: 2 s + gossip + Serf's 3 s)
+UNREPORTED_S = 10.0  # beyond the refresh period: a beacon shows news within ≈ 6 s (2 s + gossip + Serf's 3 s)
 
 
 @dataclass(eq=False)
@@ -61,10 +64,10 @@ class Unreported:
         for entries in self._by_node.values():
             entries[:] = [c for c in entries if c.workload_id != workload_id]
 
-    def per_node(self, shown: Callable[[str], float | None]) -> dict[str, tuple[int, float, float]]:
+    def per_node(self, shown: Callable[[str], float | None], refresh: float = 0.0) -> dict[str, tuple[int, float, float]]:
         """(count, cpu, mem) per node of what its beacon does not show; `shown(node)`: when its beacon was
-        measured (its clock), None without one."""
-        cutoff = self._clock() - UNREPORTED_S
+        measured (its clock), None without one; `refresh`: the cluster's beacon refresh period."""
+        cutoff = self._clock() - refresh - UNREPORTED_S
         out: dict[str, tuple[int, float, float]] = {}
         for node in list(self._by_node):
             entries = self._by_node[node]
