@@ -100,3 +100,17 @@ def test_a_placement_counts_for_the_refresh_period_when_no_newer_beacon_comes() 
     unreported.count("node3", "w2", 1.0, 64.0)
     now[0] += 30.0 + UNREPORTED_S + 0.1  # no beacon at all: not for ever
     assert unreported.per_node(shown.get, refresh=30.0) == {}
+
+
+async def test_the_nodes_view_says_how_old_each_load_figure_is(fake: FakeCluster) -> None:
+    # A spawn is no beacon news: a node's queue depth is as of its last beacon, which may be a refresh
+    # period old (400 s at 100 nodes). `cluster metrics` says so instead of passing it off as current.
+    for name in ("node1", "node2"):
+        fake.add(name, price=0.01, cpu=2.0)
+    await fake["node1"].scheduler.place(WorkloadSpec(command="sleep 60", cpu=1.0, mem=64), COST, owner="alice")
+    await asyncio.sleep(1.1)
+    fake.publish("node2")
+    async with fake.client("node1", fake.token("alice")) as client:
+        nodes = {n["name"]: n for n in (await client.get("/v1/nodes")).json()["nodes"]}
+    assert nodes["node1"]["age_s"] >= 1.0 and nodes["node2"]["age_s"] < 1.0
+    assert nodes["node1"]["measured_at"] < nodes["node2"]["measured_at"]

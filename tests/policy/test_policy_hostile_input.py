@@ -262,7 +262,7 @@ def test_cluster_list_and_metrics_print_what_nodes_send_literally(fake_api: dict
                                  "unreachable": {"n\x1b2": "down\x1b[0m"}}
     fake_api["/v1/nodes"] = {"nodes": [{"name": node, "status": "alive\x1b[5m", "beacon_id": "[i]x",
                                         "problem": "p\x1b", "latency_ms": "12\x1b", "jitter_ms": 10 ** 400,
-                                        "packet_loss": None, "queue_depth": True, "price_per_gb": 0.5,
+                                        "packet_loss": None, "queue_depth": True, "age_s": 10 ** 400, "price_per_gb": 0.5,
                                         "reputation": 1, "capabilities": ["[b]gpu", "\x1b"]}]}
     listed = invoke("cluster", "list", "--addr", "http://127.0.0.1:9")
     assert listed.exit_code == 0 and ESC not in listed.output
@@ -272,6 +272,7 @@ def test_cluster_list_and_metrics_print_what_nodes_send_literally(fake_api: dict
     assert shown.exit_code == 0 and ESC not in shown.output
     assert "Node: rack[red]-1\\x1b]0;owned\\x07 (alive\\x1b[5m)" in shown.output
     assert "[i]x (p\\x1b)" in shown.output and "[b]gpu, \\x1b" in shown.output
+    assert "Queue Depth:  True (published out of range ago)" in shown.output
 
 
 def test_an_answer_the_cli_cannot_use_is_one_error_line(fake_api: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ cluster node's client certificate. See hypercore.api.auth.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -159,9 +160,12 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
         `total` counts every member; `next` is the cursor of the next page (null: none follows)."""
         origin = checked_near(agent, near)
         page = page_of(agent.view.nodes(), lambda n: n.name, checked_limit(limit), checked_after(after))
-        out = []
+        out, now = [], time.time()
         for n in page.items:  # links and reputation only for the members of this page
             record = dict(n.record(), problem=n.problem)
+            # Load figures are as of the beacon (a spawn is no news: beacon.publisher): say how old they are.
+            measured = n.beacon.timestamp if n.beacon is not None else None
+            record.update(measured_at=measured, age_s=None if measured is None else round(max(0.0, now - measured), 1))
             if n.admitted:
                 link = agent.links.link(origin, n.name)
                 record.update(latency_ms=link.latency_ms, jitter_ms=link.jitter_ms, packet_loss=link.packet_loss,

@@ -294,7 +294,9 @@ def metrics(as_json: bool, near: str | None, limit: int | None, after: str | Non
         click.echo(f"  Latency:      {fmt(n['latency_ms'], ' ms')}{source}")
         click.echo(f"  Jitter:       {fmt(n['jitter_ms'], ' ms')}")
         click.echo(f"  Packet Loss:  {fmt(n['packet_loss'], '%')}")
-        click.echo(f"  Queue Depth:  {fmt(n['queue_depth'])}")
+        age = n.get("age_s")
+        published = f" (published {fmt(age, ' s')} ago)" if isinstance(age, (int, float)) and n["queue_depth"] is not None else ""
+        click.echo(f"  Queue Depth:  {fmt(n['queue_depth'])}{published}")
         click.echo(f"  Price/GB:     {fmt(n['price_per_gb'])}")
         ev = n.get("reputation_evidence")
         try:
