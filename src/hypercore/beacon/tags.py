@@ -219,7 +219,7 @@ def refresh_period(members: int) -> float:
     N / P × retransmits(N) sends a second, whatever the node does. A fixed 30 s asked 40 a second of each
     node at 100 nodes (more than memberlist sends) and 530 at 1,000; the period grows with N so that it
     stays at REFRESH_RELAYS_PER_NODE: 30 s up to 11 nodes, 400 s at 100, 89 min at 1,000, 18.5 h at
-    10,000. News (load steps, price, capabilities) is published at once whatever the period.
+    10,000. News (free-capacity levels, price, capabilities) is published at once whatever the period.
     """
     return max(REFRESH_S, members * retransmits(members) / REFRESH_RELAYS_PER_NODE)
 
