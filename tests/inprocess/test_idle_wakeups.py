@@ -68,3 +68,28 @@ async def test_a_new_workload_reaches_the_buddies_at_once_and_a_failure_is_seen_
 
 class _empty:
     workloads: list = []
+
+
+async def test_a_spawns_two_registry_writes_make_one_push_per_buddy(fake: FakeCluster) -> None:
+    # A spawn writes the registry twice, pending then running (≈ 50 ms apart): each write was pushed to both
+    # buddies (the second 0.5 s after the first), 4.2 manifest pushes per spawn at 100 nodes (bench/scale.py).
+    for name in ("a", "b", "c"):
+        fake.add(name, flagged=True)
+    fake.run_failover(["a", "b", "c"])
+    await wait_until(lambda: fake["b"].failover.replicas.get("a") is not None, 10, "a's first manifest on b")
+    await asyncio.sleep(1.0)  # past the rebuild interval and the first pushes' answers
+    pushes = fake["a"].failover.ctx.metrics.pushes.labels(outcome="ok")
+    before = pushes._value.get()
+    wid = new_workload_id()
+    fake["a"].store.insert(WorkloadRecord(id=wid, spec=SPEC, state=WorkloadState.PENDING, driver="exec", node="a",
+                                          created_at=time.time(), owner="alice"))
+    await asyncio.sleep(0.05)
+    fake["a"].store.update(wid, state=WorkloadState.RUNNING)
+
+    def running_on_buddies() -> bool:
+        return all(any(w.id == wid and w.state == "running" for w in (fake[h].failover.replicas.get("a") or _empty()).workloads)
+                   for h in "bc")
+
+    await wait_until(running_on_buddies, 5, "the running workload in a's manifest on b and c")
+    await asyncio.sleep(1.0)  # a second push would have gone out by now
+    assert pushes._value.get() - before == 2

@@ -10,6 +10,7 @@ hypercore.runtime.namespaces.shared_dirs_to_hide).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -47,9 +48,9 @@ def data_dir() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-async def manager(data_dir: Path) -> AsyncIterator[WorkloadManager]:
-    driver = ExecDriver(adopted_poll_interval=0.05)
+@contextlib.asynccontextmanager
+async def managed(data_dir: Path, driver: ExecDriver) -> AsyncIterator[WorkloadManager]:
+    """A manager of exec workloads under `driver` that ends every workload it started, whatever happens."""
     store = WorkloadStore(data_dir)
     m = WorkloadManager(store, data_dir, {"exec": driver}, NODE)
     try:
@@ -60,6 +61,12 @@ async def manager(data_dir: Path) -> AsyncIterator[WorkloadManager]:
                 await driver.stop(record.handle, 0)
         await m.close()
         store.close()
+
+
+@pytest.fixture
+async def manager(data_dir: Path) -> AsyncIterator[WorkloadManager]:
+    async with managed(data_dir, ExecDriver(adopted_poll_interval=0.05)) as m:
+        yield m
 
 
 async def run(m: WorkloadManager, command: str) -> tuple[WorkloadRecord, str]:
@@ -130,18 +137,12 @@ async def test_what_it_leaves_behind_dies_with_it(manager: WorkloadManager) -> N
 
 
 async def test_without_an_init_the_state_says_no_namespaces(data_dir: Path) -> None:
-    driver = ExecDriver(init=None, adopted_poll_interval=0.05)
-    store = WorkloadStore(data_dir)
-    m = WorkloadManager(store, data_dir, {"exec": driver}, NODE)
-    try:
+    async with managed(data_dir, ExecDriver(init=None, adopted_poll_interval=0.05)) as m:
         record, out = await run(m, "cat /proc/1/cmdline; echo")
         state = read_state(m.logs_path(record.id).parent)
         assert state is not None and state["namespaces"] is False
         assert state["namespaces_unavailable"] == "not asked for (no --init)"
         assert "tini" not in out  # the machine's PID 1, not an init of its own
-    finally:
-        await m.close()
-        store.close()
     assert ExecDriver().init == shutil.which("tini")
 
 
@@ -153,10 +154,7 @@ async def test_a_stop_before_the_init_handles_signals_still_reaches_the_command(
     init = data_dir.parent / "slow-init"
     init.write_text(f'#!/bin/sh\nsleep 5\nexec {shutil.which("tini")} "$@"\n')
     init.chmod(0o755)
-    driver = ExecDriver(init=str(init), adopted_poll_interval=0.05)
-    store = WorkloadStore(data_dir)
-    m = WorkloadManager(store, data_dir, {"exec": driver}, NODE)
-    try:
+    async with managed(data_dir, ExecDriver(init=str(init), adopted_poll_interval=0.05)) as m:
         record = await m.accept(WorkloadSpec(command="trap 'echo got-term; exit 7' TERM; sleep 60 & wait"))
         started = time.monotonic()
         stopped = await m.stop(record.id, grace=10.0)
@@ -164,9 +162,3 @@ async def test_a_stop_before_the_init_handles_signals_still_reaches_the_command(
         assert stopped.exit_code == 7, (stopped.exit_code, await m.read_logs(record.id))  # 137: SIGKILL
         assert time.monotonic() - started < 5.0
         assert b"got-term" in await m.read_logs(record.id)
-    finally:
-        for r in store.list():
-            if r.handle:
-                await driver.stop(r.handle, 0)
-        await m.close()
-        store.close()

@@ -18,6 +18,7 @@ TICK: Final = 10.0  # replication loop (writes the store did not announce are se
 WATCH_TICK: Final = 5.0  # membership watch loop
 WATCH_COALESCE: Final = 0.05  # member events of one burst (a partition heals) make one watch tick
 PUSH_MIN_INTERVAL: Final = 0.5  # per buddy, between two pushes
+COALESCE_S: Final = 0.2  # a change waits this long for the next (a spawn's pending, then running) before a push
 REFRESH_INTERVAL: Final = 30.0  # a buddy hears from its owner at least this often (and on every change)
 PUSH_RETRY: Final = 2.0  # after a failed push
 ASK_TIMEOUT: Final = 3.0

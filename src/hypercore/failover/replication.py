@@ -3,9 +3,9 @@
 The manifest lists the workloads this node accepted that are pending or
 running (plus the moves it knows of), under a version that only grows. It
 is rebuilt when the registry changes (the store tells; SQLite's data_version
-catches writes it did not see) and pushed to each buddy when it changed (at
-most every PUSH_MIN_INTERVAL per buddy, so a burst of spawns costs one
-rebuild and one push per interval) and every REFRESH_INTERVAL anyway. The
+catches writes it did not see) and pushed to each buddy when it changed (a change
+COALESCE_S after it is first seen, at most every PUSH_MIN_INTERVAL per buddy,
+so a spawn costs one push per buddy and a burst one per interval) and every REFRESH_INTERVAL anyway. The
 loop sleeps between: nothing runs while nothing changes and nothing is due.
 """
 
@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from hypercore.failover.context import Context
 from hypercore.failover.model import (
+    COALESCE_S,
     PUSH_MIN_INTERVAL,
     PUSH_RETRY,
     REFRESH_INTERVAL,
@@ -59,6 +60,7 @@ class Replicator:
         self._started = time.monotonic()
         self._last_gc = time.monotonic()
         self._built_at = float("-inf")
+        self._dirty_since: float | None = None  # when a change not yet in the manifest was first seen
 
     def close(self) -> None:
         if self._registry is not None:
@@ -99,12 +101,15 @@ class Replicator:
         if self._registry_changed():
             ctx.dirty = True
         waits: list[float] = []
-        if self.manifest is None or (ctx.dirty and now - self._built_at >= PUSH_MIN_INTERVAL):
+        if ctx.dirty and self._dirty_since is None:
+            self._dirty_since = now
+        if self.manifest is None or (ctx.dirty and now >= self._rebuild_at()):
             ctx.dirty = False
+            self._dirty_since = None
             self._built_at = now
             self._refresh_manifest()
         elif ctx.dirty:
-            waits.append(self._built_at + PUSH_MIN_INTERVAL - now)
+            waits.append(self._rebuild_at() - now)
         buddies = buddies_of(ctx.name, ctx.alive(), ctx.k, ctx.flagged_nodes())
         for gone in set(self.buddies) - set(buddies):
             del self.buddies[gone]
@@ -127,6 +132,12 @@ class Replicator:
             self._collect_garbage()
         waits.append(self._last_gc + REFRESH_INTERVAL - now)
         return max(0.01, min(waits))
+
+    def _rebuild_at(self) -> float:
+        """When a change is rebuilt into the manifest: once it is COALESCE_S old (a spawn writes the registry
+        twice, pending then running, ≈ 50 ms apart: one push instead of two per buddy), and at most every
+        PUSH_MIN_INTERVAL (a burst of spawns)."""
+        return max(self._built_at + PUSH_MIN_INTERVAL, (self._dirty_since or 0.0) + COALESCE_S)
 
     def _pushed(self, buddy: str, _task: Any) -> None:
         self._pushes.pop(buddy, None)
