@@ -162,3 +162,15 @@ async def test_a_stop_before_the_init_handles_signals_still_reaches_the_command(
         assert stopped.exit_code == 7, (stopped.exit_code, await m.read_logs(record.id))  # 137: SIGKILL
         assert time.monotonic() - started < 5.0
         assert b"got-term" in await m.read_logs(record.id)
+
+
+async def test_what_a_workload_starts_while_it_ends_is_left_to_finish(manager: WorkloadManager) -> None:
+    # The late-command SIGTERM above goes only to new children of the init: a trap's clean-up, started
+    # after the SIGTERM, runs to its end within the grace.
+    record = await manager.accept(WorkloadSpec(
+        command="trap 'sh -c \"sleep 0.6; echo cleaned-up\"; exit 5' TERM; echo ready; sleep 60 & wait"))
+    log = manager.logs_path(record.id)
+    await eventually(lambda: log.exists() and b"ready" in log.read_bytes(), 5, "the trap")
+    stopped = await manager.stop(record.id, grace=5.0)
+    assert stopped.exit_code == 5
+    assert b"cleaned-up" in await manager.read_logs(record.id)

@@ -106,9 +106,9 @@ def used_uids() -> set[int]:
     return uids
 
 
-class ProcStat(namedtuple("ProcStat", "state pgrp start_time")):
+class ProcStat(namedtuple("ProcStat", "state pgrp start_time ppid")):
     """The few fields of ``/proc/<pid>/stat`` the driver needs: state (R, S, D, Z...), process
-    group, start time (clock ticks since boot, field 22)."""
+    group, start time (clock ticks since boot, field 22), parent."""
 
     __slots__ = ()
 
@@ -129,7 +129,7 @@ def read_proc_stat(pid: int) -> ProcStat | None:
     # so split after the *last* ')'. What follows starts at field 3.
     rest = data[data.rfind(b")") + 2 :].split()
     try:
-        return ProcStat(rest[0].decode(), int(rest[2]), int(rest[19]))
+        return ProcStat(rest[0].decode(), int(rest[2]), int(rest[19]), int(rest[1]))
     except (IndexError, ValueError):
         return None
 
@@ -261,27 +261,25 @@ def drop_privileges(uid: int | None, cg: Cgroups, rlimits: list[tuple[int, int]]
 # -- ending ---------------------------------------------------------------------
 
 
-def kill_all(sig: int, *, pgid: int | None, uid: int | None, cg: Cgroups,
-             spare: set[int] | None = None) -> set[int]:
-    """Send ``sig`` to the workload's group, cgroup members and (dedicated) uid; the pids that got it.
-
-    With ``spare``: only to the members not in it (not the group as a whole), and those are added to it,
-    so that calling again reaches only processes that appeared since.
-    """
-    targets = cg.pids()
+def workload_pids(*, uid: int | None, cg: Cgroups) -> set[int]:
+    """The processes of a workload: its cgroup's members and its (dedicated) uid's."""
+    pids = cg.pids()
     if uid is not None:
-        targets.update(pids_of_uid(uid))
-    if pgid and spare is None:
+        pids.update(pids_of_uid(uid))
+    return pids
+
+
+def kill_all(sig: int, *, pgid: int | None, uid: int | None, cg: Cgroups) -> set[int]:
+    """Send ``sig`` to the workload's group, cgroup members and (dedicated) uid; the pids that got it."""
+    if pgid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
     sent: set[int] = set()
-    for pid in targets:
-        if pid != os.getpid() and (spare is None or pid not in spare):
+    for pid in workload_pids(uid=uid, cg=cg):
+        if pid != os.getpid():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
                 sent.add(pid)
-    if spare is not None:
-        spare.update(sent)
     return sent
 
 

@@ -87,7 +87,7 @@ DRAIN = 2.0  # how long output may still come once every process of the workload
 # While the workload runs, signals wake the loop; this is only a safety net. (It was 0.5 s: two wake-ups a
 # second per running workload, 512 a second on a node with 256 of them.)
 RUNNING_CHECK_S = 30.0
-NEWCOMERS_S = 0.25  # while it is asked to end: how often processes that appeared since get their SIGTERM
+LATE_COMMAND_S = 0.25  # while it is asked to end: how often to look for a command its init started late
 _READ = 1 << 20
 
 
@@ -246,20 +246,27 @@ class Supervisor:
         if sig == signal.SIGTERM:
             self._termed.update(termed)
 
-    def _term_newcomers(self) -> None:
-        """SIGTERM what appeared since the last SIGTERM, once each. A just-started PID 1 of the workload's
-        namespace (tini) drops a SIGTERM that comes before it has set up its handling (the kernel gives
-        a namespace's init only the signals it handles), then starts the command, which nobody had
-        asked to end: it ran until the SIGKILL after the grace. A second SIGTERM to the same process
-        is not sent: programs may take it as "give up cleaning up"."""
-        isolation.kill_all(signal.SIGTERM, pgid=self.leader, uid=self.uid, cg=self.cg, spare=self._termed)
+    def _term_late_command(self) -> None:
+        """SIGTERM a child of the namespace's init that was not there at the SIGTERM. A just-started tini
+        drops a SIGTERM that comes before it handles signals (the kernel gives a namespace's init only the
+        signals it handles), then starts the command, which nobody had asked to end: it ran until the
+        SIGKILL after the grace. Only the init's new children: what the workload itself starts while it
+        ends (a trap's clean-up) is its own business, and nothing gets a second SIGTERM."""
+        if not self.state.get("namespaces") or self.leader is None:
+            return
+        for pid in isolation.workload_pids(uid=self.uid, cg=self.cg) - self._termed:
+            stat = isolation.read_proc_stat(pid)
+            if stat is not None and stat.ppid == self.leader:
+                self._termed.add(pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
 
     def supervise(self, out: int, wake: int) -> None:
         log = CappedLog(self.workdir / LOG, self.args.log_bytes)
         sel = selectors.DefaultSelector()
         sel.register(out, selectors.EVENT_READ, "out")
         sel.register(wake, selectors.EVENT_READ, "wake")
-        reading, stopping, kill_at, gone_at, newcomers_at = True, False, None, None, 0.0
+        reading, stopping, kill_at, gone_at, late_check_at = True, False, None, None, 0.0
         while True:
             now = time.monotonic()
             if kill_at is not None:
@@ -300,9 +307,9 @@ class Supervisor:
                 kill_at = now + LEFTOVER_GRACE
             elif kill_at is not None and now >= kill_at:
                 self._kill(signal.SIGKILL)  # every round while anything is left: a fork bomb may need more
-            elif kill_at is not None and now >= newcomers_at:
-                newcomers_at = now + NEWCOMERS_S  # not every round: output wakes the loop, and this reads /proc
-                self._term_newcomers()
+            elif kill_at is not None and now >= late_check_at:
+                late_check_at = now + LATE_COMMAND_S  # not every round: output wakes the loop, this reads /proc
+                self._term_late_command()
         log.close()
         os.close(out)
 
