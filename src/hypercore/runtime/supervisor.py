@@ -295,6 +295,7 @@ class Supervisor:
                 stopping = True
                 self._kill(signal.SIGTERM)
                 kill_at = now + self._grace()
+                late_check_at = now + LATE_COMMAND_S  # a command started just now gets time to set up its handlers
             if not ended and kill_at is None:
                 continue
             if ended and not isolation.anything_left(uid=self.uid, cg=self.cg):
