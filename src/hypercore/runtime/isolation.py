@@ -294,6 +294,23 @@ def kill_all(sig: int, *, pgid: int | None, uid: int | None, cg: Cgroups) -> set
     return sent
 
 
+def term_new_children(parent: int, termed: set[int], *, uid: int | None, cg: Cgroups) -> None:
+    """SIGTERM each child of ``parent`` (a workload's namespace init) among the workload's processes that
+    is not in ``termed`` (which got the stop's SIGTERM), and add it there.
+
+    The kernel gives a namespace's init only the signals it handles: a stop in the instant before tini
+    handles SIGTERM was dropped, tini then started the command, and it ran until the SIGKILL after the
+    grace. Only the init's new children: what the workload itself starts while it ends (a trap's
+    clean-up) is its own business, and nothing gets a second SIGTERM.
+    """
+    for pid in workload_pids(uid=uid, cg=cg) - termed:
+        stat = read_proc_stat(pid)
+        if stat is not None and stat.ppid == parent:
+            termed.add(pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+
 def anything_left(*, uid: int | None, cg: Cgroups) -> bool:
     return bool(cg.pids() or (uid is not None and pids_of_uid(uid)))
 

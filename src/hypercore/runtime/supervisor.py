@@ -247,19 +247,10 @@ class Supervisor:
             self._termed.update(termed)
 
     def _term_late_command(self) -> None:
-        """SIGTERM a child of the namespace's init that was not there at the SIGTERM. A just-started tini
-        drops a SIGTERM that comes before it handles signals (the kernel gives a namespace's init only the
-        signals it handles), then starts the command, which nobody had asked to end: it ran until the
-        SIGKILL after the grace. Only the init's new children: what the workload itself starts while it
-        ends (a trap's clean-up) is its own business, and nothing gets a second SIGTERM."""
-        if not self.state.get("namespaces") or self.leader is None:
-            return
-        for pid in isolation.workload_pids(uid=self.uid, cg=self.cg) - self._termed:
-            stat = isolation.read_proc_stat(pid)
-            if stat is not None and stat.ppid == self.leader:
-                self._termed.add(pid)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGTERM)
+        """A just-started tini drops a SIGTERM that comes before it handles signals, then starts the
+        command: that command gets its own (isolation.term_new_children)."""
+        if self.state.get("namespaces") and self.leader is not None:
+            isolation.term_new_children(self.leader, self._termed, uid=self.uid, cg=self.cg)
 
     def supervise(self, out: int, wake: int) -> None:
         log = CappedLog(self.workdir / LOG, self.args.log_bytes)
