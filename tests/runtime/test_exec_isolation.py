@@ -301,9 +301,16 @@ def test_the_process_table_reads_every_uid_and_skips_zombies() -> None:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
 
-    live = subprocess.Popen(["sleep", "30"], preexec_fn=as_uid)
+    # The live one names itself like a status line claiming uid 0: the kernel escapes the newline, so the
+    # first "\nUid:" of its status is still the real one (what a leftover process might try, to keep its uid
+    # busy unseen and share it with the next workload).
+    live = subprocess.Popen(["/usr/bin/python3", "-I", "-c", "import ctypes, sys, time; ctypes.CDLL(None).prctl("
+                             "15, b'x\\nUid:\\t0\\t0\\t0\\t0', 0, 0, 0); print('named', flush=True); time.sleep(30)"],
+                            preexec_fn=as_uid, stdout=subprocess.PIPE)
     dead = subprocess.Popen(["true"], preexec_fn=as_uid)
     try:
+        assert live.stdout is not None and live.stdout.readline() == b"named\n"
+        assert b"\\nUid:" in Path(f"/proc/{live.pid}/status").read_bytes()
         deadline = time.monotonic() + 5
         while isolation.read_proc_stat(dead.pid).state != "Z" and time.monotonic() < deadline:  # type: ignore[union-attr]
             time.sleep(0.01)
