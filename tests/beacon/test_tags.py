@@ -113,8 +113,9 @@ def test_signed_but_out_of_range_values_are_rejected(field: str, value: float) -
 
 
 def test_the_timestamp_keeps_milliseconds_and_nothing_finer_or_odd_is_read() -> None:
-    # An origin compares it with when the node accepted a workload (the node's clock both times): whole
-    # seconds made a workload placed and published within one second count twice for up to 10 s.
+    # The node's publisher compares it with when its workloads were accepted (one that came and went
+    # between two beacons is news); to the whole second, one accepted in the beacon's own second was not
+    # "after" it. Origins still read it by the second (placement.unreported).
     key = generate()
     assert decode(encode(beacon(timestamp=NOW + 0.25), "n1", key), "n1", NOW).timestamp == NOW + 0.25
     assert encode(beacon(timestamp=NOW + 0.1234), "n1", key)["m"].endswith(f",{NOW}.123")

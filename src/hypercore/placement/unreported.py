@@ -18,8 +18,8 @@ learn of each other's placements only from beacons, and counting their own
 twice for a second or two is what keeps them apart. What must not over-count
 is a workload that is gone: one stopped through this node stops counting at
 once, and its node publishes a beacon when a workload came and went between
-two beacons (hypercore.beacon.publisher), so nothing counts for the full
-UNREPORTED_S after it ended.
+two beacons (hypercore.beacon.publisher), so nothing counts for long after it
+ended.
 """
 
 from __future__ import annotations

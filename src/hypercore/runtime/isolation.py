@@ -68,8 +68,8 @@ def _process_uids() -> Iterator[tuple[int, tuple[int, ...], bool]]:
     """(pid, its real, effective and saved uid, alive) of every process, from ``/proc/<pid>/status``.
 
     Every start and stop of a workload reads this for every process of the machine, so it reads bytes
-    and looks for two lines only (a Path, a decode and a dict of every line cost 4× as much: 9.5 ms per
-    call with 370 processes, which made a start at 100 agents on one machine 17 ms slower than at 3).
+    and looks for two lines only: 5.0 ms per call with 365 processes, where a Path, a decode and a dict of
+    every line took 9.2 ms (docs/scale.md: the process count is part of what slows a start).
     """
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

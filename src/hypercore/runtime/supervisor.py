@@ -249,7 +249,7 @@ class Supervisor:
     def _term_late_command(self) -> None:
         """A just-started tini drops a SIGTERM that comes before it handles signals, then starts the
         command: that command gets its own (isolation.term_new_children)."""
-        if self.state.get("namespaces") and self.leader is not None:
+        if self.state.get("namespaces") and self.leader is not None and self.leader_status is None:
             isolation.term_new_children(self.leader, self._termed, uid=self.uid, cg=self.cg)
 
     def supervise(self, out: int, wake: int) -> None:
