@@ -43,6 +43,7 @@ UID_BASE = 2_000_000
 UID_COUNT = 65_536
 PIDS_MAX = 256
 UID_LOCK_DIR = Path("/run/hypercore/uids")
+SUBUID_FILE = Path("/etc/subuid")  # accounts' container uids: never a workload's
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 24, 36, 38
 
 
@@ -117,6 +118,20 @@ def used_uids() -> set[int]:
     return {u for _pid, uids, _alive in _process_uids() for u in uids}
 
 
+def subordinate_uids(path: Path = SUBUID_FILE) -> list[range]:
+    """The uid ranges ``/etc/subuid`` gives accounts for their containers (``name:first:count`` lines)."""
+    ranges = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            ranges.append(range(int(parts[1]), int(parts[1]) + int(parts[2])))
+    return ranges
+
+
 class ProcStat(namedtuple("ProcStat", "state pgrp start_time ppid")):
     """The few fields of ``/proc/<pid>/stat`` the driver needs: state (R, S, D, Z...), process
     group, start time (clock ticks since boot, field 22), parent."""
@@ -188,12 +203,14 @@ class UidLease:
 
 
 def allocate_uid(workload_id: str, base: int = UID_BASE, count: int = UID_COUNT,
-                 lock_dir: Path = UID_LOCK_DIR) -> UidLease:
-    """The first uid of [base, base+count) that no account, group, live workload or process uses."""
+                 lock_dir: Path = UID_LOCK_DIR, subuid_file: Path = SUBUID_FILE) -> UidLease:
+    """The first uid of [base, base+count) that no account, group, account's containers (subordinate
+    uids), live workload or process uses."""
     lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    others = subordinate_uids(subuid_file)
     busy = used_uids()
     for uid in range(base, base + count):
-        if uid in busy or uid == 0:
+        if uid == 0 or uid in busy or any(uid in r for r in others):
             continue
         try:
             pwd.getpwuid(uid)
@@ -242,7 +259,7 @@ def drop_privileges(uid: int | None, cg: Cgroups, rlimits: list[tuple[int, int]]
     before the uid change; no-new-privs and the parent-death signal after it
     (a credential change clears the latter).
     """
-    procs = cg.procs_files()
+    procs = cg.join_files()
     try:
         last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     except (OSError, ValueError):
@@ -251,7 +268,7 @@ def drop_privileges(uid: int | None, cg: Cgroups, rlimits: list[tuple[int, int]]
     def child() -> None:
         for path in procs:
             with open(path, "w") as fh:
-                fh.write("0")  # this process (its own pid would be 1 inside a PID namespace of its own)
+                fh.write("0")  # this thread, the only one (its own pid would be 1 in a PID namespace of its own)
         for which, value in rlimits:
             resource.setrlimit(which, (value, value))
         if uid is not None:
