@@ -127,6 +127,7 @@ class ClusterView:
         self._views: dict[str, tuple[NodeView, float]] = {}
         self._sorted: list[NodeView] | None = None
         self._sorted_valid_until = 0.0
+        self._peer_names: tuple[list[NodeView] | None, list[str]] | None = None  # peers(), with the views it came from
         self._size: int | None = None  # admitted members (see size)
         self.changed = Notifier()  # any change: a member, its status, its tags
         # Only who is there and reachable: joins, leaves, statuses, addresses, slow tags (not beacon refreshes).
@@ -242,8 +243,15 @@ class ClusterView:
         return {m.name for m in self._members.values() if m.tags.get(key) == value}
 
     def peers(self, *, exclude: str | None = None) -> list[str]:
-        """Names of every member a node-to-node call may reach, sorted."""
-        return [n.name for n in self.nodes() if n.peer is not None and n.name != exclude]
+        """Names of every member a node-to-node call may reach, sorted.
+
+        Asked several times per spawn (the request id's owner and holders, each holder's check of the
+        claim): kept with the sorted views it is made of, not worked out again at every call."""
+        self.nodes()  # re-checks what expired
+        if self._peer_names is None or self._peer_names[0] is not self._sorted:
+            self._peer_names = (self._sorted, [n.name for n in self._sorted or () if n.peer is not None])
+        names = self._peer_names[1]
+        return [n for n in names if n != exclude] if exclude is not None else list(names)
 
     def table(self) -> NodeTable:
         """The admitted nodes as a policy-engine snapshot (cached; see __init__).
