@@ -175,14 +175,16 @@ async def test_every_process_and_thread_of_the_workload_is_in_its_cgroups(manage
     await eventually(lambda: any(len(os.listdir(f"/proc/{p}/task")) == 2 for p in isolation.pids_of_uid(uid)),
                      10, "the workload's thread")
     dirs = {name: Path(d) for name, d in state["cgroups"].items()}
-    assert set(dirs) == {"memory", "cpu", "pids"}, state  # this machine has all three
+    if set(dirs) != {"memory", "cpu", "pids"}:
+        pytest.skip(f"this machine gives workloads cgroups for {sorted(dirs)} only, not memory, cpu and pids")
     tasks = [(p, t) for p in isolation.pids_of_uid(uid) for t in os.listdir(f"/proc/{p}/task")]
     assert len(tasks) >= 4
     for pid, tid in tasks:
-        lines = Path(f"/proc/{pid}/task/{tid}/cgroup").read_text().splitlines()
+        lines = [line.split(":", 2) for line in Path(f"/proc/{pid}/task/{tid}/cgroup").read_text().splitlines()]
         for name, d in dirs.items():
-            where = next(line.split(":", 2)[2] for line in lines if name in line.split(":")[1].split(","))
-            assert d.as_posix().endswith(where), (pid, tid, name, where, d)
+            v2 = state["cgroup_versions"][name] == 2  # "0::<path>" on the unified hierarchy
+            where = [path for _, controllers, path in lines if (controllers == "" if v2 else name in controllers.split(","))]
+            assert where and d.as_posix().endswith(where[0]), (pid, tid, name, where, d)
     members = {int(p) for d in set(dirs.values()) for p in (d / "cgroup.procs").read_text().split()}
     assert {pid for pid, _ in tasks} <= members
     await manager.stop(record.id, grace=0)
@@ -322,7 +324,7 @@ def test_a_uid_a_leftover_process_holds_is_not_handed_out(tmp_path: Path) -> Non
         deadline = time.monotonic() + 5
         while isolation.read_proc_stat(zombie.pid).state != "Z" and time.monotonic() < deadline:  # type: ignore[union-attr]
             time.sleep(0.01)
-        lease = isolation.allocate_uid("test", base=base, count=3, lock_dir=tmp_path)
+        lease = isolation.allocate_uid("test", base=base, count=3, lock_dir=tmp_path, subordinate=())
         try:
             assert lease.uid == base + 2
         finally:
@@ -331,24 +333,28 @@ def test_a_uid_a_leftover_process_holds_is_not_handed_out(tmp_path: Path) -> Non
         leftover.kill()
         leftover.wait()
         zombie.wait()
-    lease = isolation.allocate_uid("test", base=base, count=3, lock_dir=tmp_path)
+    lease = isolation.allocate_uid("test", base=base, count=3, lock_dir=tmp_path, subordinate=())
     assert lease.uid == base
     os.close(lease.fd)
 
 
-def test_subordinate_uids_of_accounts_are_never_used(tmp_path: Path) -> None:
-    # An account's container processes run as its subordinate uids in a user namespace of its own; the
-    # kernel counts them as the account's, so the process count cannot see them: the range is skipped.
+def test_subordinate_ids_of_accounts_are_never_used(tmp_path: Path) -> None:
+    # An account's container processes run as its subordinate uids and gids in a user namespace of its own; a
+    # workload given one (its gid is its uid) could signal those processes or reach their group's files.
     base = isolation.UID_BASE + isolation.UID_COUNT - 50
-    subuid = tmp_path / "subuid"
-    subuid.write_text(f"alice:{base}:2\nbroken line\nbob:x:y\n")
-    assert isolation.subordinate_uids(subuid) == [range(base, base + 2)]
-    lease = isolation.allocate_uid("test", base=base, count=4, lock_dir=tmp_path / "locks", subuid_file=subuid)
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    # Fields may carry spaces; a count or start that is no plain number ("²" passes str.isdigit) is skipped.
+    subuid.write_text(f"alice:{base}:2\nbroken line\nbob:x:y\ncarol:\u00b2:1\n# comment\n")
+    subgid.write_text(f"dave: {base + 2} : 1\n")
+    assert isolation.subordinate_ids((subuid, subgid)) == [range(base, base + 2), range(base + 2, base + 3)]
+    lease = isolation.allocate_uid("test", base=base, count=5, lock_dir=tmp_path / "locks", subordinate=(subuid, subgid))
     try:
-        assert lease.uid == base + 2
+        assert lease.uid == base + 3
     finally:
         os.close(lease.fd)
-    assert isolation.subordinate_uids(tmp_path / "missing") == []
+    assert isolation.subordinate_ids((tmp_path / "missing",)) == []
+    with pytest.raises(isolation.IsolationError, match="subordinate id.*--exec-uid-base"):
+        isolation.allocate_uid("test", base=base, count=3, lock_dir=tmp_path / "locks", subordinate=(subuid, subgid))
 
 
 def test_state_file_is_root_only(tmp_path: Path) -> None:
@@ -383,6 +389,7 @@ def test_the_process_table_reads_every_uid_and_skips_zombies() -> None:
         while isolation.read_proc_stat(dead.pid).state != "Z" and time.monotonic() < deadline:  # type: ignore[union-attr]
             time.sleep(0.01)
         assert isolation.pids_of_uid(uid) == [live.pid]  # the zombie does not count
+        assert uid in isolation.used_uids() and 0 in isolation.used_uids()
     finally:
         live.kill()
         live.wait()

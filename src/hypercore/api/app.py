@@ -163,6 +163,7 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
         origin = checked_near(agent, near)
         page = page_of(agent.view.nodes(), lambda n: n.name, checked_limit(limit), checked_after(after))
         out, now = [], time.time()
+        scores = agent.reputation.scores([n.name for n in page.items if n.admitted])  # one pass over the views
         for n in page.items:  # links and reputation only for the members of this page
             record = dict(n.record(), problem=n.problem)
             # Load figures are as of the beacon (a spawn is no news: beacon.publisher): say how old they are.
@@ -171,7 +172,7 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
             if n.admitted:
                 link = agent.links.link(origin, n.name)
                 record.update(latency_ms=link.latency_ms, jitter_ms=link.jitter_ms, packet_loss=link.packet_loss,
-                              link_source=link.source, reputation=agent.reputation.score(n.name),
+                              link_source=link.source, reputation=scores[n.name],
                               reputation_evidence=agent.reputation.explain(n.name))
             out.append(record)
         return {"origin": origin, "nodes": out, "total": page.total, "next": page.next}

@@ -43,7 +43,8 @@ UID_BASE = 2_000_000
 UID_COUNT = 65_536
 PIDS_MAX = 256
 UID_LOCK_DIR = Path("/run/hypercore/uids")
-SUBUID_FILE = Path("/etc/subuid")  # accounts' container uids: never a workload's
+# Accounts' container uids and gids (a workload's gid is its uid): never a workload's.
+SUBORDINATE_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 24, 36, 38
 
 
@@ -118,17 +119,19 @@ def used_uids() -> set[int]:
     return {u for _pid, uids, _alive in _process_uids() for u in uids}
 
 
-def subordinate_uids(path: Path = SUBUID_FILE) -> list[range]:
-    """The uid ranges ``/etc/subuid`` gives accounts for their containers (``name:first:count`` lines)."""
+def subordinate_ids(files: tuple[Path, ...] = SUBORDINATE_FILES) -> list[range]:
+    """The id ranges ``/etc/subuid`` and ``/etc/subgid`` give accounts for their containers
+    (``name:first:count`` lines); a line that is not one is skipped."""
     ranges = []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    for line in lines:
-        parts = line.strip().split(":")
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            ranges.append(range(int(parts[1]), int(parts[1]) + int(parts[2])))
+    for path in files:
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            parts = [p.strip() for p in line.split(":")]
+            if len(parts) == 3 and all(p.isascii() and p.isdecimal() for p in parts[1:]):
+                ranges.append(range(int(parts[1]), int(parts[1]) + int(parts[2])))
     return ranges
 
 
@@ -203,11 +206,11 @@ class UidLease:
 
 
 def allocate_uid(workload_id: str, base: int = UID_BASE, count: int = UID_COUNT,
-                 lock_dir: Path = UID_LOCK_DIR, subuid_file: Path = SUBUID_FILE) -> UidLease:
+                 lock_dir: Path = UID_LOCK_DIR, subordinate: tuple[Path, ...] = SUBORDINATE_FILES) -> UidLease:
     """The first uid of [base, base+count) that no account, group, account's containers (subordinate
-    uids), live workload or process uses."""
+    uids and gids: a workload's gid is its uid), live workload or process uses."""
     lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    others = subordinate_uids(subuid_file)
+    others = subordinate_ids(subordinate)
     busy = used_uids()
     for uid in range(base, base + count):
         if uid == 0 or uid in busy or any(uid in r for r in others):
@@ -231,7 +234,9 @@ def allocate_uid(workload_id: str, base: int = UID_BASE, count: int = UID_COUNT,
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{workload_id} {os.getpid()}\n".encode(), 0)
         return UidLease(uid, fd)
-    raise IsolationError(f"no free uid in {base}..{base + count - 1} (every one is in use or belongs to an account)")
+    raise IsolationError(f"no free uid in {base}..{base + count - 1} (every one is in use, belongs to an account, or "
+                         "is an account's subordinate id in /etc/subuid or /etc/subgid): choose another range "
+                         "with --exec-uid-base")
 
 
 # -- privileges ------------------------------------------------------------------
