@@ -20,6 +20,9 @@ Measures, in this order:
                          tag publication whose broadcast Serf was slow to send is printed apart: the tags
                          were set; membership.agent.SerfAgent.publish_tags);
   rss_mb_per_agent       mean VmRSS of the agent processes (serf's own RSS is printed only);
+  spawn_cpu_ms           CPU time of every agent and Serf during the back-to-back spawns, less their
+                         idle rate (from the idle window) over as long, per spawn: what a spawn costs the
+                         whole cluster (supervisors and workloads not counted);
   spawn_p50_ms/p90_ms    --spawns sequential spawns with request ids through node 0
                          (`sleep 300`, cpu 0.01, mem 1), back to back, stopped afterwards;
                          spawn_start_ms: the chosen nodes' mean time from an attempt's arrival to
@@ -324,8 +327,13 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             return times, ids
 
         counted_before, started_before = node_requests(cluster, names), start_seconds(cluster, names)
+        procs = agents + [s for x in names for s in serfs[x]]
+        idle_ticks_per_s = sum(c1[x] - c0[x] for x in names) / window
         with httpx.Client(verify=first.pki.verify(), headers=first.headers(), timeout=60) as client:
+            ticks0, t_spawns = sum(cpu_ticks(pid) for pid in procs), time.monotonic()
             times, ids = spawn_all(client, spawns, 0.0)
+            busy = sum(cpu_ticks(pid) for pid in procs) - ticks0 - idle_ticks_per_s * (time.monotonic() - t_spawns)
+            spawn_cpu_ms = busy / CLK_TCK / spawns * 1000
             started_after = start_seconds(cluster, names)
             time.sleep(FLUSH_S + 1)  # what the directory sends after the spawns counts too
             counted_after = node_requests(cluster, names)
@@ -343,6 +351,8 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         say(f"spawn p50 {p50:.1f} ms, p90 {p90:.1f} ms over {spawns} back to back (start on the chosen node "
             f"{start_ms:.1f} ms on average); {PACED_SPAWNS} spawns {PACE_S:g} s apart: p50 {paced_p50:.1f} ms, "
             f"p90 {pct(paced, 0.9):.1f} ms (start {paced_start_ms:.1f} ms); placed on {len(placed_on)} nodes")
+        say(f"CPU per spawn, every agent and Serf together, above their idle rate: {spawn_cpu_ms:.1f} ms "
+            f"(the supervisors and workloads not counted)")
         delta = {k: counted_after.get(k, 0) - counted_before.get(k, 0) for k in counted_after}
         spawn_delta = {k: v for k, v in delta.items() if k in SPAWN_ROUTES and v}
         requests_per_spawn = sum(spawn_delta.values()) / spawns
@@ -381,6 +391,7 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             "spawn_start_ms": round(start_ms, 2),
             "spawn_p50_paced_ms": round(paced_p50, 2),
             "spawn_start_paced_ms": round(paced_start_ms, 2),
+            "spawn_cpu_ms": round(spawn_cpu_ms, 1),
             "requests_per_spawn": round(requests_per_spawn, 2),
             "dry_run_per_s": round(dry, 1),
         }
