@@ -164,7 +164,10 @@ def test_an_attempt_in_flight_when_the_owner_died_is_found_on_the_node_its_claim
     finally:
         w.signal(signal.SIGCONT)
     # Thawed, w reads the attempt o sent (its deadline has not passed) and starts the workload.
-    wait_for(lambda: live_workload_processes()[wid] == 1, 30, "w to start the attempt it received frozen")
+    try:
+        wait_for(lambda: live_workload_processes()[wid] == 1, 30, "w to start the attempt it received frozen")
+    except AssertionError as exc:  # it failed once in CI under load: say what w did with the attempt
+        raise AssertionError(f"{exc}\n--- w's log (tail) ---\n{w.log()[-4000:]}") from None
     _wait_failed(cluster, "o", names)
     alive = [n for n in names if n != "o"]
     new_owner = holders_of(key, alive)[0]
