@@ -127,7 +127,7 @@ class ClusterView:
         self._views: dict[str, tuple[NodeView, float]] = {}
         self._sorted: list[NodeView] | None = None
         self._sorted_valid_until = 0.0
-        self._peer_names: tuple[list[NodeView] | None, list[str]] | None = None  # peers(), with the views it came from
+        self._peer_names: list[str] = []  # of the sorted views: peers() is asked several times per spawn
         self._size: int | None = None  # admitted members (see size)
         self.changed = Notifier()  # any change: a member, its status, its tags
         # Only who is there and reachable: joins, leaves, statuses, addresses, slow tags (not beacon refreshes).
@@ -216,6 +216,7 @@ class ClusterView:
         if self._sorted is None or now >= self._sorted_valid_until:
             views = [self._current(name, member, now) for name, member in self._members.items()]
             self._sorted = sorted(views, key=lambda n: n.name)
+            self._peer_names = [n.name for n in self._sorted if n.peer is not None]
             self._sorted_valid_until = min((self._views[n.name][1] for n in views), default=now + REVIEW_S)
         return list(self._sorted)
 
@@ -243,15 +244,9 @@ class ClusterView:
         return {m.name for m in self._members.values() if m.tags.get(key) == value}
 
     def peers(self, *, exclude: str | None = None) -> list[str]:
-        """Names of every member a node-to-node call may reach, sorted.
-
-        Asked several times per spawn (the request id's owner and holders, each holder's check of the
-        claim): kept with the sorted views it is made of, not worked out again at every call."""
+        """Names of every member a node-to-node call may reach, sorted (worked out with the sorted views)."""
         self.nodes()  # re-checks what expired
-        if self._peer_names is None or self._peer_names[0] is not self._sorted:
-            self._peer_names = (self._sorted, [n.name for n in self._sorted or () if n.peer is not None])
-        names = self._peer_names[1]
-        return [n for n in names if n != exclude] if exclude is not None else list(names)
+        return [n for n in self._peer_names if n != exclude]
 
     def table(self) -> NodeTable:
         """The admitted nodes as a policy-engine snapshot (cached; see __init__).
