@@ -41,7 +41,7 @@ USER_HEADER = "x-hypercore-user"
 # Path segments that follow these words are values (ids, node names, request-id keys): a route label
 # names the template, so that the counter's label set stays as small as the set of routes.
 _VALUE_AFTER = {"workloads": "{id}", "placements": "{id}", "replicas": "{owner}", "moves": "{owner}",
-                "directory": "{key}"}
+                "directory": "{key}", "entries": "{id}"}
 MANAGEMENT_HEADER = "x-hypercore-management"
 # An idle connection to a peer is kept this long (aiohttp's default is 15 s); the server keeps it longer
 # (hypercore.api.server.SERVER_KEEPALIVE_S), so it is always this side that closes it.

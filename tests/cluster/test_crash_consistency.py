@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from hypercore.devcluster import USER, Cluster, live_workload_processes, wait_for
-from hypercore.placement import rendezvous_rank, user_request_id, workload_id_for
+from hypercore.placement import request_rank, user_request_id, workload_id_for
 from tests.runtime.oci_image import ensure_test_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_sigkill_at_random_instants_of_a_spawn_leaks_and_duplicates_nothing(clus
     rng = random.Random(seed)
     # Request ids that the front node owns: the client's request never depends on the node being killed.
     request_ids = [r for r in (f"crash-{uuid.uuid4().hex}" for _ in range(400))
-                   if rendezvous_rank(user_request_id(USER, r), ["worker", "front"])[0] == "front"][:ROUNDS]
+                   if request_rank(user_request_id(USER, r), ["worker", "front"])[0] == "front"][:ROUNDS]
     specs = [{"command": "sleep 300", "cpu": 0.1}, {"image_ref": image, "args": ["sleep", "300"], "cpu": 0.1}]
     outcome: dict[str, str] = {}
     killed_at: dict[str, str] = {}

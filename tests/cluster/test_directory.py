@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hypercore.devcluster import USER, Cluster, live_workload_processes, wait_for
-from hypercore.placement import rendezvous_rank, user_request_id, workload_id_for
+from hypercore.placement import request_rank, user_request_id, workload_id_for
 from hypercore.placement.directory import holders_of
 from hypercore.placement.directory_sync import FLUSH_S
 
@@ -32,7 +32,8 @@ SPEC = {"command": "sleep 300", "cpu": 0.1}
 # the spawn's: it runs on its own clock whether or not anyone spawns).
 SPAWN_ROUTES = ("POST /v1/local/spawn", "PUT /v1/local/directory", "GET /v1/local/directory/{key}",
                 "POST /v1/local/workloads", "GET /v1/local/workloads/{id}", "GET /v1/local/workloads",
-                "DELETE /v1/local/workloads/{id}", "GET /v1/local/placements/{id}")
+                "DELETE /v1/local/workloads/{id}", "GET /v1/local/placements/{id}", "GET /v1/local/entries/{id}",
+                "GET /v1/local/workloads/{id}/logs")
 pytestmark = pytest.mark.cluster
 
 
@@ -59,7 +60,7 @@ def test_one_spawn_with_a_request_id_costs_at_most_five_node_requests_on_five_no
     cluster.wait_converged()
     # Sent to n5, owned by n3, placed on n1: the forward, the claim and the attempt all cross the network.
     rid = next(r for r in (f"cnt-{uuid.uuid4().hex}" for _ in range(2000))
-               if (rank := rendezvous_rank(user_request_id(USER, r), names))[0] == "n3"
+               if (rank := request_rank(user_request_id(USER, r), names))[0] == "n3"
                and "n1" not in rank[:3] and "n5" not in rank[:3])
     body = {"spec": SPEC, "policy": COST, "request_id": rid}
     before = sent(cluster, names)
@@ -85,8 +86,21 @@ def test_one_spawn_with_a_request_id_costs_at_most_five_node_requests_on_five_no
     # The forwarded answer carries the top of the ranking and counts, not every node.
     decision = r.json()["decision"]
     assert len(decision["ranked"]) == 5 and decision["ranked_more"] == 0 and decision["rejected_more"] == 0
+    # Its status, logs and stop asked of n2, which neither received, placed nor runs it (a buddy, not the first):
+    # the first holder's entry names n1. n2 once asked every node, the requests growing with the cluster.
+    wid = r.json()["id"]
+    before = sent(cluster, names)
+    assert cluster["n2"].get(f"/v1/workloads/{wid}").status_code == 200
+    assert cluster["n2"].get(f"/v1/workloads/{wid}/logs").status_code == 200
+    stopped = cluster["n2"].delete(f"/v1/workloads/{wid}")
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped", stopped.text
+    lookups = spawn_requests(before, sent(cluster, names))
+    assert lookups == Counter({("n2", "GET /v1/local/entries/{id}"): 1, ("n2", "GET /v1/local/workloads/{id}"): 4,
+                               ("n2", "GET /v1/local/workloads/{id}/logs"): 1,
+                               ("n2", "DELETE /v1/local/workloads/{id}"): 1}), lookups
     print(f"\nnode-to-node requests: spawn {sum(first.values())}, retry {sum(retry.values())} "
-          f"(before the directory: about N + 2 = 7)")
+          f"(before the directory: about N + 2 = 7); status, logs and stop from another node "
+          f"{sum(lookups.values())} (before: about 3 N + 3 = 18)")
 
 
 def _killed_owner_cluster(cluster: Cluster, owner_flags: tuple[str, ...] = ()) -> tuple[str, list[str]]:
@@ -102,8 +116,8 @@ def _killed_owner_cluster(cluster: Cluster, owner_flags: tuple[str, ...] = ()) -
     cluster.wait_converged()
     names = ["w", "o", "b1", "b2", "b3"]
     rid = next(r for r in (f"own-{uuid.uuid4().hex}" for _ in range(2000))
-               if rendezvous_rank(user_request_id(USER, r), names)[0] == "o"
-               and rendezvous_rank(user_request_id(USER, r), names)[-1] == "w")
+               if request_rank(user_request_id(USER, r), names)[0] == "o"
+               and request_rank(user_request_id(USER, r), names)[-1] == "w")
     return rid, names
 
 

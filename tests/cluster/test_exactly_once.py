@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from hypercore.devcluster import USER, Cluster, Node, live_workload_processes, wait_for
-from hypercore.placement import rendezvous_rank, user_request_id, workload_id_for
+from hypercore.placement import request_rank, user_request_id, workload_id_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COST = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
@@ -60,7 +60,7 @@ def test_a_node_frozen_during_the_spawn_leaves_no_second_copy(cluster: Cluster, 
     # A request id placed by a node that stays awake (a frozen owner is a
     # different failure: the client gets a 504 and retries).
     request_id = next(r for r in (f"frz-{uuid.uuid4().hex}" for _ in range(100))
-                      if rendezvous_rank(user_request_id(USER, r), ["frozen", "backup", "origin"])[0] != "frozen")
+                      if request_rank(user_request_id(USER, r), ["frozen", "backup", "origin"])[0] != "frozen")
     body = {"spec": {"command": "sleep 120", "cpu": 0.1}, "policy": COST, "request_id": request_id}
     out: list = []
     sender = threading.Thread(target=lambda: out.append(origin.post("/v1/workloads", body)))
@@ -98,7 +98,7 @@ def test_when_every_attempt_times_out_nothing_is_left_running(cluster: Cluster) 
     origin = cluster.add("origin", "--disable-containers", "--placement-timeout", "1.5")
     cluster.wait_converged()
     request_id = next(r for r in (f"fail-{uuid.uuid4().hex}" for _ in range(100))
-                      if rendezvous_rank(user_request_id(USER, r), ["only", "origin"])[0] == "origin")
+                      if request_rank(user_request_id(USER, r), ["only", "origin"])[0] == "origin")
     only.signal(signal.SIGSTOP)
     try:
         r = origin.post("/v1/workloads", {"spec": {"command": "sleep 120", "cpu": 0.1}, "request_id": request_id})

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from hypercore.devcluster import USER, Cluster, Node, free_port, wait_for
-from hypercore.placement import rendezvous_rank, user_request_id
+from hypercore.placement import request_rank, user_request_id
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_YML = ROOT / "deploy" / "prometheus.yml"
@@ -144,7 +144,7 @@ def request_id_owned_by(node: str) -> str:
     with a random one, the decisions of the test's high-trust spawns were sometimes counted on `cheap` only,
     which the test kills, so the dashboard's violations rate had no series left (seen once in CI)."""
     return next(r for r in (str(uuid.uuid4()) for _ in range(1000))
-                if rendezvous_rank(user_request_id(USER, r), NODES)[0] == node)
+                if request_rank(user_request_id(USER, r), NODES)[0] == node)
 
 
 def spawn(via: Node, policy_body: dict[str, Any], expect: set[str]) -> str:

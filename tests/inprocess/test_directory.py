@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from hypercore.membership.rpc import Member
-from hypercore.placement import rendezvous_rank, user_request_id, workload_id_for
+from hypercore.placement import request_rank, user_request_id, workload_id_for
 from hypercore.placement.directory import DirectoryEntry, DirectoryStore, holders_of
 from tests.inprocess.harness import FakeCluster, wait_until
 
@@ -34,7 +34,7 @@ def mark(fake: FakeCluster) -> dict[str, int]:
 def request_id(nodes: list[str], owner: str, not_first: tuple[str, ...] = (), user: str = "alice") -> str:
     """A request id whose owner among `nodes` is `owner`; nodes in `not_first` are not among its holders."""
     for r in (f"req-{i}" for i in range(5000)):
-        ranked = rendezvous_rank(user_request_id(user, r), nodes)
+        ranked = request_rank(user_request_id(user, r), nodes)
         if ranked[0] == owner and not set(ranked[:3]) & set(not_first):
             return r
     raise AssertionError("no such request id")
@@ -91,7 +91,7 @@ async def test_when_the_owner_dies_mid_placement_its_buddy_asks_the_named_node_a
     held = fake[buddy].directory.store.get(key)
     assert held is not None and held.state == "placing" and held.trying == ["a"]
     fake.fail("b")
-    assert rendezvous_rank(key, fake[buddy].view.peers())[0] == buddy  # the buddy owns the request id now
+    assert request_rank(key, fake[buddy].view.peers())[0] == buddy  # the buddy owns the request id now
     async with fake.client("d", fake.token("alice")) as client:
         again = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
     assert again.status_code == 200 and again.json()["existing"] is True and again.json()["node"] == "a", again.text
@@ -106,8 +106,8 @@ async def test_a_node_that_joins_above_the_owner_finds_the_entry_on_its_buddy(fa
         fake.add(name, price=0.01 * (i + 1))
     # A request id that the newcomer "j" will own, whose owner before j joined is b.
     rid = next(r for r in (f"req-{i}" for i in range(5000))
-               if rendezvous_rank(user_request_id("alice", r), names)[0] == "b"
-               and rendezvous_rank(user_request_id("alice", r), [*names, "j"])[0] == "j")
+               if request_rank(user_request_id("alice", r), names)[0] == "b"
+               and request_rank(user_request_id("alice", r), [*names, "j"])[0] == "j")
     async with fake.client("c", fake.token("alice")) as client:
         first = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
         assert first.status_code == 201, first.text
@@ -128,7 +128,7 @@ async def test_a_node_whose_view_misses_the_owner_finds_the_copy_through_a_holde
     for name, price in zip(names, (0.04, 0.03, 0.01, 0.02)):  # c is the cheapest, then d
         fake.add(name, price=price)
     rid = next(r for r in (f"req-{i}" for i in range(5000))
-               if rendezvous_rank(user_request_id("alice", r), names)[:2] == ["b", "a"])
+               if request_rank(user_request_id("alice", r), names)[:2] == ["b", "a"])
     key = user_request_id("alice", rid)
     fake.down.add("a")  # b's claim does not reach a: only the third holder has it
     async with fake.client("c", fake.token("alice")) as client:
@@ -299,3 +299,55 @@ async def test_stop_and_logs_asked_where_the_spawn_was_sent_go_to_its_node_not_t
         made = calls(fake, before)
         assert {t for _, t, _, _ in made} == {"n1"}, made  # n5 asks n1 only: 2 lookups, the logs, the stop
         assert len(made) == 4, made
+
+
+async def test_a_node_that_never_saw_the_spawn_finds_the_workload_through_its_holders_not_every_node(
+    fake: FakeCluster,
+) -> None:
+    # Found when trying the system as a user: `cluster stop`, `logs` or `status` sent to any node other than
+    # the one the spawn went through asked every alive node for the workload (N requests: 10,000 at 10,000
+    # nodes). A workload id names its request's holders, and the first one's entry names the node.
+    names = ["n1", "n2", "n3", "n4", "n5", "n6"]
+    for i, name in enumerate(names):
+        fake.add(name, price=0.01 * (i + 1))
+    rid = request_id(names, "n3", not_first=("n1", "n5", "n6"))  # via n5, owned by n3, placed on n1; n6 knows nothing
+    async with fake.client("n5", fake.token("alice")) as client:
+        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+    assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+    wid = r.json()["id"]
+    async with fake.client("n6", fake.token("alice")) as client:
+        before = mark(fake)
+        status = await client.get(f"/v1/workloads/{wid}")
+        assert status.status_code == 200 and status.json()["id"] == wid, status.text
+        made = calls(fake, before)
+        assert made == [("n6", "n3", "GET", f"/v1/local/entries/{wid}"),  # the first holder's entry names n1
+                        ("n6", "n1", "GET", f"/v1/local/workloads/{wid}"),  # n1 shows it to alice
+                        ("n6", "n1", "GET", f"/v1/local/workloads/{wid}")], made  # the answer relayed
+        before = mark(fake)
+        logs = await client.get(f"/v1/workloads/{wid}/logs")
+        stopped = await client.delete(f"/v1/workloads/{wid}")
+        assert logs.status_code == 200 and stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+        made = calls(fake, before)
+        assert {t for _, t, _, _ in made} == {"n1"} and len(made) == 4, made  # n6 now knows: no second entry lookup
+    # Another user is told it does not exist, as before: n1 does not show it to bob (a fan-out then finds nothing).
+    async with fake.client("n6", fake.token("bob")) as client:
+        assert (await client.get(f"/v1/workloads/{wid}")).status_code == 404
+
+
+async def test_a_holder_that_answers_with_another_workloads_entry_is_not_believed(fake: FakeCluster) -> None:
+    names = ["a", "b", "c", "d", "e"]
+    for i, name in enumerate(names):
+        fake.add(name, price=0.01 * (i + 1))
+    rid = request_id(names, "b", not_first=("a", "e"))
+    async with fake.client("c", fake.token("alice")) as client:
+        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+    assert r.status_code == 201 and r.json()["node"] == "a", r.text
+    wid = r.json()["id"]
+    # b's store now says, for this workload id, that another request's workload went to c (a lying holder).
+    other = user_request_id("alice", "other")
+    lie = DirectoryEntry(key=other, id=workload_id_for(other), state="placed", node="c", version=1, by="b",
+                         updated_at=time.time())
+    assert fake["b"].directory.store.by_workload(wid) is not None
+    fake["b"].directory.store.by_workload = lambda _wid: lie  # type: ignore[method-assign]
+    entry = await fake["e"].directory.entry_for(wid)
+    assert entry is not None and entry.id == wid and entry.maybe_holding() == ["a"]  # the next holder's, not b's

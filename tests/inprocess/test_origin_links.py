@@ -17,7 +17,7 @@ import pytest
 
 from hypercore.identity.tokens import User
 from hypercore.membership.rpc import Coordinate
-from hypercore.placement import rendezvous_rank, user_request_id
+from hypercore.placement import request_rank, user_request_id
 from hypercore.policy import load_policy_file
 from hypercore.workload import WorkloadSpec
 from tests.inprocess.harness import FakeCluster
@@ -31,7 +31,7 @@ SPEC = WorkloadSpec(command="sleep 60", cpu=0.5)
 def request_owned_by_eu(user: str) -> tuple[str, str]:
     for i in range(1000):
         rid = f"req-{i}"
-        owner = rendezvous_rank(user_request_id(user, rid), NODES)[0]
+        owner = request_rank(user_request_id(user, rid), NODES)[0]
         if NODES[owner] == "eu" and owner != "eu-1":
             return rid, owner
     raise AssertionError("no request id owned by an eu node")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hypercore.placement import rendezvous_rank, user_request_id, workload_id_for
+from hypercore.placement import request_rank, user_request_id, workload_id_for
 from hypercore.workload import LocalSpawnRequest, WorkloadSpec
 from tests.inprocess.harness import FakeCluster, wait_until
 
@@ -20,7 +20,7 @@ SPEC = {"command": "sleep 60", "cpu": 0.1}
 
 def request_id_owned_by(owner: str, nodes: list[str], user: str = "alice") -> str:
     return next(r for r in (f"req-{i}" for i in range(1000))
-                if rendezvous_rank(user_request_id(user, r), nodes)[0] == owner)
+                if request_rank(user_request_id(user, r), nodes)[0] == owner)
 
 
 async def test_a_request_reaches_its_owner_and_a_retry_anywhere_yields_the_same_workload(fake: FakeCluster) -> None:

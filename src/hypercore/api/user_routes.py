@@ -162,6 +162,15 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
         next_cursor = paging.cursor_of(rows[-1]) if rows and (over or more) else None
         return {"workloads": rows, "unreachable": errors, "next": next_cursor}
 
+    async def landing_of(workload_id: str) -> AsyncIterator[str]:
+        """The nodes that may run `workload_id`: where this node placed it, then what its directory entry names."""
+        hint = agent.scheduler.holder_hint(workload_id)
+        if hint is not None:
+            yield hint
+        entry = await agent.directory.entry_for(workload_id)
+        for node in entry.maybe_holding() if entry is not None else ():
+            yield node
+
     async def find(workload_id: str, user: User) -> str | None:
         """The node holding `workload_id` for `user`: None for this node; 404 when no node shows it to them."""
         record = agent.store.get(checked_id(workload_id))
@@ -169,16 +178,21 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
             if can_see(user, record.owner):
                 return None
         else:
-            # Where this node knows it landed first (one request), then every node (the cost grows with the cluster).
-            hint = agent.scheduler.holder_hint(workload_id)
-            if hint is not None and hint != agent.name:
-                with contextlib.suppress(PeerUnreachable):
-                    r = await agent.transport.request(hint, "GET", f"/v1/local/workloads/{workload_id}", timeout=5.0,
-                                                      user=user)
-                    if r.status == 200:
-                        return hint
+            # Where this node knows it landed, else where its request id's holders say it went (one request to
+            # the first holder, the id names them); only then every node (the cost grows with the cluster).
+            asked = {agent.name}
+            async for node in landing_of(workload_id):
+                if node not in asked:
+                    asked.add(node)
+                    with contextlib.suppress(PeerUnreachable):
+                        r = await agent.transport.request(node, "GET", f"/v1/local/workloads/{workload_id}",
+                                                          timeout=5.0, user=user)
+                        if r.status == 200:
+                            agent.scheduler.note_holder(workload_id, node)  # the next stop or logs asks it first
+                            return node
             for node, result in await agent.scheduler.gather(f"/v1/local/workloads/{workload_id}", user=user):
                 if node != agent.name and not isinstance(result, Exception):
+                    agent.scheduler.note_holder(workload_id, node)
                     return node
         raise ApiError(404, "not_found", f"no alive node has workload {workload_id}")
 

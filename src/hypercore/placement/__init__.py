@@ -7,7 +7,7 @@ runs in-process against a fake cluster (tests/inprocess).
 """
 
 from hypercore.placement.forwarding import FORWARD_TIMEOUT_S, Forwarded, OwnerGarbled, OwnerTimeout, forward_to_owner
-from hypercore.placement.ids import REQUEST_NAMESPACE, rendezvous_rank, user_request_id, workload_id_for
+from hypercore.placement.ids import REQUEST_NAMESPACE, rendezvous_rank, request_rank, user_request_id, workload_id_for
 from hypercore.placement.model import Attempt, DeadlinePassed, Placement, PlacementFailed
 from hypercore.placement.receiver import Receiver
 from hypercore.placement.scheduler import Scheduler
@@ -26,6 +26,7 @@ __all__ = [
     "Scheduler",
     "forward_to_owner",
     "rendezvous_rank",
+    "request_rank",
     "user_request_id",
     "workload_id_for",
 ]

@@ -34,7 +34,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hypercore.placement.ids import rendezvous_rank, workload_id_for
+from hypercore.placement.ids import rendezvous_rank, request_rank, workload_id_for
 from hypercore.sqlite import open_private_db
 from hypercore.workload import WORKLOAD_ID_PATTERN
 
@@ -96,7 +96,12 @@ class DirectoryPush(BaseModel):
 
 def holders_of(key: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
     """The nodes that keep `key`'s entry, owner first."""
-    return rendezvous_rank(key, alive)[:n]
+    return request_rank(key, alive)[:n]
+
+
+def holders_of_workload(workload_id: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
+    """The nodes that keep the entry of the request whose workload id is `workload_id` (if it had a request id)."""
+    return rendezvous_rank(workload_id, alive)[:n]
 
 
 def next_version(above: int) -> int:
@@ -112,6 +117,7 @@ CREATE TABLE IF NOT EXISTS entries (
     entry      TEXT NOT NULL            -- DirectoryEntry as JSON
 );
 CREATE INDEX IF NOT EXISTS entries_updated ON entries (updated_at);
+CREATE INDEX IF NOT EXISTS entries_workload ON entries (json_extract(entry, '$.id'));
 """
 
 
@@ -159,6 +165,13 @@ class DirectoryStore:
         with self._lock:
             row = self._conn.execute("SELECT entry FROM entries WHERE key = ?", (key,)).fetchone()
         return self._decode(key, row["entry"]) if row is not None else None
+
+    def by_workload(self, workload_id: str) -> DirectoryEntry | None:
+        """The entry of the request whose workload id is `workload_id`."""
+        with self._lock:
+            row = self._conn.execute("SELECT key, entry FROM entries WHERE json_extract(entry, '$.id') = ?",
+                                     (workload_id,)).fetchone()
+        return self._decode(row["key"], row["entry"]) if row is not None else None
 
     def put(self, entry: DirectoryEntry) -> None:
         """This node's own write (it holds the request id's lock): kept unless a newer version is held."""

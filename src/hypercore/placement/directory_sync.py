@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from pydantic import ValidationError
+
 from hypercore.loops import periodic
 from hypercore.membership.view import ClusterView
 from hypercore.placement.directory import (
@@ -39,6 +41,7 @@ from hypercore.placement.directory import (
     DirectoryStore,
     DirectoryWrite,
     holders_of,
+    holders_of_workload,
     next_version,
 )
 from hypercore.transport import PeerUnreachable, Transport
@@ -53,6 +56,7 @@ PUSH_TIMEOUT: Final = 5.0  # a claim waits this long for a holder (a frozen one 
 COPY_TIMEOUT: Final = 10.0  # a node the entry names is worth waiting for: without its answer, a second copy
 CLAIM_ROUNDS: Final = 3  # a claim met by entries it did not know: look, write again, at most this often
 PUSH_PATH: Final = "/v1/local/directory"
+ENTRIES_PATH: Final = "/v1/local/entries"  # + /{workload id}: the entry held for the request of that workload
 MAX_PENDING: Final = 10 * MAX_WRITES  # per holder: outcomes not yet delivered (a holder alive but silent)
 
 
@@ -113,6 +117,27 @@ class Directory:
             if body is None:
                 silent.append(node)
         return None, silent
+
+    async def entry_for(self, workload_id: str, timeout: float = PUSH_TIMEOUT) -> DirectoryEntry | None:
+        """The entry of the request whose workload id is `workload_id`, from its holders, first that has one.
+
+        Usually one request (none when this node is the first holder and has
+        it). None for a workload that no holder has an entry for: one spawned
+        without a request id, a failover respawn (placed by the respawning
+        node), or one whose entry was collected.
+        """
+        for holder in holders_of_workload(workload_id, self.view.peers()):
+            if holder == self.name:
+                entry = self.store.by_workload(workload_id)
+            else:
+                try:
+                    r = await self.transport.request(holder, "GET", f"{ENTRIES_PATH}/{workload_id}", timeout=timeout)
+                    entry = DirectoryEntry.model_validate_json(r.text) if r.status == 200 else None
+                except (PeerUnreachable, ValidationError):
+                    continue
+            if entry is not None and entry.id == workload_id:  # an answer about another workload is no answer
+                return entry
+        return None
 
     async def existing(self, key: str) -> tuple[Copy | None, list[str]]:
         """A copy of `key`'s workload named by this node's entry; and the named nodes that did not answer."""

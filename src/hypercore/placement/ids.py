@@ -32,3 +32,14 @@ def rendezvous_rank(key: str, nodes: Iterable[str]) -> list[str]:
     Used for request-id owners and for failover buddies (hypercore.failover).
     """
     return sorted(set(nodes), key=lambda n: hashlib.sha256(f"{key}\0{n}".encode()).digest(), reverse=True)
+
+
+def request_rank(request_id: str, nodes: Iterable[str]) -> list[str]:
+    """Nodes in the order that makes a (user-scoped) request id's owner and holders, best first.
+
+    Ranked by the request's workload id, not by the request id itself: a node
+    that knows only a workload id (a user's `stop` or `logs` sent to any node)
+    computes the same holders and asks them where it runs, instead of asking
+    every node.
+    """
+    return rendezvous_rank(workload_id_for(request_id), nodes)

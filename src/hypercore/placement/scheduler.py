@@ -31,7 +31,7 @@ from hypercore.loops import TaskSet
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.placement.directory_sync import Directory
-from hypercore.placement.ids import rendezvous_rank, workload_id_for
+from hypercore.placement.ids import request_rank, workload_id_for
 from hypercore.placement.links import OriginLinks
 from hypercore.placement.locks import KeyedLocks
 from hypercore.placement.model import Attempt, DeadlinePassed, Placement, PlacementFailed
@@ -167,7 +167,7 @@ class Scheduler:
         nodes = self.view.peers()
         if self.node_name not in nodes:
             return self.node_name
-        return rendezvous_rank(request_id, nodes)[0]
+        return request_rank(request_id, nodes)[0]
 
     # -- placing ------------------------------------------------------------------
 
