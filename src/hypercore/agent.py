@@ -145,8 +145,7 @@ class NodeAgent:
             insecure=config.insecure, attempt_timeout=config.placement_timeout,
             respawn_on_node_failure=config.respawn_on_node_failure,
             max_workloads=config.max_workloads, max_log_mb=config.max_log_mb,
-            spawn_rate=config.spawn_rate, spawn_burst=config.spawn_burst, key=self.key,
-        )
+            spawn_rate=config.spawn_rate, spawn_burst=config.spawn_burst, key=self.key)
         self.name = name
         self.serf: SerfAgent | None = None
         self.publisher: BeaconPublisher | None = None
@@ -287,11 +286,12 @@ class NodeAgent:
         manager = self.node.manager
         if self.config.enable_exec:
             driver = ExecDriver(max_log_bytes=self.node.max_log_bytes,  # the supervisor caps the log
-                                uid_base=self.config.exec_uid_base)
+                                uid_base=self.config.exec_uid_base, spare=True)
             if driver.init is None and os.geteuid() == 0:
                 log.warning("tini not found: exec workloads get no PID namespace of their own and can see the "
                             "node's processes; install it with `apt-get install tini`")
             manager.add_driver(driver)
+            driver.warm_up()
         if not self.config.disable_containers:
             oci = await OCIDriver.detect(self.config.container_engine, node_name=self.name)
             if oci is not None:

@@ -47,6 +47,7 @@ import hypercore.runtime.supervisor as sv
 from hypercore.runtime.base import Handle, RuntimeRefused
 from hypercore.runtime.isolation import ProcStat, read_proc_stat
 from hypercore.runtime.logs import read_rotated
+from hypercore.runtime.spare import Spare, answer
 from hypercore.workload import WorkloadSpec, is_workload_id
 
 __all__ = ["ExecDriver", "ProcStat", "read_proc_stat"]
@@ -54,7 +55,9 @@ __all__ = ["ExecDriver", "ProcStat", "read_proc_stat"]
 log = logging.getLogger(__name__)
 
 _SUPERVISOR: Final = str(Path(sv.__file__).resolve())
+_ARGV: Final = (sys.executable, "-I", "-S", "-c", sv.BOOTSTRAP, _SUPERVISOR)
 _SAFE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_SUPERVISOR_ENV: Final = {"PATH": _SAFE_PATH, "LANG": "C.UTF-8"}
 _STOP_POLL: Final = 0.05
 # After the grace, how long the supervisor gets to kill and record before the driver does it itself.
 _KILL_SETTLE: Final = 5.0
@@ -101,6 +104,7 @@ class ExecDriver:
         cgroups: bool = True,
         start_timeout: float = 30.0,
         init: str | None = "",
+        spare: bool = False,
     ) -> None:
         self._poll = adopted_poll_interval
         self._locale = locale
@@ -115,6 +119,15 @@ class ExecDriver:
         self._opened: set[Path] = set()
         # Supervisors this driver started, by pid: only these can be awaited (and must be reaped).
         self._children: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
+        # A supervisor started ahead of need (hypercore.runtime.spare); the agent's driver has one.
+        self._spare = Spare([*_ARGV, "--spare"], _SUPERVISOR_ENV, enabled=spare)
+
+    def warm_up(self) -> None:
+        """Start the spare supervisor now (in the running loop), not at the first start."""
+        self._spare.refill()
+
+    async def close(self) -> None:
+        await self._spare.close()
 
     def _env(self, workload_id: str, spec: WorkloadSpec, home: Path) -> dict[str, str]:
         # Start from nothing rather than the agent's environment, which may
@@ -124,15 +137,15 @@ class ExecDriver:
         env["HYPERCORE_WORKLOAD_ID"] = workload_id  # last: the spec cannot fake it
         return env
 
-    def _argv(self, workload_id: str, spec: WorkloadSpec, workdir: Path, lock_fd: int) -> list[str]:
-        argv = [sys.executable, "-I", "-S", "-c", sv.BOOTSTRAP, _SUPERVISOR,
-                "--workdir", str(workdir), "--id", workload_id, "--lock-fd", str(lock_fd), "--mem-mb", str(spec.mem), "--cpu", repr(spec.cpu),
-                "--pids-max", str(self.pids_max), "--log-bytes", str(self.max_log_bytes),
-                "--uid-base", str(self.uid_base), "--uid-count", str(self.uid_count),
-                "--uid-lock-dir", str(self.uid_lock_dir)]
+    def _options(self, workload_id: str, spec: WorkloadSpec, workdir: Path) -> list[str]:
+        """The supervisor's options for this workload, but its lock's descriptor."""
+        options = ["--workdir", str(workdir), "--id", workload_id, "--mem-mb", str(spec.mem), "--cpu", repr(spec.cpu),
+                   "--pids-max", str(self.pids_max), "--log-bytes", str(self.max_log_bytes),
+                   "--uid-base", str(self.uid_base), "--uid-count", str(self.uid_count),
+                   "--uid-lock-dir", str(self.uid_lock_dir)]
         if self.init:
-            argv += ["--init", self.init]
-        return argv if self.cgroups else [*argv, "--no-cgroups"]
+            options += ["--init", self.init]
+        return options if self.cgroups else [*options, "--no-cgroups"]
 
     def _prepare(self, workdir: Path) -> int:
         """Directories and modes (see the module docstring); the supervisor lock, taken (blocking)."""
@@ -159,29 +172,34 @@ class ExecDriver:
             )
         workdir = Path(log_path).parent
         lock_fd = await asyncio.to_thread(self._prepare, workdir)
-        err_fd = -1
+        options = self._options(workload_id, spec, workdir)
+        payload = json.dumps({"command": spec.command, "env": self._env(workload_id, spec, workdir / sv.HOME)})
+        err_fd, handed = -1, None
         try:
             err_fd = os.open(workdir / sv.SUPERVISOR_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            # The lock goes to the supervisor with the fork: held from then on, for its whole life.
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv(workload_id, spec, workdir, lock_fd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=err_fd, cwd=workdir, env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"},
-                start_new_session=True, pass_fds=(lock_fd,))
+            # The lock goes to the supervisor with the fork (or the spare's message): held from then on.
+            handed = await self._spare.hand(options, payload, lock_fd, err_fd)
+            proc = handed[0] if handed is not None else await asyncio.create_subprocess_exec(
+                *_ARGV, *options, "--lock-fd", str(lock_fd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err_fd, cwd=workdir, env=_SUPERVISOR_ENV, start_new_session=True, pass_fds=(lock_fd,))
         except OSError as exc:
             raise RuntimeRefused(f"the exec driver could not start its supervisor: {exc}") from exc
         finally:
             os.close(lock_fd)
             if err_fd >= 0:
                 os.close(err_fd)
-        assert proc.stdin is not None and proc.stdout is not None
-        payload = json.dumps({"command": spec.command, "env": self._env(workload_id, spec, workdir / sv.HOME)})
         try:
-            proc.stdin.write(payload.encode())
-            await proc.stdin.drain()
-            proc.stdin.close()
-            line = await asyncio.wait_for(proc.stdout.readline(), self.start_timeout)
-            with contextlib.suppress(asyncio.TimeoutError):  # it closes its stdout after answering: our end closes
-                await asyncio.wait_for(proc.stdout.read(), 1.0)
+            if handed is not None:
+                line = await answer(handed[1], self.start_timeout)
+                self._spare.refill()  # the next one loads while this answer travels
+            else:
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(payload.encode())
+                await proc.stdin.drain()
+                proc.stdin.close()
+                line = await asyncio.wait_for(proc.stdout.readline(), self.start_timeout)
+                with contextlib.suppress(asyncio.TimeoutError):  # it closes its stdout after answering: our end closes
+                    await asyncio.wait_for(proc.stdout.read(), 1.0)
         except BaseException as exc:  # cancelled (the placement deadline), timed out, the pipe broke
             await asyncio.shield(self._abort(proc, workdir))
             if isinstance(exc, (TimeoutError, OSError)):

@@ -333,6 +333,9 @@ class WorkloadManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watchers.clear()
+        for driver in self._drivers.values():
+            if (close := getattr(driver, "close", None)) is not None:  # e.g. the exec driver's spare supervisor
+                await close()
 
     # -- internals -------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 The exec driver starts it (``python -I -S -c BOOTSTRAP supervisor.py --workdir DIR --id ID ...``)
 in a session of its own and sends the workload (command and environment) on
-its stdin, never on a command line that every local user can read. The
-supervisor then, as root:
+its stdin, never on a command line that every local user can read (or to a
+spare started ahead of need: :mod:`hypercore.runtime.handoff`). Then, as root:
 
 1. takes a uid of the workload's own, creates its cgroups and limits, and its
    home ``DIR/home`` (0700, owned by that uid); ``DIR`` itself stays root's
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 if __package__:
     import hypercore.runtime.cgroups as cgroups
+    import hypercore.runtime.handoff as handoff
     import hypercore.runtime.isolation as isolation
     import hypercore.runtime.namespaces as namespaces
 else:  # run as a script: load the siblings alone (the package's __init__ costs ~0.1 s a start)
@@ -320,8 +321,7 @@ class Supervisor:
         if oom and (sig == signal.SIGKILL or code == 128 + signal.SIGKILL):
             error = f"killed: out of memory (limit {self.args.mem_mb} MB)"
         elif oom:
-            error = f"exited with code {code} after {oom} of its processes were killed: out of memory " \
-                    f"(limit {self.args.mem_mb} MB)"
+            error = f"exited with code {code} after {oom} of its processes were killed: out of memory (limit {self.args.mem_mb} MB)"
         elif sig is not None and not self.stop_requested:
             error = f"killed by signal {sig}"
         reason = error or ("stopped" if self.stop_requested else f"exited with code {code}")
@@ -362,7 +362,11 @@ def _answer(state: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--spare"] and (job := (handoff if __package__ else _sibling("handoff")).receive()) is None:
+        return 0  # a spare never given a workload
+    args = _parse(job[0] if argv == ["--spare"] else argv)
+    os.chdir(args.workdir)
     os.umask(0o077)
     if args.lock_fd is not None:
         os.set_inheritable(args.lock_fd, False)  # held until this process exits; never the workload's
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # only to wake the loop up
     isolation.become_subreaper()
     try:
-        spec = json.loads(sys.stdin.buffer.read())
+        spec = json.loads(job[1] if argv == ["--spare"] else sys.stdin.buffer.read())
         out = sup.start(spec)
     except Exception as exc:  # the driver refuses the spawn with this message
         sup.cg.remove()
