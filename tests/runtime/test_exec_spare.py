@@ -1,10 +1,10 @@
-"""The exec driver's spare supervisor (hypercore.runtime.spare, .handoff) with real processes.
+"""The exec driver's spare supervisors (hypercore.runtime.spare, .handoff) with real processes.
 
 A start hands its workload to a supervisor started ahead of need instead of
 waiting for a new one to load Python (about 18 ms of a 29 ms start). These
-tests check that the spare is really used, that what a supervisor started
-for the workload guarantees still holds for it (its lock, its log, its
-stop), that a dead spare or an oversized job falls back to a supervisor of
+tests check that the spares are really used, that what a supervisor started
+for the workload guarantees still holds for them (its lock, its log, its
+stop), that dead spares or an oversized job fall back to a supervisor of
 its own, and that no spare outlives the driver.
 """
 
@@ -21,6 +21,7 @@ import pytest
 
 from hypercore.runtime import ExecDriver, RuntimeRefused, WorkloadManager
 from hypercore.runtime.handoff import MAX_JOB
+from hypercore.runtime.spare import SPARES
 from hypercore.runtime.isolation import lock_held
 from hypercore.store import WorkloadStore
 from hypercore.workload import WorkloadSpec, WorkloadState
@@ -45,13 +46,14 @@ def spare_processes(exclude: set[int] = frozenset()) -> list[int]:  # type: igno
     return found
 
 
-async def one_spare(exclude: set[int] = frozenset(), timeout: float = 10.0) -> int:  # type: ignore[assignment]
+async def waiting_spares(exclude: set[int] = frozenset(), timeout: float = 10.0) -> set[int]:  # type: ignore[assignment]
+    """The SPARES spare supervisors the driver keeps, once they are all there."""
     deadline = time.monotonic() + timeout
-    while len(found := spare_processes(exclude)) != 1:
+    while len(found := spare_processes(exclude)) != SPARES:
         if time.monotonic() > deadline:
-            raise AssertionError(f"expected one waiting spare supervisor, found {found}")
+            raise AssertionError(f"expected {SPARES} waiting spare supervisors, found {found}")
         await asyncio.sleep(0.02)
-    return found[0]
+    return set(found)
 
 
 @pytest.fixture
@@ -72,15 +74,15 @@ async def test_a_start_is_handed_to_the_spare_and_a_new_spare_waits_after_it(
     spare_manager: tuple[WorkloadManager, ExecDriver],
 ) -> None:
     m, _driver = spare_manager
-    spare = await one_spare()
+    spares = await waiting_spares()
     record = await m.accept(WorkloadSpec(command="echo from-the-spare; sleep 60", env={"GREETING": "hi"}))
     assert record.state is WorkloadState.RUNNING
-    assert record.handle["supervisor_pid"] == spare  # type: ignore[index]  # the spare became its supervisor
+    spare = record.handle["supervisor_pid"]  # type: ignore[index]
+    assert spare in spares  # a spare became its supervisor
     workdir = m.logs_path(record.id).parent
     assert lock_held(workdir / "supervisor.lock")  # the lock went with the message: held by the supervisor
     assert (workdir / "supervisor.log").exists()
-    replacement = await one_spare(exclude={spare})
-    assert replacement != spare
+    assert len(await waiting_spares(exclude={spare}) - spares) == 1  # replaced
     # Everything a supervisor started for the workload does, this one does: logs, a second start refused, stop.
     for _ in range(100):
         if b"from-the-spare" in await m.read_logs(record.id):
@@ -94,38 +96,40 @@ async def test_a_start_is_handed_to_the_spare_and_a_new_spare_waits_after_it(
     await assert_gone(spare)
 
 
-async def test_the_second_start_in_a_row_uses_the_replacement(spare_manager: tuple[WorkloadManager, ExecDriver]) -> None:
+async def test_starts_in_a_row_use_the_spares_then_their_replacements(spare_manager: tuple[WorkloadManager, ExecDriver]) -> None:
     m, _driver = spare_manager
-    first_spare = await one_spare()
-    a = await m.accept(WorkloadSpec(command="sleep 60"))
-    second_spare = await one_spare(exclude={first_spare})
-    b = await m.accept(WorkloadSpec(command="sleep 60"))
-    assert (a.handle["supervisor_pid"], b.handle["supervisor_pid"]) == (first_spare, second_spare)  # type: ignore[index]
-    assert a.handle["uid"] != b.handle["uid"]  # type: ignore[index]  # each its own uid, as always
+    spares = await waiting_spares()
+    started = [await m.accept(WorkloadSpec(command="sleep 60")) for _ in range(SPARES + 1)]
+    supervisors = [r.handle["supervisor_pid"] for r in started]  # type: ignore[index]
+    assert set(supervisors[:SPARES]) == spares  # those waiting, then one started meanwhile
+    assert supervisors[SPARES] not in spares and len(set(supervisors)) == SPARES + 1
+    assert len({r.handle["uid"] for r in started}) == SPARES + 1  # type: ignore[index]  # each its own uid, as always
+    assert all(r.state is WorkloadState.RUNNING for r in started)
 
 
 async def test_a_spare_that_died_is_replaced_and_the_start_does_not_fail(
     spare_manager: tuple[WorkloadManager, ExecDriver],
 ) -> None:
     m, _driver = spare_manager
-    spare = await one_spare()
-    os.kill(spare, signal.SIGKILL)
-    await asyncio.sleep(0.1)  # dead before the start: its socket is closed
+    spares = await waiting_spares()
+    for pid in spares:
+        os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.1)  # dead before the start: their sockets are closed
     record = await m.accept(WorkloadSpec(command="sleep 60"))
-    assert record.state is WorkloadState.RUNNING and record.handle["supervisor_pid"] != spare  # type: ignore[index]
-    await one_spare(exclude={spare, record.handle["supervisor_pid"]})  # type: ignore[index]
+    assert record.state is WorkloadState.RUNNING and record.handle["supervisor_pid"] not in spares  # type: ignore[index]
+    assert not await waiting_spares(exclude={record.handle["supervisor_pid"]}) & spares  # type: ignore[index]  # new ones
 
 
 async def test_a_workload_too_big_for_one_message_gets_a_supervisor_of_its_own(
     spare_manager: tuple[WorkloadManager, ExecDriver],
 ) -> None:
     m, _driver = spare_manager
-    spare = await one_spare()
+    spares = await waiting_spares()
     big = {f"V{i}": "x" * 30000 for i in range(MAX_JOB // 30000 + 1)}  # over one message, under the spec's limits
     record = await m.accept(WorkloadSpec(command='test "${#V0}" = 30000 && sleep 60', env=big))
     assert record.state is WorkloadState.RUNNING
-    assert record.handle["supervisor_pid"] != spare  # type: ignore[index]
-    assert spare_processes(exclude={record.handle["supervisor_pid"]}) == [spare]  # type: ignore[index]  # still waiting
+    assert record.handle["supervisor_pid"] not in spares  # type: ignore[index]
+    assert set(spare_processes(exclude={record.handle["supervisor_pid"]})) == spares  # type: ignore[index]  # still waiting
     await asyncio.sleep(0.3)
     assert m.get(record.id).state is WorkloadState.RUNNING  # its environment arrived whole
 
@@ -136,9 +140,10 @@ async def test_no_spare_outlives_the_driver(tmp_path: Path) -> None:
     m = WorkloadManager(store, tmp_path / "data", {"exec": driver}, NODE)
     try:
         driver.warm_up()
-        spare = await one_spare()
-        await m.close()  # closes the driver: its spare's socket closes, and it exits by itself
-        await assert_gone(spare)
+        spares = await waiting_spares()
+        await m.close()  # closes the driver: its spares' sockets close, and they exit by themselves
+        for pid in spares:
+            await assert_gone(pid)
         assert spare_processes() == []
     finally:
         await m.close()

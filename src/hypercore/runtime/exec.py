@@ -47,7 +47,7 @@ import hypercore.runtime.supervisor as sv
 from hypercore.runtime.base import Handle, RuntimeRefused
 from hypercore.runtime.isolation import ProcStat, read_proc_stat
 from hypercore.runtime.logs import read_rotated
-from hypercore.runtime.spare import Spare, answer
+from hypercore.runtime.spare import SPARES, Spare, answer
 from hypercore.workload import WorkloadSpec, is_workload_id
 
 __all__ = ["ExecDriver", "ProcStat", "read_proc_stat"]
@@ -120,7 +120,7 @@ class ExecDriver:
         # Supervisors this driver started, by pid: only these can be awaited (and must be reaped).
         self._children: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
         # A supervisor started ahead of need (hypercore.runtime.spare); the agent's driver has one.
-        self._spare = Spare([*_ARGV, "--spare"], _SUPERVISOR_ENV, enabled=spare)
+        self._spare = Spare([*_ARGV, "--spare"], _SUPERVISOR_ENV, size=SPARES if spare else 0)
 
     def warm_up(self) -> None:
         """Start the spare supervisor now (in the running loop), not at the first start."""
