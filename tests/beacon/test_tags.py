@@ -74,7 +74,7 @@ def test_unknown_metrics_stay_unknown() -> None:
         (lambda t: {**t, "k": t["k"][:-2]}, "signature"),
         (lambda t: {**t, "k": uncompressed(t["k"])}, "signature"),  # the same key, but not as gossiped
         (lambda t: {k: v for k, v in t.items() if k != "sig"}, "malformed"),
-        (lambda t: {**t, "hc": "2"}, "version"),
+        (lambda t: {**t, "hc": "1"}, "version"),  # a node from before the holders' ranking changed
         (lambda t: {"role": "web"}, "missing"),
         (lambda t: {**t, "pad": "x" * 400}, "oversized"),
     ],

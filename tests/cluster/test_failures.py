@@ -91,7 +91,7 @@ def test_forged_and_malformed_beacons_from_rogue_members_are_ignored(cluster: Cl
     tags = next(m["tags"] for m in serf_tags if m["name"] == "honest")
     forged = dict(tags, m=tags["m"].replace("0.04", "0.0001"))
     copied = dict(tags)
-    garbage = {"hc": "1", "api": "127.0.0.1:1", "m": "x" * 300, "c": "exec", "k": "A" * 43, "sig": "B" * 86}
+    garbage = {"hc": tags["hc"], "api": "127.0.0.1:1", "m": "x" * 300, "c": "exec", "k": "A" * 43, "sig": "B" * 86}
     rogues = [
         _rogue_serf(tmp_path, honest.gossip_addr, "rogue-forged", forged, cluster.pki.gossip_key),
         _rogue_serf(tmp_path, honest.gossip_addr, "rogue-copied", copied, cluster.pki.gossip_key),

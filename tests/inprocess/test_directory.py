@@ -351,3 +351,23 @@ async def test_a_holder_that_answers_with_another_workloads_entry_is_not_believe
     fake["b"].directory.store.by_workload = lambda _wid: lie  # type: ignore[method-assign]
     entry = await fake["e"].directory.entry_for(wid)
     assert entry is not None and entry.id == wid and entry.maybe_holding() == ["a"]  # the next holder's, not b's
+
+
+async def test_a_workload_spawned_without_a_request_id_is_looked_for_everywhere_without_asking_holders(
+    fake: FakeCluster,
+) -> None:
+    # Its id is random (not derived from a request id): no holder can have an entry for it, so none is asked.
+    names = ["n1", "n2", "n3", "n4"]
+    for i, name in enumerate(names):
+        fake.add(name, price=0.01 * (i + 1))
+    async with fake.client("n4", fake.token("alice")) as client:
+        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST})
+    assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+    wid = r.json()["id"]
+    async with fake.client("n3", fake.token("alice")) as client:
+        before = mark(fake)
+        status = await client.get(f"/v1/workloads/{wid}")
+    assert status.status_code == 200 and status.json()["id"] == wid, status.text
+    made = calls(fake, before)
+    assert not [c for c in made if c[3].startswith("/v1/local/entries/")], made
+    assert {t for _, t, m, p in made if p == f"/v1/local/workloads/{wid}"} >= {"n1", "n2", "n4"}, made  # every node

@@ -24,6 +24,7 @@ from hypercore.api.ratelimit import SpawnLimiter
 from hypercore.identity.tokens import User
 from hypercore.policy import Policy, loads_policy, parse_policy
 from hypercore.placement import forward_to_owner, user_request_id
+from hypercore.placement.directory_sync import LOOKUP_TIMEOUT
 from hypercore.placement.model import ANSWER_TOP_K
 from hypercore.transport import PeerResponse, PeerStream, PeerUnreachable
 from hypercore.workload import is_workload_id
@@ -36,6 +37,7 @@ log = logging.getLogger("hypercore.api")
 # `?tail=N`: the last N lines of a log (the answer stays capped at the node's --max-log-mb).
 TailLines = Annotated[int | None, Query(ge=0, le=1_000_000_000, description="Only the last N lines.")]
 
+NAMED_ASKED = 3  # of the nodes a directory entry names (where it went, where attempts went), asked in turn
 
 def log_response(chunks: AsyncIterator[bytes]) -> StreamingResponse:
     """A log, streamed as it is read (hypercore.runtime.logs): never whole in memory."""
@@ -168,8 +170,8 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
         if hint is not None:
             yield hint
         entry = await agent.directory.entry_for(workload_id)
-        for node in entry.maybe_holding() if entry is not None else ():
-            yield node
+        for node in entry.maybe_holding()[:NAMED_ASKED] if entry is not None else ():
+            yield node  # the node it was placed on first; a holder naming many nodes is not followed far
 
     async def find(workload_id: str, user: User) -> str | None:
         """The node holding `workload_id` for `user`: None for this node; 404 when no node shows it to them."""
@@ -186,7 +188,7 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
                     asked.add(node)
                     with contextlib.suppress(PeerUnreachable):
                         r = await agent.transport.request(node, "GET", f"/v1/local/workloads/{workload_id}",
-                                                          timeout=5.0, user=user)
+                                                          timeout=LOOKUP_TIMEOUT, user=user)
                         if r.status == 200:
                             agent.scheduler.note_holder(workload_id, node)  # the next stop or logs asks it first
                             return node

@@ -5,7 +5,8 @@ comma-separated field plus a raw ECDSA P-256 key and signature in base64url
 (hypercore.beacon.keys). The signature covers the node name too, so tags
 copied onto another member do not verify.
 
-  hc   protocol version ("1")
+  hc   protocol version ("2"; "1" until 2026-11-29, when request ids' holders came to be ranked by
+       workload id: nodes of the two versions would disagree on every owner, so they do not see each other)
   api  HTTP API address, "host:port", or ":port" meaning the member's own address
   m    latency_ms,jitter_ms,packet_loss,queue_depth,price_per_gb,reputation,
        cpu_total,cpu_free,mem_total_mb,mem_free_mb,timestamp   (empty = unknown;
@@ -38,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hypercore.beacon import keys
 
-VERSION = "1"
+VERSION = "2"
 SERF_TAGS_LIMIT = 512
 REFRESH_S = 30.0  # the shortest beacon refresh without news (see refresh_period)
 MAX_AGE_S = 3 * REFRESH_S + 10.0  # 100 s: stale_after(REFRESH_S), the limit in clusters of up to 11 nodes

@@ -32,6 +32,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from hypercore.loops import periodic
+from hypercore.placement.ids import derived_from_request
 from hypercore.membership.view import ClusterView
 from hypercore.placement.directory import (
     MAX_TRYING,
@@ -53,6 +54,7 @@ FLUSH_S: Final = 5.0  # settled entries reach the other holders at least this of
 SWEEP_S: Final = 60.0  # how often old entries are checked against the nodes they name
 KEEP_S: Final = 600.0  # an entry is at least this old before a sweep may drop it
 PUSH_TIMEOUT: Final = 5.0  # a claim waits this long for a holder (a frozen one delays the spawn by as much)
+LOOKUP_TIMEOUT: Final = 2.0  # a holder asked where a workload runs (a user waits; every node is asked after)
 COPY_TIMEOUT: Final = 10.0  # a node the entry names is worth waiting for: without its answer, a second copy
 CLAIM_ROUNDS: Final = 3  # a claim met by entries it did not know: look, write again, at most this often
 PUSH_PATH: Final = "/v1/local/directory"
@@ -118,14 +120,17 @@ class Directory:
                 silent.append(node)
         return None, silent
 
-    async def entry_for(self, workload_id: str, timeout: float = PUSH_TIMEOUT) -> DirectoryEntry | None:
+    async def entry_for(self, workload_id: str, timeout: float = LOOKUP_TIMEOUT) -> DirectoryEntry | None:
         """The entry of the request whose workload id is `workload_id`, from its holders, first that has one.
 
         Usually one request (none when this node is the first holder and has
         it). None for a workload that no holder has an entry for: one spawned
-        without a request id, a failover respawn (placed by the respawning
-        node), or one whose entry was collected.
+        without a request id (a random id, not derived from one: not asked),
+        a failover respawn (placed by the respawning node), or one whose entry
+        was collected.
         """
+        if not derived_from_request(workload_id):
+            return None
         for holder in holders_of_workload(workload_id, self.view.peers()):
             if holder == self.name:
                 entry = self.store.by_workload(workload_id)

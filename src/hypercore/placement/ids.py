@@ -26,6 +26,14 @@ def workload_id_for(request_id: str | None) -> str:
     return str(uuid.uuid5(REQUEST_NAMESPACE, request_id)) if request_id else new_workload_id()
 
 
+def derived_from_request(workload_id: str) -> bool:
+    """Whether `workload_id` may come from a request id (a version-5 UUID); a spawn without one gets a random id."""
+    try:
+        return uuid.UUID(workload_id).version == 5
+    except ValueError:
+        return False
+
+
 def rendezvous_rank(key: str, nodes: Iterable[str]) -> list[str]:
     """Nodes ordered by highest-random-weight hashing for `key`, best first; stable as members come and go.
 
