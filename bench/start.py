@@ -1,6 +1,6 @@
-"""How long an exec start takes with and without a spare supervisor (hypercore.runtime.spare).
+"""How long an exec start takes with and without a spare supervisor (hypercore.runtime.launch).
 
-    sudo .venv/bin/python bench/start.py [--starts 30]
+    sudo .venv/bin/python bench/start.py [--starts 30] [--spares 2]
 
 Runs the node-local runtime alone (WorkloadManager + ExecDriver, SQLite on
 disk, real supervisors, uids and cgroups; no agent, no HTTP): `true` started
@@ -30,11 +30,11 @@ from hypercore.store import WorkloadStore  # noqa: E402
 from hypercore.workload import WorkloadSpec  # noqa: E402
 
 
-async def starts(spare: bool, count: int, gap: float) -> list[float]:
+async def starts(spares: int, count: int, gap: float) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="hc-start-") as tmp:
         data = Path(tmp) / "data"
         store = WorkloadStore(data)
-        driver = ExecDriver(spare=spare)
+        driver = ExecDriver(spares=spares)
         manager = WorkloadManager(store, data, {"exec": driver}, "bench")
         try:
             driver.warm_up()
@@ -54,15 +54,16 @@ async def starts(spare: bool, count: int, gap: float) -> list[float]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--starts", type=int, default=30)
+    parser.add_argument("--spares", type=int, default=2, help="spares the driver keeps (the agent's --exec-spares)")
     args = parser.parse_args()
     print(f"exec starts of `true`, {args.starts} each; median (p90) ms; {os.cpu_count()} cores, "
           f"{len([p for p in os.listdir('/proc') if p.isdigit()])} processes on the machine")
     for gap in (0.2, 0.0):
-        cold = await starts(False, args.starts, gap)
-        warm = await starts(True, args.starts, gap)
+        cold = await starts(0, args.starts, gap)
+        warm = await starts(args.spares, args.starts, gap)
         q = lambda v: f"{statistics.median(v):5.1f} ({sorted(v)[int(len(v) * 0.9)]:5.1f})"  # noqa: E731
         label = f"{gap:g} s apart" if gap else "back to back"
-        print(f"{label:13s} supervisor started for each: {q(cold)}   spare: {q(warm)}", flush=True)
+        print(f"{label:13s} supervisor started for each: {q(cold)}   {args.spares} spares: {q(warm)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The exec driver's spare supervisors (hypercore.runtime.spare, .handoff) with real processes.
+"""The exec driver's spare supervisors (hypercore.runtime.launch, .handoff) with real processes.
 
 A start hands its workload to a supervisor started ahead of need instead of
 waiting for a new one to load Python (about 18 ms of a 29 ms start). These
@@ -11,6 +11,7 @@ its own, and that no spare outlives the driver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -21,13 +22,13 @@ import pytest
 
 from hypercore.runtime import ExecDriver, RuntimeRefused, WorkloadManager
 from hypercore.runtime.handoff import MAX_JOB
-from hypercore.runtime.spare import SPARES
 from hypercore.runtime.isolation import lock_held
 from hypercore.store import WorkloadStore
-from hypercore.workload import WorkloadSpec, WorkloadState
+from hypercore.workload import WorkloadSpec, WorkloadState, new_workload_id
 from tests.runtime.test_exec_runtime import _kill_verified, assert_gone, wait_for_state
 
 NODE = "node-a"
+SPARES = 2  # the agent's default (--exec-spares)
 
 
 def spare_processes(exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
@@ -59,7 +60,7 @@ async def waiting_spares(exclude: set[int] = frozenset(), timeout: float = 10.0)
 @pytest.fixture
 async def spare_manager(tmp_path: Path) -> AsyncIterator[tuple[WorkloadManager, ExecDriver]]:
     store = WorkloadStore(tmp_path / "data")
-    driver = ExecDriver(spare=True)
+    driver = ExecDriver(spares=SPARES)
     m = WorkloadManager(store, tmp_path / "data", {"exec": driver}, NODE)
     driver.warm_up()
     try:
@@ -116,8 +117,12 @@ async def test_a_spare_that_died_is_replaced_and_the_start_does_not_fail(
         os.kill(pid, signal.SIGKILL)
     await asyncio.sleep(0.1)  # dead before the start: their sockets are closed
     record = await m.accept(WorkloadSpec(command="sleep 60"))
-    assert record.state is WorkloadState.RUNNING and record.handle["supervisor_pid"] not in spares  # type: ignore[index]
-    assert not await waiting_spares(exclude={record.handle["supervisor_pid"]}) & spares  # type: ignore[index]  # new ones
+    assert record.state is WorkloadState.RUNNING
+    supervisor = record.handle["supervisor_pid"]  # type: ignore[index]
+    assert b"--spare" not in Path(f"/proc/{supervisor}/cmdline").read_bytes()  # one started for it
+    for pid in spares:
+        await assert_gone(pid)  # reaped, not left as zombies
+    assert not await waiting_spares(exclude={supervisor}) & spares  # new ones
 
 
 async def test_a_workload_too_big_for_one_message_gets_a_supervisor_of_its_own(
@@ -136,7 +141,7 @@ async def test_a_workload_too_big_for_one_message_gets_a_supervisor_of_its_own(
 
 async def test_no_spare_outlives_the_driver(tmp_path: Path) -> None:
     store = WorkloadStore(tmp_path / "data")
-    driver = ExecDriver(spare=True)
+    driver = ExecDriver(spares=SPARES)
     m = WorkloadManager(store, tmp_path / "data", {"exec": driver}, NODE)
     try:
         driver.warm_up()
@@ -161,3 +166,25 @@ async def test_a_driver_without_a_spare_starts_none(tmp_path: Path) -> None:
         _kill_verified(store)
         await m.close()
         store.close()
+
+
+async def test_a_start_cancelled_while_it_takes_the_lock_leaves_the_lock_free(
+    spare_manager: tuple[WorkloadManager, ExecDriver], tmp_path: Path,
+) -> None:
+    # Found in review: cancelled (a placement deadline) while a thread opened and locked supervisor.lock, the
+    # start left the descriptor open in the agent: the lock held for good, every later start of that id refused
+    # as "a supervisor already runs", and locate() waiting for a supervisor that never was.
+    _m, driver = spare_manager
+    wid = new_workload_id()
+    log_path = tmp_path / "data" / "workloads" / wid / "output.log"  # where the manager would put it
+    for _ in range(20):  # the lock is taken in a thread: cancel at once, and after each of the first few steps
+        task = asyncio.ensure_future(driver.start(wid, WorkloadSpec(command="sleep 60"), log_path))
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RuntimeRefused):
+            await task
+        await asyncio.sleep(0.05)  # the thread's open has finished, and its descriptor was closed
+        assert not lock_held(log_path.parent / "supervisor.lock")
+    handle = await driver.start(wid, WorkloadSpec(command="sleep 60"), log_path)  # and the id starts after all
+    assert driver.is_running(handle)
+    await driver.stop(handle, grace=1.0)

@@ -47,7 +47,7 @@ import hypercore.runtime.supervisor as sv
 from hypercore.runtime.base import Handle, RuntimeRefused
 from hypercore.runtime.isolation import ProcStat, read_proc_stat
 from hypercore.runtime.logs import read_rotated
-from hypercore.runtime.spare import SPARES, Spare, answer
+from hypercore.runtime.launch import Spare, answer, opened_unless_cancelled, piped_answer
 from hypercore.workload import WorkloadSpec, is_workload_id
 
 __all__ = ["ExecDriver", "ProcStat", "read_proc_stat"]
@@ -104,7 +104,7 @@ class ExecDriver:
         cgroups: bool = True,
         start_timeout: float = 30.0,
         init: str | None = "",
-        spare: bool = False,
+        spares: int = 0,
     ) -> None:
         self._poll = adopted_poll_interval
         self._locale = locale
@@ -119,8 +119,8 @@ class ExecDriver:
         self._opened: set[Path] = set()
         # Supervisors this driver started, by pid: only these can be awaited (and must be reaped).
         self._children: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
-        # A supervisor started ahead of need (hypercore.runtime.spare); the agent's driver has one.
-        self._spare = Spare([*_ARGV, "--spare"], _SUPERVISOR_ENV, size=SPARES if spare else 0)
+        # Supervisors started ahead of need (hypercore.runtime.launch): the agent's driver keeps --exec-spares.
+        self._spare = Spare([*_ARGV, "--spare"], _SUPERVISOR_ENV, size=spares)
 
     def warm_up(self) -> None:
         """Start the spare supervisor now (in the running loop), not at the first start."""
@@ -171,7 +171,7 @@ class ExecDriver:
                 f"({spec.image_ref}), which needs a node with the 'container' capability"
             )
         workdir = Path(log_path).parent
-        lock_fd = await asyncio.to_thread(self._prepare, workdir)
+        lock_fd = await opened_unless_cancelled(asyncio.to_thread(self._prepare, workdir))
         options = self._options(workload_id, spec, workdir)
         payload = json.dumps({"command": spec.command, "env": self._env(workload_id, spec, workdir / sv.HOME)})
         err_fd, handed = -1, None
@@ -189,22 +189,15 @@ class ExecDriver:
             if err_fd >= 0:
                 os.close(err_fd)
         try:
-            if handed is not None:
-                line = await answer(handed[1], self.start_timeout)
-                self._spare.refill()  # the next one loads while this answer travels
-            else:
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(payload.encode())
-                await proc.stdin.drain()
-                proc.stdin.close()
-                line = await asyncio.wait_for(proc.stdout.readline(), self.start_timeout)
-                with contextlib.suppress(asyncio.TimeoutError):  # it closes its stdout after answering: our end closes
-                    await asyncio.wait_for(proc.stdout.read(), 1.0)
+            line = await (answer(handed[1], self.start_timeout) if handed is not None
+                          else piped_answer(proc, payload, self.start_timeout))
         except BaseException as exc:  # cancelled (the placement deadline), timed out, the pipe broke
             await asyncio.shield(self._abort(proc, workdir))
             if isinstance(exc, (TimeoutError, OSError)):
                 raise RuntimeRefused(f"the exec supervisor did not start the workload: {exc!r}") from exc
             raise
+        finally:
+            self._spare.refill()  # the one handed the workload is replaced while the answer travels
         try:
             state = json.loads(line)
         except ValueError:

@@ -1,25 +1,29 @@
-"""The exec driver's spare supervisors: started ahead of need, each replaced after its use.
+"""Handing a workload to its exec supervisor: a spare started ahead of need, else one started for it.
 
 A supervisor's Python and modules take about 18 ms to load (of a 29 ms
 start on this machine), paid on the start's critical path when the
-supervisor is started for the workload. A spare has paid it already: it waits
-for its job (hypercore.runtime.handoff) and is replaced once it has answered,
-off the path of the start that used it. The driver keeps SPARES of them: with
-one, a start right after another found its replacement still loading (as slow
-as no spare); with two, each has had two starts' time (bench/start.py). When
-none is there the start falls back to a supervisor started for it, as before.
-A spare holds nothing but its socket: it exits when the driver closes it
-(close(), or the agent's death).
+supervisor is started for the workload (`piped_answer`: the workload goes to
+its stdin). A spare has paid it already: it waits for its job
+(hypercore.runtime.handoff; `Spare.hand`, `answer`) and is replaced once it
+has answered, off the path of the start that used it. The agent's driver
+keeps `--exec-spares` of them, 2 by default: with one, a start right after
+another found its replacement still loading (as slow as no spare); with two,
+each has had two starts' time (bench/start.py). When none is there the start falls back to a supervisor
+started for it, as before. A spare holds nothing but its socket: it exits
+when the driver closes it (close(), or the agent's death).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 import subprocess
 from collections import deque
+from collections.abc import Awaitable
 from typing import Final
 
 import hypercore.runtime.handoff as handoff
@@ -27,15 +31,16 @@ import hypercore.runtime.handoff as handoff
 log = logging.getLogger(__name__)
 
 _SETTLE: Final = 5.0  # how long a spare told to go may take before it is killed
-SPARES: Final = 2  # kept ready: starts in a row each find one that had two starts' time to load
+_GONE: Final = {errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOTCONN}  # a send to a dead spare
 
 
 class Spare:
-    def __init__(self, argv: list[str], env: dict[str, str], size: int = SPARES) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], size: int) -> None:
         """`argv` starts a supervisor as a spare (``... supervisor.py --spare``); keeps `size` of them (0: none)."""
         self._argv, self._env, self._size = argv, env, size
         self._ready: deque[tuple[asyncio.subprocess.Process, socket.socket]] = deque()
         self._starting: set[asyncio.Task[None]] = set()
+        self._leaving: set[asyncio.Task[None]] = set()  # dead spares being reaped
         self._closed = size <= 0
 
     def refill(self) -> None:
@@ -46,7 +51,11 @@ class Spare:
             task.add_done_callback(self._starting.discard)
 
     async def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:  # out of descriptors
+            log.warning("could not start a spare exec supervisor; starts load their own", extra={"error": str(exc)})
+            return
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL, cwd="/",
@@ -72,16 +81,24 @@ class Spare:
             proc, sock = self._ready.popleft()  # the oldest: the one most likely loaded
             try:
                 handoff.send(sock, message, lock_fd, log_fd)
-            except OSError:  # it died (killed by someone): the next one
-                await _dismiss(proc, sock)
+            except OSError as exc:
+                if exc.errno not in _GONE:  # the message, not the spare (a small socket buffer): keep it
+                    self._ready.appendleft((proc, sock))
+                    return None
+                self._dismissing(proc, sock)  # it died (killed by someone): the next one
                 continue
             return proc, sock
         self.refill()
         return None
 
+    def _dismissing(self, proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
+        task = asyncio.get_running_loop().create_task(_dismiss(proc, sock))  # reaped off the start's path
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
+
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._starting):
+        for task in [*self._starting, *self._leaving]:
             with contextlib.suppress(Exception):
                 await task
         while self._ready:
@@ -95,6 +112,30 @@ async def answer(sock: socket.socket, timeout: float) -> bytes:
         return await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), timeout)
     finally:
         sock.close()
+
+
+async def piped_answer(proc: asyncio.subprocess.Process, workload: str, timeout: float) -> bytes:
+    """A supervisor started for the workload: the workload goes to its stdin, its one-line answer comes back on
+    its stdout (b"" when it ended without one)."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(workload.encode())
+    await proc.stdin.drain()
+    proc.stdin.close()
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    with contextlib.suppress(asyncio.TimeoutError):  # it closes its stdout after answering: our end closes
+        await asyncio.wait_for(proc.stdout.read(), 1.0)
+    return line
+
+
+async def opened_unless_cancelled(opening: Awaitable[int]) -> int:
+    """The descriptor `opening` opens (the supervisor lock); if the caller is cancelled meanwhile (a placement
+    deadline), it is closed once it is open, instead of staying open, and the lock held, in the agent."""
+    task = asyncio.ensure_future(opening)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is not None or os.close(t.result()))
+        raise
 
 
 async def _dismiss(proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
