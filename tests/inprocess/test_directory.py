@@ -40,6 +40,21 @@ def request_id(nodes: list[str], owner: str, not_first: tuple[str, ...] = (), us
     raise AssertionError("no such request id")
 
 
+async def status_asked_of(fake: FakeCluster, node: str, wid: str) -> list[tuple[str, str, str, str]]:
+    """The node-to-node calls `node` makes to answer alice's GET /v1/workloads/{wid} (which must find it)."""
+    async with fake.client(node, fake.token("alice")) as client:
+        before = mark(fake)
+        status = await client.get(f"/v1/workloads/{wid}")
+    assert status.status_code == 200 and status.json()["id"] == wid, status.text
+    return calls(fake, before)
+
+
+def priced(fake: FakeCluster, names: list[str]) -> None:
+    """Add `names` to the cluster, the first the cheapest (COST places there)."""
+    for i, name in enumerate(names):
+        fake.add(name, price=0.01 * (i + 1))
+
+
 def copies(fake: FakeCluster, wid: str) -> int:
     return sum(wid in d.running for d in fake.drivers.values())
 
@@ -79,8 +94,7 @@ async def test_when_the_owner_dies_mid_placement_its_buddy_asks_the_named_node_a
     fake: FakeCluster,
 ) -> None:
     names = ["a", "b", "c", "d"]
-    for i, name in enumerate(names):
-        fake.add(name, price=0.01 * (i + 1))
+    priced(fake, names)
     rid = request_id(names, "b", not_first=("a",))  # placed on a (cheapest), which is not a holder
     key = user_request_id("alice", rid)
     buddy = holders_of(key, names)[1]
@@ -102,8 +116,7 @@ async def test_when_the_owner_dies_mid_placement_its_buddy_asks_the_named_node_a
 
 async def test_a_node_that_joins_above_the_owner_finds_the_entry_on_its_buddy(fake: FakeCluster) -> None:
     names = ["a", "b", "c"]
-    for i, name in enumerate(names):
-        fake.add(name, price=0.01 * (i + 1))
+    priced(fake, names)
     # A request id that the newcomer "j" will own, whose owner before j joined is b.
     rid = next(r for r in (f"req-{i}" for i in range(5000))
                if request_rank(user_request_id("alice", r), names)[0] == "b"
@@ -187,8 +200,7 @@ async def test_holders_keep_only_writes_of_a_holder_about_itself_and_never_an_ol
 
 async def test_an_outcome_that_changes_what_buddies_would_ask_reaches_them_with_the_next_flush(fake: FakeCluster) -> None:
     names = ["a", "b", "c", "d"]
-    for i, name in enumerate(names):
-        fake.add(name, price=0.01 * (i + 1))
+    priced(fake, names)
     rid = request_id(names, "c", not_first=("a",))
     key = user_request_id("alice", rid)
     fake.down.add("a")  # the cheapest: its attempt fails with a connection error, b takes it
@@ -215,8 +227,7 @@ async def test_an_outcome_that_changes_what_buddies_would_ask_reaches_them_with_
 
 async def test_entries_go_once_their_workload_is_removed(fake: FakeCluster) -> None:
     names = ["a", "b", "c"]
-    for i, name in enumerate(names):
-        fake.add(name, price=0.01 * (i + 1))
+    priced(fake, names)
     alice = fake.token("alice")
     async with fake.client("a", alice) as client:
         r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": "gc-me"})
@@ -285,8 +296,7 @@ async def test_a_forwarded_spawns_answer_carries_the_top_ten_and_counts_not_ever
 async def test_stop_and_logs_asked_where_the_spawn_was_sent_go_to_its_node_not_to_every_node(fake: FakeCluster) -> None:
     # Seen in bench/scale.py at 100 nodes: each stop asked all 100 nodes where the workload was (seconds each).
     names = ["n1", "n2", "n3", "n4", "n5"]
-    for i, name in enumerate(names):
-        fake.add(name, price=0.01 * (i + 1))
+    priced(fake, names)
     rid = request_id(names, "n3", not_first=("n1", "n5"))  # via n5, owned by n3, placed on n1
     async with fake.client("n5", fake.token("alice")) as client:
         r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
@@ -308,21 +318,17 @@ async def test_a_node_that_never_saw_the_spawn_finds_the_workload_through_its_ho
     # the one the spawn went through asked every alive node for the workload (N requests: 10,000 at 10,000
     # nodes). A workload id names its request's holders, and the first one's entry names the node.
     names = ["n1", "n2", "n3", "n4", "n5", "n6"]
-    for i, name in enumerate(names):
-        fake.add(name, price=0.01 * (i + 1))
+    priced(fake, names)
     rid = request_id(names, "n3", not_first=("n1", "n5", "n6"))  # via n5, owned by n3, placed on n1; n6 knows nothing
     async with fake.client("n5", fake.token("alice")) as client:
         r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
     assert r.status_code == 201 and r.json()["node"] == "n1", r.text
     wid = r.json()["id"]
+    assert await status_asked_of(fake, "n6", wid) == [
+        ("n6", "n3", "GET", f"/v1/local/entries/{wid}"),  # the first holder's entry names n1
+        ("n6", "n1", "GET", f"/v1/local/workloads/{wid}"),  # n1 shows it to alice
+        ("n6", "n1", "GET", f"/v1/local/workloads/{wid}")]  # the answer relayed
     async with fake.client("n6", fake.token("alice")) as client:
-        before = mark(fake)
-        status = await client.get(f"/v1/workloads/{wid}")
-        assert status.status_code == 200 and status.json()["id"] == wid, status.text
-        made = calls(fake, before)
-        assert made == [("n6", "n3", "GET", f"/v1/local/entries/{wid}"),  # the first holder's entry names n1
-                        ("n6", "n1", "GET", f"/v1/local/workloads/{wid}"),  # n1 shows it to alice
-                        ("n6", "n1", "GET", f"/v1/local/workloads/{wid}")], made  # the answer relayed
         before = mark(fake)
         logs = await client.get(f"/v1/workloads/{wid}/logs")
         stopped = await client.delete(f"/v1/workloads/{wid}")
@@ -336,8 +342,7 @@ async def test_a_node_that_never_saw_the_spawn_finds_the_workload_through_its_ho
 
 async def test_a_holder_that_answers_with_another_workloads_entry_is_not_believed(fake: FakeCluster) -> None:
     names = ["a", "b", "c", "d", "e"]
-    for i, name in enumerate(names):
-        fake.add(name, price=0.01 * (i + 1))
+    priced(fake, names)
     rid = request_id(names, "b", not_first=("a", "e"))
     async with fake.client("c", fake.token("alice")) as client:
         r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
@@ -358,16 +363,11 @@ async def test_a_workload_spawned_without_a_request_id_is_looked_for_everywhere_
 ) -> None:
     # Its id is random (not derived from a request id): no holder can have an entry for it, so none is asked.
     names = ["n1", "n2", "n3", "n4"]
-    for i, name in enumerate(names):
-        fake.add(name, price=0.01 * (i + 1))
+    priced(fake, names)
     async with fake.client("n4", fake.token("alice")) as client:
         r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST})
     assert r.status_code == 201 and r.json()["node"] == "n1", r.text
     wid = r.json()["id"]
-    async with fake.client("n3", fake.token("alice")) as client:
-        before = mark(fake)
-        status = await client.get(f"/v1/workloads/{wid}")
-    assert status.status_code == 200 and status.json()["id"] == wid, status.text
-    made = calls(fake, before)
+    made = await status_asked_of(fake, "n3", wid)
     assert not [c for c in made if c[3].startswith("/v1/local/entries/")], made
     assert {t for _, t, m, p in made if p == f"/v1/local/workloads/{wid}"} >= {"n1", "n2", "n4"}, made  # every node
