@@ -19,9 +19,11 @@ their copy. The highest-ranked flagged holder is the *respawner*: it acts at
 once. Every other flagged holder waits a grace period (10 s), then checks by
 fan-out which workloads were placed again and places only the missing ones
 (and not while the respawner says it is still placing). Placing means
-`scheduler.place(spec, original policy, request_id="respawn:<original id>")`,
-so the new copy's id is fixed by the old id and a second placement of the same
-workload yields the same workload. Each placement is recorded as a *move*
+`scheduler.place(spec, original policy, request_id="respawn:<original id>")`
+on that request id's owner (`POST /v1/local/failover/respawn`, here when the
+owner is this node or cannot be reached), so the new copy's id is fixed by the
+old id, every holder's placement of the same workload meets at one node and
+its placement directory, and a second placement yields the same workload. Each placement is recorded as a *move*
 (owner, original id → new id, node) in replicas.sqlite3, which goes into this
 node's own manifest, so that its buddies know it too.
 
@@ -67,6 +69,7 @@ from hypercore.failover.returning import Returner
 from hypercore.failover.store import ReplicaStore
 from hypercore.loops import reactive
 from hypercore.placement.ids import rendezvous_rank
+from hypercore.placement.model import Placement
 from hypercore.workload import WorkloadState
 
 __all__ = [
@@ -134,6 +137,10 @@ class Failover:
     def is_acting(self, owner: str) -> bool:
         """Whether this node is placing `owner`'s workloads right now."""
         return owner in self.ctx.acting
+
+    async def place_here(self, entry: ManifestEntry) -> Placement:
+        """A failed node's workload, sent by a holder of its manifest to this node, its respawn request id's owner."""
+        return await self.respawn.place_here(entry)
 
     def local_lookup(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         return self.respawn.local_lookup(ids)

@@ -45,6 +45,7 @@ class Handles:
     transport: Transport
     workloads: WorkloadStore
     place: PlaceFn
+    owner_of: Callable[[str], str]  # the node that places a request id (placement's rendezvous on its workload id)
     stop: StopFn
     registry: CollectorRegistry
     flagged: bool  # this node carries --respawn-on-node-failure

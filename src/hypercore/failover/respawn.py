@@ -40,11 +40,14 @@ from hypercore.failover.model import (
     respawn_request_id,
 )
 from hypercore.loops import Backoff
-from hypercore.placement.model import PlacementFailed
+from hypercore.placement.forwarding import FORWARD_TIMEOUT_S
+from hypercore.placement.model import Placement, PlacementFailed
 from hypercore.policy import NoQualifyingNode, Policy
+from hypercore.transport import PeerUnreachable
 from hypercore.workload import EXISTING_STATES
 
 log = logging.getLogger("hypercore.failover")
+RESPAWN_PATH = "/v1/local/failover/respawn"  # a manifest entry, placed again by its respawn request id's owner
 
 
 @dataclass
@@ -237,38 +240,70 @@ class Respawner:
             return None
         return 5.0
 
+    async def place_here(self, entry: ManifestEntry) -> Placement:
+        """Place a failed node's workload again from this node, under its respawn request id (whose owner this
+        node is, or whose owner could not be reached): once in the cluster, whoever asks."""
+        policy: Policy | None = None
+        if entry.policy is not None:
+            try:
+                policy = Policy(**entry.policy)
+            except (ValidationError, TypeError) as exc:
+                log.error("the policy a workload was placed with does not parse any more; using the cluster default",
+                          extra={"id": entry.id, "error": str(exc)})
+        return await self.ctx.h.place(entry.spec, policy, request_id=respawn_request_id(entry.id), owner=entry.owner)
+
+    async def _place(self, entry: ManifestEntry) -> tuple[dict[str, Any] | None, str | None, bool]:
+        """(workload, node, already placed): by the respawn request id's owner, like a user's spawn, so that
+        every holder of the manifest meets at one node and its placement directory (O(1) requests, not one
+        lookup of every node per workload); here when that owner cannot be reached."""
+        target = self.ctx.h.owner_of(respawn_request_id(entry.id))
+        if target != self.ctx.name:
+            try:
+                r = await self.ctx.h.transport.request(target, "POST", RESPAWN_PATH, json_body=entry.model_dump(mode="json"),
+                                                       timeout=FORWARD_TIMEOUT_S)
+            except PeerUnreachable as exc:
+                if exc.timed_out:  # it may still be placing it: ask again next round, do not place a second
+                    raise HypercoreError(f"node {target}, which places it, did not answer in time") from None
+                log.warning("respawn owner unreachable; placing here", extra={"owner": target, "error": str(exc)})
+            else:
+                if not r.ok:
+                    raise HypercoreError(f"node {target}, which places it, answered {r.status}: {r.error_message()}")
+                try:
+                    body = r.json()
+                    return body["workload"], body["node"], bool(body["existing"])
+                except (ValueError, KeyError, TypeError):
+                    raise HypercoreError(f"node {target}, which places it, answered something unexpected") from None
+        placement = await self.place_here(entry)
+        return placement.workload, placement.node, placement.existing
+
     async def _respawn_one(self, owner: str, entry: ManifestEntry) -> bool:
         async with self._sem:
             if self.ctx.status(owner) != "failed":
                 return False
-            policy: Policy | None = None
-            if entry.policy is not None:
-                try:
-                    policy = Policy(**entry.policy)
-                except (ValidationError, TypeError) as exc:
-                    log.error("the policy a workload was placed with does not parse any more; using the cluster default",
-                              extra={"owner": owner, "id": entry.id, "error": str(exc)})
             try:
-                placement = await self.ctx.h.place(entry.spec, policy, request_id=respawn_request_id(entry.id),
-                                                             owner=entry.owner)
+                workload, node, existing = await self._place(entry)
             except (NoQualifyingNode, PlacementFailed, HypercoreError) as exc:
                 self.ctx.metrics.respawns.labels(result="failed").inc()
                 log.warning("could not place a workload of a failed node yet; will retry",
                             extra={"owner": owner, "id": entry.id, "error": str(exc)})
                 return False
-            if placement.workload is None:
+            if not isinstance(workload, dict):
                 return False
-            new_id = str(placement.workload.get("id"))
+            new_id = str(workload.get("id"))
             if new_id != respawn_id(entry.id):
                 log.error("respawn got an unexpected workload id", extra={"id": entry.id, "expected": respawn_id(entry.id),
                                                                           "got": new_id})
-            self.ctx.record_move(Move(owner=owner, original_id=entry.id, new_id=new_id, node=placement.node,
+            self.ctx.record_move(Move(owner=owner, original_id=entry.id, new_id=new_id, node=node,
                                    moved_at=time.time(), by=self.ctx.name))
+            if existing:  # another holder of the manifest placed it first: recorded, not counted twice
+                log.info("a workload of a failed node was already placed again", extra={
+                    "owner": owner, "id": entry.id, "new_id": new_id, "node": node})
+                return True
             self.ctx.metrics.respawns.labels(result="placed").inc()
             if self.ctx.h.observe is not None:
                 self.ctx.h.observe(owner, False, "workload lost with its node")
             log.info("respawned a workload of a failed node", extra={
-                "owner": owner, "id": entry.id, "new_id": new_id, "node": placement.node})
+                "owner": owner, "id": entry.id, "new_id": new_id, "node": node})
             return True
 
     async def _deliver(self, owner: str, moves: list[Move]) -> None:
