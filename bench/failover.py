@@ -127,7 +127,11 @@ def load_test(n: int) -> None:
         latencies = sorted(lat for _, lat, _ in results)
         ids = [body.get("id") for status, _, body in results if status == 201]
         spread = Counter(body.get("node") for status, _, body in results if status == 201)
-        copies = live_workload_processes()
+        # A 201 means the workload's shell started; under this load it may not have exec'd `sleep` yet (counted
+        # right away, 7-10 of 200 were still `sh`): wait until each has its process, then count the copies.
+        deadline = time.monotonic() + 10.0
+        while any((copies := live_workload_processes())[i] == 0 for i in ids) and time.monotonic() < deadline:
+            time.sleep(0.2)
         print(f"load: {n} concurrent spawns to node a of 3: {n / wall:.1f} spawns/s over {wall:.2f} s; "
               f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
               f"p99 {latencies[int(0.99 * (n - 1))] * 1000:.0f} ms")
