@@ -10,11 +10,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hypercore.devcluster import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def names(body: dict[str, Any]) -> list[str]:
@@ -96,3 +100,28 @@ def test_cluster_metrics_refuses_bad_paging_flags(trio: Cluster, args: tuple[str
     result = hypercore(trio, *args)
     assert result.returncode != 0 and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def local_listings_sent(node: Any) -> float:
+    for family in text_string_to_metric_families(node.get("/metrics").text):
+        if family.name == "hypercore_node_requests":
+            return sum(s.value for s in family.samples
+                       if s.name.endswith("_total") and s.labels["route"] == "GET /v1/local/workloads")
+    return 0.0
+
+
+def test_a_metrics_page_counts_its_own_nodes_workloads_without_listing_every_node(trio: Cluster) -> None:
+    cost = json.loads((ROOT / "examples" / "policies" / "cost-optimized.json").read_text())
+    spawned = trio["cheap"].post("/v1/workloads", {"spec": {"command": "sleep 300", "cpu": 0.1}, "policy": cost})
+    assert spawned.status_code == 201 and spawned.json()["node"] == "cheap", spawned.text
+    try:
+        before = local_listings_sent(trio["cheap"])
+        page = json.loads(hypercore(trio, "--json", "--limit", "1").stdout)
+        assert [(n["name"], n["workloads"]) for n in page["nodes"]] == [("cheap", 1)]
+        assert local_listings_sent(trio["cheap"]) - before == 1  # its own listing, not one of each node's
+        rest = json.loads(hypercore(trio, "--json", "--limit", "2", "--after", "cheap").stdout)
+        assert [(n["name"], n["workloads"]) for n in rest["nodes"]] == [("mid", 0), ("trusted", 0)]
+        whole = json.loads(hypercore(trio, "--json").stdout)  # no page: the whole listing, as before
+        assert {n["name"]: n["workloads"] for n in whole["nodes"]} == {"cheap": 1, "mid": 0, "trusted": 0}
+    finally:
+        trio["cheap"].delete(f"/v1/workloads/{spawned.json()['id']}")

@@ -371,3 +371,24 @@ async def test_a_workload_spawned_without_a_request_id_is_looked_for_everywhere_
     made = await status_asked_of(fake, "n3", wid)
     assert not [c for c in made if c[3].startswith("/v1/local/entries/")], made
     assert {t for _, t, m, p in made if p == f"/v1/local/workloads/{wid}"} >= {"n1", "n2", "n4"}, made  # every node
+
+
+async def test_a_listing_of_some_nodes_asks_those_nodes_only(fake: FakeCluster) -> None:
+    # `cluster metrics --limit L` counted each node's workloads from a listing of every node's (N requests for a
+    # page of L nodes); `GET /v1/workloads?nodes=` asks the named nodes only.
+    names = ["n1", "n2", "n3", "n4", "n5"]
+    priced(fake, names)
+    async with fake.client("n5", fake.token("alice")) as client:
+        for _ in range(2):
+            assert (await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST})).status_code == 201
+        before = mark(fake)
+        some = await client.get("/v1/workloads", params={"nodes": "n1,n2,gone"})
+        assert some.status_code == 200, some.text
+        assert {t for _, t, _, _ in calls(fake, before)} == {"n1", "n2"}  # "gone" is no member: not dialled
+        assert [w["node"] for w in some.json()["workloads"]] == ["n1", "n1"]
+        assert "gone" in some.json()["unreachable"]
+        assert (await client.get("/v1/workloads", params={"nodes": "n3,n4"})).json()["workloads"] == []
+        too_many = await client.get("/v1/workloads", params={"nodes": ",".join(f"x{i}" for i in range(101))})
+        assert too_many.status_code == 422 and "nodes: 101 names are not allowed (at most 100" in too_many.text
+        bad = await client.get("/v1/workloads", params={"nodes": "n1,../etc"})
+        assert bad.status_code == 422 and "nodes: '../etc' is not a node name" in bad.text

@@ -13,12 +13,31 @@ from typing import Annotated, Any
 from fastapi import Query
 
 from hypercore.api.errors import ApiError
+from hypercore.identity.pki import NODE_NAME_RE
 from hypercore.workload import is_workload_id
 
 MAX_PAGE = 10_000
 
 Limit = Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="At most this many workloads (one page).")]
 After = Annotated[str | None, Query(max_length=80, description="The `next` cursor of the previous page.")]
+MAX_NODES = 100  # names in one `nodes` filter (a URL of at most ~6.5 KB)
+Nodes = Annotated[str | None, Query(description=f"Only these nodes, comma-separated (at most {MAX_NODES}): "
+                                                "one request to each of them, not to every node.")]
+
+
+def parse_nodes(nodes: str | None) -> list[str] | None:
+    """The node names of a `nodes` filter, or None without one; 422 for a bad one."""
+    if nodes is None:
+        return None
+    names = list(dict.fromkeys(nodes.split(",")))
+    if len(names) > MAX_NODES:
+        raise ApiError(422, "invalid_request", f"nodes: {len(names)} names are not allowed (at most {MAX_NODES}, "
+                                               "comma-separated)")
+    bad = next((n for n in names if not NODE_NAME_RE.fullmatch(n)), None)
+    if bad is not None:
+        raise ApiError(422, "invalid_request", f"nodes: {bad[:80]!r} is not a node name (letters, digits, '.' and "
+                                               "'-', at most 63 characters, comma-separated)")
+    return names
 
 
 def order(workload: dict[str, Any]) -> tuple[float, str]:

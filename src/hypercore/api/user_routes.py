@@ -147,14 +147,17 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
         return await place_for(agent, user, req)
 
     @router.get("/v1/workloads")
-    async def list_workloads(user: CurrentUser, limit: paging.Limit = None, after: paging.After = None) -> dict[str, Any]:
-        """Every alive node's workloads, ordered by creation; with `limit`, one page of them and the cursor of the
-        next (`next`, null on the last page). One request to each alive node per page (docs/scale.md)."""
-        cursor = paging.parse_cursor(after)
+    async def list_workloads(user: CurrentUser, limit: paging.Limit = None, after: paging.After = None,
+                             nodes: paging.Nodes = None) -> dict[str, Any]:
+        """Every alive node's workloads (with `nodes`, those nodes' only), ordered by creation; with `limit`, one
+        page of them and the cursor of the next (`next`, null on the last page). One request to each node asked
+        per page (docs/scale.md)."""
+        cursor, only = paging.parse_cursor(after), paging.parse_nodes(nodes)
         workloads: list[dict[str, Any]] = []
         errors: dict[str, str] = {}
         more = False
-        for node, result in await agent.scheduler.gather("/v1/local/workloads" + paging.query(limit, after), user=user):
+        for node, result in await agent.scheduler.gather("/v1/local/workloads" + paging.query(limit, after), user=user,
+                                                         nodes=only):
             if isinstance(result, Exception):
                 errors[node] = str(result)
             else:

@@ -163,6 +163,7 @@ def spawn(command: str | None, image_ref: str | None, runtime: str | None, cpu: 
 
 
 LIST_PAGE = 1000  # workloads per request when the whole list is read
+NODES_PER_LISTING = 100  # the API's limit on `GET /v1/workloads?nodes=` (hypercore.api.paging.MAX_NODES)
 
 
 def _list_pages(client: ApiClient, limit: int | None, after: str | None) -> dict[str, Any]:
@@ -263,10 +264,16 @@ def metrics(as_json: bool, near: str | None, limit: int | None, after: str | Non
     answer = client.request("GET", "/v1/nodes" + (f"?{query}" if query else ""))
     nodes, total, cursor = answer["nodes"], answer.get("total", len(answer["nodes"])), answer.get("next")
     counts: dict[str, int] = {}
+    # A page of nodes counts its own nodes' workloads only (one request to each of them, in groups of
+    # NODES_PER_LISTING), not the whole cluster's listing (a request to every node).
+    names = [str(n["name"]) for n in nodes]
+    groups = [names[i:i + NODES_PER_LISTING] for i in range(0, len(names), NODES_PER_LISTING)] if limit else [None]
     try:
-        for w in client.request("GET", "/v1/workloads")["workloads"]:
-            if w["state"] in ("pending", "running"):
-                counts[w["node"]] = counts.get(w["node"], 0) + 1
+        for group in groups:
+            path = "/v1/workloads" + (f"?{urlencode({'nodes': ','.join(group)})}" if group is not None else "")
+            for w in client.request("GET", path)["workloads"]:
+                if w["state"] in ("pending", "running"):
+                    counts[w["node"]] = counts.get(w["node"], 0) + 1
     except ApiClientError:
         counts = {}
     for n in nodes:

@@ -16,13 +16,16 @@ class ClusterReads:
         self.view = view
         self.transport = transport
 
-    async def gather(self, path: str, timeout: float = 5.0, user: User | None = None) -> list[tuple[str, Any]]:
-        """GET `path` from every reachable node (this one included), concurrently: [(node, json or error)].
+    async def gather(self, path: str, timeout: float = 5.0, user: User | None = None,
+                     nodes: list[str] | None = None) -> list[tuple[str, Any]]:
+        """GET `path` from every reachable node (this one included), or from `nodes` only, concurrently:
+        [(node, json or error)] (a name that is no alive member: its error).
 
         With `user`, each node answers as it would answer that user.
         """
         out: list[tuple[str, Any]] = []
-        for node, r in await self.transport.gather(self.view.peers(), "GET", path, timeout=timeout, user=user):
+        asked = self.view.peers() if nodes is None else nodes
+        for node, r in await self.transport.gather(asked, "GET", path, timeout=timeout, user=user):
             if isinstance(r, PeerUnreachable):
                 out.append((node, r))
                 continue

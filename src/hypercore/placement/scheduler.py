@@ -206,8 +206,9 @@ class Scheduler:
             return await self._place(spec, policy, workload_id, request_id=request_id, owner=owner, near=near,
                                      directory=directory, maybe=silent)
 
-    async def gather(self, path: str, timeout: float = 5.0, user: User | None = None) -> list[tuple[str, Any]]:
-        return await self.reads.gather(path, timeout=timeout, user=user)
+    async def gather(self, path: str, timeout: float = 5.0, user: User | None = None,
+                     nodes: list[str] | None = None) -> list[tuple[str, Any]]:
+        return await self.reads.gather(path, timeout=timeout, user=user, nodes=nodes)
 
     def note_holder(self, workload_id: str, node: str) -> None:
         self.holders[workload_id] = node
