@@ -94,3 +94,32 @@ async def test_a_respawn_is_placed_by_its_request_ids_owner_without_asking_every
     per_workload = [c for c in made if c[3] in ("/v1/local/failover/respawn", "/v1/local/workloads")
                     or c[3].startswith("/v1/local/directory")]
     assert len(per_workload) <= 3 * (1 + 2 + 1), per_workload  # each: to its owner, the claim on 2, the attempt
+
+
+async def test_a_respawn_whose_owner_cannot_be_reached_waits_for_it_and_is_placed_once(fake: FakeCluster) -> None:
+    # From a review: placing it on the holder instead (which holds no directory entry for it) could start a
+    # second copy next to one the owner was still placing. It waits; the owner records the move itself.
+    from hypercore.failover import respawn_request_id
+    from hypercore.placement import request_rank
+
+    fake.add("a", price=0.001)
+    others = [f"n{i}" for i in range(7)]
+    for i, name in enumerate(others):
+        fake.add(name, price=0.01 * (i + 1), flagged=name in ("n0", "n1"))
+    fake.run_failover()
+    ids = [(await fake["a"].manager.accept(SPEC, owner="alice")).id for _ in range(12)]
+    owner_of = {w: request_rank(respawn_request_id(w), others)[0] for w in ids}
+    waiting = next(w for w in ids if owner_of[w] not in ("n0", "n1"))  # placed by a node that is not a holder
+    await wait_until(lambda: sum(held_by(fake, x, "a") == len(ids) for x in others) >= 2, 10, "a's manifest")
+    fake.down.add(owner_of[waiting])  # alive to Serf, unreachable
+    fake.fail("a")
+    rest = {respawn_id(w) for w in ids if owner_of[w] != owner_of[waiting]}
+    await wait_until(lambda: all(any(n in fake.drivers[x].running for x in others) for n in rest), 15,
+                     "the workloads whose owners answer to run again")
+    assert not any(respawn_id(waiting) in fake.drivers[x].started for x in others)  # not placed by a holder
+    fake.down.discard(owner_of[waiting])
+    await wait_until(lambda: any(respawn_id(waiting) in fake.drivers[x].running for x in others), 20,
+                     "it to run once its owner answers")
+    assert sum(respawn_id(waiting) in fake.drivers[x].started for x in others) == 1
+    recorded = fake[owner_of[waiting]].failover.replicas.moves(owner="a")
+    assert any(m.original_id == waiting and m.by == owner_of[waiting] for m in recorded)  # the owner knows it moved

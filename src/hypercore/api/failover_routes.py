@@ -8,7 +8,7 @@ GET  /v1/local/failover/moves/{owner}  moves of `owner`'s workloads known here
 POST /v1/local/failover/lookup         which of the given workload ids exist here
 POST /v1/local/failover/moved          moves of this node's workloads: stop the old copies
 POST /v1/local/failover/respawn        a failed node's workload (its manifest entry), placed again by this node,
-                                       the owner of its respawn request id (hypercore.failover.respawn)
+                                       the owner of its respawn request id (hypercore.failover.respawn); 1 MiB
 
 Bodies up to 16 MiB (hypercore.api.limits): a manifest of thousands of workloads.
 """
@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from hypercore.api.auth import Caller
 from hypercore.api.errors import ApiError
-from hypercore.failover import LookupRequest, Manifest, ManifestEntry, MovesNotice
+from hypercore.failover import LookupRequest, Manifest, MovesNotice, RespawnRequest
 
 if TYPE_CHECKING:
     from hypercore.node import Node
@@ -82,8 +82,8 @@ def failover_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Call
         return {"node": agent.name, "results": results}
 
     @router.post("/v1/local/failover/respawn")
-    async def respawn(entry: ManifestEntry, caller: NodeCaller) -> dict[str, Any]:
-        placement = await agent.failover.place_here(entry)
+    async def respawn(req: RespawnRequest, caller: NodeCaller) -> dict[str, Any]:
+        placement = await agent.failover.place_for(req.owner, req.entry)
         return {"node": placement.node, "workload": placement.workload, "existing": placement.existing}
 
     return router

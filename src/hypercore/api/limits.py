@@ -16,7 +16,8 @@ from hypercore.api.errors import error_response
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-_LARGE_PREFIXES = ("/v1/local/replicas/", "/v1/local/failover/")
+# Manifests, and lookups and moves of a manifest's workloads; a respawn (one manifest entry) is not one of them.
+_LARGE_PREFIXES = ("/v1/local/replicas/", "/v1/local/failover/lookup", "/v1/local/failover/moved")
 
 
 def limit_for(path: str) -> int:

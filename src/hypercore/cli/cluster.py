@@ -263,21 +263,25 @@ def metrics(as_json: bool, near: str | None, limit: int | None, after: str | Non
     query = urlencode({k: v for k, v in (("near", near), ("limit", limit), ("after", after)) if v is not None})
     answer = client.request("GET", "/v1/nodes" + (f"?{query}" if query else ""))
     nodes, total, cursor = answer["nodes"], answer.get("total", len(answer["nodes"])), answer.get("next")
-    counts: dict[str, int] = {}
+    counts: dict[str, int | None] = {str(n["name"]): 0 for n in nodes}
     # A page of nodes counts its own nodes' workloads only (one request to each of them, in groups of
-    # NODES_PER_LISTING), not the whole cluster's listing (a request to every node).
-    names = [str(n["name"]) for n in nodes]
+    # NODES_PER_LISTING), not the whole cluster's listing (a request to every node). A node whose listing
+    # did not come (unreachable, or a name the filter refuses) shows as unknown, not as 0.
+    names = list(counts)
     groups = [names[i:i + NODES_PER_LISTING] for i in range(0, len(names), NODES_PER_LISTING)] if limit else [None]
-    try:
-        for group in groups:
-            path = "/v1/workloads" + (f"?{urlencode({'nodes': ','.join(group)})}" if group is not None else "")
-            for w in client.request("GET", path)["workloads"]:
-                if w["state"] in ("pending", "running"):
-                    counts[w["node"]] = counts.get(w["node"], 0) + 1
-    except ApiClientError:
-        counts = {}
+    for group in groups:
+        path = "/v1/workloads" + (f"?{urlencode({'nodes': ','.join(group)})}" if group is not None else "")
+        try:
+            listing = client.request("GET", path)
+        except ApiClientError:
+            counts.update(dict.fromkeys(group if group is not None else names))
+            continue
+        for w in listing["workloads"]:
+            if w["state"] in ("pending", "running") and counts.get(w["node"]) is not None:
+                counts[w["node"]] = (counts[w["node"]] or 0) + 1
+        counts.update(dict.fromkeys(listing.get("unreachable") or {}))
     for n in nodes:
-        n["workloads"] = counts.get(n["name"], 0)
+        n["workloads"] = counts.get(str(n["name"]))
     if as_json:
         print_json({"nodes": nodes, "total": total, "next": cursor})
         return
@@ -313,7 +317,7 @@ def metrics(as_json: bool, near: str | None, limit: int | None, after: str | Non
             evidence = ""
         click.echo(f"  Reputation:   {fmt(n['reputation'])}{evidence}")
         click.echo(f"  Capabilities: {printable(', '.join(map(str, n['capabilities'] or [])) or 'none')}")
-        click.echo(f"  Workloads:    {n['workloads']}")
+        click.echo(f"  Workloads:    {fmt(n['workloads'])}")
         click.echo("")
     if limit is not None or after is not None:
         click.echo(f"{len(nodes)} of {printable(total)} nodes shown"

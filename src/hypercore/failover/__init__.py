@@ -57,6 +57,7 @@ from hypercore.failover.model import (
     ManifestEntry,
     Move,
     MovesNotice,
+    RespawnRequest,
     buddies_of,
     holder_rank,
     moved_reason,
@@ -80,6 +81,7 @@ __all__ = [
     "Manifest",
     "ManifestEntry",
     "Move",
+    "RespawnRequest",
     "MovesNotice",
     "ReplicaStore",
     "buddies_of",
@@ -138,9 +140,9 @@ class Failover:
         """Whether this node is placing `owner`'s workloads right now."""
         return owner in self.ctx.acting
 
-    async def place_here(self, entry: ManifestEntry) -> Placement:
-        """A failed node's workload, sent by a holder of its manifest to this node, its respawn request id's owner."""
-        return await self.respawn.place_here(entry)
+    async def place_for(self, owner: str, entry: ManifestEntry) -> Placement:
+        """Failed `owner`'s workload, sent by a holder of its manifest to this node, its respawn request id's owner."""
+        return await self.respawn.place_for(owner, entry)
 
     def local_lookup(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         return self.respawn.local_lookup(ids)

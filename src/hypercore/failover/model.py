@@ -78,6 +78,15 @@ class ManifestEntry(BaseModel):
     owner: str | None = Field(default=None, pattern=OWNER_PATTERN)  # the user it runs for
 
 
+class RespawnRequest(BaseModel):
+    """A failed node's workload, sent by a holder of its manifest to its respawn request id's owner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owner: NodeName  # the failed node
+    entry: ManifestEntry
+
+
 class Move(BaseModel):
     """A workload of `owner` placed again while `owner` was failed."""
 

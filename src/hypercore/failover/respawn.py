@@ -35,6 +35,7 @@ from hypercore.failover.model import (
     Manifest,
     ManifestEntry,
     Move,
+    RespawnRequest,
     holder_rank,
     respawn_id,
     respawn_request_id,
@@ -252,47 +253,56 @@ class Respawner:
                           extra={"id": entry.id, "error": str(exc)})
         return await self.ctx.h.place(entry.spec, policy, request_id=respawn_request_id(entry.id), owner=entry.owner)
 
-    async def _place(self, entry: ManifestEntry) -> tuple[dict[str, Any] | None, str | None, bool]:
-        """(workload, node, already placed): by the respawn request id's owner, like a user's spawn, so that
-        every holder of the manifest meets at one node and its placement directory (O(1) requests, not one
-        lookup of every node per workload); here when that owner cannot be reached."""
-        target = self.ctx.h.owner_of(respawn_request_id(entry.id))
-        if target != self.ctx.name:
-            try:
-                r = await self.ctx.h.transport.request(target, "POST", RESPAWN_PATH, json_body=entry.model_dump(mode="json"),
-                                                       timeout=FORWARD_TIMEOUT_S)
-            except PeerUnreachable as exc:
-                if exc.timed_out:  # it may still be placing it: ask again next round, do not place a second
-                    raise HypercoreError(f"node {target}, which places it, did not answer in time") from None
-                log.warning("respawn owner unreachable; placing here", extra={"owner": target, "error": str(exc)})
-            else:
-                if not r.ok:
-                    raise HypercoreError(f"node {target}, which places it, answered {r.status}: {r.error_message()}")
-                try:
-                    body = r.json()
-                    return body["workload"], body["node"], bool(body["existing"])
-                except (ValueError, KeyError, TypeError):
-                    raise HypercoreError(f"node {target}, which places it, answered something unexpected") from None
+    async def place_for(self, owner: str, entry: ManifestEntry) -> Placement:
+        """`place_here`, as the respawn request id's owner asked by a holder of failed `owner`'s manifest; the
+        move is recorded here too, so that it reaches `owner` even if the holder never hears the answer."""
         placement = await self.place_here(entry)
-        return placement.workload, placement.node, placement.existing
+        if placement.workload is not None and placement.workload.get("id") == respawn_id(entry.id):
+            self.ctx.record_move(Move(owner=owner, original_id=entry.id, new_id=respawn_id(entry.id),
+                                      node=placement.node, moved_at=time.time(), by=self.ctx.name))
+        return placement
+
+    async def _place(self, owner: str, entry: ManifestEntry) -> tuple[str | None, bool]:
+        """(node, already placed) of `entry`'s respawn, placed by its request id's owner, like a user's spawn:
+        every holder of the manifest meets at that node's lock and placement directory (O(1) requests, not a
+        lookup of every node per workload). That owner unreachable: nothing here (a placement from a node
+        that holds no directory entry could start a second copy); the next round asks again, and once Serf
+        marks that owner failed, the request id has another owner, which shares its directory entries."""
+        target = self.ctx.h.owner_of(respawn_request_id(entry.id))
+        if target == self.ctx.name:
+            placement = await self.place_for(owner, entry)
+            workload, node, existing = placement.workload, placement.node, placement.existing
+        else:
+            try:
+                r = await self.ctx.h.transport.request(
+                    target, "POST", RESPAWN_PATH, timeout=FORWARD_TIMEOUT_S,
+                    json_body=RespawnRequest(owner=owner, entry=entry).model_dump(mode="json"))
+            except PeerUnreachable as exc:
+                raise HypercoreError(f"node {target}, which places it, did not answer: {exc}") from None
+            if not r.ok:
+                raise HypercoreError(f"node {target}, which places it, answered {r.status}: {r.error_message()}")
+            try:
+                body = r.json()
+                workload, node, existing = body["workload"], body["node"], body["existing"]
+            except (ValueError, KeyError, TypeError):
+                workload = node = existing = None
+        if not (isinstance(workload, dict) and workload.get("id") == respawn_id(entry.id)
+                and isinstance(node, str) and isinstance(existing, bool)):
+            raise HypercoreError(f"node {target} answered something that is not this workload's respawn")
+        return node, existing
 
     async def _respawn_one(self, owner: str, entry: ManifestEntry) -> bool:
         async with self._sem:
             if self.ctx.status(owner) != "failed":
                 return False
             try:
-                workload, node, existing = await self._place(entry)
+                node, existing = await self._place(owner, entry)
             except (NoQualifyingNode, PlacementFailed, HypercoreError) as exc:
                 self.ctx.metrics.respawns.labels(result="failed").inc()
                 log.warning("could not place a workload of a failed node yet; will retry",
                             extra={"owner": owner, "id": entry.id, "error": str(exc)})
                 return False
-            if not isinstance(workload, dict):
-                return False
-            new_id = str(workload.get("id"))
-            if new_id != respawn_id(entry.id):
-                log.error("respawn got an unexpected workload id", extra={"id": entry.id, "expected": respawn_id(entry.id),
-                                                                          "got": new_id})
+            new_id = respawn_id(entry.id)
             self.ctx.record_move(Move(owner=owner, original_id=entry.id, new_id=new_id, node=node,
                                    moved_at=time.time(), by=self.ctx.name))
             if existing:  # another holder of the manifest placed it first: recorded, not counted twice

@@ -32,6 +32,7 @@ class Returner:
     def __init__(self, ctx: Context, lookup: Callable[[list[str]], Awaitable[dict[str, tuple[str, dict]]]]) -> None:
         self.ctx = ctx
         self._lookup = lookup  # which of these workload ids exist somewhere: id → (node, workload)
+        self._stopping: set[str] = set()  # old copies being stopped now
 
     async def startup_check(self) -> None:
         """After a (re)start: once peers are visible, find out what moved while this node was away."""
@@ -80,9 +81,13 @@ class Returner:
         record = ctx.h.workloads.get(move.original_id)
         if record is None:
             return "unknown"
-        if record.state.finished:
-            return "finished"
-        await ctx.h.stop(move.original_id, moved_reason(move.node, move.new_id))
+        if record.state.finished or move.original_id in self._stopping:
+            return "finished"  # or being stopped for the same move, told by another node (respawner and owner)
+        self._stopping.add(move.original_id)
+        try:
+            await ctx.h.stop(move.original_id, moved_reason(move.node, move.new_id))
+        finally:
+            self._stopping.discard(move.original_id)
         ctx.metrics.moved_away.inc()
         log.warning("stopped a workload that was moved while this node was failed", extra={
             "id": move.original_id, "new_id": move.new_id, "node": move.node, "by": move.by})

@@ -126,8 +126,8 @@ class Directory:
         Usually one request (none when this node is the first holder and has
         it). None for a workload that no holder has an entry for: one spawned
         without a request id (a random id, not derived from one: not asked),
-        a failover respawn (placed by the respawning node), or one whose entry
-        was collected.
+        one placed while its request id's owner could not be reached, or one
+        whose entry was collected.
         """
         if not derived_from_request(workload_id):
             return None
