@@ -17,6 +17,20 @@ def held_by(fake: FakeCluster, holder: str, owner: str) -> int:
     return len(manifest.workloads) if manifest else -1
 
 
+async def a_and_seven(fake: FakeCluster, workloads: int) -> tuple[list[str], list[str]]:
+    """Node a (the cheapest) running `workloads` of alice's, and seven others (n0 and n1 flagged to respawn)
+    holding its manifest: (the seven, a's workload ids)."""
+    fake.add("a", price=0.001)
+    others = [f"n{i}" for i in range(7)]
+    for i, name in enumerate(others):
+        fake.add(name, price=0.01 * (i + 1), flagged=name in ("n0", "n1"))
+    fake.run_failover()
+    ids = [(await fake["a"].manager.accept(SPEC, owner="alice")).id for _ in range(workloads)]
+    await wait_until(lambda: sum(held_by(fake, x, "a") == workloads for x in others) >= 2, 10,
+                     "a's manifest on its buddies")
+    return others, ids
+
+
 async def test_a_manifest_of_5000_workloads_replicates_to_both_buddies(fake: FakeCluster) -> None:
     for name in ("a", "b", "c"):
         fake.add(name)
@@ -74,13 +88,7 @@ async def test_a_respawn_is_placed_by_its_request_ids_owner_without_asking_every
     # its manifest, which is not a holder of the respawn request id, so it asked every alive node for a copy
     # first (N requests per workload: 200,000 for 20 workloads at 10,000 nodes). Now the respawn goes to the
     # owner of its request id, like a user's spawn, whose placement directory finds a copy in O(1).
-    fake.add("a", price=0.001)
-    others = [f"n{i}" for i in range(7)]
-    for i, name in enumerate(others):
-        fake.add(name, price=0.01 * (i + 1), flagged=name in ("n0", "n1"))
-    fake.run_failover()
-    keep = [(await fake["a"].manager.accept(SPEC, owner="alice")).id for _ in range(3)]
-    await wait_until(lambda: sum(held_by(fake, x, "a") == 3 for x in others) >= 2, 10, "a's manifest on its buddies")
+    others, keep = await a_and_seven(fake, 3)
     before = {n: len(node.transport.calls) for n, node in fake.nodes.items()}  # type: ignore[attr-defined]
     fake.fail("a")
     moved = {respawn_id(w) for w in keep}
@@ -102,15 +110,9 @@ async def test_a_respawn_whose_owner_cannot_be_reached_waits_for_it_and_is_place
     from hypercore.failover import respawn_request_id
     from hypercore.placement import request_rank
 
-    fake.add("a", price=0.001)
-    others = [f"n{i}" for i in range(7)]
-    for i, name in enumerate(others):
-        fake.add(name, price=0.01 * (i + 1), flagged=name in ("n0", "n1"))
-    fake.run_failover()
-    ids = [(await fake["a"].manager.accept(SPEC, owner="alice")).id for _ in range(12)]
+    others, ids = await a_and_seven(fake, 12)
     owner_of = {w: request_rank(respawn_request_id(w), others)[0] for w in ids}
     waiting = next(w for w in ids if owner_of[w] not in ("n0", "n1"))  # placed by a node that is not a holder
-    await wait_until(lambda: sum(held_by(fake, x, "a") == len(ids) for x in others) >= 2, 10, "a's manifest")
     fake.down.add(owner_of[waiting])  # alive to Serf, unreachable
     fake.fail("a")
     rest = {respawn_id(w) for w in ids if owner_of[w] != owner_of[waiting]}
