@@ -376,6 +376,7 @@ class Cluster:
             node.stop(timeout=10)
         # Workloads outlive their agent by design; end the ones our nodes started.
         driver = ExecDriver()
+        killed = []
         for node in self.nodes.values():
             for handle in node.workload_handles():
                 if "container_id" in handle:
@@ -384,6 +385,11 @@ class Cluster:
                 elif driver.is_running(handle):
                     try:
                         os.killpg(handle["pgid"], signal.SIGKILL)
+                        killed.append(handle)
                     except (ProcessLookupError, PermissionError):
                         pass
             kill_vms(node.data_dir / "workloads")  # found by their directories: also those with no handle stored
+        # Their supervisors record the end and exit: wait, so that nobody writes in a directory being removed.
+        deadline = time.monotonic() + 10.0
+        while any(driver.is_running(h) for h in killed) and time.monotonic() < deadline:
+            time.sleep(0.05)
