@@ -76,15 +76,20 @@ def test_a_packet_crosses_a_region_pair_after_half_its_round_trip_and_stays_with
     ours["a"].send(packet("10.9.0.3", b"same region"))
     got = receive(ours["c"], 1.0)
     assert got is not None and got[0].endswith(b"same region") and got[1] - sent < 0.030
-    for _ in range(20):  # some are lost (10 %): the first that arrives took 80 ms, not much less nor more
+    # Some are lost (10 %). None may arrive before its 80 ms; the fastest of a few took about 80 ms. (Not
+    # each one: on a loaded machine the scheduler can add tens of ms to any of them, once 64 ms in CI; a
+    # packet sent the whole round trip, 160 ms, late or with no delay at all would still fail.)
+    delays = []
+    for _ in range(20):
         sent = time.monotonic()
         ours["a"].send(packet("10.9.0.2", b"far"))
         got = receive(ours["b"], 0.5)
         if got is not None:
-            assert 0.079 <= got[1] - sent <= 0.110, got[1] - sent
+            delays.append(got[1] - sent)
+        if len(delays) == 3:
             break
-    else:
-        pytest.fail("20 packets, none arrived")
+    assert delays, "20 packets, none arrived"
+    assert all(d >= 0.079 for d in delays) and min(delays) <= 0.110, delays
 
 
 def test_packets_of_a_link_keep_their_order(wire) -> None:
