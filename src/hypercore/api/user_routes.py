@@ -39,6 +39,7 @@ TailLines = Annotated[int | None, Query(ge=0, le=1_000_000_000, description="Onl
 
 NAMED_ASKED = 3  # of the nodes a directory entry names (where it went, where attempts went), asked in turn
 
+
 def log_response(chunks: AsyncIterator[bytes]) -> StreamingResponse:
     """A log, streamed as it is read (hypercore.runtime.logs): never whole in memory."""
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")

@@ -277,8 +277,8 @@ def metrics(as_json: bool, near: str | None, limit: int | None, after: str | Non
             counts.update(dict.fromkeys(group if group is not None else names))
             continue
         for w in listing["workloads"]:
-            if w["state"] in ("pending", "running") and counts.get(w["node"]) is not None:
-                counts[w["node"]] = (counts[w["node"]] or 0) + 1
+            if w["state"] in ("pending", "running") and (count := counts.get(w["node"])) is not None:
+                counts[w["node"]] = count + 1
         counts.update(dict.fromkeys(listing.get("unreachable") or {}))
     for n in nodes:
         n["workloads"] = counts.get(str(n["name"]))

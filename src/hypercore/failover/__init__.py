@@ -20,11 +20,11 @@ once. Every other flagged holder waits a grace period (10 s), then checks by
 fan-out which workloads were placed again and places only the missing ones
 (and not while the respawner says it is still placing). Placing means
 `scheduler.place(spec, original policy, request_id="respawn:<original id>")`
-on that request id's owner (`POST /v1/local/failover/respawn`, here when the
-owner is this node or cannot be reached), so the new copy's id is fixed by the
-old id, every holder's placement of the same workload meets at one node and
-its placement directory, and a second placement yields the same workload. Each placement is recorded as a *move*
-(owner, original id → new id, node) in replicas.sqlite3, which goes into this
+on that request id's owner (`POST /v1/local/failover/respawn`; an owner that
+cannot be reached is asked again next round), so the new copy's id is fixed
+by the old id, every holder's placement of the same workload meets at one
+node and its placement directory, and a second placement yields the same
+workload. Each placement is recorded as a *move* (owner, original id → new id, node) in replicas.sqlite3, which goes into this
 node's own manifest, so that its buddies know it too.
 
 Return. A node that comes back stops its old copies of moved workloads and

@@ -242,8 +242,8 @@ class Respawner:
         return 5.0
 
     async def place_here(self, entry: ManifestEntry) -> Placement:
-        """Place a failed node's workload again from this node, under its respawn request id (whose owner this
-        node is, or whose owner could not be reached): once in the cluster, whoever asks."""
+        """Place a failed node's workload again from this node, the owner of its respawn request id: once in the
+        cluster, whoever asks."""
         policy: Policy | None = None
         if entry.policy is not None:
             try:
@@ -269,8 +269,8 @@ class Respawner:
         that holds no directory entry could start a second copy); the next round asks again, and once Serf
         marks that owner failed, the request id has another owner, which shares its directory entries."""
         target = self.ctx.h.owner_of(respawn_request_id(entry.id))
-        if target == self.ctx.name:
-            placement = await self.place_for(owner, entry)
+        if target == self.ctx.name:  # the move is recorded by the caller, _respawn_one
+            placement = await self.place_here(entry)
             workload, node, existing = placement.workload, placement.node, placement.existing
         else:
             try:

@@ -34,7 +34,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hypercore.placement.ids import rendezvous_rank, request_rank, workload_id_for
+from hypercore.placement.ids import rendezvous_rank, workload_id_for
 from hypercore.sqlite import open_private_db
 from hypercore.workload import WORKLOAD_ID_PATTERN
 
@@ -94,14 +94,14 @@ class DirectoryPush(BaseModel):
     writes: list[DirectoryWrite] = Field(max_length=MAX_WRITES)
 
 
-def holders_of(key: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
-    """The nodes that keep `key`'s entry, owner first."""
-    return request_rank(key, alive)[:n]
-
-
 def holders_of_workload(workload_id: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
     """The nodes that keep the entry of the request whose workload id is `workload_id` (if it had a request id)."""
     return rendezvous_rank(workload_id, alive)[:n]
+
+
+def holders_of(key: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
+    """The nodes that keep `key`'s entry, owner first: those of its workload id (placement.ids.request_rank)."""
+    return holders_of_workload(workload_id_for(key), alive, n)
 
 
 def next_version(above: int) -> int:

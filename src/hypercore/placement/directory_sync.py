@@ -32,7 +32,6 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from hypercore.loops import periodic
-from hypercore.placement.ids import derived_from_request
 from hypercore.membership.view import ClusterView
 from hypercore.placement.directory import (
     MAX_TRYING,
@@ -45,6 +44,7 @@ from hypercore.placement.directory import (
     holders_of_workload,
     next_version,
 )
+from hypercore.placement.ids import derived_from_request
 from hypercore.transport import PeerUnreachable, Transport
 from hypercore.workload import EXISTING_STATES
 

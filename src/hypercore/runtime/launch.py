@@ -8,9 +8,10 @@ its stdin). A spare has paid it already: it waits for its job
 has answered, off the path of the start that used it. The agent's driver
 keeps `--exec-spares` of them, 2 by default: with one, a start right after
 another found its replacement still loading (as slow as no spare); with two,
-each has had two starts' time (bench/start.py). When none is there the start falls back to a supervisor
-started for it, as before. A spare holds nothing but its socket: it exits
-when the driver closes it (close(), or the agent's death).
+each has had two starts' time (bench/start.py). When none is there the start
+falls back to a supervisor started for it, as before. A spare holds nothing
+but its socket: it exits when the driver closes it (close(), or the agent's
+death).
 """
 
 from __future__ import annotations
@@ -51,21 +52,20 @@ class Spare:
             task.add_done_callback(self._starting.discard)
 
     async def _start(self) -> None:
+        ours = theirs = None
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        except OSError as exc:  # out of descriptors
-            log.warning("could not start a spare exec supervisor; starts load their own", extra={"error": str(exc)})
-            return
-        try:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL, cwd="/",
                 env=self._env, start_new_session=True)
-        except OSError as exc:
-            ours.close()
+        except OSError as exc:  # out of descriptors or processes
+            if ours is not None:
+                ours.close()
             log.warning("could not start a spare exec supervisor; starts load their own", extra={"error": str(exc)})
             return
         finally:
-            theirs.close()
+            if theirs is not None:
+                theirs.close()
         ours.setblocking(False)
         if self._closed:
             await _dismiss(proc, ours)
