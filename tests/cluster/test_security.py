@@ -199,6 +199,7 @@ def test_user_routes_need_a_token_and_node_routes_a_node_certificate(trio: Clust
         ("PUT", "/v1/policy", {"name": "x"}),
         ("POST", "/v1/placements", {}),
         ("GET", "/v1/workloads", None),
+        ("GET", "/v1/workloads?nodes=cheap,mid", None),
         ("GET", f"/v1/workloads/{some_id}", None),
         ("GET", f"/v1/workloads/{some_id}/logs", None),
         ("POST", f"/v1/workloads/{some_id}/remove", None),
@@ -218,6 +219,10 @@ def test_user_routes_need_a_token_and_node_routes_a_node_certificate(trio: Clust
         ("PUT", "/v1/local/replicas/cheap", {"owner": "cheap", "version": 1, "generated_at": 0}),
         ("GET", "/v1/local/failover", None),
         ("POST", "/v1/local/failover/moved", {"moves": []}),
+        ("GET", f"/v1/local/entries/{some_id}", None),
+        ("GET", "/v1/local/directory/tester/job-1", None),
+        ("POST", "/v1/local/failover/respawn", {"owner": "cheap", "entry": {"id": some_id,
+                                                 "spec": {"command": "true"}, "state": "running"}}),
     ]
     for method, path, body in node_calls:
         for token in (trio.token, trio.admin_token, None):
@@ -225,6 +230,12 @@ def test_user_routes_need_a_token_and_node_routes_a_node_certificate(trio: Clust
             r = httpx.request(method, node.url + path, json=body, headers=headers, verify=trio.pki.verify(), timeout=10)
             assert r.status_code == 403, (method, path, r.status_code, r.text)
             assert "node-only" in r.json()["error"]["message"]
+    # A node's single-workload routes take 1 MiB; the manifests' routes (and lookups of their ids) 16 MiB.
+    big = b'{"ids": [' + b'"x",' * 600_000 + b'"x"]}'  # 2.4 MB
+    assert node.node_request("POST", "/v1/local/failover/respawn", content=big,
+                             headers={"Content-Type": "application/json"}).status_code == 413
+    assert node.node_request("POST", "/v1/local/failover/lookup", content=big,
+                             headers={"Content-Type": "application/json"}).status_code == 422  # read whole, then refused
     # Public reads stay public.
     for path in ("/healthz", "/v1/nodes", "/v1/policy", "/metrics", "/v1/ping"):
         assert httpx.get(node.url + path, verify=trio.pki.verify(), timeout=10).status_code == 200
