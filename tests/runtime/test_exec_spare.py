@@ -188,3 +188,23 @@ async def test_a_start_cancelled_while_it_takes_the_lock_leaves_the_lock_free(
     handle = await driver.start(wid, WorkloadSpec(command="sleep 60"), log_path)  # and the id starts after all
     assert driver.is_running(handle)
     await driver.stop(handle, grace=1.0)
+
+
+async def test_a_workload_started_by_a_spare_holds_nothing_of_the_agent_or_its_supervisor(
+    spare_manager: tuple[WorkloadManager, ExecDriver],
+) -> None:
+    # The spare got its lock and log as passed descriptors and talked over a socket: none of them may reach the
+    # workload, which runs as a uid of its own, not root, as one started by a supervisor of its own does.
+    m, _driver = spare_manager
+    spares = await waiting_spares()
+    record = await m.accept(WorkloadSpec(command="ls -l /proc/self/fd/ > fds.txt; id -u > uid.txt; sleep 60"))
+    assert record.handle["supervisor_pid"] in spares  # type: ignore[index]
+    home = m.logs_path(record.id).parent / "home"
+    for _ in range(100):
+        if (home / "uid.txt").exists() and (home / "uid.txt").read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    assert int((home / "uid.txt").read_text()) == record.handle["uid"] != 0  # type: ignore[index]
+    links = [line.split("->")[-1].strip() for line in (home / "fds.txt").read_text().splitlines() if "->" in line]
+    assert not [t for t in links if "socket" in t or "supervisor" in t or "lock" in t], links
+    assert len(links) <= 4, links  # stdin, stdout, stderr, and the directory `ls` reads
