@@ -17,12 +17,13 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 import hypercore.runtime.isolation as isolation
+import hypercore.runtime.uids as uids
 from hypercore.runtime import ExecDriver, WorkloadManager
 from hypercore.runtime.supervisor import read_state
 from hypercore.store import WorkloadRecord, WorkloadStore
@@ -98,18 +99,24 @@ async def test_each_workload_has_an_unprivileged_uid_of_its_own(manager: Workloa
         outs = [(await manager.read_logs(r.id)).decode() for r in records]
         return outs if all("NoNewPrivs" in out for out in outs) else None
 
-    uids = []
+    seen = []
     for record, out in zip(records, await eventually(outputs, 10, "both workloads to report")):
         lines = out.splitlines()
         uid = int(lines[0])
-        assert uid >= isolation.UID_BASE and lines[1].split() == [str(uid)]  # its own gid, no other group
+        assert uid >= uids.UID_BASE and lines[1].split() == [str(uid)]  # its own gid, no other group
         with pytest.raises(KeyError):
             pwd.getpwuid(uid)
         assert "CapEff:\t0000000000000000" in out and "CapBnd:\t0000000000000000" in out
         assert "NoNewPrivs:\t1" in out
-        assert state_of(manager, record.id)["uid"] == uid
-        uids.append(uid)
-    assert uids[0] != uids[1]
+        state = state_of(manager, record.id)
+        assert state["uid"] == uid
+        # The uid's lock names where every process of it is: the workload's cgroup (the next allocation
+        # of the uid looks for leftovers there, not in the process table).
+        holder, where = (uids.UID_LOCK_DIR / str(uid)).read_text().splitlines()
+        assert holder.split()[0] == record.id and holder.split()[1] == str(state["supervisor_pid"])
+        assert where == f"cgroup {min(state['cgroups'].values())}" if state["cgroups"] else where == "cgroup none"
+        seen.append(uid)
+    assert seen[0] != seen[1]
 
 
 async def test_a_workload_cannot_read_the_node_nor_other_workloads(
@@ -294,69 +301,6 @@ async def test_a_killed_supervisor_takes_its_workload_with_it(manager: WorkloadM
     assert all(not Path(p).exists() for p in state["cgroups"].values())
 
 
-def test_uids_of_accounts_are_never_used(tmp_path: Path) -> None:
-    nobody = pwd.getpwnam("nobody").pw_uid
-    lease = isolation.allocate_uid("test", base=nobody, count=3, lock_dir=tmp_path)
-    try:
-        assert lease.uid != nobody and lease.uid > nobody
-        with pytest.raises(KeyError):
-            pwd.getpwuid(lease.uid)
-        # Held: a second allocation from the same range gets another uid.
-        second = isolation.allocate_uid("test2", base=nobody, count=3, lock_dir=tmp_path)
-        assert second.uid not in (nobody, lease.uid)
-        os.close(second.fd)
-    finally:
-        os.close(lease.fd)
-
-
-def test_a_uid_a_leftover_process_holds_is_not_handed_out(tmp_path: Path) -> None:
-    # The uid's lock is free (the supervisor that held it is gone), its processes are not: a live one and a
-    # zombie (not reaped yet) each keep their uid from the next workload.
-    import subprocess
-
-    base = isolation.UID_BASE + isolation.UID_COUNT - 40  # outside what other tests allocate
-    def as_uid(uid: int) -> Callable[[], None]:
-        return lambda: os.setresuid(uid, uid, uid)
-
-    leftover = subprocess.Popen(["sleep", "30"], preexec_fn=as_uid(base))
-    zombie = subprocess.Popen(["true"], preexec_fn=as_uid(base + 1))
-    try:
-        deadline = time.monotonic() + 5
-        while isolation.read_proc_stat(zombie.pid).state != "Z" and time.monotonic() < deadline:  # type: ignore[union-attr]
-            time.sleep(0.01)
-        lease = isolation.allocate_uid("test", base=base, count=3, lock_dir=tmp_path, subordinate=())
-        try:
-            assert lease.uid == base + 2
-        finally:
-            os.close(lease.fd)
-    finally:
-        leftover.kill()
-        leftover.wait()
-        zombie.wait()
-    lease = isolation.allocate_uid("test", base=base, count=3, lock_dir=tmp_path, subordinate=())
-    assert lease.uid == base
-    os.close(lease.fd)
-
-
-def test_subordinate_ids_of_accounts_are_never_used(tmp_path: Path) -> None:
-    # An account's container processes run as its subordinate uids and gids in a user namespace of its own; a
-    # workload given one (its gid is its uid) could signal those processes or reach their group's files.
-    base = isolation.UID_BASE + isolation.UID_COUNT - 50
-    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
-    # Fields may carry spaces; a count or start that is no plain number ("²" passes str.isdigit) is skipped.
-    subuid.write_text(f"alice:{base}:2\nbroken line\nbob:x:y\ncarol:\u00b2:1\n# comment\n")
-    subgid.write_text(f"dave: {base + 2} : 1\n")
-    assert isolation.subordinate_ids((subuid, subgid)) == [range(base, base + 2), range(base + 2, base + 3)]
-    lease = isolation.allocate_uid("test", base=base, count=5, lock_dir=tmp_path / "locks", subordinate=(subuid, subgid))
-    try:
-        assert lease.uid == base + 3
-    finally:
-        os.close(lease.fd)
-    assert isolation.subordinate_ids((tmp_path / "missing",)) == []
-    with pytest.raises(isolation.IsolationError, match="subordinate id.*--exec-uid-base"):
-        isolation.allocate_uid("test", base=base, count=3, lock_dir=tmp_path / "locks", subordinate=(subuid, subgid))
-
-
 def test_state_file_is_root_only(tmp_path: Path) -> None:
     from hypercore.runtime.supervisor import write_json
 
@@ -370,7 +314,7 @@ def test_the_process_table_reads_every_uid_and_skips_zombies() -> None:
     # it now parses /proc/<pid>/status bytes for two lines instead of every line, 1.8x as fast.
     import subprocess
 
-    uid = isolation.UID_BASE + isolation.UID_COUNT - 7  # outside what the tests allocate first
+    uid = uids.UID_BASE + uids.UID_COUNT - 7  # outside what the tests allocate first
     def as_uid() -> None:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)

@@ -44,6 +44,7 @@ from typing import Any, Final
 import hypercore.runtime.cgroups as limits
 import hypercore.runtime.isolation as isolation
 import hypercore.runtime.supervisor as sv
+import hypercore.runtime.uids as uids
 from hypercore.runtime.base import Handle, RuntimeRefused
 from hypercore.runtime.isolation import ProcStat, read_proc_stat
 from hypercore.runtime.logs import read_rotated
@@ -96,9 +97,9 @@ class ExecDriver:
         *,
         adopted_poll_interval: float = 0.5,
         locale: str = "C.UTF-8",
-        uid_base: int = isolation.UID_BASE,
-        uid_count: int = isolation.UID_COUNT,
-        uid_lock_dir: Path = isolation.UID_LOCK_DIR,
+        uid_base: int = uids.UID_BASE,
+        uid_count: int = uids.UID_COUNT,
+        uid_lock_dir: Path = uids.UID_LOCK_DIR,
         pids_max: int = isolation.PIDS_MAX,
         max_log_bytes: int = sv.DEFAULT_LOG_BYTES,
         cgroups: bool = True,

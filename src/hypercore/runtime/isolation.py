@@ -1,17 +1,14 @@
 """Keeping a workload away from the node and from other workloads: its uid, its privileges, its end.
 
-* **A uid of its own.** Each exec workload runs as a uid (and gid) from a
-  range no account uses (:data:`UID_BASE` on), held by its supervisor for the
-  workload's life with an ``flock`` on ``<lock dir>/<uid>``, so no two live
-  workloads on the machine share one, whatever agent started them. A uid
-  still owning a process is never handed out again.
+* **A uid of its own** (hypercore.runtime.uids): one no account, account's
+  containers, live workload or leftover process uses.
 * **No privileges.** :func:`drop_privileges` runs in the forked child before
   ``exec``: join the cgroups (hypercore.runtime.cgroups), set rlimits, empty
   the capability bounding set, ``setgroups([])``, set gid and uid,
   ``PR_SET_NO_NEW_PRIVS`` and a parent-death SIGKILL.
 * **Ending everything.** :func:`kill_all` signals the workload's process
-  group, its cgroup members and (for a dedicated uid) every process of its
-  uid, so nothing it forked or daemonized escapes.
+  group and its cgroup members (without cgroups: every process of its
+  dedicated uid), so nothing it forked or daemonized escapes.
 * **The data dir.** :func:`open_up_data_dir`: traversable, not listable.
 
 Standard library only: the supervisor loads this file without the hypercore
@@ -23,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
-import grp
 import os
-import pwd
 import resource
 import signal
 import time
@@ -39,12 +34,7 @@ if TYPE_CHECKING:  # duck-typed at run time: the supervisor loads both files wit
 
     from hypercore.runtime.cgroups import Cgroups
 
-UID_BASE = 2_000_000
-UID_COUNT = 65_536
 PIDS_MAX = 256
-UID_LOCK_DIR = Path("/run/hypercore/uids")
-# Accounts' container uids and gids (a workload's gid is its uid): never a workload's.
-SUBORDINATE_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 24, 36, 38
 
 
@@ -119,22 +109,6 @@ def used_uids() -> set[int]:
     return {u for _pid, uids, _alive in _process_uids() for u in uids}
 
 
-def subordinate_ids(files: tuple[Path, ...] = SUBORDINATE_FILES) -> list[range]:
-    """The id ranges ``/etc/subuid`` and ``/etc/subgid`` give accounts for their containers
-    (``name:first:count`` lines); a line that is not one is skipped."""
-    ranges = []
-    for path in files:
-        try:
-            lines = path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError):
-            continue
-        for line in lines:
-            parts = [p.strip() for p in line.split(":")]
-            if len(parts) == 3 and all(p.isascii() and p.isdecimal() for p in parts[1:]):
-                ranges.append(range(int(parts[1]), int(parts[1]) + int(parts[2])))
-    return ranges
-
-
 class ProcStat(namedtuple("ProcStat", "state pgrp start_time ppid")):
     """The few fields of ``/proc/<pid>/stat`` the driver needs: state (R, S, D, Z...), process
     group, start time (clock ticks since boot, field 22), parent."""
@@ -195,50 +169,6 @@ def lock_held(path: Path) -> bool:
 
 
 
-# -- uids -----------------------------------------------------------------------
-
-
-class UidLease:
-    """A uid held for one workload while ``fd`` (an flock'ed file) stays open."""
-
-    def __init__(self, uid: int, fd: int) -> None:
-        self.uid, self.fd = uid, fd
-
-
-def allocate_uid(workload_id: str, base: int = UID_BASE, count: int = UID_COUNT,
-                 lock_dir: Path = UID_LOCK_DIR, subordinate: tuple[Path, ...] = SUBORDINATE_FILES) -> UidLease:
-    """The first uid of [base, base+count) that no account, group, account's containers (subordinate
-    uids and gids: a workload's gid is its uid), live workload or process uses."""
-    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    others = subordinate_ids(subordinate)
-    busy = used_uids()
-    for uid in range(base, base + count):
-        if uid == 0 or uid in busy or any(uid in r for r in others):
-            continue
-        try:
-            pwd.getpwuid(uid)
-            continue  # a real user: never run a workload as someone
-        except KeyError:
-            pass
-        try:
-            grp.getgrgid(uid)
-            continue
-        except KeyError:
-            pass
-        fd = os.open(lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{workload_id} {os.getpid()}\n".encode(), 0)
-        return UidLease(uid, fd)
-    raise IsolationError(f"no free uid in {base}..{base + count - 1} (every one is in use, belongs to an account, or "
-                         "is an account's subordinate id in /etc/subuid or /etc/subgid): choose another range "
-                         "with --exec-uid-base")
-
-
 # -- privileges ------------------------------------------------------------------
 
 
@@ -295,9 +225,12 @@ def drop_privileges(uid: int | None, cg: Cgroups, rlimits: list[tuple[int, int]]
 
 
 def workload_pids(*, uid: int | None, cg: Cgroups) -> set[int]:
-    """The processes of a workload: its cgroup's members and its (dedicated) uid's."""
+    """The processes of a workload: its cgroup's members, or without cgroups its (dedicated) uid's.
+
+    With cgroups every process of the uid was born in them and cannot leave (the directories are
+    root's), so the process table (O(processes on the machine)) is read only without them."""
     pids = cg.pids()
-    if uid is not None:
+    if uid is not None and not cg.dirs:
         pids.update(pids_of_uid(uid))
     return pids
 
@@ -334,7 +267,7 @@ def term_new_children(parent: int, termed: set[int], *, uid: int | None, cg: Cgr
 
 
 def anything_left(*, uid: int | None, cg: Cgroups) -> bool:
-    return bool(cg.pids() or (uid is not None and pids_of_uid(uid)))
+    return bool(workload_pids(uid=uid, cg=cg))
 
 
 def end_remains(*, pgid: int | None, uid: int | None, cg: Cgroups, grace: float = 1.0) -> None:

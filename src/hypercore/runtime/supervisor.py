@@ -5,9 +5,9 @@ in a session of its own and sends the workload (command and environment) on
 its stdin, never on a command line that every local user can read (or to a
 spare started ahead of need: :mod:`hypercore.runtime.handoff`). Then, as root:
 
-1. takes a uid of the workload's own, creates its cgroups and limits, and its
-   home ``DIR/home`` (0700, owned by that uid); ``DIR`` itself stays root's
-   (0711), so the workload cannot touch its log or this state;
+1. takes a uid of the workload's own (:mod:`hypercore.runtime.uids`), creates its cgroups and limits,
+   and its home ``DIR/home`` (0700, that uid's); ``DIR`` stays root's (0711): the workload cannot
+   touch its log or this state;
 2. starts ``/bin/sh -c COMMAND`` there with nothing but the environment it was
    given, as that uid, with no capabilities and no-new-privs
    (:func:`hypercore.runtime.isolation.drop_privileges`); with ``--init TINI``
@@ -19,18 +19,14 @@ spare started ahead of need: :mod:`hypercore.runtime.handoff`). Then, as root:
    capped: past half the cap the file becomes ``output.log.1`` (replacing the
    previous one), so the newest output is kept and the two never hold more
    than the cap;
-5. on SIGTERM (the driver's stop; the grace is in ``DIR/stop``) sends SIGTERM
-   to everything of the workload and SIGKILL after the grace; when the
-   workload's first process ends by itself, what it left running gets
-   SIGTERM and, a second later, SIGKILL;
-6. records the end in the state and exits: exit code, and a reason such as
-   ``killed: out of memory (limit 64 MB)``.
+5. on SIGTERM (the driver's stop; the grace is in ``DIR/stop``) sends SIGTERM to everything of the
+   workload and SIGKILL after the grace; when the workload's first process ends by itself, what it
+   left running gets SIGTERM and, a second later, SIGKILL;
+6. records the end in the state and exits: exit code, and a reason (``killed: out of memory ...``).
 
-The state (``DIR/state.json``, 0600, replaced atomically) is how anyone else
-learns about the workload. ``DIR/supervisor.lock`` is flock'ed by the driver
-and handed to the supervisor as an inherited descriptor, so it is held from
-the very fork on: a lock that is free means no supervisor lives for the id.
-
+The state (``DIR/state.json``, 0600, replaced atomically) is how anyone else learns about the
+workload. ``DIR/supervisor.lock`` is flock'ed by the driver and handed to the supervisor (inherited,
+or in the spare's message), so it is held from the start: a free lock means no supervisor lives.
 Standard library only, loaded without the hypercore package: see below.
 """
 
@@ -58,6 +54,7 @@ if __package__:
     import hypercore.runtime.handoff as handoff
     import hypercore.runtime.isolation as isolation
     import hypercore.runtime.namespaces as namespaces
+    import hypercore.runtime.uids as uids
 else:  # run as a script: load the siblings alone (the package's __init__ costs ~0.1 s a start)
 
     def _sibling(name: str) -> ModuleType:
@@ -67,7 +64,7 @@ else:  # run as a script: load the siblings alone (the package's __init__ costs 
         spec.loader.exec_module(module)
         return module
 
-    cgroups, isolation, namespaces = _sibling("cgroups"), _sibling("isolation"), _sibling("namespaces")
+    cgroups, isolation, namespaces, uids = (_sibling(n) for n in ("cgroups", "isolation", "namespaces", "uids"))
 
 # How the driver starts this file: ``python -I -S -c BOOTSTRAP <this file> ARGS``. Loading it as a
 # module keeps its bytecode cached (a script run as __main__ is compiled again at every start).
@@ -155,7 +152,7 @@ class Supervisor:
         self.leader: int | None = None
         self.leader_status: int | None = None
         self._termed: set[int] = set()  # pids sent SIGTERM while ending the workload
-        self.lease: isolation.UidLease | None = None
+        self.lease: uids.UidLease | None = None
 
     def save(self, **fields: Any) -> None:
         self.state.update(fields)
@@ -167,12 +164,15 @@ class Supervisor:
         """Set the workload up and start it; the read end of its output pipe."""
         args, home = self.args, self.workdir / HOME
         if os.geteuid() == 0:  # else it can change no uid: the workload runs as this process's
-            self.lease = isolation.allocate_uid(args.id, args.uid_base, args.uid_count, Path(args.uid_lock_dir))
+            self.lease = uids.allocate_uid(args.id, isolation.used_uids, args.uid_base, args.uid_count,
+                                           Path(args.uid_lock_dir))
             self.uid = self.lease.uid
         home.mkdir(mode=0o700, exist_ok=True)
         if self.uid is not None:
             os.chown(home, self.uid, self.uid)
         self.cg = cgroups.cgroups_for(args.id, args.mem_mb, args.cpu, args.pids_max, use_cgroups=not args.no_cgroups)
+        if self.lease is not None:
+            self.lease.record(self.cg)  # before any process has the uid
         rlimits = cgroups.rlimits_for(self.cg, args.mem_mb, args.pids_max, self.uid is not None)
         self.save(uid=self.uid if self.uid is not None else os.getuid(), dedicated_uid=self.uid is not None,
                   home=str(home), cgroups={k: str(v) for k, v in self.cg.dirs.items()},
@@ -333,8 +333,8 @@ def _parse(argv: list[str]) -> SimpleNamespace:
     """``--name value`` options and the ``--no-cgroups`` flag (the driver builds the line)."""
     values: dict[str, Any] = {
         "workdir": None, "id": None, "lock_fd": None, "mem_mb": 256, "cpu": 1.0, "pids_max": isolation.PIDS_MAX,
-        "log_bytes": DEFAULT_LOG_BYTES, "uid_base": isolation.UID_BASE, "uid_count": isolation.UID_COUNT,
-        "uid_lock_dir": str(isolation.UID_LOCK_DIR), "no_cgroups": False, "init": "",
+        "log_bytes": DEFAULT_LOG_BYTES, "uid_base": uids.UID_BASE, "uid_count": uids.UID_COUNT,
+        "uid_lock_dir": str(uids.UID_LOCK_DIR), "no_cgroups": False, "init": "",
     }
     args = iter(argv)
     for arg in args:
