@@ -124,12 +124,15 @@ def allocate_uid(workload_id: str, in_use: Callable[[], set[int]], base: int = U
     others = subordinate_ids(subordinate)
     scanned: set[int] | None = None
     for uid in range(base, base + count):
-        if uid == 0 or any(uid in r for r in others) or _is_account(uid):
+        if uid == 0 or any(uid in r for r in others):
             continue
         fd, fresh = _open_lock(lock_dir / str(uid))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
+            continue  # a live workload's: the common case while many run, so it is checked first
+        if _is_account(uid):  # the lookups cost more than the lock (NSS reads /etc/passwd and /etc/group)
             os.close(fd)
             continue
         left = False if fresh else _left_in_cgroup(fd)
