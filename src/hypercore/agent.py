@@ -286,7 +286,7 @@ class NodeAgent:
         manager = self.node.manager
         if self.config.enable_exec:
             driver = ExecDriver(max_log_bytes=self.node.max_log_bytes,  # the supervisor caps the log
-                                uid_base=self.config.exec_uid_base, spares=self.config.exec_spares)
+                                uid_base=self.config.exec_uid_base, zygote=not self.config.disable_exec_zygote)
             if driver.init is None and os.geteuid() == 0:
                 log.warning("tini not found: exec workloads get no PID namespace of their own and can see the "
                             "node's processes; install it with `apt-get install tini`")

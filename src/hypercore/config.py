@@ -72,9 +72,9 @@ class AgentConfig(BaseModel):
     exec_uid_base: Annotated[int, Field(ge=1000, le=2**32 - 65_538)] = Field(
         2_000_000, description="First of the 65536 uids exec workloads run as, one of its own each (uids of "
                                "accounts are skipped).")
-    exec_spares: Annotated[int, Field(ge=0, le=8)] = Field(
-        2, description="Exec supervisors kept started ahead of need, so that a start does not wait for one to "
-                       "load (about 9 MB each, no CPU while they wait; 0: none).")
+    disable_exec_zygote: bool = Field(False, description="Start each exec supervisor as a new Python process "
+                                                         "instead of forking it from one loaded ahead of need "
+                                                         "(about 18 ms more CPU per start).")
     insecure: bool = Field(False, description="No TLS, admission or gossip encryption (loopback addresses only; "
                                               "never on a shared machine).")
     container_engine: str | None = Field(None, description="podman, docker or a path (default: podman, else "

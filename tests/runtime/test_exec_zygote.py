@@ -1,11 +1,13 @@
-"""The exec driver's spare supervisors (hypercore.runtime.launch, .handoff) with real processes.
+"""The exec driver's zygote (hypercore.runtime.launch, .handoff) with real processes.
 
-A start hands its workload to a supervisor started ahead of need instead of
-waiting for a new one to load Python (about 18 ms of a 29 ms start). These
-tests check that the spares are really used, that what a supervisor started
-for the workload guarantees still holds for them (its lock, its log, its
-stop), that dead spares or an oversized job fall back to a supervisor of
-its own, and that no spare outlives the driver.
+A start hands its workload to a supervisor process loaded ahead of need, which
+forks the workload's supervisor (about 1 ms) instead of a new one loading
+Python (about 18 ms of CPU of a 29 ms start), and stays loaded. These tests
+check that the zygote is really used and stays one process, that what a
+supervisor started for the workload guarantees still holds for a forked one
+(its lock, its log, its stop, a cancelled start), that a dead zygote or an
+oversized job falls back to a supervisor of its own, and that the zygote does
+not outlive the driver while the supervisors it forked do.
 """
 
 from __future__ import annotations
@@ -22,45 +24,50 @@ import pytest
 
 from hypercore.runtime import ExecDriver, RuntimeRefused, WorkloadManager
 from hypercore.runtime.handoff import MAX_JOB
-from hypercore.runtime.isolation import lock_held
+from hypercore.runtime.isolation import lock_held, read_proc_stat
 from hypercore.store import WorkloadStore
 from hypercore.workload import WorkloadSpec, WorkloadState, new_workload_id
 from tests.runtime.test_exec_runtime import _kill_verified, assert_gone, wait_for_state
 
 NODE = "node-a"
-SPARES = 2  # the agent's default (--exec-spares)
 
 
-def spare_processes(exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
-    """Children of this process started as spares (``supervisor.py --spare``) and alive, but `exclude`."""
+def zygotes() -> list[int]:
+    """Children of this process started as the zygote (``supervisor.py --zygote``) and alive."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in exclude:
+        if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(stat[1]) == os.getpid() and stat[0] not in ("Z", "X") and b"--spare" in argv:
+        if int(stat[1]) == os.getpid() and stat[0] not in ("Z", "X") and b"--zygote" in argv:
             found.append(int(entry))
     return found
 
 
-async def waiting_spares(exclude: set[int] = frozenset(), timeout: float = 10.0) -> set[int]:  # type: ignore[assignment]
-    """The SPARES spare supervisors the driver keeps, once they are all there."""
+async def the_zygote(timeout: float = 10.0) -> int:
+    """The driver's one zygote, once it is there."""
     deadline = time.monotonic() + timeout
-    while len(found := spare_processes(exclude)) != SPARES:
+    while len(found := zygotes()) != 1:
         if time.monotonic() > deadline:
-            raise AssertionError(f"expected {SPARES} waiting spare supervisors, found {found}")
+            raise AssertionError(f"expected one zygote, found {found}")
         await asyncio.sleep(0.02)
-    return set(found)
+    return found[0]
+
+
+def parent_of(pid: int) -> int:
+    stat = read_proc_stat(pid)
+    assert stat is not None
+    return stat.ppid
 
 
 @pytest.fixture
-async def spare_manager(tmp_path: Path) -> AsyncIterator[tuple[WorkloadManager, ExecDriver]]:
+async def zygote_manager(tmp_path: Path) -> AsyncIterator[tuple[WorkloadManager, ExecDriver]]:
     store = WorkloadStore(tmp_path / "data")
-    driver = ExecDriver(spares=SPARES)
+    driver = ExecDriver(zygote=True)
     m = WorkloadManager(store, tmp_path / "data", {"exec": driver}, NODE)
     driver.warm_up()
     try:
@@ -71,97 +78,129 @@ async def spare_manager(tmp_path: Path) -> AsyncIterator[tuple[WorkloadManager, 
         store.close()
 
 
-async def test_a_start_is_handed_to_the_spare_and_a_new_spare_waits_after_it(
-    spare_manager: tuple[WorkloadManager, ExecDriver],
+async def test_a_start_is_forked_from_the_zygote_which_stays_loaded(
+    zygote_manager: tuple[WorkloadManager, ExecDriver],
 ) -> None:
-    m, _driver = spare_manager
-    spares = await waiting_spares()
-    record = await m.accept(WorkloadSpec(command="echo from-the-spare; sleep 60", env={"GREETING": "hi"}))
+    m, driver = zygote_manager
+    zygote = await the_zygote()
+    record = await m.accept(WorkloadSpec(command="echo from-the-zygote; sleep 60", env={"GREETING": "hi"}))
     assert record.state is WorkloadState.RUNNING
-    spare = record.handle["supervisor_pid"]  # type: ignore[index]
-    assert spare in spares  # a spare became its supervisor
+    supervisor = record.handle["supervisor_pid"]  # type: ignore[index]
+    assert supervisor != zygote and parent_of(supervisor) == zygote  # forked, not started
+    assert await the_zygote() == zygote  # and nothing to replace
     workdir = m.logs_path(record.id).parent
     assert lock_held(workdir / "supervisor.lock")  # the lock went with the message: held by the supervisor
     assert (workdir / "supervisor.log").exists()
-    assert len(await waiting_spares(exclude={spare}) - spares) == 1  # replaced
     # Everything a supervisor started for the workload does, this one does: logs, a second start refused, stop.
     for _ in range(100):
-        if b"from-the-spare" in await m.read_logs(record.id):
+        if b"from-the-zygote" in await m.read_logs(record.id):
             break
         await asyncio.sleep(0.02)
-    assert b"from-the-spare\n" in await m.read_logs(record.id)
+    assert b"from-the-zygote\n" in await m.read_logs(record.id)
     with pytest.raises(RuntimeRefused, match="already runs"):
-        await _driver.start(record.id, WorkloadSpec(command="true"), m.logs_path(record.id))
+        await driver.start(record.id, WorkloadSpec(command="true"), m.logs_path(record.id))
     stopped = await m.stop(record.id, grace=5.0)
     assert stopped.state is WorkloadState.STOPPED and stopped.exit_code == 128 + signal.SIGTERM
-    await assert_gone(spare)
+    await assert_gone(supervisor)  # the zygote reaped it: no zombie
 
 
-async def test_starts_in_a_row_use_the_spares_then_their_replacements(spare_manager: tuple[WorkloadManager, ExecDriver]) -> None:
-    m, _driver = spare_manager
-    spares = await waiting_spares()
-    started = [await m.accept(WorkloadSpec(command="sleep 60")) for _ in range(SPARES + 1)]
-    supervisors = [r.handle["supervisor_pid"] for r in started]  # type: ignore[index]
-    assert set(supervisors[:SPARES]) == spares  # those waiting, then one started meanwhile
-    assert supervisors[SPARES] not in spares and len(set(supervisors)) == SPARES + 1
-    assert len({r.handle["uid"] for r in started}) == SPARES + 1  # type: ignore[index]  # each its own uid, as always
+async def test_starts_in_a_row_and_at_once_are_all_forked(zygote_manager: tuple[WorkloadManager, ExecDriver]) -> None:
+    m, _driver = zygote_manager
+    zygote = await the_zygote()
+    started = [await m.accept(WorkloadSpec(command="sleep 60")) for _ in range(3)]
+    started += await asyncio.gather(*(m.accept(WorkloadSpec(command="sleep 60")) for _ in range(4)))
+    supervisors = {r.handle["supervisor_pid"] for r in started}  # type: ignore[index]
+    assert len(supervisors) == 7 and {parent_of(pid) for pid in supervisors} == {zygote}
+    assert len({r.handle["uid"] for r in started}) == 7  # type: ignore[index]  # each its own uid, as always
     assert all(r.state is WorkloadState.RUNNING for r in started)
+    assert zygotes() == [zygote]
 
 
-async def test_a_spare_that_died_is_replaced_and_the_start_does_not_fail(
-    spare_manager: tuple[WorkloadManager, ExecDriver],
+async def test_a_failed_start_is_refused_and_its_forked_supervisor_gone(
+    zygote_manager: tuple[WorkloadManager, ExecDriver], tmp_path: Path,
 ) -> None:
-    m, _driver = spare_manager
-    spares = await waiting_spares()
-    for pid in spares:
-        os.kill(pid, signal.SIGKILL)
-    await asyncio.sleep(0.1)  # dead before the start: their sockets are closed
+    # A workload its supervisor cannot start (here: no uid left in a range of one, held by a first workload):
+    # the refusal comes after the forked supervisor has ended, so its lock is free for a retry.
+    _m, _driver = zygote_manager
+    driver = ExecDriver(zygote=True, uid_base=_free_uid_base(), uid_count=1)
+    driver.warm_up()
+    try:
+        first_id, second_id = new_workload_id(), new_workload_id()
+        first = await driver.start(first_id, WorkloadSpec(command="sleep 60"),
+                                   tmp_path / "data" / "workloads" / first_id / "output.log")
+        second_log = tmp_path / "data" / "workloads" / second_id / "output.log"
+        with pytest.raises(RuntimeRefused, match="no free uid"):
+            await driver.start(second_id, WorkloadSpec(command="sleep 60"), second_log)
+        assert not lock_held(second_log.parent / "supervisor.lock")
+        await driver.stop(first, grace=1.0)
+    finally:
+        await driver.close()
+
+
+def _free_uid_base() -> int:
+    import hypercore.runtime.uids as uids
+
+    return uids.UID_BASE + uids.UID_COUNT - 90  # outside what other tests allocate
+
+
+async def test_a_zygote_that_died_is_replaced_and_the_start_does_not_fail(
+    zygote_manager: tuple[WorkloadManager, ExecDriver],
+) -> None:
+    m, _driver = zygote_manager
+    zygote = await the_zygote()
+    os.kill(zygote, signal.SIGKILL)
+    await asyncio.sleep(0.1)  # dead before the start: its socket is closed
     record = await m.accept(WorkloadSpec(command="sleep 60"))
     assert record.state is WorkloadState.RUNNING
     supervisor = record.handle["supervisor_pid"]  # type: ignore[index]
-    assert b"--spare" not in Path(f"/proc/{supervisor}/cmdline").read_bytes()  # one started for it
-    for pid in spares:
-        await assert_gone(pid)  # reaped, not left as zombies
-    assert not await waiting_spares(exclude={supervisor}) & spares  # new ones
+    assert parent_of(supervisor) == os.getpid()  # one started for it
+    await assert_gone(zygote)  # reaped, not left as a zombie
+    new = await the_zygote()
+    assert new != zygote
+    later = await m.accept(WorkloadSpec(command="sleep 60"))
+    assert parent_of(later.handle["supervisor_pid"]) == new  # type: ignore[index]
 
 
 async def test_a_workload_too_big_for_one_message_gets_a_supervisor_of_its_own(
-    spare_manager: tuple[WorkloadManager, ExecDriver],
+    zygote_manager: tuple[WorkloadManager, ExecDriver],
 ) -> None:
-    m, _driver = spare_manager
-    spares = await waiting_spares()
+    m, _driver = zygote_manager
+    zygote = await the_zygote()
     big = {f"V{i}": "x" * 30000 for i in range(MAX_JOB // 30000 + 1)}  # over one message, under the spec's limits
     record = await m.accept(WorkloadSpec(command='test "${#V0}" = 30000 && sleep 60', env=big))
     assert record.state is WorkloadState.RUNNING
-    assert record.handle["supervisor_pid"] not in spares  # type: ignore[index]
-    assert set(spare_processes(exclude={record.handle["supervisor_pid"]})) == spares  # type: ignore[index]  # still waiting
+    assert parent_of(record.handle["supervisor_pid"]) == os.getpid()  # type: ignore[index]
+    assert zygotes() == [zygote]  # still there
     await asyncio.sleep(0.3)
     assert m.get(record.id).state is WorkloadState.RUNNING  # its environment arrived whole
 
 
-async def test_no_spare_outlives_the_driver(tmp_path: Path) -> None:
+async def test_the_zygote_does_not_outlive_the_driver_but_its_supervisors_do(tmp_path: Path) -> None:
     store = WorkloadStore(tmp_path / "data")
-    driver = ExecDriver(spares=SPARES)
+    driver = ExecDriver(zygote=True)
     m = WorkloadManager(store, tmp_path / "data", {"exec": driver}, NODE)
     try:
         driver.warm_up()
-        spares = await waiting_spares()
-        await m.close()  # closes the driver: its spares' sockets close, and they exit by themselves
-        for pid in spares:
-            await assert_gone(pid)
-        assert spare_processes() == []
+        zygote = await the_zygote()
+        record = await m.accept(WorkloadSpec(command="sleep 60"))
+        await m.close()  # closes the driver: the zygote's socket closes, and it exits by itself
+        await assert_gone(zygote)
+        assert zygotes() == []
+        assert driver.is_running(record.handle)  # type: ignore[arg-type]  # workloads outlive the agent's parts
     finally:
+        _kill_verified(store)
         await m.close()
         store.close()
 
 
-async def test_a_driver_without_a_spare_starts_none(tmp_path: Path) -> None:
+async def test_a_driver_without_the_zygote_starts_none(tmp_path: Path) -> None:
     store = WorkloadStore(tmp_path / "data")
     m = WorkloadManager(store, tmp_path / "data", {"exec": ExecDriver()}, NODE)
     try:
         record = await m.accept(WorkloadSpec(command="sleep 60"))
         await wait_for_state(m, record.id, WorkloadState.RUNNING)
-        assert spare_processes(exclude={record.handle["supervisor_pid"]}) == []  # type: ignore[index]
+        assert zygotes() == []
+        assert parent_of(record.handle["supervisor_pid"]) == os.getpid()  # type: ignore[index]
     finally:
         _kill_verified(store)
         await m.close()
@@ -169,12 +208,12 @@ async def test_a_driver_without_a_spare_starts_none(tmp_path: Path) -> None:
 
 
 async def test_a_start_cancelled_while_it_takes_the_lock_leaves_the_lock_free(
-    spare_manager: tuple[WorkloadManager, ExecDriver], tmp_path: Path,
+    zygote_manager: tuple[WorkloadManager, ExecDriver], tmp_path: Path,
 ) -> None:
     # Found in review: cancelled (a placement deadline) while a thread opened and locked supervisor.lock, the
     # start left the descriptor open in the agent: the lock held for good, every later start of that id refused
     # as "a supervisor already runs", and locate() waiting for a supervisor that never was.
-    _m, driver = spare_manager
+    _m, driver = zygote_manager
     wid = new_workload_id()
     log_path = tmp_path / "data" / "workloads" / wid / "output.log"  # where the manager would put it
     for _ in range(20):  # the lock is taken in a thread: cancel at once, and after each of the first few steps
@@ -190,15 +229,41 @@ async def test_a_start_cancelled_while_it_takes_the_lock_leaves_the_lock_free(
     await driver.stop(handle, grace=1.0)
 
 
-async def test_a_workload_started_by_a_spare_holds_nothing_of_the_agent_or_its_supervisor(
-    spare_manager: tuple[WorkloadManager, ExecDriver],
+async def test_a_start_cancelled_after_the_fork_stops_its_supervisor(
+    zygote_manager: tuple[WorkloadManager, ExecDriver], tmp_path: Path,
 ) -> None:
-    # The spare got its lock and log as passed descriptors and talked over a socket: none of them may reach the
-    # workload, which runs as a uid of its own, not root, as one started by a supervisor of its own does.
-    m, _driver = spare_manager
-    spares = await waiting_spares()
+    # Cancelled once the zygote has the job: the forked supervisor is told who to be before it answers, so the
+    # driver can stop it (its pid with its start time): nothing of the workload is left running, the lock is free.
+    _m, driver = zygote_manager
+    await the_zygote()
+    for delay in (0.001, 0.005, 0.02):
+        wid = new_workload_id()
+        log_path = tmp_path / "data" / "workloads" / wid / "output.log"
+        task = asyncio.ensure_future(driver.start(wid, WorkloadSpec(command="sleep 60"), log_path))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RuntimeRefused):
+            handle = await task
+            await driver.stop(handle, grace=1.0)  # it had answered before the cancel landed
+        deadline = time.monotonic() + 10
+        while lock_held(log_path.parent / "supervisor.lock") and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not lock_held(log_path.parent / "supervisor.lock")
+        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and (s := read_proc_stat(int(p))) is not None
+                    and s.ppid == zygotes()[0] and s.alive]
+        assert children == [], children
+
+
+async def test_a_workload_started_by_a_forked_supervisor_holds_nothing_of_the_agent_or_the_zygote(
+    zygote_manager: tuple[WorkloadManager, ExecDriver],
+) -> None:
+    # The zygote got the lock, the log and the answer socket as passed descriptors and listens on a socket of
+    # its own: none of them may reach the workload, which runs as a uid of its own, not root, as one started by
+    # a supervisor of its own does.
+    m, _driver = zygote_manager
+    zygote = await the_zygote()
     record = await m.accept(WorkloadSpec(command="ls -l /proc/self/fd/ > fds.txt; id -u > uid.txt; sleep 60"))
-    assert record.handle["supervisor_pid"] in spares  # type: ignore[index]
+    assert parent_of(record.handle["supervisor_pid"]) == zygote  # type: ignore[index]
     home = m.logs_path(record.id).parent / "home"
     for _ in range(100):
         if (home / "uid.txt").exists() and (home / "uid.txt").read_text().strip():
@@ -208,3 +273,8 @@ async def test_a_workload_started_by_a_spare_holds_nothing_of_the_agent_or_its_s
     links = [line.split("->")[-1].strip() for line in (home / "fds.txt").read_text().splitlines() if "->" in line]
     assert not [t for t in links if "socket" in t or "supervisor" in t or "lock" in t], links
     assert len(links) <= 4, links  # stdin, stdout, stderr, and the directory `ls` reads
+    # Nor does the supervisor hold the zygote's socket: only the zygote listens on it.
+    sup_fds = [os.readlink(f"/proc/{record.handle['supervisor_pid']}/fd/{fd}")  # type: ignore[index]
+               for fd in os.listdir(f"/proc/{record.handle['supervisor_pid']}/fd")]  # type: ignore[index]
+    zyg_socket = {os.readlink(f"/proc/{zygote}/fd/{fd}") for fd in ("0", "1")}
+    assert not zyg_socket & set(sup_fds), (zyg_socket, sup_fds)

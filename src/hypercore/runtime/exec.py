@@ -48,7 +48,7 @@ import hypercore.runtime.uids as uids
 from hypercore.runtime.base import Handle, RuntimeRefused
 from hypercore.runtime.isolation import ProcStat, read_proc_stat
 from hypercore.runtime.logs import read_rotated
-from hypercore.runtime.launch import Spare, answer, opened_unless_cancelled, piped_answer
+from hypercore.runtime.launch import Forked, Piped, Zygote, opened_unless_cancelled
 from hypercore.workload import WorkloadSpec, is_workload_id
 
 __all__ = ["ExecDriver", "ProcStat", "read_proc_stat"]
@@ -105,7 +105,7 @@ class ExecDriver:
         cgroups: bool = True,
         start_timeout: float = 30.0,
         init: str | None = "",
-        spares: int = 0,
+        zygote: bool = False,
     ) -> None:
         self._poll = adopted_poll_interval
         self._locale = locale
@@ -120,15 +120,16 @@ class ExecDriver:
         self._opened: set[Path] = set()
         # Supervisors this driver started, by pid: only these can be awaited (and must be reaped).
         self._children: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
-        # Supervisors started ahead of need (hypercore.runtime.launch): the agent's driver keeps --exec-spares.
-        self._spare = Spare([*_ARGV, "--spare"], _SUPERVISOR_ENV, size=spares)
+        # A supervisor loaded ahead of need that forks one per start (hypercore.runtime.launch); the agent's
+        # driver has one unless --disable-exec-zygote.
+        self._zygote = Zygote([*_ARGV, "--zygote"], _SUPERVISOR_ENV, enabled=zygote)
 
     def warm_up(self) -> None:
-        """Start the spare supervisor now (in the running loop), not at the first start."""
-        self._spare.refill()
+        """Start the zygote now (in the running loop), not at the first start."""
+        self._zygote.warm_up()
 
     async def close(self) -> None:
-        await self._spare.close()
+        await self._zygote.close()
 
     def _env(self, workload_id: str, spec: WorkloadSpec, home: Path) -> dict[str, str]:
         # Start from nothing rather than the agent's environment, which may
@@ -175,14 +176,15 @@ class ExecDriver:
         lock_fd = await opened_unless_cancelled(asyncio.to_thread(self._prepare, workdir))
         options = self._options(workload_id, spec, workdir)
         payload = json.dumps({"command": spec.command, "env": self._env(workload_id, spec, workdir / sv.HOME)})
-        err_fd, handed = -1, None
+        err_fd = -1
         try:
             err_fd = os.open(workdir / sv.SUPERVISOR_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            # The lock goes to the supervisor with the fork (or the spare's message): held from then on.
-            handed = await self._spare.hand(options, payload, lock_fd, err_fd)
-            proc = handed[0] if handed is not None else await asyncio.create_subprocess_exec(
-                *_ARGV, *options, "--lock-fd", str(lock_fd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=err_fd, cwd=workdir, env=_SUPERVISOR_ENV, start_new_session=True, pass_fds=(lock_fd,))
+            # The lock goes to the supervisor with the zygote's message (or the exec): held from then on.
+            started: Forked | Piped = self._zygote.hand(options, payload, lock_fd, err_fd) or Piped(
+                await asyncio.create_subprocess_exec(
+                    *_ARGV, *options, "--lock-fd", str(lock_fd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=err_fd, cwd=workdir, env=_SUPERVISOR_ENV, start_new_session=True, pass_fds=(lock_fd,)),
+                payload)
         except OSError as exc:
             raise RuntimeRefused(f"the exec driver could not start its supervisor: {exc}") from exc
         finally:
@@ -190,35 +192,32 @@ class ExecDriver:
             if err_fd >= 0:
                 os.close(err_fd)
         try:
-            line = await (answer(handed[1], self.start_timeout) if handed is not None
-                          else piped_answer(proc, payload, self.start_timeout))
+            line = await started.answer(self.start_timeout)
         except BaseException as exc:  # cancelled (the placement deadline), timed out, the pipe broke
-            await asyncio.shield(self._abort(proc, workdir))
+            await asyncio.shield(self._abort(started, workdir))
             if isinstance(exc, (TimeoutError, OSError)):
                 raise RuntimeRefused(f"the exec supervisor did not start the workload: {exc!r}") from exc
             raise
         finally:
-            self._spare.refill()  # the one handed the workload is replaced while the answer travels
+            started.close()
         try:
             state = json.loads(line)
         except ValueError:
             state = {"error": f"the supervisor exited without an answer; see {workdir / sv.SUPERVISOR_LOG}"}
         if state.get("status") != "running":
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(proc.wait(), _KILL_SETTLE)
+            await started.gone(_KILL_SETTLE)  # it exits after failing: its lock is free for a retry of the id
             raise RuntimeRefused(f"the exec driver could not start the workload: {state.get('error')}")
-        self._children[proc.pid] = (proc, state.get("supervisor_start_time"))
+        if isinstance(started, Piped):  # a forked one is the zygote's child: watched like an adopted one
+            self._children[started.proc.pid] = (started.proc, state.get("supervisor_start_time"))
         return _handle(state, workdir)
 
-    async def _abort(self, proc: asyncio.subprocess.Process, workdir: Path) -> None:
+    async def _abort(self, started: Forked | Piped, workdir: Path) -> None:
+        """Stop a supervisor whose answer will not be waited for."""
         _request_stop(workdir, 0.0)
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), _KILL_SETTLE)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await started.signal(signal.SIGTERM)
+        if not await started.gone(_KILL_SETTLE):
+            await started.signal(signal.SIGKILL)
+            await started.gone(_KILL_SETTLE)
 
     # -- finding workloads from their id ------------------------------------------
 

@@ -334,7 +334,7 @@ class WorkloadManager:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watchers.clear()
         for driver in self._drivers.values():
-            if (close := getattr(driver, "close", None)) is not None:  # e.g. the exec driver's spare supervisor
+            if (close := getattr(driver, "close", None)) is not None:  # e.g. the exec driver's zygote
                 await close()
 
     # -- internals -------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 The exec driver starts it (``python -I -S -c BOOTSTRAP supervisor.py --workdir DIR --id ID ...``)
 in a session of its own and sends the workload (command and environment) on
-its stdin, never on a command line that every local user can read (or to a
-spare started ahead of need: :mod:`hypercore.runtime.handoff`). Then, as root:
+its stdin, never on a command line that every local user can read (or forks
+it from the zygote loaded ahead of need: :mod:`hypercore.runtime.handoff`). Then, as root:
 
 1. takes a uid of the workload's own (:mod:`hypercore.runtime.uids`), creates its cgroups and limits,
    and its home ``DIR/home`` (0700, that uid's); ``DIR`` stays root's (0711): the workload cannot
@@ -26,7 +26,7 @@ spare started ahead of need: :mod:`hypercore.runtime.handoff`). Then, as root:
 
 The state (``DIR/state.json``, 0600, replaced atomically) is how anyone else learns about the
 workload. ``DIR/supervisor.lock`` is flock'ed by the driver and handed to the supervisor (inherited,
-or in the spare's message), so it is held from the start: a free lock means no supervisor lives.
+or in the zygote's message), so it is held from the start: a free lock means no supervisor lives.
 Standard library only, loaded without the hypercore package: see below.
 """
 
@@ -66,10 +66,11 @@ else:  # run as a script: load the siblings alone (the package's __init__ costs 
 
     cgroups, isolation, namespaces, uids = (_sibling(n) for n in ("cgroups", "isolation", "namespaces", "uids"))
 
-# How the driver starts this file: ``python -I -S -c BOOTSTRAP <this file> ARGS``. Loading it as a
-# module keeps its bytecode cached (a script run as __main__ is compiled again at every start).
-BOOTSTRAP = ("import importlib.util as u, sys; s = u.spec_from_file_location('hypercore_supervisor', sys.argv.pop(1)); "
-             "m = sys.modules[s.name] = u.module_from_spec(s); s.loader.exec_module(m); sys.exit(m.main())")
+# How the driver starts this file: ``python -I -S -c BOOTSTRAP <this file> ARGS``. As a module its bytecode stays
+# cached (a script run as __main__ is compiled at every start); os._exit: a teardown would copy the zygote's pages.
+BOOTSTRAP = ("import importlib.util as u, os, sys; s = u.spec_from_file_location('hypercore_supervisor', "
+             "sys.argv.pop(1)); m = sys.modules[s.name] = u.module_from_spec(s); s.loader.exec_module(m); "
+             "c = m.main(); sys.stderr.flush(); os._exit(c)")
 STATE = "state.json"
 LOCK = "supervisor.lock"
 STOP = "stop"
@@ -82,9 +83,7 @@ DEFAULT_LOG_BYTES = 64 * 1024 * 1024
 STOP_GRACE = 5.0
 LEFTOVER_GRACE = 1.0
 DRAIN = 2.0  # how long output may still come once every process of the workload is gone
-# While the workload runs, signals wake the loop; this is only a safety net. (It was 0.5 s: two wake-ups a
-# second per running workload, 512 a second on a node with 256 of them.)
-RUNNING_CHECK_S = 30.0
+RUNNING_CHECK_S = 30.0  # a safety net: signals wake the loop (0.5 s was 512 wake-ups a second with 256 workloads)
 LATE_COMMAND_S = 0.25  # while it is asked to end: how often to look for a command its init started late
 _READ = 1 << 20
 
@@ -363,9 +362,9 @@ def _answer(state: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--spare"] and (job := (handoff if __package__ else _sibling("handoff")).receive()) is None:
-        return 0  # a spare never given a workload
-    args = _parse(job[0] if argv == ["--spare"] else argv)
+    if argv == ["--zygote"] and (job := (handoff if __package__ else _sibling("handoff")).serve()) is None:
+        return 0  # the zygote, told to go; what follows runs in the supervisors it forked
+    args = _parse(job[0] if argv == ["--zygote"] else argv)
     os.chdir(args.workdir)
     os.umask(0o077)
     if args.lock_fd is not None:
@@ -382,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # only to wake the loop up
     isolation.become_subreaper()
     try:
-        spec = json.loads(job[1] if argv == ["--spare"] else sys.stdin.buffer.read())
+        spec = json.loads(job[1] if argv == ["--zygote"] else sys.stdin.buffer.read())
         out = sup.start(spec)
     except Exception as exc:  # the driver refuses the spawn with this message
         sup.cg.remove()
