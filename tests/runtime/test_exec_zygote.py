@@ -278,3 +278,33 @@ async def test_a_workload_started_by_a_forked_supervisor_holds_nothing_of_the_ag
                for fd in os.listdir(f"/proc/{record.handle['supervisor_pid']}/fd")]  # type: ignore[index]
     zyg_socket = {os.readlink(f"/proc/{zygote}/fd/{fd}") for fd in ("0", "1")}
     assert not zyg_socket & set(sup_fds), (zyg_socket, sup_fds)
+
+
+async def test_a_start_cancelled_before_the_supervisor_said_who_it_is_still_stops_it(
+    zygote_manager: tuple[WorkloadManager, ExecDriver], tmp_path: Path,
+) -> None:
+    # The zygote is slow (stopped here): the start is cancelled while it waits for the forked supervisor's pid.
+    # That supervisor must not go on to start the workload with nobody knowing (its lock held for good, the
+    # workload running unrecorded): the abort waits a moment to learn its pid and stops it, and one that says
+    # who it is after the driver gave up finds the socket closed and exits before doing anything.
+    _m, driver = zygote_manager
+    zygote = await the_zygote()
+    wid = new_workload_id()
+    log_path = tmp_path / "data" / "workloads" / wid / "output.log"
+    os.kill(zygote, signal.SIGSTOP)
+    try:
+        task = asyncio.ensure_future(driver.start(wid, WorkloadSpec(command="sleep 60"), log_path))
+        await asyncio.sleep(0.3)  # handed: waiting for the supervisor to say who it is
+        task.cancel()
+        await asyncio.sleep(0.1)
+    finally:
+        os.kill(zygote, signal.SIGCONT)
+    with contextlib.suppress(asyncio.CancelledError, RuntimeRefused):
+        await task
+    deadline = time.monotonic() + 10
+    while lock_held(log_path.parent / "supervisor.lock") and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not lock_held(log_path.parent / "supervisor.lock")
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and (s := read_proc_stat(int(p))) is not None
+                and s.ppid == zygote and s.alive]
+    assert children == [], children

@@ -89,7 +89,10 @@ def serve() -> tuple[list[str], bytes] | None:
                     os.dup2(fd, target)  # fd 0 and 1 were the zygote's socket: this process keeps none of it
                 os.close(answer_fd)
                 os.close(log_fd)
-                os.write(1, b"%d %s" % (os.getpid(), _own_start_time()))
+                try:
+                    os.write(1, b"%d %s" % (os.getpid(), _own_start_time()))
+                except OSError:  # the driver gave the start up before it began: nothing was done, nothing to undo
+                    os._exit(0)
                 job = json.loads(data)
                 return [*job["args"], "--lock-fd", str(lock_fd)], job["spec"].encode()
             for fd in fds:

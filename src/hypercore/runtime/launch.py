@@ -46,18 +46,20 @@ class Forked:
         self.sock = sock
         self.pid: int | None = None
         self.start_time: int | None = None
-        self._said = False
+        self._silent = False  # it ended, or timed out, before saying who it is
 
     async def _message(self, timeout: float) -> bytes:
         return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.sock, 1 << 16), timeout)
 
     async def _who(self, timeout: float = _WHO_WAIT) -> int | None:
-        """Its pid (None: it ended, or never forked, without saying it)."""
-        if not self._said:
-            self._said = True
-            with contextlib.suppress(asyncio.TimeoutError, OSError, ValueError):
+        """Its pid (None: it ended, or never forked, without saying it). A start cancelled while waiting for it
+        leaves it unread, for the abort to read."""
+        if self.pid is None and not self._silent:
+            try:
                 pid, started = (await self._message(timeout)).split()
                 self.pid, self.start_time = int(pid), int(started)
+            except (asyncio.TimeoutError, OSError, ValueError):
+                self._silent = True
         return self.pid
 
     async def answer(self, timeout: float) -> bytes:
