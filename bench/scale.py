@@ -203,8 +203,7 @@ async def dry_runs(node: Node, clients: int, seconds: float) -> tuple[int, int]:
 # The routes a spawn with a request id uses (tests/cluster/test_directory.py counts the same ones).
 SPAWN_ROUTES = ("POST /v1/local/spawn", "PUT /v1/local/directory", "GET /v1/local/directory/{key}",
                 "POST /v1/local/workloads", "GET /v1/local/workloads/{id}", "GET /v1/local/workloads",
-                "DELETE /v1/local/workloads/{id}", "GET /v1/local/placements/{id}",
-                "GET /v1/ping")  # a ping is counted only when it opens a connection for a placement (preconnect)
+                "DELETE /v1/local/workloads/{id}", "GET /v1/local/placements/{id}")
 MANIFEST_ROUTE = "PUT /v1/local/replicas/{owner}"
 
 

@@ -305,11 +305,8 @@ class Node:
         db = self.data_dir / "registry.sqlite3"
         if not db.exists():
             return []
-        try:
-            with sqlite3.connect(db) as conn:
-                rows = conn.execute("SELECT handle FROM workloads WHERE handle IS NOT NULL").fetchall()
-        except sqlite3.OperationalError:  # an agent that died before making its table: it started nothing
-            return []
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT handle FROM workloads WHERE handle IS NOT NULL").fetchall()
         out = []
         for (handle,) in rows:
             try:

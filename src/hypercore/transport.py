@@ -46,10 +46,6 @@ MANAGEMENT_HEADER = "x-hypercore-management"
 # An idle connection to a peer is kept this long (aiohttp's default is 15 s); the server keeps it longer
 # (hypercore.api.server.SERVER_KEEPALIVE_S), so it is always this side that closes it.
 KEEPALIVE_S = 60.0
-# A peer called within this long has a kept-alive connection (the margin: a connection may close a bit early).
-_FRESH_S = KEEPALIVE_S - 10.0
-_PRECONNECT_S = 2.0  # how long a preconnect may take, and a request wait for it
-_FRESH_KEPT = 4096  # peers remembered as recently called (the expired ones go past this many)
 
 
 def user_headers(user: User | None) -> dict[str, str]:
@@ -147,8 +143,6 @@ class Transport:
         self._scheme = "https" if ssl_context is not None else "http"
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
-        self._fresh: dict[str, float] = {}  # peer -> until when a connection to it is likely kept alive
-        self._opening: dict[str, asyncio.Task[float | None]] = {}  # preconnects under way
 
     def _open(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running loop.
@@ -168,29 +162,6 @@ class Transport:
     def reachable(self, node: str) -> bool:
         return self._resolve(node) is not None
 
-    def _called(self, node: str) -> None:
-        now = time.monotonic()
-        self._fresh[node] = now + _FRESH_S
-        if len(self._fresh) > _FRESH_KEPT:
-            self._fresh = {n: until for n, until in self._fresh.items() if until > now}
-
-    def preconnect(self, node: str) -> None:
-        """Open a connection to `node` in the background (one ping on it, counted as a request) unless one was
-        used within the keep-alive time or is being opened: a call that follows soon (a placement's attempt,
-        once the claim before it is done) then finds it open instead of paying TCP's and TLS's round trips on
-        its own way: 2.3 ms on loopback, two round trips of the link between regions."""
-        if self._fresh.get(node, 0.0) > time.monotonic() or node in self._opening or self._resolve(node) is None:
-            return
-        self._count("GET", "/v1/ping")
-        task = asyncio.get_running_loop().create_task(self.ping(node, timeout=_PRECONNECT_S))
-        self._opening[node] = task
-        task.add_done_callback(lambda _t: self._opening.pop(node, None))
-
-    async def _after_preconnect(self, node: str, timeout: float) -> None:
-        """A call waits for its peer's preconnect (bounded), rather than opening a second connection beside it."""
-        if (opening := self._opening.get(node)) is not None:
-            await asyncio.wait({opening}, timeout=min(timeout, _PRECONNECT_S))
-
     async def request(
         self, node: str, method: str, path: str, *, json_body: Any = None, timeout: float = 10.0,
         user: User | None = None,
@@ -205,13 +176,10 @@ class Transport:
         headers = {"Host": node, **user_headers(user)}
         extra: dict[str, Any] = {"server_hostname": node} if self._ssl is not None else {}
         self._count(method, path)
-        await self._after_preconnect(node, timeout)
         try:
             async with self._open().request(method, url, json=json_body, headers=headers,
                                             timeout=aiohttp.ClientTimeout(total=timeout), **extra) as response:
-                answer = PeerResponse(response.status, await response.text())
-            self._called(node)
-            return answer
+                return PeerResponse(response.status, await response.text())
         except asyncio.TimeoutError:
             raise PeerUnreachable(f"no answer within {timeout:g} s", timed_out=True) from None
         except aiohttp.ClientError as exc:
@@ -239,7 +207,6 @@ class Transport:
                 ok = response.status == 200
         except (asyncio.TimeoutError, aiohttp.ClientError):
             return None
-        self._called(node)
         return (time.perf_counter() - start - timing.get("connect_s", 0.0)) * 1000.0 if ok else None
 
     @contextlib.asynccontextmanager
@@ -284,7 +251,5 @@ class Transport:
         return list(await asyncio.gather(*(one(n) for n in nodes)))
 
     async def close(self) -> None:
-        for task in list(self._opening.values()):
-            task.cancel()
         if self._session is not None:
             await self._session.close()

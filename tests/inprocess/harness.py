@@ -97,9 +97,6 @@ class InProcessTransport(Transport):
 
         return as_node
 
-    def preconnect(self, node: str) -> None:
-        pass  # no connections in process (tests/test_transport_preconnect.py tests it on sockets)
-
     async def request(self, node: str, method: str, path: str, *, json_body: Any = None, timeout: float = 10.0,
                       user: Any = None) -> PeerResponse:
         as_node = await self._reach(node, method, path, timeout)
