@@ -305,8 +305,11 @@ class Node:
         db = self.data_dir / "registry.sqlite3"
         if not db.exists():
             return []
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT handle FROM workloads WHERE handle IS NOT NULL").fetchall()
+        try:
+            with sqlite3.connect(db) as conn:
+                rows = conn.execute("SELECT handle FROM workloads WHERE handle IS NOT NULL").fetchall()
+        except sqlite3.OperationalError:  # an agent that died before making its table: it started nothing
+            return []
         out = []
         for (handle,) in rows:
             try:
