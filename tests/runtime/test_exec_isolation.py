@@ -197,6 +197,34 @@ async def test_every_process_and_thread_of_the_workload_is_in_its_cgroups(manage
     await manager.stop(record.id, grace=0)
 
 
+async def test_a_workload_cannot_leave_its_cgroup_to_keep_its_uid_unseen(manager: WorkloadManager) -> None:
+    # Attack: the next owner of a uid is checked for leftovers only in the cgroup its last workload was born
+    # in (hypercore.runtime.uids). A workload that moved a process out of it (to a parent, the root, or via a
+    # cgroup mount of its own) could leave that process behind unseen, to share its uid with a stranger. Every
+    # way a process of the uid might write itself elsewhere must fail, and every process of the uid stays in.
+    escape = ("for f in /sys/fs/cgroup/*/tasks /sys/fs/cgroup/*/cgroup.procs /sys/fs/cgroup/*/hypercore/tasks "
+              "/sys/fs/cgroup/*/hypercore/cgroup.procs /sys/fs/cgroup/tasks /sys/fs/cgroup/cgroup.procs; do "
+              "[ -e \"$f\" ] && (echo 0 > \"$f\") 2>/dev/null && echo \"MOVED $f\"; done; "
+              "mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg 2>/dev/null && echo MOUNTED; "
+              "unshare -Urmc sh -c 'mount -t cgroup2 none /tmp 2>/dev/null && echo 0 > /tmp/cgroup.procs "
+              "2>/dev/null && echo MOVED-USERNS' 2>/dev/null; (sleep 60 &); echo tried; sleep 60")
+    record = await manager.accept(WorkloadSpec(command=escape))
+    state = state_of(manager, record.id)
+    out = await eventually(lambda: _logs_with(manager, record.id, b"tried"), 10, "the escape attempts")
+    assert b"MOVED" not in out and b"MOUNTED" not in out, out
+    if not state["cgroups"]:
+        pytest.skip("this machine gives workloads no cgroup")
+    members = {int(p) for d in set(state["cgroups"].values()) for p in (Path(d) / "cgroup.procs").read_text().split()}
+    uid_pids = set(isolation.pids_of_uid(state["uid"]))
+    assert len(uid_pids) >= 2 and uid_pids <= members, (uid_pids, members)
+    await manager.stop(record.id, grace=0)
+
+
+async def _logs_with(manager: WorkloadManager, wid: str, needle: bytes) -> bytes | None:
+    out = await manager.read_logs(wid)
+    return out if needle in out else None
+
+
 async def test_without_cgroups_rlimits_stand_in(data_dir: Path) -> None:
     driver = ExecDriver(cgroups=False)
     store = WorkloadStore(data_dir)
