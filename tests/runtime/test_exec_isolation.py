@@ -271,9 +271,12 @@ async def test_a_fork_bomb_is_capped_and_ended_at_stop(manager: WorkloadManager)
     assert 100 <= peak <= isolation.PIDS_MAX, peak
     assert started < isolation.PIDS_MAX  # the kernel refused the rest
     cgroups = state_of(manager, record.id)["cgroups"]
+    processes = {pid: isolation.start_time(pid) for pid in isolation.pids_of_uid(uid)}
     stopped = await manager.stop(record.id, grace=1.0)
     assert stopped.state is WorkloadState.STOPPED
-    assert isolation.pids_of_uid(uid) == []
+    # Its very processes are gone (the uid itself may already be another test's workload's), and its cgroups,
+    # which cannot be removed while any process is in them, and which none of them could leave.
+    assert [pid for pid, started in processes.items() if isolation.same_process(pid, started)] == []
     assert all(not Path(p).exists() for p in cgroups.values())
 
 
@@ -322,10 +325,13 @@ async def test_a_killed_supervisor_takes_its_workload_with_it(manager: WorkloadM
     record = await manager.accept(WorkloadSpec(command="sleep 60 & sleep 60"))
     state = state_of(manager, record.id)
     await eventually(lambda: len(isolation.pids_of_uid(state["uid"])) >= 3, 5, "the workload's processes")
+    # Its very processes (pid and start time): once they are gone the uid is free, and a workload of a test
+    # running beside this one may take it at once (CI saw "processes of the uid" that were that one's).
+    processes = {pid: isolation.start_time(pid) for pid in isolation.pids_of_uid(state["uid"])}
     os.kill(record.handle["supervisor_pid"], signal.SIGKILL)  # type: ignore[index]
     done = await finished(manager, record.id)
     assert done.state is WorkloadState.EXITED and "supervisor died" in (done.error or "")
-    assert isolation.pids_of_uid(state["uid"]) == []
+    assert [pid for pid, started in processes.items() if isolation.same_process(pid, started)] == []
     assert all(not Path(p).exists() for p in state["cgroups"].values())
 
 

@@ -85,6 +85,15 @@ class Cgroups:
                 found.update(int(p) for p in path.read_text().split())
         return found
 
+    def exiting(self) -> bool:
+        """Whether a process that already left ``cgroup.procs`` on its way out still exists: the pids
+        controller counts each until it is reaped (a workload killed with its PID namespace is listed by
+        /proc for a moment after its cgroup looks empty)."""
+        d = self.dirs.get("pids")
+        with contextlib.suppress(OSError, ValueError):
+            return d is not None and int((d / "pids.current").read_text()) > 0
+        return False
+
     def oom_kills(self) -> int:
         """How many of the workload's processes the kernel killed for lack of memory in its cgroup."""
         memory = self.dirs.get("memory")

@@ -267,7 +267,7 @@ def term_new_children(parent: int, termed: set[int], *, uid: int | None, cg: Cgr
 
 
 def anything_left(*, uid: int | None, cg: Cgroups) -> bool:
-    return bool(workload_pids(uid=uid, cg=cg))
+    return bool(workload_pids(uid=uid, cg=cg)) or cg.exiting()
 
 
 def end_remains(*, pgid: int | None, uid: int | None, cg: Cgroups, grace: float = 1.0) -> None:
