@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hypercore.devcluster import live_workload_processes
 from hypercore.errors import HypercoreError
 from hypercore.runtime import (
     ExecDriver,
@@ -28,7 +29,6 @@ from hypercore.runtime import (
     WorkloadNotFound,
 )
 from hypercore.runtime.exec import read_proc_stat
-from hypercore.runtime.isolation import pids_of_uid
 from hypercore.runtime.manager import LOST_ERROR, NOT_STARTED_ERROR
 from hypercore.store import (
     SCHEMA_VERSION,
@@ -238,9 +238,10 @@ async def test_leftover_background_processes_end_with_the_workload(manager: Work
     # The workload's working directory is its home, a subdirectory it owns (the log and state are root's).
     workdir = manager.logs_path(record.id).parent
     state = json.loads((workdir / "state.json").read_text())
-    if state["namespaces"]:  # bg.pid holds a pid of the workload's own PID namespace: look by uid
+    if state["namespaces"]:  # bg.pid holds a pid of the workload's own PID namespace: look by its id
+        # (not by uid: once the workload is gone its uid is free, and a test beside this one may take it)
         assert state["dedicated_uid"]
-        await eventually(lambda: not pids_of_uid(state["uid"]), 3, "the background sleep to end")
+        await eventually(lambda: live_workload_processes("sleep")[record.id] == 0, 3, "the background sleep to end")
     else:
         proc = read_proc_stat(int((workdir / "home" / "bg.pid").read_text()))
         assert proc is None or not proc.alive
