@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import hypercore.runtime.uids as uids
 from hypercore.runtime import ExecDriver, RuntimeRefused, WorkloadManager
 from hypercore.runtime.handoff import MAX_JOB
 from hypercore.runtime.isolation import lock_held, read_proc_stat
@@ -116,13 +117,10 @@ async def test_starts_in_a_row_and_at_once_are_all_forked(zygote_manager: tuple[
     assert zygotes() == [zygote]
 
 
-async def test_a_failed_start_is_refused_and_its_forked_supervisor_gone(
-    zygote_manager: tuple[WorkloadManager, ExecDriver], tmp_path: Path,
-) -> None:
+async def test_a_failed_start_is_refused_and_its_forked_supervisor_gone(tmp_path: Path) -> None:
     # A workload its supervisor cannot start (here: no uid left in a range of one, held by a first workload):
     # the refusal comes after the forked supervisor has ended, so its lock is free for a retry.
-    _m, _driver = zygote_manager
-    driver = ExecDriver(zygote=True, uid_base=_free_uid_base(), uid_count=1)
+    driver = ExecDriver(zygote=True, uid_base=uids.UID_BASE + uids.UID_COUNT - 90, uid_count=1)  # no other test's
     driver.warm_up()
     try:
         first_id, second_id = new_workload_id(), new_workload_id()
@@ -135,12 +133,6 @@ async def test_a_failed_start_is_refused_and_its_forked_supervisor_gone(
         await driver.stop(first, grace=1.0)
     finally:
         await driver.close()
-
-
-def _free_uid_base() -> int:
-    import hypercore.runtime.uids as uids
-
-    return uids.UID_BASE + uids.UID_COUNT - 90  # outside what other tests allocate
 
 
 async def test_a_zygote_that_died_is_replaced_and_the_start_does_not_fail(

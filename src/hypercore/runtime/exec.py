@@ -48,7 +48,7 @@ import hypercore.runtime.uids as uids
 from hypercore.runtime.base import Handle, RuntimeRefused
 from hypercore.runtime.isolation import ProcStat, read_proc_stat
 from hypercore.runtime.logs import read_rotated
-from hypercore.runtime.launch import Forked, Piped, Zygote, opened_unless_cancelled
+from hypercore.runtime.launch import Forked, Piped, Zygote, opened_unless_cancelled, until_ended
 from hypercore.workload import WorkloadSpec, is_workload_id
 
 __all__ = ["ExecDriver", "ProcStat", "read_proc_stat"]
@@ -289,26 +289,7 @@ class ExecDriver:
     async def _watch(self, handle: Handle) -> None:
         """Until the handle's process, not our child, ends: a pidfd wakes us up, else /proc is polled."""
         pid = handle.get("supervisor_pid") if _supervised(handle) else handle.get("pid")
-        try:
-            fd = os.pidfd_open(int(pid))  # type: ignore[arg-type]
-        except (OSError, TypeError, ValueError):
-            fd = -1
-        loop = asyncio.get_running_loop()
-        try:
-            # Checked after opening the pidfd, with the start time: it names that very process.
-            while self.is_running(handle):
-                if fd < 0:
-                    await asyncio.sleep(self._poll)
-                    continue
-                ready = loop.create_future()
-                loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(fd)
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        await until_ended(pid, lambda: self.is_running(handle), self._poll)
 
     async def _ended(self, handle: Handle) -> dict[str, Any]:
         """The final state once the supervisor is gone; what it could not clean up, cleaned up here."""

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import subprocess
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import hypercore.runtime.handoff as handoff
@@ -78,21 +78,10 @@ class Forked:
         if await self._who() is None:
             return True
         try:
-            fd = os.pidfd_open(self.pid)
-        except OSError:
-            return True  # no such process
-        loop = asyncio.get_running_loop()
-        ended = loop.create_future()
-        loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
-        try:
-            if same_process(self.pid, self.start_time):  # checked once the pidfd names a process
-                await asyncio.wait_for(ended, timeout)
+            await asyncio.wait_for(until_ended(self.pid, lambda: same_process(self.pid, self.start_time)), timeout)
             return True
         except asyncio.TimeoutError:
             return False
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
 
     def close(self) -> None:
         self.sock.close()
@@ -201,6 +190,31 @@ class Zygote:
         if self._running is not None:
             running, self._running = self._running, None
             await _dismiss(*running)
+
+
+async def until_ended(pid: object, running: Callable[[], bool], poll: float = 0.5) -> None:
+    """Until `running()` turns false, for process `pid` that is not this process's child: its pidfd wakes us
+    at its end, else /proc is polled every `poll` s. `running` (which checks the start time too) is asked
+    once the pidfd is open, so that a pid reused meanwhile is never waited for."""
+    try:
+        fd = os.pidfd_open(int(pid))  # type: ignore[call-overload]
+    except (OSError, TypeError, ValueError):
+        fd = -1
+    loop = asyncio.get_running_loop()
+    try:
+        while running():
+            if fd < 0:
+                await asyncio.sleep(poll)
+                continue
+            ready = loop.create_future()
+            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 async def opened_unless_cancelled(opening: Awaitable[int]) -> int:
