@@ -83,6 +83,17 @@ def test_mutual_tls_names_both_sides(nodes):
     assert result == {"peer": "node-b"}
 
 
+def test_the_server_issues_no_session_tickets(nodes):
+    # No client of ours resumes a session, and two tickets after every handshake were a fifth of the
+    # server's CPU for a new connection (bench/tls_connect.py). Tickets arrive before the first data.
+    with tls_server(server_context(nodes["node-a"])) as (addr, result):
+        with socket.create_connection(addr, timeout=TIMEOUT) as raw, \
+                client_context(nodes["node-b"], None).wrap_socket(raw, server_hostname="node-a") as tls:
+            assert tls.recv(5) == b"hello"
+            assert tls.session is not None and not tls.session.has_ticket
+    assert result == {"peer": "node-b"}
+
+
 def test_explicit_ca_file(nodes, ca_dir: Path):
     with tls_server(server_context(nodes["node-a"])) as (addr, result):
         assert connect(addr, client_context(nodes["node-b"], ca_dir / "ca.pem"), "node-a") == b"hello"
