@@ -236,12 +236,17 @@ def workload_pids(*, uid: int | None, cg: Cgroups) -> set[int]:
 
 
 def kill_all(sig: int, *, pgid: int | None, uid: int | None, cg: Cgroups) -> set[int]:
-    """Send ``sig`` to the workload's group, cgroup members and (dedicated) uid; the pids that got it."""
+    """Send ``sig`` to the workload's group, cgroup members and (dedicated) uid; the pids that got it.
+
+    The members are read before the group is signalled: a process the signal itself makes the workload
+    start (a trap's clean-up, on the other core at once) is not among them, and is left to finish.
+    """
+    members = workload_pids(uid=uid, cg=cg)
     if pgid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
     sent: set[int] = set()
-    for pid in workload_pids(uid=uid, cg=cg):
+    for pid in members:
         if pid != os.getpid():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
