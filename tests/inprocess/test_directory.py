@@ -90,6 +90,41 @@ async def test_a_spawn_costs_at_most_four_node_requests_and_a_retry_at_most_two(
     assert copies(fake, r.json()["id"]) == 1
 
 
+async def test_a_spawn_whose_owner_cannot_be_reached_goes_to_its_next_holder_not_to_every_node(
+    fake: FakeCluster,
+) -> None:
+    # An owner alive to Serf but refusing connections: the receiving node placed the spawn itself, and not
+    # being a holder it had no entry to read, so it asked every alive node for a copy (N requests per spawn,
+    # and per retry). The next holder keeps the entry too: it places, and a retry reads one entry.
+    names = ["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8"]
+    priced(fake, names)
+    rid = request_id(names, "n3", not_first=("n1", "n8"))  # via n8, owned by n3, placed on n1
+    key = user_request_id("alice", rid)
+    owner, buddy, other = holders_of(key, names)
+    fake.down.add(owner)
+    async with fake.client("n8", fake.token("alice")) as client:
+        before = mark(fake)
+        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+        assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+        made = calls(fake, before)
+        assert sorted((f, t, m, p.split("?")[0]) for f, t, m, p in made) == sorted([
+            ("n8", owner, "POST", "/v1/local/spawn"),  # refused
+            ("n8", buddy, "POST", "/v1/local/spawn"),
+            (buddy, owner, "PUT", "/v1/local/directory"),  # refused: passed over
+            (buddy, other, "PUT", "/v1/local/directory"),
+            (buddy, "n1", "POST", "/v1/local/workloads")]), made
+        before = mark(fake)
+        again = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+        assert again.status_code == 200 and again.json()["existing"] is True and again.json()["node"] == "n1"
+        assert len(calls(fake, before)) == 3, calls(fake, before)  # owner refused, buddy, the node its entry names
+    fake.down.discard(owner)
+    # The owner, back, did not get the claim: its own claim meets the buddies' entry, which names n1.
+    async with fake.client("n5", fake.token("alice")) as client:
+        back = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+    assert back.status_code == 200 and back.json()["existing"] is True and back.json()["node"] == "n1", back.text
+    assert copies(fake, r.json()["id"]) == 1
+
+
 async def test_when_the_owner_dies_mid_placement_its_buddy_asks_the_named_node_and_places_no_second_copy(
     fake: FakeCluster,
 ) -> None:

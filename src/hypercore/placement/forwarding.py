@@ -3,9 +3,12 @@
 So that the same request sent to two nodes at once still yields one
 workload, the node that receives it hands it to the owner (rendezvous
 hashing over the reachable nodes) with the user it verified, and relays the
-answer. If the owner cannot be reached at all, the receiving node places it
-itself; if the owner does not answer in time it may still be placing it, so
-the caller is told to retry with the same request id instead.
+answer. If the owner cannot be reached at all, the next of the request id's
+holders places it: it keeps the request's directory entry too, so a copy is
+still found by reading one entry and asking the node it names, not by
+asking every node. Only when no holder can be reached does the receiving
+node place it itself. A node that does not answer in time may still be
+placing it, so the caller is told to retry with the same request id instead.
 """
 
 from __future__ import annotations
@@ -41,19 +44,24 @@ class Forwarded:
 
 async def forward_to_owner(scheduler: Scheduler, transport: Transport, user: User, request_id: str,
                            body: dict[str, Any]) -> Forwarded | None:
-    """The owner's answer to `body` (a spawn request), or None when this node should place it itself."""
-    owner = scheduler.owner_of(user_request_id(user.name, request_id))
-    if owner == scheduler.node_name:
-        return None
-    try:
-        r = await transport.request(owner, "POST", FORWARD_PATH, json_body=body, timeout=FORWARD_TIMEOUT_S, user=user)
-    except PeerUnreachable as exc:
-        if exc.timed_out:
-            raise OwnerTimeout(f"node {owner}, which places request {request_id!r}, did not answer in "
-                               f"{FORWARD_TIMEOUT_S:g} s; retry with the same request id") from None
-        log.warning("request owner unreachable; placing here", extra={"owner": owner, "error": str(exc)})
-        return None
-    try:
-        return Forwarded(r.status, r.json())
-    except ValueError:
-        raise OwnerGarbled(f"node {owner} answered with something that is not JSON") from None
+    """The placing node's answer to `body` (a spawn request), or None when this node should place it itself."""
+    placers = scheduler.holders_of(user_request_id(user.name, request_id))  # the owner first
+    for placer in placers:
+        if placer == scheduler.node_name:
+            return None
+        try:
+            r = await transport.request(placer, "POST", FORWARD_PATH, json_body=body, timeout=FORWARD_TIMEOUT_S,
+                                        user=user)
+        except PeerUnreachable as exc:
+            if exc.timed_out:
+                raise OwnerTimeout(f"node {placer}, which places request {request_id!r}, did not answer in "
+                                   f"{FORWARD_TIMEOUT_S:g} s; retry with the same request id") from None
+            log.warning("request id holder unreachable; trying the next", extra={"holder": placer,
+                                                                                  "error": str(exc)})
+            continue
+        try:
+            return Forwarded(r.status, r.json())
+        except ValueError:
+            raise OwnerGarbled(f"node {placer} answered with something that is not JSON") from None
+    log.warning("no holder of the request id reachable; placing here", extra={"holders": placers})
+    return None

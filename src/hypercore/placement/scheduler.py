@@ -30,6 +30,7 @@ from hypercore.identity.tokens import User
 from hypercore.loops import TaskSet
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
+from hypercore.placement.directory import HOLDERS
 from hypercore.placement.directory_sync import Directory
 from hypercore.placement.ids import request_rank, workload_id_for
 from hypercore.placement.links import OriginLinks
@@ -164,10 +165,15 @@ class Scheduler:
 
     def owner_of(self, request_id: str) -> str:
         """The node that places `request_id` (this one while it does not see itself as a peer)."""
+        return self.holders_of(request_id)[0]
+
+    def holders_of(self, request_id: str) -> list[str]:
+        """The nodes that keep `request_id`'s directory entry, its owner first: who may place it, in order
+        (only this one while it does not see itself as a peer)."""
         nodes = self.view.peers()
         if self.node_name not in nodes:
-            return self.node_name
-        return request_rank(request_id, nodes)[0]
+            return [self.node_name]
+        return request_rank(request_id, nodes)[:HOLDERS]
 
     # -- placing ------------------------------------------------------------------
 
