@@ -125,3 +125,27 @@ async def test_a_respawn_whose_owner_cannot_be_reached_waits_for_it_and_is_place
     assert sum(respawn_id(waiting) in fake.drivers[x].started for x in others) == 1
     recorded = fake[owner_of[waiting]].failover.replicas.moves(owner="a")
     assert any(m.original_id == waiting and m.by == owner_of[waiting] for m in recorded)  # the owner knows it moved
+
+
+async def test_a_failure_round_asks_no_alive_node_for_a_lookup(fake: FakeCluster) -> None:
+    # Found reading the cost of a failure: each round began with a batched lookup on every alive node (which
+    # of the failed node's workloads run again already): N requests a round, from the respawner and again from
+    # each other flagged holder after its grace, and a round every 5 s while one cannot be placed. Each respawn
+    # goes to its request id's owner, whose directory answers that in O(1) requests.
+    import asyncio
+
+    others, keep = await a_and_seven(fake, 3)
+    await asyncio.sleep(2.0)  # every node's start-up check is over (a returning node's lookup, once per start)
+    before = {n: len(node.transport.calls) for n, node in fake.nodes.items()}  # type: ignore[attr-defined]
+    fake.fail("a")
+    moved = {respawn_id(w) for w in keep}
+    await wait_until(lambda: all(any(n in fake.drivers[x].running for x in others) for n in moved), 15,
+                     "every workload of a to run again")
+    await asyncio.sleep(fake.failover_grace * 4)  # the other flagged holder's grace, and its round
+    made = [(n, *c) for n, node in fake.nodes.items() for c in node.transport.calls[before[n]:]]  # type: ignore[attr-defined]
+    # (a itself, failed to the others but running here, looks up its moves as a returning node does.)
+    assert [c for c in made if c[3] == "/v1/local/failover/lookup" and c[0] != "a"] == []
+    assert sorted(n for x in others for n in fake.drivers[x].started) == sorted(moved)  # each once
+    for holder in ("n0", "n1"):  # both flagged holders know where each went
+        await wait_until(lambda: {m.original_id for m in fake[holder].failover.replicas.moves(owner="a")} >= set(keep),
+                         10, f"{holder} to know every move")

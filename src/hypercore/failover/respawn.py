@@ -158,7 +158,8 @@ class Respawner:
         return _Election(manifest, respawner, acting, [n for n in ranked if n in holders])
 
     async def lookup(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Which of `ids` were placed somewhere: id → (node, workload), over every alive node and this one."""
+        """Which of `ids` were placed somewhere: id → (node, workload), over every alive node and this one (a
+        returning node's check, once per return: hypercore.failover.returning)."""
         found: dict[str, tuple[str, dict[str, Any]]] = {}
         for wid in ids:
             record = self.ctx.h.workloads.get(wid)
@@ -214,15 +215,9 @@ class Respawner:
             if waited < self.ctx.grace or (election.respawner_acting and waited < MAX_DEFER):
                 return 1.0
             role = "fallback"
-        # What was placed again already (by the respawner, or by us before a restart) is only recorded.
-        found = await self.lookup([respawn_id(e.id) for e in todo])
-        for e in todo:
-            if (hit := found.get(respawn_id(e.id))) is not None:
-                self.ctx.record_move(Move(owner=owner, original_id=e.id, new_id=respawn_id(e.id), node=hit[0],
-                                       moved_at=time.time(), by=self.ctx.name))
-        todo = [e for e in todo if respawn_id(e.id) not in found]
-        if not todo:
-            return None
+        # What was placed again already (by the respawner, or by us before a restart) is not looked up on every
+        # alive node first (N requests a round): each respawn goes to its request id's owner, whose directory
+        # answers with the copy placed before (recorded as a move, not placed twice) in O(1) requests.
         if self.ctx.status(owner) != "failed":
             return None
         log.warning("respawning the workloads of a failed node", extra={
