@@ -38,6 +38,8 @@ Measures, in this order:
                          registry's changes, at most one per buddy per 0.5 s, not each spawn);
   dry_run_per_s          POST /v1/placements answered per second by node 0 with 64 concurrent
                          clients for 10 s (the clients run on the same 2 cores).
+Also printed (and in the JSON as spawn_<phase>_ms): where the back-to-back spawns' time went, from the
+placing node's log timestamps (ms) and the client's clock: forward_decide, claim, attempt, back.
 With --json the last line is one JSON object with those keys plus `nodes`.
 Every process is ended in a finally (also on Ctrl-C).
 """
@@ -53,7 +55,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse
 import asyncio
+import datetime
 import json
+import re
 import statistics
 import tempfile
 import threading
@@ -246,6 +250,42 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
+_LOG_TIME = re.compile(r"^time=(\S+?)Z? ")
+
+
+def _log_time(line: str) -> float:
+    stamp = _LOG_TIME.match(line)
+    assert stamp is not None, line
+    return datetime.datetime.fromisoformat(stamp.group(1)).replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def spawn_phases(logs: dict[str, list[str]], sent: list[tuple[float, float, str]]) -> dict[str, float]:
+    """Where the spawns' time went, p50 of each phase in ms, from the placing node's log lines (ms timestamps)
+    and the client's clock (the same machine): the forward and the decision (sent -> "policy-based node
+    selection completed"), the claim on the holders (-> "attempting to spawn"), the attempt, its hop and the
+    start on the chosen node (-> "successfully spawned"), and the answer's way back to the client."""
+    phases: dict[str, list[float]] = {"forward_decide": [], "claim": [], "attempt": [], "back": []}
+    where = {}
+    for node, lines in logs.items():
+        for k, line in enumerate(lines):
+            if "successfully spawned" in line and (m := re.search(r" id=(\S+)", line)):
+                where[m.group(1)] = (node, k)
+    for t0, t1, wid in sent:
+        if wid not in where:
+            continue
+        node, k = where[wid]
+        lines = logs[node]
+        att = next((j for j in range(k, -1, -1) if "attempting to spawn" in lines[j]), None)
+        sel = next((j for j in range(att or 0, -1, -1) if "policy-based node selection completed" in lines[j]), None)
+        if att is None or sel is None:
+            continue
+        decided, claimed, placed = _log_time(lines[sel]), _log_time(lines[att]), _log_time(lines[k])
+        for key, value in (("forward_decide", decided - t0), ("claim", claimed - decided),
+                           ("attempt", placed - claimed), ("back", t1 - placed)):
+            phases[key].append(value * 1000)
+    return {key: statistics.median(values) for key, values in phases.items() if values}
+
+
 def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]:
     cluster = Cluster(root)
     flags = [*FLAGS, "--serf-profile", profile]  # the last --serf-profile wins over devcluster's `local`
@@ -312,13 +352,17 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         import httpx
         from hypercore.placement.directory_sync import FLUSH_S
 
+        sent: list[tuple[float, float, str]] = []  # (sent, answered, workload id), wall clock: for spawn_phases
+
         def spawn_all(client: httpx.Client, count: int, pace: float) -> tuple[list[float], list[str]]:
             times, ids = [], []
             for _ in range(count):
                 body = {"spec": SPEC, "request_id": f"scale-{uuid.uuid4().hex}"}
-                start = time.perf_counter()
+                start, wall = time.perf_counter(), time.time()
                 r = client.post(f"{first.url}/v1/workloads", json=body)
                 times.append((time.perf_counter() - start) * 1000)
+                if r.status_code == 201 and pace == 0.0:
+                    sent.append((wall, time.time(), r.json()["id"]))
                 if r.status_code != 201:
                     raise RuntimeError(f"spawn failed: HTTP {r.status_code} {r.text[:300]}")
                 ids.append(r.json()["id"])
@@ -364,9 +408,16 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         dry = ok / DRY_RUN_S
         say(f"dry runs: {ok} answered ({bad} errors) in {DRY_RUN_S:.0f} s = {dry:.0f}/s")
 
+        logs = {x: cluster[x].log().splitlines() for x in names}
+        phases = spawn_phases(logs, sent)
+        say("where the back-to-back spawns' time went (p50, from the placing node's log): "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in phases.items())
+            + " (forward_decide: to the request id's owner and its decision; claim: on the two other holders; "
+              "attempt: to the chosen node and the start there; back: the answer to the client)")
+
         timeouts = slow_broadcasts = 0
         for x in names:
-            for line in cluster[x].log().splitlines():
+            for line in logs[x]:
                 low = line.lower()
                 if "serf is slow to gossip" in low:
                     slow_broadcasts += 1  # Serf set the tags; its broadcast waited (not an RPC that failed)
@@ -394,6 +445,7 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             "spawn_cpu_ms": round(spawn_cpu_ms, 1),
             "requests_per_spawn": round(requests_per_spawn, 2),
             "dry_run_per_s": round(dry, 1),
+            **{f"spawn_{k}_ms": round(v, 1) for k, v in phases.items()},
         }
     finally:
         cluster.close()
