@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from hypercore.membership.rpc import Member
 from hypercore.placement import request_rank, user_request_id, workload_id_for
@@ -40,6 +41,15 @@ def request_id(nodes: list[str], owner: str, not_first: tuple[str, ...] = (), us
     raise AssertionError("no such request id")
 
 
+async def spawn_via(fake: FakeCluster, client: Any, rid: str) -> tuple[Any, list[tuple[str, str, str, str]]]:
+    """alice's spawn of SPEC with COST and request id `rid` through `client` (placed on n1), and the
+    node-to-node calls it made, queries cut off, sorted."""
+    before = mark(fake)
+    r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+    assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+    return r, sorted((f, t, m, p.split("?")[0]) for f, t, m, p in calls(fake, before))
+
+
 async def status_asked_of(fake: FakeCluster, node: str, wid: str) -> list[tuple[str, str, str, str]]:
     """The node-to-node calls `node` makes to answer alice's GET /v1/workloads/{wid} (which must find it)."""
     async with fake.client(node, fake.token("alice")) as client:
@@ -66,12 +76,9 @@ async def test_a_spawn_costs_at_most_four_node_requests_and_a_retry_at_most_two(
     rid = request_id(names, "n3", not_first=("n1", "n5"))  # via n5, owned by n3, placed on n1: every hop remote
     key = user_request_id("alice", rid)
     async with fake.client("n5", fake.token("alice")) as client:
-        before = mark(fake)
-        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
-        assert r.status_code == 201 and r.json()["node"] == "n1", r.text
-        made = calls(fake, before)
+        r, made = await spawn_via(fake, client, rid)
         # forward to the owner, the claim on its two buddies, the attempt: nothing sent to every node.
-        assert sorted((f, t, m, p.split("?")[0]) for f, t, m, p in made) == sorted([
+        assert made == sorted([
             ("n5", "n3", "POST", "/v1/local/spawn"),
             *(("n3", b, "PUT", "/v1/local/directory") for b in holders_of(key, names)[1:]),
             ("n3", "n1", "POST", "/v1/local/workloads")]), made
@@ -103,11 +110,8 @@ async def test_a_spawn_whose_owner_cannot_be_reached_goes_to_its_next_holder_not
     owner, buddy, other = holders_of(key, names)
     fake.down.add(owner)
     async with fake.client("n8", fake.token("alice")) as client:
-        before = mark(fake)
-        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
-        assert r.status_code == 201 and r.json()["node"] == "n1", r.text
-        made = calls(fake, before)
-        assert sorted((f, t, m, p.split("?")[0]) for f, t, m, p in made) == sorted([
+        r, made = await spawn_via(fake, client, rid)
+        assert made == sorted([
             ("n8", owner, "POST", "/v1/local/spawn"),  # refused
             ("n8", buddy, "POST", "/v1/local/spawn"),
             (buddy, owner, "PUT", "/v1/local/directory"),  # refused: passed over
