@@ -92,7 +92,7 @@ class Node:
             reputation=self.reputation, links=self.links, directory=self.directory,
         )
         handles = Handles(name=name, data_dir=data_dir, view=view, transport=transport, workloads=self.store,
-                          place=self.scheduler.place, owner_of=self.scheduler.owner_of, stop=self._stop_workload,
+                          place=self.scheduler.place, holders_of=self.scheduler.holders_of, stop=self._stop_workload,
                           registry=metrics.registry,
                           flagged=respawn_on_node_failure, observe=self.reputation.observe)
         self.failover = Failover(handles) if failover_grace is None else Failover(handles, grace=failover_grace)

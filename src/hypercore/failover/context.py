@@ -45,7 +45,7 @@ class Handles:
     transport: Transport
     workloads: WorkloadStore
     place: PlaceFn
-    owner_of: Callable[[str], str]  # the node that places a request id (placement's rendezvous on its workload id)
+    holders_of: Callable[[str], list[str]]  # who may place a request id, its owner first (Scheduler.holders_of)
     stop: StopFn
     registry: CollectorRegistry
     flagged: bool  # this node carries --respawn-on-node-failure

@@ -260,20 +260,25 @@ class Respawner:
     async def _place(self, owner: str, entry: ManifestEntry) -> tuple[str | None, bool]:
         """(node, already placed) of `entry`'s respawn, placed by its request id's owner, like a user's spawn:
         every holder of the manifest meets at that node's lock and placement directory (O(1) requests, not a
-        lookup of every node per workload). That owner unreachable: nothing here (a placement from a node
-        that holds no directory entry could start a second copy); the next round asks again, and once Serf
-        marks that owner failed, the request id has another owner, which shares its directory entries."""
-        target = self.ctx.h.owner_of(respawn_request_id(entry.id))
-        if target == self.ctx.name:  # the move is recorded by the caller, _respawn_one
-            placement = await self.place_here(entry)
-            workload, node, existing = placement.workload, placement.node, placement.existing
-        else:
+        lookup of every node per workload). An owner that refuses connections (alive to Serf, its API down):
+        the request id's next holder, which keeps its directory entry too (as placement.forwarding does for a
+        spawn). None of them answering: nothing here (a node without the request id's directory entry could
+        start a second copy); the next round asks again."""
+        refused: list[str] = []
+        for target in self.ctx.h.holders_of(respawn_request_id(entry.id)):
+            if target == self.ctx.name:  # the move is recorded by the caller, _respawn_one
+                placement = await self.place_here(entry)
+                workload, node, existing = placement.workload, placement.node, placement.existing
+                break
             try:
                 r = await self.ctx.h.transport.request(
                     target, "POST", RESPAWN_PATH, timeout=FORWARD_TIMEOUT_S,
                     json_body=RespawnRequest(owner=owner, entry=entry).model_dump(mode="json"))
             except PeerUnreachable as exc:
-                raise HypercoreError(f"node {target}, which places it, did not answer: {exc}") from None
+                if exc.timed_out:  # it may still be placing it: not also elsewhere
+                    raise HypercoreError(f"node {target}, which places it, did not answer: {exc}") from None
+                refused.append(f"{target}: {exc}")
+                continue
             if not r.ok:
                 raise HypercoreError(f"node {target}, which places it, answered {r.status}: {r.error_message()}")
             try:
@@ -281,6 +286,9 @@ class Respawner:
                 workload, node, existing = body["workload"], body["node"], body["existing"]
             except (ValueError, KeyError, TypeError):
                 workload = node = existing = None
+            break
+        else:
+            raise HypercoreError(f"no node that may place it could be reached ({'; '.join(refused)})")
         if not (isinstance(workload, dict) and workload.get("id") == respawn_id(entry.id)
                 and isinstance(node, str) and isinstance(existing, bool)):
             raise HypercoreError(f"node {target} answered something that is not this workload's respawn")
