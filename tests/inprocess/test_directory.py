@@ -192,7 +192,7 @@ async def test_a_node_whose_view_misses_the_owner_finds_the_copy_through_a_holde
     members = [Member(name=n, addr="127.0.0.1", port=7946, tags=t, status="alive" if n != "b" else "failed")
                for n, t in fake.beacons.items()]
     fake["a"].view.update(members)
-    assert fake["a"].scheduler.owner_of(user_request_id("alice", rid)) == "a"
+    assert fake["a"].scheduler.holders_of(user_request_id("alice", rid))[0] == "a"
     async with fake.client("a", fake.token("alice")) as client:
         again = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
     assert again.status_code == 200 and again.json()["existing"] is True and again.json()["node"] == "c", again.text
@@ -431,3 +431,25 @@ async def test_a_listing_of_some_nodes_asks_those_nodes_only(fake: FakeCluster) 
         assert too_many.status_code == 422 and "nodes: 101 names are not allowed (at most 100" in too_many.text
         bad = await client.get("/v1/workloads", params={"nodes": "n1,../etc"})
         assert bad.status_code == 422 and "nodes: '../etc' is not a node name" in bad.text
+
+
+async def test_a_spawn_whose_owner_does_not_answer_in_time_is_not_placed_elsewhere(
+    fake: FakeCluster, monkeypatch: Any,
+) -> None:
+    # A silent owner may still be placing it: unlike one that refuses connections, it is not passed over for the
+    # next holder, and the user is told to retry with the same request id (504).
+    import hypercore.placement.forwarding as forwarding
+
+    monkeypatch.setattr(forwarding, "FORWARD_TIMEOUT_S", 0.3)  # 110 s on a real node
+    names = ["n1", "n2", "n3", "n4", "n5", "n6"]
+    priced(fake, names)
+    rid = request_id(names, "n3", not_first=("n1", "n5"))
+    fake.frozen.add("n3")
+    async with fake.client("n5", fake.token("alice")) as client:
+        before = mark(fake)
+        r = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
+    assert r.status_code == 504, r.text
+    error = r.json()["error"]
+    assert error["code"] == "owner_timeout" and "node n3" in error["message"] and "retry" in error["message"]
+    assert calls(fake, before) == [("n5", "n3", "POST", "/v1/local/spawn")]  # no other holder asked
+    assert not any(d.started for d in fake.drivers.values())

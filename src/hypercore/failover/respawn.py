@@ -41,10 +41,9 @@ from hypercore.failover.model import (
     respawn_request_id,
 )
 from hypercore.loops import Backoff
-from hypercore.placement.forwarding import FORWARD_TIMEOUT_S
+from hypercore.placement.forwarding import FORWARD_TIMEOUT_S, first_placer
 from hypercore.placement.model import Placement, PlacementFailed
 from hypercore.policy import NoQualifyingNode, Policy
-from hypercore.transport import PeerUnreachable
 from hypercore.workload import EXISTING_STATES
 
 log = logging.getLogger("hypercore.failover")
@@ -264,21 +263,18 @@ class Respawner:
         the request id's next holder, which keeps its directory entry too (as placement.forwarding does for a
         spawn). None of them answering: nothing here (a node without the request id's directory entry could
         start a second copy); the next round asks again."""
-        refused: list[str] = []
-        for target in self.ctx.h.holders_of(respawn_request_id(entry.id)):
-            if target == self.ctx.name:  # the move is recorded by the caller, _respawn_one
-                placement = await self.place_here(entry)
-                workload, node, existing = placement.workload, placement.node, placement.existing
-                break
-            try:
-                r = await self.ctx.h.transport.request(
-                    target, "POST", RESPAWN_PATH, timeout=FORWARD_TIMEOUT_S,
-                    json_body=RespawnRequest(owner=owner, entry=entry).model_dump(mode="json"))
-            except PeerUnreachable as exc:
-                if exc.timed_out:  # it may still be placing it: not also elsewhere
-                    raise HypercoreError(f"node {target}, which places it, did not answer: {exc}") from None
-                refused.append(f"{target}: {exc}")
-                continue
+        holders = self.ctx.h.holders_of(respawn_request_id(entry.id))
+        # OwnerTimeout (a HypercoreError: the next round asks again) when one did not answer in time.
+        found = await first_placer(holders, self.ctx.name, lambda node: self.ctx.h.transport.request(
+            node, "POST", RESPAWN_PATH, timeout=FORWARD_TIMEOUT_S,
+            json_body=RespawnRequest(owner=owner, entry=entry).model_dump(mode="json")))
+        if found is None:
+            raise HypercoreError(f"none of the nodes that may place it ({', '.join(holders)}) could be reached")
+        target, r = found
+        if r is None:  # this node places it; the move is recorded by the caller, _respawn_one
+            placement = await self.place_here(entry)
+            workload, node, existing = placement.workload, placement.node, placement.existing
+        else:
             if not r.ok:
                 raise HypercoreError(f"node {target}, which places it, answered {r.status}: {r.error_message()}")
             try:
@@ -286,9 +282,6 @@ class Respawner:
                 workload, node, existing = body["workload"], body["node"], body["existing"]
             except (ValueError, KeyError, TypeError):
                 workload = node = existing = None
-            break
-        else:
-            raise HypercoreError(f"no node that may place it could be reached ({'; '.join(refused)})")
         if not (isinstance(workload, dict) and workload.get("id") == respawn_id(entry.id)
                 and isinstance(node, str) and isinstance(existing, bool)):
             raise HypercoreError(f"node {target} answered something that is not this workload's respawn")

@@ -163,10 +163,6 @@ class Scheduler:
                                "outcome": outcome, "node": node, "decision": entry,
                                "attempts": [a.to_dict() for a in attempts]})
 
-    def owner_of(self, request_id: str) -> str:
-        """The node that places `request_id` (this one while it does not see itself as a peer)."""
-        return self.holders_of(request_id)[0]
-
     def holders_of(self, request_id: str) -> list[str]:
         """The nodes that keep `request_id`'s directory entry, its owner first: who may place it, in order
         (only this one while it does not see itself as a peer)."""
