@@ -258,7 +258,7 @@ class NodeAgent:
         backoff = Backoff(first=1.0, cap=15.0)
         while True:
             try:
-                n = await self.serf.rpc.join(list(self.config.join))
+                n = await self.serf.join(list(self.config.join))
                 if n > 0:
                     log.info("joined cluster", extra={"contacted": n, "addrs": ",".join(self.config.join)})
                     return

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -41,7 +40,12 @@ from hypercore.membership.serf_config import (
     validate_tags,
     write_config_file,
 )
-from hypercore.membership.serf_process import PARENT_DEATH_PREEXEC, signal_child
+from hypercore.membership.serf_process import (
+    PARENT_DEATH_PREEXEC,
+    SerfNotInstalled,
+    find_serf_binary,
+    signal_child,
+)
 
 __all__ = [
     "SerfAgent",
@@ -54,35 +58,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TAGS_TIMEOUT_S: Final = 15.0  # over Serf's own broadcast timeout (5 s), which answers first
+# memberlist tries a join's addresses one after another, each within its TCP timeout (10 s for `lan`, 30 s
+# for `wan`): a join through an address that accepts and never answers takes that long before the next.
+JOIN_TIMEOUT_PER_ADDRESS_S: Final = 32.0
 
 _LOG_TAIL_LINES: Final[int] = 20
 
-NOT_INSTALLED_MESSAGE: Final[str] = (
-    "serf binary not found on PATH; install the Debian package 'serf' (apt-get install serf)"
-)
-
-
-class SerfNotInstalled(SerfError):
-    """The ``serf`` executable cannot be found."""
-
-    def __init__(self, message: str = NOT_INSTALLED_MESSAGE) -> None:
-        super().__init__(message)
-
-
 class SerfAgentError(SerfError):
     """The serf agent process could not be started or did not become ready."""
-
-
-def find_serf_binary(name: str = "serf") -> str:
-    """Absolute path of the serf executable, or :class:`SerfNotInstalled`."""
-    if os.sep in name:
-        if os.path.isfile(name) and os.access(name, os.X_OK):
-            return name
-        raise SerfNotInstalled(f"serf binary {name!r} does not exist or is not executable")
-    path = shutil.which(name)
-    if path is None:
-        raise SerfNotInstalled()
-    return path
 
 
 class SerfAgent:
@@ -208,6 +191,22 @@ class SerfAgent:
             if isinstance(exc, SerfRPCError) and "timeout waiting for update broadcast" not in str(exc):
                 raise
             log.info("serf is slow to gossip this node's new tags: they are set and queued", extra={"error": str(exc)})
+
+    async def join(self, addrs: Sequence[str]) -> int:
+        """Join the cluster through `addrs`; how many of them answered.
+
+        A join can take seconds (memberlist's push-pull with each address in turn, on a machine whose CPU
+        100 starting agents share), and Serf answers one request per RPC connection at a time: on the
+        shared connection, member and coordinate reads waited behind it and timed out. It gets a
+        connection of its own, for as long as it takes.
+        """
+        self.rpc  # noqa: B018 - raises when the agent is not running
+        timeout = JOIN_TIMEOUT_PER_ADDRESS_S * max(1, len(addrs))
+        client = await SerfRPC.connect(self._rpc_host, self._rpc_port, self.rpc_auth_key)
+        try:
+            return await client.join(list(addrs), timeout=timeout)
+        finally:
+            await client.close()
 
     def command_line(self, binary: str) -> list[str]:
         """The argv used to start the agent (contains no secrets)."""

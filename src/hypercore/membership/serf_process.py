@@ -1,4 +1,4 @@
-"""Low-level care of the serf child process: dying with its parent, and signals.
+"""Low-level care of the serf child process: finding the binary, dying with its parent, and signals.
 
 Kept apart from :class:`~hypercore.membership.agent.SerfAgent` because both
 are about the operating system's process rules (fork/exec, reaping), not
@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["PARENT_DEATH_PREEXEC", "signal_child"]
+from hypercore.membership.rpc import SerfError
+
+__all__ = ["NOT_INSTALLED_MESSAGE", "PARENT_DEATH_PREEXEC", "SerfNotInstalled", "find_serf_binary", "signal_child"]
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -63,3 +66,27 @@ def signal_child(process: asyncio.subprocess.Process, sig: signal.Signals) -> No
 
 # For create_subprocess_exec(preexec_fn=...): None where prctl is unavailable.
 PARENT_DEATH_PREEXEC: Final[Callable[[], None] | None] = _set_parent_death_signal if _PRCTL is not None else None
+
+
+NOT_INSTALLED_MESSAGE: Final[str] = (
+    "serf binary not found on PATH; install the Debian package 'serf' (apt-get install serf)"
+)
+
+
+class SerfNotInstalled(SerfError):
+    """The ``serf`` executable cannot be found."""
+
+    def __init__(self, message: str = NOT_INSTALLED_MESSAGE) -> None:
+        super().__init__(message)
+
+
+def find_serf_binary(name: str = "serf") -> str:
+    """Absolute path of the serf executable, or :class:`SerfNotInstalled`."""
+    if os.sep in name:
+        if os.path.isfile(name) and os.access(name, os.X_OK):
+            return name
+        raise SerfNotInstalled(f"serf binary {name!r} does not exist or is not executable")
+    path = shutil.which(name)
+    if path is None:
+        raise SerfNotInstalled()
+    return path
