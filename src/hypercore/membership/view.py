@@ -38,6 +38,12 @@ log = logging.getLogger("hypercore.view")
 AdmissionCheck = Callable[[str, Beacon, float], "str | None"]
 
 REVIEW_S = 30.0  # a member's view is re-checked at least this often (a stale beacon is reported again)
+
+
+def _next_review(now: float) -> float:
+    """The next multiple of REVIEW_S: every member's review on one grid, so one pass re-checks them all
+    (counted from each one's last check, 100 members' reviews rebuilt the sorted list 3.3 times a second)."""
+    return (math.floor(now / REVIEW_S) + 1) * REVIEW_S
 _FAST_TAGS = frozenset({"m", "sig"})  # what a beacon refresh changes: measurements, timestamp, signature
 
 
@@ -217,7 +223,7 @@ class ClusterView:
             views = [self._current(name, member, now) for name, member in self._members.items()]
             self._sorted = sorted(views, key=lambda n: n.name)
             self._peer_names = [n.name for n in self._sorted if n.peer is not None]
-            self._sorted_valid_until = min((self._views[n.name][1] for n in views), default=now + REVIEW_S)
+            self._sorted_valid_until = min((self._views[n.name][1] for n in views), default=_next_review(now))
         return list(self._sorted)
 
     def _current(self, name: str, member: Member, now: float) -> NodeView:
@@ -226,7 +232,7 @@ class ClusterView:
         if cached is not None and now < cached[1]:
             return cached[0]
         view = self._view(member, now)
-        until = now + REVIEW_S
+        until = _next_review(now)
         if view.beacon is not None:
             until = min(until, view.beacon.timestamp + self.max_age())
             if view.beacon.admission is not None:
