@@ -76,11 +76,14 @@ class Node:
         self.spawn_rate, self.spawn_burst = spawn_rate, spawn_burst
         self.store = WorkloadStore(data_dir)
         self.manager = WorkloadManager(self.store, data_dir, {}, name, capacity=capacity, max_workloads=max_workloads)
-        # Reputation from evidence: this node's observations (signed with `key`) and its peers' views.
-        self.reputation = Reputation(name, key, transport, view.peers, prior=self._attested_prior)
-        view.on_stale = lambda node: self.reputation.observe_once(node, False, "beacon stale")
         # Links as seen from an origin: this node's own probes of each peer, and Serf's network coordinates.
         self.probes = PeerLinks()
+        # Reputation from evidence: this node's observations (signed with `key`) and the views of peers of its
+        # probe panel, whose connections the probes keep open (a random peer of 100 cost a TLS handshake on
+        # both sides per exchange: hypercore.reputation.service).
+        self.reputation = Reputation(name, key, transport, lambda: self.probes.panel(view.peers(exclude=name)),
+                                     prior=self._attested_prior)
+        view.on_stale = lambda node: self.reputation.observe_once(node, False, "beacon stale")
         self.coordinates = CoordinateBook()
         self.links = OriginLinks(name, self.probes, self.coordinates)
         # Where the request ids this node holds were placed (hypercore.placement.directory).

@@ -142,3 +142,28 @@ def test_unreachable_and_stale_nodes_lose_reputation_once_per_incident(fake: Fak
         a.view.nodes()
     assert a.reputation.log.evidence("b") == Evidence(0, 1)
     assert a.reputation.log.records("b")[0].what == "beacon stale"
+
+
+async def test_views_are_asked_of_the_peers_the_probes_keep_connections_to(fake: FakeCluster) -> None:
+    """At 100 nodes a random peer's connection had long been closed (kept 60 s), so each exchange cost a TLS
+    handshake on both sides: a third of an idle agent's handshakes (py-spy, issue 10). The probe panel's
+    connections are kept open by the probes; the exchange asks peers of that panel."""
+    nodes = [fake.add(f"n{i:02d}") for i in range(30)]
+    origin = nodes[0]
+    peers = origin.view.peers(exclude=origin.name)
+    assert len(peers) == 29
+    panel = set(origin.probes.panel(peers))
+    assert len(panel) == 16  # a cluster larger than the panel
+    asked: list[str] = []
+    request = origin.reputation._transport.request
+
+    async def recording(node: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(node)
+        return await request(node, *args, **kwargs)
+
+    origin.reputation._transport.request = recording  # type: ignore[method-assign]
+    for _ in range(20):
+        await origin.reputation.exchange()
+    assert len(asked) == 60 and set(asked) <= panel
+    assert len(set(asked)) >= 10  # still a random draw among the panel's 16
+    assert len(origin.reputation._views) >= 10  # and their views were taken
