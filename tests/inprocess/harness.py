@@ -79,6 +79,10 @@ class InProcessTransport(Transport):
         self.cluster = cluster
         self.caller = caller
         self.calls: list[tuple[str, str, str]] = []  # (node, method, path)
+        self.warmed: list[str] = []  # nodes a connection was opened to ahead of a request (no connections here)
+
+    def warm(self, node: str) -> None:
+        self.warmed.append(node)
 
     async def _reach(self, node: str, method: str, path: str, timeout: float) -> Any:
         """`node`'s app, as seen by a call from this node over mutual TLS; or the failure the test staged."""

@@ -255,6 +255,8 @@ class Scheduler:
             # and each owner sent all of its share to one node: 198 of 200.)
             counted = self.unreported.count(ranked.node, workload_id, spec.cpu, float(spec.mem))
             if directory is not None and request_id is not None:
+                if ranked.node != self.node_name:
+                    self.transport.warm(ranked.node)  # the attempt's connection, opened while the claim runs
                 copy = await directory.claim(request_id, workload_id, [*maybe, ranked.node])
                 if copy is not None:  # placed by another node this one did not know of
                     self.unreported.uncount(counted)
