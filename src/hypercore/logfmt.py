@@ -17,9 +17,21 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 def _value(value: Any) -> str:
     text = "" if value is None else str(value)
-    if text == "" or any(c in text for c in ' "=\\\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if text == "" or any(c in text for c in ' "=\\') or not text.isprintable():
+        # Escaped, not written: a stranger's string (a policy name, a request id) must not start a line of its
+        # own (\n, \r), move the terminal's cursor (\x1b) or carry a lone surrogate no UTF-8 file can hold.
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = "".join(c if c.isprintable() or c == " " else _escape(c) for c in escaped)
+        return '"' + escaped + '"'
     return text
+
+
+def _escape(c: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c)
+    if named is not None:
+        return named
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class LogfmtFormatter(logging.Formatter):

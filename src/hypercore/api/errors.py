@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from hypercore.errors import HypercoreError
+from hypercore.errors import HypercoreError, encodable
 
 
 class ApiError(HypercoreError):
@@ -16,4 +16,15 @@ class ApiError(HypercoreError):
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+    # An error quotes what was refused, which may be a lone surrogate that no UTF-8 body can hold.
+    return JSONResponse(_encodable({"error": {"code": code, "message": message, **extra}}), status_code=status)
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encodable(v) for v in value]
+    return value
