@@ -149,6 +149,7 @@ class Transport:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._warming: dict[str, asyncio.Task[None]] = {}  # node -> a connection being opened (see warm)
+        self._called: dict[str, float] = {}  # node -> when a call to it last started (monotonic)
 
     def _open(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running loop.
@@ -174,6 +175,7 @@ class Transport:
         peer = self._resolve(node)
         if peer is None:
             raise PeerUnreachable(f"node {node} is not an alive, admitted member with an API address")
+        self._called[node] = time.monotonic()
         host = f"[{peer.host}]" if ":" in peer.host else peer.host
         extra: dict[str, Any] = {"server_hostname": node} if self._ssl is not None else {}
         return f"{self._scheme}://{host}:{peer.port}", extra
@@ -185,10 +187,14 @@ class Transport:
         claim on the request id's holders, and at 100 nodes both usually open a new mutual-TLS connection
         (about 5 ms each on this loaded 2-core machine). Opened during the claim, the attempt's connection is
         ready when the claim is done. A request to `node` meanwhile waits for it rather than opening a
-        second one. A connection kept alive from earlier calls is simply reused; a failure costs nothing
-        (the request then connects as it would have).
+        second one. A node called within the keep-alive is left alone: its connection is in the pool, or
+        busy with a call (in a burst of spawns), and a warm-up would only open one more. A failure costs
+        nothing (the request then connects as it would have).
         """
-        if node in self._warming or self._resolve(node) is None:
+        called = self._called.get(node)
+        if node in self._warming or (called is not None and time.monotonic() - called < KEEPALIVE_S - 5.0):
+            return
+        if self._resolve(node) is None:
             return
         task = asyncio.get_running_loop().create_task(self._connect(node))
         self._warming[node] = task

@@ -100,3 +100,15 @@ async def test_warm_of_a_node_that_is_no_peer_does_nothing(served: tuple[Countin
     from hypercore.transport import PeerUnreachable
     with pytest.raises(PeerUnreachable):
         await transport.request("rogue", "GET", "/v1/x")
+
+
+async def test_a_node_called_within_the_keep_alive_is_not_warmed_again(served: tuple[CountingServer, Transport]) -> None:
+    """Its connection is in the pool, or busy with a call (a burst of spawns to one node): a warm-up would
+    only open one more connection and make the calls that follow wait for it."""
+    counting, transport = served
+    assert (await transport.request("node-a", "GET", "/v1/x")).status == 200
+    slow = asyncio.ensure_future(transport.request("node-a", "GET", "/v1/y"))  # in flight
+    transport.warm("node-a")
+    assert not transport._warming
+    assert (await slow).status == 200
+    assert counting.connections == 1 and counting.requests == 2
