@@ -49,7 +49,7 @@ from hypercore.transport import Transport
 log = logging.getLogger("hypercore.agent")
 
 MEMBER_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
-COORDINATES_S = 10.0  # how often Serf's network coordinates are refreshed (0.9 RPCs a second at any size)
+COORDINATES_S = 10.0  # refresh period (0.9 RPCs/s at any size) and a read's deadline: nothing waits for one
 COORDINATE_READS = 8  # members read per refresh (one RPC each): every member at least every N/8 × 10 s
 FIRST_PROBES = 8  # members probed at once when they join (see _spawn_first_probes)
 FULL_REFRESH_S = 60.0  # a full member read (O(N) bytes), in case an event was missed (events keep the view current)
@@ -205,7 +205,7 @@ class NodeAgent:
                             view.upsert(event["Members"])
                             names = [m.name for m in event["Members"]]
                             if event["Event"] == "member-join":  # its network coordinate, without waiting
-                                self._spawn_coordinate_reads(names)
+                                self._oneshots.spawn(self._read_coordinates(names, quiet=True))
                             if event["Event"] in ("member-join", "member-update"):  # a first figure, at once
                                 self._spawn_first_probes(names)
                 finally:
@@ -220,15 +220,6 @@ class NodeAgent:
                 log.warning("cannot follow members in serf; retrying", extra={"error": str(exc), "retry_in": delay})
                 await asyncio.sleep(delay)
 
-    def _spawn_coordinate_reads(self, names: list[str]) -> None:
-        async def read() -> None:
-            assert self.serf is not None
-            for name in names:
-                with contextlib.suppress(SerfError):
-                    self.node.coordinates.set(name, await self.serf.rpc.get_coordinate(name))
-
-        self._oneshots.spawn(read())
-
     def _spawn_first_probes(self, names: list[str]) -> None:
         """Probe members this node has never measured now, not at the next round (up to FIRST_PROBES of them:
         a node joining a large cluster hears of every member at once; the rounds measure the rest)."""
@@ -240,18 +231,25 @@ class NodeAgent:
     async def _refresh_coordinates(self) -> None:
         """Serf's network coordinates, for latencies measured from any origin: this node's own and the
         COORDINATE_READS stalest others' each round (one RPC each, so a round costs the same at any size)."""
-        assert self.serf is not None
         names = {n.name for n in self.node.view.nodes()} | {self.name}
-        book = self.node.coordinates
-        for name in [self.name, *book.stalest(names - {self.name}, COORDINATE_READS)]:
+        stalest = self.node.coordinates.stalest(names - {self.name}, COORDINATE_READS)
+        if await self._read_coordinates([self.name, *stalest]):
+            self.node.coordinates.forget_except(names)
+            self.node.probes.forget_except(names)
+
+    async def _read_coordinates(self, names: list[str], *, quiet: bool = False) -> bool:
+        """Read `names`' coordinates into the book, one RPC each; False when Serf did not answer one. (Past 5 s
+        answers came while 100 agents started on 2 cores, saturated for a minute: bench/scale.py counted 1-6.)"""
+        assert self.serf is not None
+        for name in names:
             try:
-                book.set(name, await self.serf.rpc.get_coordinate(name))
+                self.node.coordinates.set(name, await self.serf.rpc.get_coordinate(name, timeout=COORDINATES_S))
             except SerfError as exc:  # Serf busy (a machine under load): the next round reads it; no traceback
-                log.warning("cannot read a network coordinate from serf",
-                            extra={"node": name, "error": f"{type(exc).__name__}: {exc}"})
-                return
-        self.node.coordinates.forget_except(names)
-        self.node.probes.forget_except(names)
+                if not quiet:
+                    log.warning("cannot read a network coordinate from serf",
+                                extra={"node": name, "error": f"{type(exc).__name__}: {exc}"})
+                return False
+        return True
 
     async def _join(self) -> None:
         assert self.serf is not None

@@ -82,8 +82,9 @@ async def test_a_spawn_costs_at_most_four_node_requests_and_a_retry_at_most_two(
             ("n5", "n3", "POST", "/v1/local/spawn"),
             *(("n3", b, "PUT", "/v1/local/directory") for b in holders_of(key, names)[1:]),
             ("n3", "n1", "POST", "/v1/local/workloads")]), made
-        # The attempt's connection was opened while the claim ran (a connection, not a request: Transport.warm).
-        assert fake["n3"].transport.warmed == ["n1"]  # type: ignore[attr-defined]
+        # The claim's connections were opened while the owner decided, the attempt's while the claim ran
+        # (connections, not requests: Transport.warm).
+        assert fake["n3"].transport.warmed == [*holders_of(key, names)[1:], "n1"]  # type: ignore[attr-defined]
         before = mark(fake)
         again = await client.post("/v1/workloads", json={"spec": SPEC, "policy": COST, "request_id": rid})
         assert again.status_code == 200 and again.json()["existing"] is True and again.json()["node"] == "n1"

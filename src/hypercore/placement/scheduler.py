@@ -190,6 +190,10 @@ class Scheduler:
         async with self._locks.hold(request_id):
             workload_id = workload_id_for(request_id)
             directory = self.directory if self.directory is not None and self.directory.keeps(request_id) else None
+            if directory is not None:
+                for holder in directory.holders(request_id):  # the claim's connections, opened while this decides
+                    if holder != self.node_name:
+                        self.transport.warm(holder)
             silent: list[str] = []
             if directory is None:
                 # Not one of the request id's holders (its owner could not be reached, or failover
