@@ -51,6 +51,7 @@ MANAGEMENT_HEADER = "x-hypercore-management"
 # (hypercore.api.server.SERVER_KEEPALIVE_S), so it is always this side that closes it.
 KEEPALIVE_S = 60.0
 WARM_TIMEOUT_S = 5.0  # a connection opened ahead of a request (Transport.warm) is given up after this
+CALLED_KEPT = 4096  # when a call to each node last started, for warm(): pruned to the last KEEPALIVE_S past this
 
 
 def user_headers(user: User | None) -> dict[str, str]:
@@ -175,7 +176,9 @@ class Transport:
         peer = self._resolve(node)
         if peer is None:
             raise PeerUnreachable(f"node {node} is not an alive, admitted member with an API address")
-        self._called[node] = time.monotonic()
+        now = self._called[node] = time.monotonic()
+        if len(self._called) > CALLED_KEPT:  # members come and go: forget the calls warm() no longer looks at
+            self._called = {n: t for n, t in self._called.items() if now - t < KEEPALIVE_S}
         host = f"[{peer.host}]" if ":" in peer.host else peer.host
         extra: dict[str, Any] = {"server_hostname": node} if self._ssl is not None else {}
         return f"{self._scheme}://{host}:{peer.port}", extra

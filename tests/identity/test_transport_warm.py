@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -112,3 +113,16 @@ async def test_a_node_called_within_the_keep_alive_is_not_warmed_again(served: t
     assert not transport._warming
     assert (await slow).status == 200
     assert counting.connections == 1 and counting.requests == 2
+
+
+def test_what_warm_remembers_of_past_calls_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Members come and go; the record of when each was last called must not grow with every name ever seen."""
+    from hypercore import transport as transport_module
+
+    monkeypatch.setattr(transport_module, "CALLED_KEPT", 100)
+    transport = Transport(lambda n: Peer(n, "127.0.0.1", 1), None)
+    long_ago = time.monotonic() - transport_module.KEEPALIVE_S - 1.0
+    transport._called = {f"gone{i}": long_ago for i in range(100)}  # members called long ago
+    for i in range(5):
+        transport._target(f"n{i}")  # calls now
+    assert set(transport._called) == {"n0", "n1", "n2", "n3", "n4"}
