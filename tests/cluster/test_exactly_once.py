@@ -125,6 +125,16 @@ async def _spawn_many(node: Node, n: int) -> list[tuple[int, dict]]:
         return await asyncio.gather(*(one(i) for i in range(n)))
 
 
+def _attempts_passed_over(cluster: Cluster) -> dict[str, Counter[str]]:
+    """Per owner, the attempts it passed over to the next node, by outcome and node (from its log)."""
+    out: dict[str, Counter[str]] = {}
+    for name in ("a", "b", "c"):
+        failed = [line for line in cluster[name].log().splitlines() if "spawn attempt failed" in line]
+        out[name] = Counter(" ".join(part for part in line.split() if part.startswith(("node=", "outcome=")))
+                            for line in failed)
+    return out
+
+
 def test_200_concurrent_spawns_complete_once_each_and_spread_evenly(cluster: Cluster) -> None:
     for name in ("a", "b", "c"):
         cluster.add(name, *EXEC)
@@ -135,7 +145,8 @@ def test_200_concurrent_spawns_complete_once_each_and_spread_evenly(cluster: Clu
     ids = [body["id"] for _, body in results]
     assert len(set(ids)) == 200
     per_node = Counter(body["node"] for _, body in results)
-    assert max(per_node.values()) <= 1.5 * 200 / 3, per_node
+    # It has failed now and then under 4 test workers (107 and 115 of 200 on one node): say what the owners saw.
+    assert max(per_node.values()) <= 1.5 * 200 / 3, (per_node, _attempts_passed_over(cluster))
     # Count from the runtime itself: every workload runs exactly once.
     def all_running() -> Counter[str] | None:
         copies = live_workload_processes()
