@@ -28,8 +28,8 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -85,6 +85,7 @@ class PeerUnreachable(HypercoreError):
 class PeerResponse:
     status: int
     text: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive when from a peer
 
     @property
     def ok(self) -> bool:
@@ -237,7 +238,7 @@ class Transport:
         try:
             async with self._open().request(method, base + path, json=json_body, headers=headers,
                                             timeout=aiohttp.ClientTimeout(total=timeout), **extra) as response:
-                return PeerResponse(response.status, await response.text())
+                return PeerResponse(response.status, await response.text(), response.headers)
         except asyncio.TimeoutError:
             raise PeerUnreachable(f"no answer within {timeout:g} s", timed_out=True) from None
         except aiohttp.ClientError as exc:

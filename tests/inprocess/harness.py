@@ -111,7 +111,7 @@ class InProcessTransport(Transport):
                                            timeout)
             except asyncio.TimeoutError:
                 raise PeerUnreachable(f"no answer within {timeout:g} s", timed_out=True) from None
-        return PeerResponse(r.status_code, r.text)
+        return PeerResponse(r.status_code, r.text, r.headers)
 
     @contextlib.asynccontextmanager
     async def stream(self, node: str, method: str, path: str, *, timeout: float = 10.0, user: Any = None,

@@ -10,7 +10,7 @@ whose workloads are visible: others' answer 404, as on the users' routes.
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from hypercore.api import paging
@@ -18,6 +18,7 @@ from hypercore.api.auth import Caller, can_see
 from hypercore.api.errors import ApiError
 from hypercore.api.models import ForwardedSpawnRequest, LocalSpawnRequest
 from hypercore.api.user_routes import TailLines, checked_id, log_response, place_for
+from hypercore.placement.unreported import QUEUE_DEPTH_HEADER
 from hypercore.store import WorkloadRecord
 
 if TYPE_CHECKING:
@@ -46,8 +47,11 @@ def node_router(agent: "Node", node_auth: Callable[[Request], Awaitable[Caller]]
         return await place_for(agent, caller.user, req)
 
     @router.post("/v1/local/workloads", status_code=201)
-    async def local_spawn(req: LocalSpawnRequest, caller: NodeCaller) -> dict[str, Any]:
-        return await agent.scheduler.receiver.accept(req)
+    async def local_spawn(req: LocalSpawnRequest, caller: NodeCaller, response: Response) -> dict[str, Any]:
+        workload = await agent.scheduler.receiver.accept(req)
+        # This node's load as it is now, for the placing node's next decisions (hypercore.placement.unreported).
+        response.headers[QUEUE_DEPTH_HEADER] = str(agent.manager.queue_depth())
+        return workload
 
     @router.get("/v1/local/reputation")
     async def local_reputation(caller: NodeCaller) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from hypercore.placement.model import Attempt, DeadlinePassed, Placement, Placem
 from hypercore.placement.outliers import OutlierDetector, counts_as_failure
 from hypercore.placement.reads import ClusterReads
 from hypercore.placement.receiver import Receiver
-from hypercore.placement.unreported import Unreported
+from hypercore.placement.unreported import QUEUE_DEPTH_HEADER, Unreported
 from hypercore.policy import Decision, NoQualifyingNode, Policy, PolicyEngine
 from hypercore.reputation import Reputation
 from hypercore.runtime.base import RuntimeRefused
@@ -100,12 +100,19 @@ class Scheduler:
     def _table(self, near: str | None = None) -> Any:
         """The view's table as seen from `near` (default: this node), with what this node placed
         that the beacons do not show yet."""
-        def shown(node: str) -> float | None:
+        def beacon_time(node: str) -> float | None:
             view = self.view.node(node)
             return view.beacon.timestamp if view and view.beacon else None
 
+        answered = self.unreported.answered_after(beacon_time)  # a chosen node's own figure, newer than its beacon
+
+        def shown(node: str) -> float | None:
+            return answered[node][0] if node in answered else beacon_time(node)
+
         unreported = self.unreported.per_node(shown, refresh_period(self.view.size()))
         table = self._derived_table(self.view.table(), near or self.node_name)
+        if answered:
+            table = table.with_values("queue_depth", {n: float(depth) for n, (_, depth) in answered.items()})
         if unreported:
             table = table.with_added("queue_depth", {n: c for n, (c, _, _) in unreported.items()})
             table = table.with_added("cpu_free", {n: -cpu for n, (_, cpu, _) in unreported.items()})
@@ -330,8 +337,10 @@ class Scheduler:
         if node == self.node_name and self.manager is not None:
             # Our own node: the same attempt, without an HTTP round trip to ourselves.
             try:
-                return Attempt(node, "ok"), await asyncio.wait_for(
+                workload = await asyncio.wait_for(
                     self.receiver.accept(LocalSpawnRequest.model_validate(body)), self.attempt_timeout)
+                self.unreported.answered(node, self.manager.queue_depth())
+                return Attempt(node, "ok"), workload
             except asyncio.TimeoutError:
                 return Attempt(node, "timeout", f"no answer within {self.attempt_timeout:g} s"), None
             except (RuntimeRefused, DeadlinePassed) as exc:
@@ -345,6 +354,7 @@ class Scheduler:
         except PeerUnreachable as exc:
             return Attempt(node, "timeout" if exc.timed_out else "error", str(exc)), None
         if response.status in (200, 201):
+            self.unreported.answered(node, response.headers.get(QUEUE_DEPTH_HEADER))
             return Attempt(node, "ok"), response.json()
         outcome = "refused" if 400 <= response.status < 500 else "error"
         return Attempt(node, outcome, f"HTTP {response.status}: {response.error_message()}"), None
