@@ -259,6 +259,8 @@ class NodeAgent:
                 n = await self.serf.join(list(self.config.join))
                 if n > 0:
                     log.info("joined cluster", extra={"contacted": n, "addrs": ",".join(self.config.join)})
+                    # The members it met, now: Serf's coalesced join events come about a second later.
+                    self.node.view.update(await self.serf.rpc.members())
                     return
             except SerfError as exc:
                 log.warning("join failed; retrying", extra={"addrs": ",".join(self.config.join), "error": str(exc)})
