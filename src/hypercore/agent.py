@@ -259,12 +259,12 @@ class NodeAgent:
                 n = await self.serf.join(list(self.config.join))
                 if n > 0:
                     log.info("joined cluster", extra={"contacted": n, "addrs": ",".join(self.config.join)})
-                    # The members it met, now: Serf's coalesced join events come about a second later.
-                    self.node.view.update(await self.serf.rpc.members())
-                    return
+                    break
             except SerfError as exc:
                 log.warning("join failed; retrying", extra={"addrs": ",".join(self.config.join), "error": str(exc)})
             await asyncio.sleep(backoff.next())
+        with contextlib.suppress(SerfError):  # the members it met, now: Serf's coalesced events come ~1 s later
+            self.node.view.update(await self.serf.rpc.members())
 
     def _reload_policy(self) -> None:
         path = self.config.cluster_policy

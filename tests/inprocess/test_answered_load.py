@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hypercore.placement.unreported import QUEUE_DEPTH_HEADER, Unreported
+from hypercore.placement.unreported import Unreported
 from hypercore.workload import WorkloadSpec
 from tests.inprocess.harness import FakeCluster
 
@@ -48,4 +48,6 @@ def test_an_answer_is_used_until_a_newer_beacon_and_garbage_is_ignored() -> None
     assert unreported.answered_after(lambda n: 999.0) == {"n1": (1000.0, 7)}  # newer than the beacon
     assert unreported.answered_after(lambda n: 1000.5) == {}  # a newer beacon: forgotten
     assert unreported._answered == {}
-    assert QUEUE_DEPTH_HEADER.startswith("x-hypercore-")
+    unreported.answered("gone", "3")  # a node that left: no newer beacon ever comes
+    clock[0] += 40.0
+    assert unreported.answered_after(lambda n: None, refresh=30.0) == {}  # older than refresh + UNREPORTED_S

@@ -38,13 +38,13 @@ log = logging.getLogger("hypercore.view")
 AdmissionCheck = Callable[[str, Beacon, float], "str | None"]
 
 REVIEW_S = 30.0  # a member's view is re-checked at least this often (a stale beacon is reported again)
+_FAST_TAGS = frozenset({"m", "sig"})  # what a beacon refresh changes: measurements, timestamp, signature
 
 
 def _next_review(now: float) -> float:
     """The next multiple of REVIEW_S: every member's review on one grid, so one pass re-checks them all
     (counted from each one's last check, 100 members' reviews rebuilt the sorted list 3.3 times a second)."""
     return (math.floor(now / REVIEW_S) + 1) * REVIEW_S
-_FAST_TAGS = frozenset({"m", "sig"})  # what a beacon refresh changes: measurements, timestamp, signature
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from hypercore.identity.tokens import User
 from hypercore.loops import TaskSet
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
-from hypercore.placement.directory import HOLDERS
+from hypercore.placement.directory import holders_of
 from hypercore.placement.directory_sync import Directory
-from hypercore.placement.ids import request_rank, workload_id_for
+from hypercore.placement.ids import workload_id_for
 from hypercore.placement.links import OriginLinks
 from hypercore.placement.locks import KeyedLocks
 from hypercore.placement.model import Attempt, DeadlinePassed, Placement, PlacementFailed
@@ -104,12 +104,13 @@ class Scheduler:
             view = self.view.node(node)
             return view.beacon.timestamp if view and view.beacon else None
 
-        answered = self.unreported.answered_after(beacon_time)  # a chosen node's own figure, newer than its beacon
+        refresh = refresh_period(self.view.size())
+        answered = self.unreported.answered_after(beacon_time, refresh)  # a chosen node's own newer figure
 
         def shown(node: str) -> float | None:
             return answered[node][0] if node in answered else beacon_time(node)
 
-        unreported = self.unreported.per_node(shown, refresh_period(self.view.size()))
+        unreported = self.unreported.per_node(shown, refresh)
         table = self._derived_table(self.view.table(), near or self.node_name)
         if answered:
             table = table.with_values("queue_depth", {n: float(depth) for n, (_, depth) in answered.items()})
@@ -176,7 +177,13 @@ class Scheduler:
         nodes = self.view.peers()
         if self.node_name not in nodes:
             return [self.node_name]
-        return request_rank(request_id, nodes)[:HOLDERS]
+        return holders_of(request_id, nodes)
+
+    def _warm(self, nodes: list[str]) -> None:
+        """Open connections to `nodes` (this one aside) ahead of the calls that follow (Transport.warm)."""
+        for node in nodes:
+            if node != self.node_name:
+                self.transport.warm(node)
 
     # -- placing ------------------------------------------------------------------
 
@@ -196,11 +203,10 @@ class Scheduler:
             return await self._place(spec, policy, workload_id_for(None), dry_run=dry_run, owner=owner, near=near)
         async with self._locks.hold(request_id):
             workload_id = workload_id_for(request_id)
-            directory = self.directory if self.directory is not None and self.directory.keeps(request_id) else None
+            holders = self.directory.holders(request_id) if self.directory is not None else []
+            directory = self.directory if self.node_name in holders else None
             if directory is not None:
-                for holder in directory.holders(request_id):  # the claim's connections, opened while this decides
-                    if holder != self.node_name:
-                        self.transport.warm(holder)
+                self._warm(holders)  # the claim's connections, opened while this node decides
             silent: list[str] = []
             if directory is None:
                 # Not one of the request id's holders (its owner could not be reached, or failover
@@ -266,8 +272,7 @@ class Scheduler:
             # and each owner sent all of its share to one node: 198 of 200.)
             counted = self.unreported.count(ranked.node, workload_id, spec.cpu, float(spec.mem))
             if directory is not None and request_id is not None:
-                if ranked.node != self.node_name:
-                    self.transport.warm(ranked.node)  # the attempt's connection, opened while the claim runs
+                self._warm([ranked.node])  # the attempt's connection, opened while the claim runs
                 copy = await directory.claim(request_id, workload_id, [*maybe, ranked.node])
                 if copy is not None:  # placed by another node this one did not know of
                     self.unreported.uncount(counted)

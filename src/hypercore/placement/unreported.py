@@ -67,12 +67,15 @@ class Unreported:
         if 0 <= depth <= MAX_ANSWERED_DEPTH:
             self._answered[node] = (self._clock(), depth)
 
-    def answered_after(self, beacon_time: Callable[[str], float | None]) -> dict[str, tuple[float, int]]:
-        """(when, queue depth) of the answers newer than the node's beacon; older ones are forgotten."""
+    def answered_after(self, beacon_time: Callable[[str], float | None],
+                       refresh: float = 0.0) -> dict[str, tuple[float, int]]:
+        """(when, queue depth) of the answers newer than the node's beacon; older ones are forgotten, and so
+        are those older than a refresh period and UNREPORTED_S (a node that left publishes no newer beacon)."""
+        cutoff = self._clock() - refresh - UNREPORTED_S
         out = {}
         for node, (at, depth) in list(self._answered.items()):
             measured = beacon_time(node)
-            if measured is not None and measured >= at:
+            if at <= cutoff or (measured is not None and measured >= at):
                 del self._answered[node]
             else:
                 out[node] = (at, depth)
