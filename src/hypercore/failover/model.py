@@ -36,22 +36,27 @@ NodeName = Annotated[str, Field(min_length=1, max_length=256)]
 WorkloadId = Annotated[str, Field(pattern=WORKLOAD_ID_PATTERN)]
 
 
-def holder_rank(owner: str, alive: Iterable[str], flagged: Iterable[str] = ()) -> list[str]:
-    """The alive nodes other than `owner` in the order they hold its manifest.
+def holder_rank(owner: str, alive: Iterable[str], flagged: Iterable[str] = (), n: int | None = None) -> list[str]:
+    """The alive nodes other than `owner` in the order they hold its manifest (the first `n` when given).
 
     Rendezvous order, with nodes that carry --respawn-on-node-failure first:
     a node's buddies are the nodes that can respawn its workloads whenever
     there are enough of them. When every node (or none) carries the flag, this
     is the plain rendezvous order.
     """
-    ranked = [n for n in rendezvous_rank(owner, alive) if n != owner]
-    flags = set(flagged)
-    return [n for n in ranked if n in flags] + [n for n in ranked if n not in flags]
+    nodes = tuple(alive)
+    flags = set(flagged).intersection(nodes)
+    flags.discard(owner)
+    if n is not None and (not flags or len(flags) == len(set(nodes) - {owner})):
+        return [x for x in rendezvous_rank(owner, nodes, n + 1) if x != owner][:n]  # plain order: its first n only
+    ranked = [x for x in rendezvous_rank(owner, nodes) if x != owner]
+    ordered = [x for x in ranked if x in flags] + [x for x in ranked if x not in flags]
+    return ordered if n is None else ordered[:n]
 
 
 def buddies_of(owner: str, alive: Iterable[str], k: int = K, flagged: Iterable[str] = ()) -> list[str]:
     """The k nodes that hold `owner`'s manifest, among the alive nodes."""
-    return holder_rank(owner, alive, flagged)[:k]
+    return holder_rank(owner, alive, flagged, k)
 
 
 def respawn_request_id(original_id: str) -> str:

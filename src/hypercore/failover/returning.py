@@ -51,7 +51,7 @@ class Returner:
         if not mine:
             return []
         moves: dict[str, Move] = {}
-        ask = holder_rank(ctx.name, ctx.alive(), ctx.flagged_nodes())[: ctx.k + 2]
+        ask = holder_rank(ctx.name, ctx.alive(), ctx.flagged_nodes(), ctx.k + 2)
         path = f"/v1/local/failover/moves/{quote(ctx.name, safe='')}"
         answers = await asyncio.gather(*(ctx.ask(n, "GET", path) for n in ask))
         for body in answers:

@@ -96,7 +96,7 @@ class DirectoryPush(BaseModel):
 
 def holders_of_workload(workload_id: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
     """The nodes that keep the entry of the request whose workload id is `workload_id` (if it had a request id)."""
-    return rendezvous_rank(workload_id, alive)[:n]
+    return rendezvous_rank(workload_id, alive, n)
 
 
 def holders_of(key: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
