@@ -3,7 +3,7 @@
 Three parts (docs/cluster.md, "Failover", says the same for users):
 
 Replication. Every node keeps k=2 *buddies* — the alive nodes ranked highest
-by rendezvous hashing for its name (sha256(owner + "\\0" + candidate)), nodes
+by rendezvous hashing for its name (placement.ids.rendezvous_rank), nodes
 that carry the flag first (Serf tag `fo=1`) — supplied with its *manifest*:
 the workloads it accepted that are pending or running (id, spec, policy,
 request id, state), plus the moves it knows of (see below). The manifest carries a version that only grows (persisted, and at
