@@ -13,6 +13,8 @@ Printed per cluster size, the median wall time per call in microseconds of:
   holders     placement.directory.holders_of(key, alive): the 3 holders of a request id
   rank        placement.ids.request_rank(key, alive): every node in order (tests, and returning nodes)
   buddies     failover.model.buddies_of(owner, alive): a node's 2 failover buddies
+  prepared    holders_of(key, node_set(alive)): what a holder pays per write of a directory push (up to 1,000
+              writes each), the member set prepared once
 over the same alive list for every call (as a node's view gives it between membership changes), each key
 new. The first call after a membership change, which builds what later calls reuse, is printed apart.
 """
@@ -33,7 +35,7 @@ from collections.abc import Callable
 
 from hypercore.failover.model import buddies_of
 from hypercore.placement.directory import holders_of
-from hypercore.placement.ids import request_rank
+from hypercore.placement.ids import node_set, request_rank
 
 
 def per_call_us(call: Callable[[str], object], keys: list[str], min_seconds: float = 0.5) -> float:
@@ -57,7 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="3,100,1000,10000")
     args = parser.parse_args()
-    print(f"{'nodes':>6} {'holders µs':>11} {'rank µs':>9} {'buddies µs':>11} {'first call µs':>14}")
+    print(f"{'nodes':>6} {'holders µs':>11} {'rank µs':>9} {'buddies µs':>11} {'prepared µs':>12} "
+          f"{'first call µs':>14}")
     for n in (int(s) for s in args.sizes.split(",")):
         alive = [f"node-{i:05d}.example.org" for i in range(n)]
         keys = [f"alice/{uuid.uuid4()}" for _ in range(2000 if n <= 1000 else 200)]
@@ -69,7 +72,9 @@ def main() -> None:
         holders = per_call_us(lambda k: holders_of(k, alive_now), keys)
         rank = per_call_us(lambda k: request_rank(k, alive_now), keys)
         buddies = per_call_us(lambda k: buddies_of(k, alive_now), [k[6:] for k in keys])
-        print(f"{n:>6} {holders:>11.1f} {rank:>9.1f} {buddies:>11.1f} {first:>14.1f}", flush=True)
+        prepared_set = node_set(alive_now)
+        prepared = per_call_us(lambda k: holders_of(k, prepared_set), keys)
+        print(f"{n:>6} {holders:>11.1f} {rank:>9.1f} {buddies:>11.1f} {prepared:>12.1f} {first:>14.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from hypercore.placement.directory import (
     holders_of_workload,
     next_version,
 )
-from hypercore.placement.ids import derived_from_request
+from hypercore.placement.ids import derived_from_request, node_set
 from hypercore.transport import PeerUnreachable, Transport
 from hypercore.workload import EXISTING_STATES
 
@@ -262,7 +262,7 @@ class Directory:
     def accept(self, caller: str, writes: list[DirectoryWrite], *, check_caller: bool = True) -> list[dict[str, Any]]:
         """Writes another node pushed here (PUT /v1/local/directory): each kept only if `caller` wrote it
         and is one of its request id's holders under this node's view."""
-        alive = self.view.peers()
+        alive = node_set(self.view.peers())  # ranked for every write below: seeds hashed once
         out: list[dict[str, Any]] = []
         for write in writes:
             entry = write.entry

@@ -61,19 +61,40 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h
 
 
-class _Members:
-    """One set of node names, ready to be ranked: the names sorted, and each one's seed."""
+class NodeSet:
+    """A set of node names ready to be ranked for many keys: the names sorted, and each one's seed, hashed once.
+    (`node_set` keeps the last few; a caller that ranks many keys at once may keep its own.)"""
 
-    __slots__ = ("names", "seeds")
+    __slots__ = ("names", "_seeds")
 
-    def __init__(self, nodes: tuple[str, ...]) -> None:
+    def __init__(self, nodes: Iterable[str]) -> None:
         self.names = sorted(set(nodes))
-        self.seeds = np.fromiter((_digest64(n) for n in self.names), dtype=np.uint64, count=len(self.names))
+        self._seeds = np.fromiter((_digest64(n) for n in self.names), dtype=np.uint64, count=len(self.names))
+
+    def rank(self, key: str, n: int | None = None) -> list[str]:
+        """The names by weight for `key`, highest first; only the first `n` when given."""
+        count = len(self.names)
+        if count == 0 or n == 0:
+            return []
+        weights = _mix(self._seeds ^ np.uint64(_digest64(key)))
+        if n is not None and n < count:
+            top = np.argpartition(weights, count - n)[count - n:]
+            order = top[np.argsort(weights[top], kind="stable")[::-1]]
+        else:
+            order = np.argsort(weights, kind="stable")[::-1]
+        return [self.names[i] for i in order]
 
 
 @lru_cache(maxsize=16)  # a node's view gives the same list until membership changes; a few lists are in use
-def _members(nodes: tuple[str, ...]) -> _Members:
-    return _Members(nodes)
+def _cached(nodes: tuple[str, ...]) -> NodeSet:
+    return NodeSet(nodes)
+
+
+def node_set(nodes: Iterable[str]) -> NodeSet:
+    """`nodes` ready to be ranked; the same NodeSet for the same names in the same order as a recent call."""
+    if isinstance(nodes, NodeSet):
+        return nodes
+    return _cached(nodes if isinstance(nodes, tuple) else tuple(nodes))
 
 
 def rendezvous_rank(key: str, nodes: Iterable[str], n: int | None = None) -> list[str]:
@@ -83,17 +104,7 @@ def rendezvous_rank(key: str, nodes: Iterable[str], n: int | None = None) -> lis
 
     Used for request-id owners and for failover buddies (hypercore.failover).
     """
-    members = _members(nodes if isinstance(nodes, tuple) else tuple(nodes))
-    count = len(members.names)
-    if count == 0 or n == 0:
-        return []
-    weights = _mix(members.seeds ^ np.uint64(_digest64(key)))
-    if n is not None and n < count:
-        top = np.argpartition(weights, count - n)[count - n:]
-        order = top[np.argsort(weights[top], kind="stable")[::-1]]
-    else:
-        order = np.argsort(weights, kind="stable")[::-1]
-    return [members.names[i] for i in order]
+    return node_set(nodes).rank(key, n)
 
 
 def request_rank(request_id: str, nodes: Iterable[str], n: int | None = None) -> list[str]:
