@@ -117,7 +117,10 @@ def test_a_low_latency_spawn_lands_in_the_region_it_was_asked_from(bed: Bed, ask
     proc = bed.cli(asked_at, "cluster", "spawn", "--command", "sleep 120", "--cpu", "0.1", "--mem", "16",
                    "--policy", str(LOW_LATENCY), "--json")
     placed = json.loads(proc.stdout)
-    assert bed.region(placed["node"]) == bed.region(asked_at), (placed["node"], placed["decision"]["ranked"])
+    decision = placed["decision"]
+    assert bed.region(placed["node"]) == bed.region(asked_at), (
+        placed["node"], [(r["node"], round(r["score"], 4)) for r in decision["ranked"]],
+        {r["node"]: r["reasons"] for r in decision["rejected"]})
     # ... and explain, asked at the same node, says why: its region's nodes are nearest, the rest farther or out.
     explain = bed.cli(asked_at, "policy", "explain", str(LOW_LATENCY), "--live").stdout
     ranked = json.loads(bed.cli(asked_at, "policy", "explain", str(LOW_LATENCY), "--live", "--json").stdout)
