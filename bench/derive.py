@@ -18,11 +18,14 @@ of every member, an origin's reported figures of its 256 nearest peers,
 evidence of 30 nodes, and 3 peers' views of 200 subjects each.
 
 Printed per size, median ms per call, cache cold (as at a random owner):
-  links self     OriginLinks.columns(this node, names): a spawn asked here
-  links origin   OriginLinks.columns(another node, names): a forwarded spawn
-  reputation     Reputation.scores(names)
-  apply          NodeTable.with_values for the four columns
-  derive         Scheduler._derived_table's work in all (origin another node)
+  links self     OriginLinks.arrays(this node, names): a spawn asked here
+  links origin   OriginLinks.arrays(another node, names): a forwarded spawn
+  reputation     Reputation.scores_array(names)
+  apply          NodeTable.with_columns for the four columns
+  derive         Scheduler._derived_table's work in all (origin another node), with a probe and a
+                 coordinate new since the last decision (kept arrays are updated, not rebuilt)
+  after change   the same, the first time after a membership change (one node fewer): the arrays
+                 kept per member list are built again, and the attested priors read again
 """
 
 from __future__ import annotations
@@ -95,27 +98,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,10000")
     args = parser.parse_args()
-    print(f"{'nodes':>6} {'links self':>11} {'links origin':>13} {'reputation':>11} {'apply':>7} {'derive':>8}  (ms)")
+    print(f"{'nodes':>6} {'links self':>11} {'links origin':>13} {'reputation':>11} {'apply':>7} {'derive':>8} "
+          f"{'after change':>13}  (ms)")
     rng = random.Random(1)
     for n in (int(s) for s in args.sizes.split(",")):
         names, links, reputation, table = state(n, rng)
-        columns = links.columns(ORIGIN, names)
-        scores = reputation.scores(names)
+        columns = links.arrays(ORIGIN, table.names)
+        scores = reputation.scores_array(table.names)
 
         def apply() -> None:
-            derived = table.with_values("reputation", scores)
-            for metric, values in columns.items():
-                derived = derived.with_values(metric, values)
+            table.with_columns({**columns, "reputation": scores})
 
         scheduler = SimpleNamespace(reputation=reputation, links=links, _derived=None)
 
         def derive() -> None:
             scheduler._derived = None  # cold, as at an owner that placed nothing for a while
+            links.probes.record(rng.choice(names[1:]), rng.uniform(1.0, 80.0))  # what changed meanwhile
+            links.coordinates.set(rng.choice(names), Coordinate(vec=[rng.uniform(-0.05, 0.05) for _ in range(8)],
+                                                                error=0.2, adjustment=0.0, height=1e-4))
             Scheduler._derived_table(scheduler, table, ORIGIN)  # type: ignore[arg-type]
 
-        row = [median_ms(lambda: links.columns(SELF, names)), median_ms(lambda: links.columns(ORIGIN, names)),
-               median_ms(lambda: reputation.scores(names)), median_ms(apply), median_ms(derive)]
-        print(f"{n:>6} {row[0]:>11.2f} {row[1]:>13.2f} {row[2]:>11.2f} {row[3]:>7.2f} {row[4]:>8.2f}", flush=True)
+        row = [median_ms(lambda: links.arrays(SELF, table.names)), median_ms(lambda: links.arrays(ORIGIN, table.names)),
+               median_ms(lambda: reputation.scores_array(table.names)), median_ms(apply), median_ms(derive)]
+        tables = [NodeTable.from_records(records(names[:-1 - k])) for k in range(5)]
+
+        def changed() -> float:
+            scheduler._derived = None
+            reputation._priors = None  # read again as after PRIORS_S
+            start = time.perf_counter()
+            Scheduler._derived_table(scheduler, tables.pop(), ORIGIN)  # type: ignore[arg-type]
+            return (time.perf_counter() - start) * 1000
+
+        after = statistics.median(changed() for _ in range(5))
+        print(f"{n:>6} {row[0]:>11.2f} {row[1]:>13.2f} {row[2]:>11.2f} {row[3]:>7.2f} {row[4]:>8.2f} {after:>13.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":

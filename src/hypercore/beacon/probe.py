@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
+CHANGES_KEPT = 4096  # changed peers remembered for readers that follow them (changed_since)
 LATE_MS = 150.0  # an answer this much slower than the median was resent by TCP: a lost packet (see above)
 
 
@@ -93,6 +94,8 @@ class PeerLinks:
     def __init__(self, window: int = 20) -> None:
         self._size = window
         self._windows: dict[str, ProbeWindow] = {}
+        self._stats: dict[str, LinkStats] = {}  # each window's figures, worked out when it changes, not when read
+        self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGES_KEPT)  # (version, peer) of the latest changes
         self._last: dict[str, float] = {}
         self._salt = os.urandom(8)
         self._rank: dict[str, bytes] = {}  # each peer's place in the panel order, hashed once
@@ -128,9 +131,23 @@ class PeerLinks:
         return chosen
 
     def record(self, peer: str, rtt_ms: float | None) -> None:
-        self._windows.setdefault(peer, ProbeWindow(self._size)).record(rtt_ms)
+        window = self._windows.setdefault(peer, ProbeWindow(self._size))
+        window.record(rtt_ms)
+        self._stats[peer] = window.stats()
         self._last[peer] = time.monotonic()
+        self._changed(peer)
+
+    def _changed(self, peer: str) -> None:
         self.version += 1
+        self._changes.append((self.version, peer))
+
+    def changed_since(self, version: int) -> list[str] | None:
+        """The peers whose figures changed after `version`; None when that is too long ago to tell."""
+        if version == self.version:
+            return []
+        if version > self.version or not self._changes or self._changes[0][0] > version + 1:
+            return None
+        return [peer for v, peer in self._changes if v > version]
 
     def has(self, peer: str) -> bool:
         """Whether this node has probed `peer` (cheap: no statistics computed)."""
@@ -141,12 +158,13 @@ class PeerLinks:
         return list(self._windows)
 
     def stats(self, peer: str) -> LinkStats | None:
-        window = self._windows.get(peer)
-        return window.stats() if window is not None else None
+        return self._stats.get(peer)
 
     def forget_except(self, peers: set[str]) -> None:
         for peer in [p for p in self._windows if p not in peers]:
             self._windows.pop(peer, None)
+            self._stats.pop(peer, None)
             self._last.pop(peer, None)
+            self._changed(peer)
         for peer in [p for p in self._rank if p not in peers]:
             del self._rank[peer]

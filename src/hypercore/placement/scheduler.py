@@ -129,13 +129,10 @@ class Scheduler:
         cached, now = self._derived, time.monotonic()
         if cached is not None and cached[0] is table and cached[1] == key and now - cached[2] < 1.0:
             return cached[3]
-        derived = table
-        names = list(table.names)
+        columns = self.links.arrays(origin, table.names) if self.links is not None else {}
         if self.reputation is not None:
-            derived = derived.with_values("reputation", self.reputation.scores(names))
-        if self.links is not None:
-            for metric, values in self.links.columns(origin, names).items():
-                derived = derived.with_values(metric, values)
+            columns["reputation"] = self.reputation.scores_array(table.names)
+        derived = table.with_columns(columns) if columns else table
         self._derived = (table, key, now, derived)
         return derived
 
