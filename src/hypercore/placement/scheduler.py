@@ -160,10 +160,10 @@ class Scheduler:
 
     def _record(self, decision: Decision, outcome: str, workload_id: str, owner: str | None,
                 attempts: list[Attempt], node: str | None = None) -> None:
-        """Keep a finished placement for the console: its top 10, a capped rejected list, its attempts."""
+        """Keep a finished placement for the console: its top 10, its first 10 rejected and how many there were
+        (a 100,000-node cluster: 10 of them, not all), its attempts."""
         entry = decision.to_dict(limit=10)
-        entry["rejected_total"] = len(entry["rejected"])
-        entry["rejected"] = entry["rejected"][:DECISIONS_KEPT]  # a 100,000-node cluster: 50 of them, not all
+        entry["rejected_total"] = decision.rejected_count
         self.decisions.append({"time": time.time(), "decided_by": self.node_name, "id": workload_id, "owner": owner,
                                "outcome": outcome, "node": node, "decision": entry,
                                "attempts": [a.to_dict() for a in attempts]})
