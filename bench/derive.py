@@ -26,6 +26,8 @@ Printed per size, median ms per call, cache cold (as at a random owner):
                  coordinate new since the last decision (kept arrays are updated, not rebuilt)
   after change   the same, the first time after a membership change (one node fewer): the arrays
                  kept per member list are built again, and the attested priors read again
+  export         OriginLinks.export(): the receiving node's own figures of its 256 nearest peers, sent
+                 with every spawn it forwards (computed again once a probe answered since the last)
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     args = parser.parse_args()
     print(f"{'nodes':>6} {'links self':>11} {'links origin':>13} {'reputation':>11} {'apply':>7} {'derive':>8} "
-          f"{'after change':>13}  (ms)")
+          f"{'after change':>13} {'export':>7}  (ms)")
     rng = random.Random(1)
     for n in (int(s) for s in args.sizes.split(",")):
         names, links, reputation, table = state(n, rng)
@@ -130,8 +132,14 @@ def main() -> None:
             return (time.perf_counter() - start) * 1000
 
         after = statistics.median(changed() for _ in range(5))
-        print(f"{n:>6} {row[0]:>11.2f} {row[1]:>13.2f} {row[2]:>11.2f} {row[3]:>7.2f} {row[4]:>8.2f} {after:>13.2f}",
-              flush=True)
+
+        def export() -> None:
+            links._export = None  # a probe answered since the last forward
+            links.export()
+
+        exported = median_ms(export)
+        print(f"{n:>6} {row[0]:>11.2f} {row[1]:>13.2f} {row[2]:>11.2f} {row[3]:>7.2f} {row[4]:>8.2f} {after:>13.2f} "
+              f"{exported:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":

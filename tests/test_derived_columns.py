@@ -156,3 +156,21 @@ def test_with_columns_is_with_values_for_whole_columns() -> None:
         np.testing.assert_array_equal(by_columns.unknown[metric], by_values.unknown[metric])
     with pytest.raises(ValueError, match="latency_ms: 4 values for 5 nodes"):
         table.with_columns({"latency_ms": lat[:4]})
+
+
+def test_the_figures_a_forwarded_spawn_carries_are_the_nearest_peers_measured() -> None:
+    rng = random.Random(5)
+    probes = PeerLinks()
+    for i in range(300):
+        peer = f"p{i:03d}"
+        for _ in range(3):
+            probes.record(peer, None if i % 17 == 0 else rng.uniform(0.5, 200.0))  # every 17th never answers
+    links = OriginLinks(SELF, probes, CoordinateBook())
+    measured = sorted((s.latency_ms, p) for p in probes.peers() if (s := probes.stats(p)).latency_ms is not None)
+    for limit in (1, 10, 256, 400):
+        exported = links.export(limit)
+        assert list(exported) == [p for _, p in measured[:limit]]
+        first = measured[0][1]
+        assert exported[first] == [probes.stats(first).latency_ms, probes.stats(first).jitter_ms,
+                                   probes.stats(first).packet_loss]
+    assert "p000" not in links.export(400) and probes.nearest(0) == []

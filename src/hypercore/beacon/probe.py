@@ -26,6 +26,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 
 CHANGES_KEPT = 4096  # changed peers remembered for readers that follow them (changed_since)
 LATE_MS = 150.0  # an answer this much slower than the median was resent by TCP: a lost packet (see above)
@@ -159,6 +161,20 @@ class PeerLinks:
 
     def stats(self, peer: str) -> LinkStats | None:
         return self._stats.get(peer)
+
+    def nearest(self, limit: int) -> list[str]:
+        """The `limit` peers with the lowest measured latency, nearest first (a peer never answered has none).
+
+        Sent with every spawn this node forwards (placement.links.OriginLinks.export): in C over every probed
+        peer, not a Python loop (at 10,000 probed peers a sort of Python tuples took ≈ 11 ms)."""
+        latencies = {p: s.latency_ms for p, s in self._stats.items() if s.latency_ms is not None}
+        if limit <= 0 or not latencies:
+            return []
+        peers = list(latencies)
+        values = np.fromiter(latencies.values(), dtype=float, count=len(peers))
+        order = np.argsort(values, kind="stable") if len(peers) <= limit else \
+            (top := np.argpartition(values, limit - 1)[:limit])[np.argsort(values[top], kind="stable")]
+        return [peers[i] for i in order]
 
     def forget_except(self, peers: set[str]) -> None:
         for peer in [p for p in self._windows if p not in peers]:

@@ -136,12 +136,11 @@ class OriginLinks:
         """This node's own probe figures of its nearest ``limit`` peers, to send with a spawn it forwards."""
         if self._export is not None and self._export[0] == (self.probes.version, limit):
             return self._export[1]
-        rows = []
-        for peer in self.probes.peers():
+        out = {}
+        for peer in self.probes.nearest(limit):
             stats = self.probes.stats(peer)
-            if stats is not None and stats.latency_ms is not None:
-                rows.append((stats.latency_ms, peer, [stats.latency_ms, stats.jitter_ms, stats.packet_loss]))
-        out = {peer: figures for _, peer, figures in sorted(rows)[:limit]}
+            assert stats is not None
+            out[peer] = [stats.latency_ms, stats.jitter_ms, stats.packet_loss]
         self._export = ((self.probes.version, limit), out)
         return out
 
