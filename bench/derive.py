@@ -42,6 +42,7 @@ import argparse
 import random
 import statistics
 import time
+import timeit
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -84,16 +85,9 @@ def state(n: int, rng: random.Random) -> tuple[list[str], OriginLinks, Reputatio
     return names, links, reputation, NodeTable.from_records(records(names))
 
 
-def median_ms(call: Callable[[], object], min_seconds: float = 1.0) -> float:
-    times: list[float] = []
-    spent = 0.0
-    while spent < min_seconds or len(times) < 5:
-        start = time.perf_counter()
-        call()
-        took = time.perf_counter() - start
-        spent += took
-        times.append(took * 1000)
-    return statistics.median(times)
+def median_ms(call: Callable[[], object], repeat: int = 9) -> float:
+    """Median over `repeat` calls, in ms."""
+    return statistics.median(timeit.repeat(call, number=1, repeat=repeat)) * 1000
 
 
 def main() -> None:

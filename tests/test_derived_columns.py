@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from hypercore.beacon.probe import PeerLinks
-from hypercore.membership.coordinates import CHANGES_KEPT, CoordinateBook
+from hypercore.changes import KEPT as CHANGES_KEPT
+from hypercore.membership.coordinates import CoordinateBook
 from hypercore.membership.rpc_types import Coordinate
 from hypercore.placement.links import REPORTED_TTL_S, OriginLinks
 from hypercore.policy import NodeTable
@@ -99,7 +100,7 @@ def test_arrays_follow_probes_coordinates_and_reports_that_change_between_decisi
     for _ in range(CHANGES_KEPT + 10):
         links.probes.record(rng.choice(names[1:]), rng.uniform(1, 90))
         links.coordinates.set(rng.choice(names), coordinate(rng))
-    assert links.probes.changed_since(0) is None and links.coordinates.changed_since(0) is None
+    assert links.probes.changes.since(0) is None and links.coordinates.changes.since(0) is None
     assert_same(links, SELF, names)
     assert_same(links, names[3], names)
 
@@ -109,17 +110,17 @@ def test_change_logs_name_what_changed_since_a_version() -> None:
     rng = random.Random(1)
     book.set("a", coordinate(rng))
     seen = book.version
-    assert book.changed_since(seen) == []
+    assert book.changes.since(seen) == []
     book.set("b", coordinate(rng))
     book.set("a", None)
     book.set("c", None)  # nothing there: no change
-    assert book.changed_since(seen) == ["b", "a"]
+    assert book.changes.since(seen) == ["b", "a"]
     probes = PeerLinks()
     probes.record("x", 5.0)
     seen = probes.version
     probes.record("y", None)
     probes.forget_except({"y"})
-    assert probes.changed_since(seen) == ["y", "x"]
+    assert probes.changes.since(seen) == ["y", "x"]
     assert probes.stats("x") is None and probes.stats("y").packet_loss == 100.0
 
 

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hypercore.changes import ChangeLog
 
-CHANGES_KEPT = 4096  # changed peers remembered for readers that follow them (changed_since)
+
 LATE_MS = 150.0  # an answer this much slower than the median was resent by TCP: a lost packet (see above)
 
 
@@ -97,12 +98,11 @@ class PeerLinks:
         self._size = window
         self._windows: dict[str, ProbeWindow] = {}
         self._stats: dict[str, LinkStats] = {}  # each window's figures, worked out when it changes, not when read
-        self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGES_KEPT)  # (version, peer) of the latest changes
+        self.changes = ChangeLog()  # whose figures changed: readers keep arrays of them (placement.links)
         self._last: dict[str, float] = {}
         self._salt = os.urandom(8)
         self._rank: dict[str, bytes] = {}  # each peer's place in the panel order, hashed once
         self._round = 0
-        self.version = 0
 
     def _stalest(self, peers: Iterable[str], k: int) -> list[str]:
         return sorted(peers, key=lambda p: (p in self._last, self._last.get(p, 0.0), p))[:k]
@@ -137,19 +137,11 @@ class PeerLinks:
         window.record(rtt_ms)
         self._stats[peer] = window.stats()
         self._last[peer] = time.monotonic()
-        self._changed(peer)
+        self.changes.changed(peer)
 
-    def _changed(self, peer: str) -> None:
-        self.version += 1
-        self._changes.append((self.version, peer))
-
-    def changed_since(self, version: int) -> list[str] | None:
-        """The peers whose figures changed after `version`; None when that is too long ago to tell."""
-        if version == self.version:
-            return []
-        if version > self.version or not self._changes or self._changes[0][0] > version + 1:
-            return None
-        return [peer for v, peer in self._changes if v > version]
+    @property
+    def version(self) -> int:
+        return self.changes.version
 
     def has(self, peer: str) -> bool:
         """Whether this node has probed `peer` (cheap: no statistics computed)."""
@@ -181,6 +173,6 @@ class PeerLinks:
             self._windows.pop(peer, None)
             self._stats.pop(peer, None)
             self._last.pop(peer, None)
-            self._changed(peer)
+            self.changes.changed(peer)
         for peer in [p for p in self._rank if p not in peers]:
             del self._rank[peer]

@@ -10,11 +10,9 @@ from Serf's RPC (`get-coordinate`) every few seconds.
 from __future__ import annotations
 
 import math
-from collections import deque
 
+from hypercore.changes import ChangeLog
 from hypercore.membership.rpc_types import Coordinate
-
-CHANGES_KEPT = 4096  # changed members remembered for readers that follow them (changed_since)
 
 
 def rtt_ms(a: Coordinate, b: Coordinate) -> float:
@@ -32,8 +30,7 @@ class CoordinateBook:
         self._coords: dict[str, Coordinate] = {}
         self._read: dict[str, int] = {}  # name -> the refresh round it was last read in
         self._round = 0
-        self.version = 0
-        self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGES_KEPT)  # (version, name) of the latest changes
+        self.changes = ChangeLog()  # whose coordinate changed: readers keep arrays of them (placement.links)
 
     def stalest(self, names: set[str], k: int) -> list[str]:
         """The ``k`` members of ``names`` read longest ago (never read first): what the next refresh reads.
@@ -49,22 +46,14 @@ class CoordinateBook:
         self._read[name] = self._round
         if coordinate is None:
             if self._coords.pop(name, None) is not None:
-                self._changed(name)
+                self.changes.changed(name)
         elif self._coords.get(name) != coordinate:
             self._coords[name] = coordinate
-            self._changed(name)
+            self.changes.changed(name)
 
-    def _changed(self, name: str) -> None:
-        self.version += 1
-        self._changes.append((self.version, name))
-
-    def changed_since(self, version: int) -> list[str] | None:
-        """The members whose coordinate changed after `version`; None when that is too long ago to tell."""
-        if version == self.version:
-            return []
-        if version > self.version or not self._changes or self._changes[0][0] > version + 1:
-            return None
-        return [name for v, name in self._changes if v > version]
+    @property
+    def version(self) -> int:
+        return self.changes.version
 
     def get(self, name: str) -> Coordinate | None:
         return self._coords.get(name)

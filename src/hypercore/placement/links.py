@@ -69,13 +69,13 @@ class _Aligned:
 
     def update(self, probes: PeerLinks, coordinates: CoordinateBook) -> None:
         if probes.version != self.probes_seen:
-            changed = probes.changed_since(self.probes_seen) if self.probes_seen >= 0 else None
+            changed = probes.changes.since(self.probes_seen) if self.probes_seen >= 0 else None
             for peer in self.names if changed is None else changed:
                 if (i := self.index.get(peer)) is not None:
                     self.measured[i] = _figures(probes.stats(peer))
             self.probes_seen = probes.version
         if coordinates.version != self.coordinates_seen:
-            changed = coordinates.changed_since(self.coordinates_seen) if self.coordinates_seen >= 0 else None
+            changed = coordinates.changes.since(self.coordinates_seen) if self.coordinates_seen >= 0 else None
             for name in self.names if changed is None else changed:
                 if (i := self.index.get(name)) is not None:
                     self._locate(i, coordinates.get(name))
