@@ -101,3 +101,20 @@ def test_a_departure_moves_only_what_the_leaving_node_held_and_an_arrival_only_w
             assert joined[k] == before[k]
         else:
             assert [n for n in joined[k] if n != "newcomer"] == before[k][: HOLDERS - 1]
+
+
+def test_equal_weights_are_ranked_by_name_whatever_is_asked_for() -> None:
+    """Two names whose seeds agree weigh the same for every key (2^32 work to find, for someone who names two
+    admitted nodes); every node must still rank them alike, in full or its first n."""
+    from hypercore.placement.ids import NodeSet
+
+    nodes = NodeSet([f"m{i:02d}" for i in range(12)])
+    nodes._seeds[[3, 7, 9]] = nodes._seeds[5]  # m03, m05, m07, m09: one seed
+    for key in (f"k{i}" for i in range(300)):
+        full = nodes.rank(key)
+        tied = [n for n in full if n in ("m03", "m05", "m07", "m09")]
+        assert tied == ["m03", "m05", "m07", "m09"]
+        start = full.index("m03")
+        assert full[start:start + 4] == tied
+        for n in range(1, 13):
+            assert nodes.rank(key, n) == full[:n]

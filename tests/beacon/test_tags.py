@@ -75,6 +75,7 @@ def test_unknown_metrics_stay_unknown() -> None:
         (lambda t: {**t, "k": uncompressed(t["k"])}, "signature"),  # the same key, but not as gossiped
         (lambda t: {k: v for k, v in t.items() if k != "sig"}, "malformed"),
         (lambda t: {**t, "hc": "1"}, "version"),  # a node from before the holders' ranking changed
+        (lambda t: {**t, "hc": "2"}, "version"),  # ... and from before the rendezvous weights changed
         (lambda t: {"role": "web"}, "missing"),
         (lambda t: {**t, "pad": "x" * 400}, "oversized"),
     ],

@@ -77,12 +77,13 @@ class NodeSet:
         if count == 0 or n == 0:
             return []
         weights = _mix(self._seeds ^ np.uint64(_digest64(key)))
-        if n is not None and n < count:
-            top = np.argpartition(weights, count - n)[count - n:]
-            order = top[np.argsort(weights[top], kind="stable")[::-1]]
+        if n is not None and n < count:  # the n heaviest and whatever ties the lightest of them
+            candidates = np.flatnonzero(weights >= np.partition(weights, count - n)[count - n])
         else:
-            order = np.argsort(weights, kind="stable")[::-1]
-        return [self.names[i] for i in order]
+            candidates = np.arange(count)
+        # Heaviest first; equal weights (two names whose seeds agree) by name, as every node must agree.
+        order = candidates[np.lexsort((candidates, ~weights[candidates]))]
+        return [self.names[i] for i in order[:n]]
 
 
 @lru_cache(maxsize=16)  # a node's view gives the same list until membership changes; a few lists are in use
