@@ -44,8 +44,8 @@ def expected(links: OriginLinks, origin: str, names: tuple[str, ...]) -> dict[st
 
 def assert_same(links: OriginLinks, origin: str, names: tuple[str, ...]) -> None:
     got, want = links.arrays(origin, names), expected(links, origin, names)
-    for metric, values in want.items():
-        np.testing.assert_allclose(got[metric], np.array(values), rtol=1e-12, atol=1e-12, err_msg=f"{metric} from {origin}")
+    for metric, values in want.items():  # the same floats, not close ones: a rule's threshold sees no difference
+        np.testing.assert_array_equal(got[metric], np.array(values), err_msg=f"{metric} from {origin}")
 
 
 def random_state(rng: random.Random, n: int, clock: list[float]) -> tuple[OriginLinks, tuple[str, ...]]:
@@ -175,3 +175,35 @@ def test_the_figures_a_forwarded_spawn_carries_are_the_nearest_peers_measured() 
         assert exported[first] == [probes.stats(first).latency_ms, probes.stats(first).jitter_ms,
                                    probes.stats(first).packet_loss]
     assert "p000" not in links.export(400) and probes.nearest(0) == []
+
+
+@pytest.mark.parametrize("bad", [
+    Coordinate(vec=[1e200] * 8, error=0.1, adjustment=0.0, height=1e-4),  # overflowed rtt_ms: OverflowError
+    Coordinate(vec=[math.nan] + [0.0] * 7, error=0.1, adjustment=0.0, height=1e-4),
+    Coordinate(vec=[0.0] * 8, error=0.1, adjustment=math.inf, height=1e-4),
+    Coordinate(vec=[0.0] * 8, error=0.1, adjustment=0.0, height=-1e9),
+    Coordinate(vec=[0.0] * 100_000, error=0.1, adjustment=0.0, height=1e-4),
+    Coordinate(vec=[], error=0.1, adjustment=0.0, height=1e-4),
+])
+def test_a_members_absurd_coordinate_is_no_coordinate(bad: Coordinate) -> None:
+    """A coordinate is what its member reports; one no RTT can come from is dropped, not used or crashed on."""
+    rng = random.Random(3)
+    book = CoordinateBook()
+    book.set("good", coordinate(rng))
+    book.set("liar", coordinate(rng))
+    links = OriginLinks(SELF, PeerLinks(), book)
+    names = (SELF, "good", "liar")
+    links.arrays("good", names)
+    book.set("liar", bad)
+    assert "liar" not in book and book.rtt_ms("good", "liar") is None
+    assert links.link("good", "liar").latency_ms is None and links.link("liar", "good").source == "unknown"
+    assert math.isnan(links.arrays("good", names)["latency_ms"][2])
+    assert_same(links, "good", names)
+    assert_same(links, "liar", names)
+
+
+def test_the_nearest_peers_with_equal_latencies_go_by_name() -> None:
+    probes = PeerLinks()
+    for peer, rtt in (("z", 5.0), ("b", 1.0), ("y", 5.0), ("x", 5.0), ("a", 9.0), ("w", 5.0)):
+        probes.record(peer, rtt)
+    assert probes.nearest(3) == ["b", "w", "x"] and probes.nearest(10) == ["b", "w", "x", "y", "z", "a"]

@@ -14,11 +14,24 @@ import math
 from hypercore.changes import ChangeLog
 from hypercore.membership.rpc_types import Coordinate
 
+MAX_DIMS = 64  # Serf's have 8
+MAX_SECONDS = 100.0  # a component, height or adjustment beyond this is no RTT on Earth
+
+
+def plausible(c: Coordinate) -> bool:
+    """Whether a member's coordinate (its own report, relayed by Serf) can be used: finite, bounded, not too
+    long. A component of 1e200 overflowed the distance (OverflowError in rtt_ms: `cluster metrics` failed)."""
+    values = [*c.vec, c.height, c.adjustment, c.error]
+    return 0 < len(c.vec) <= MAX_DIMS and all(math.isfinite(v) and abs(v) <= MAX_SECONDS for v in values)
+
 
 def rtt_ms(a: Coordinate, b: Coordinate) -> float:
     """Estimated round trip between two coordinates, in ms (Serf's coordinate.DistanceTo)."""
-    dims = min(len(a.vec), len(b.vec))
-    distance = math.sqrt(sum((a.vec[i] - b.vec[i]) ** 2 for i in range(dims))) + a.height + b.height
+    squares = 0.0
+    for x, y in zip(a.vec, b.vec):  # as far as the shorter one goes
+        d = x - y
+        squares += d * d  # as Serf's Go does; `** 2` is C's pow(), which can round the other way
+    distance = math.sqrt(squares) + a.height + b.height
     adjusted = distance + a.adjustment + b.adjustment
     return 1000.0 * (adjusted if adjusted > 0 else distance)
 
@@ -43,7 +56,10 @@ class CoordinateBook:
         return sorted(names, key=lambda n: (self._read.get(n, -1), n))[:k]
 
     def set(self, name: str, coordinate: Coordinate | None) -> None:
+        """Keep `name`'s coordinate; None (or one that is not `plausible`) forgets it."""
         self._read[name] = self._round
+        if coordinate is not None and not plausible(coordinate):
+            coordinate = None
         if coordinate is None:
             if self._coords.pop(name, None) is not None:
                 self.changes.changed(name)

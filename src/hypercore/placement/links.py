@@ -91,21 +91,28 @@ class _Aligned:
             return
         self.vec[i], self.height[i], self.adjustment[i] = c.vec, c.height, c.adjustment
 
-    def rtt_from(self, origin: Coordinate | None, coordinates: CoordinateBook) -> np.ndarray:
-        """Each node's estimated RTT from `origin`'s coordinate (NaN without one): Serf's DistanceTo."""
+    def rtt_from(self, origin: Coordinate | None, coordinates: CoordinateBook) -> tuple[np.ndarray, np.ndarray]:
+        """Each node's estimated RTT from `origin`'s coordinate, Serf's DistanceTo, and where there is one
+        (both have a coordinate). The same operations in the same order as rtt_ms: the same floats."""
         out = np.full(len(self.names), np.nan)
+        known = np.zeros(len(self.names), dtype=bool)
         if origin is None:
-            return out
+            return out, known
         if len(origin.vec) == DIMS:
-            distance = np.sqrt(((self.vec - np.asarray(origin.vec)) ** 2).sum(axis=1)) + self.height + origin.height
-            adjusted = distance + self.adjustment + origin.adjustment
+            diff = np.asarray(origin.vec) - self.vec
+            squares = np.zeros(len(self.names))
+            for i in range(DIMS):  # d * d summed left to right, as rtt_ms does
+                squares = squares + diff[:, i] * diff[:, i]
+            distance = np.sqrt(squares) + origin.height + self.height
+            adjusted = distance + origin.adjustment + self.adjustment
             out = np.where(self.located, 1000.0 * np.where(adjusted > 0, adjusted, distance), np.nan)
+            known |= self.located
             odd = self.odd
         else:  # a coordinate of another length (not Serf's): one by one, as rtt_ms does
             odd = {i: c for i, name in enumerate(self.names) if (c := coordinates.get(name)) is not None}
         for i, c in odd.items():
-            out[i] = rtt_ms(origin, c)
-        return out
+            out[i], known[i] = rtt_ms(origin, c), True
+        return out, known
 
 
 @dataclass(frozen=True)
@@ -198,16 +205,19 @@ class OriginLinks:
             aligned = self._aligned = _Aligned(names)
         aligned.update(self.probes, self.coordinates)
         measured, index = aligned.measured, aligned.index
-        latency = aligned.rtt_from(self.coordinates.get(origin), self.coordinates)
+        latency, known = aligned.rtt_from(self.coordinates.get(origin), self.coordinates)
         jitter, loss = measured[:, 1].copy(), measured[:, 2].copy()
         if origin == self.name:  # this node's own probe median first
-            latency = np.where(np.isnan(measured[:, 0]), latency, measured[:, 0])
+            probed = ~np.isnan(measured[:, 0])
+            latency = np.where(probed, measured[:, 0], latency)
+            known |= probed
         me = index.get(self.name)
-        if me is not None and math.isnan(latency[me]):
+        if me is not None and not known[me]:
             back = self.probes.stats(origin)  # no coordinates yet: the origin's distance to this node
             if back is not None and back.latency_ms is not None:
                 latency[me], jitter[me], loss[me] = _figures(back)
-        latency = np.where(np.isnan(latency), measured[:, 0], latency)  # last resort: this node's own distance
+                known[me] = True
+        latency = np.where(known, latency, measured[:, 0])  # last resort: this node's own distance
         if origin != self.name:
             for node, link in self._reported_links(origin).items():
                 if (i := index.get(node)) is not None:
