@@ -8,6 +8,7 @@ bring it up to date from the names that changed, instead of building it anew.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 
 KEPT = 4096  # changes remembered; a reader further behind builds anew
 
@@ -27,4 +28,7 @@ class ChangeLog:
             return []
         if version > self.version or not self._changes or self._changes[0][0] > version + 1:
             return None
-        return [name for v, name in self._changes if v > version]
+        # Versions are consecutive: the newest (self.version - version) entries, read from the end.
+        newest = [name for _, name in islice(reversed(self._changes), self.version - version)]
+        newest.reverse()
+        return newest

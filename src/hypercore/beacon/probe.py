@@ -163,10 +163,10 @@ class PeerLinks:
         if limit <= 0 or not latencies:
             return []
         peers = list(latencies)
-        values = np.fromiter(latencies.values(), dtype=float, count=len(peers))
-        order = np.argsort(values, kind="stable") if len(peers) <= limit else \
-            (top := np.argpartition(values, limit - 1)[:limit])[np.argsort(values[top], kind="stable")]
-        return [peers[i] for i in order]
+        if len(peers) > limit:  # the nearest `limit` and whatever ties the farthest of them, then in order
+            values = np.fromiter(latencies.values(), dtype=float, count=len(peers))
+            peers = [peers[i] for i in np.flatnonzero(values <= np.partition(values, limit - 1)[limit - 1])]
+        return sorted(peers, key=lambda p: (latencies[p], p))[:limit]  # equal latencies by name
 
     def forget_except(self, peers: set[str]) -> None:
         for peer in [p for p in self._windows if p not in peers]:
