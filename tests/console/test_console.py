@@ -33,7 +33,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,22 @@ def test_a_browser_without_the_cluster_ca_refuses_the_node(trio: Cluster, playwr
         b.close()
 
 
+def navigate(go: Callable[[], Any]) -> Any:
+    """`page.goto(...)` or `page.reload()`, again when Chromium abandons it for a change of the machine's network
+    (ERR_NETWORK_CHANGED): other tests create and remove network namespaces and veth devices meanwhile, which
+    its network-change watcher sees; the loopback address it loads from does not change."""
+    from playwright.sync_api import Error
+
+    for _ in range(4):
+        try:
+            return go()
+        except Error as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc):
+                raise
+            time.sleep(0.5)
+    return go()
+
+
 def no_horizontal_overflow(page: Any, what: str) -> None:
     width, scroll = page.evaluate("[innerWidth, document.documentElement.scrollWidth]")
     assert scroll <= width, f"{what}: the page is {scroll} px wide in a {width} px window"
@@ -156,7 +173,7 @@ def test_console_in_a_browser(trio: Cluster, browser: Any) -> None:
     # Script errors and CSP violations; not the 401 and 422 answers this test provokes on purpose.
     page.on("console", lambda msg: errors.append(msg.text)
             if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
-    response = page.goto(f"{trio['alpha'].url}/ui/")  # the node itself: https://127.0.0.1:PORT/ui/
+    response = navigate(lambda: page.goto(f"{trio['alpha'].url}/ui/"))  # the node itself: https://127.0.0.1:PORT/ui/
     assert response is not None and response.status == 200
     tls = response.security_details()  # the node's own certificate, issued by the cluster CA, over TLS 1.3
     assert tls is not None and tls["protocol"] == "TLS 1.3" and tls["subjectName"] == "alpha", tls
@@ -317,9 +334,9 @@ def test_the_map_colors_by_region(trio: Cluster, browser: Any) -> None:
             route.fulfill(status=response.status_code, json=body)
 
         page.route("**/v1/nodes*", with_regions)
-    page.goto(f"{trio['alpha'].url}/ui/")
+    navigate(lambda: page.goto(f"{trio['alpha'].url}/ui/"))
     page.evaluate("token => sessionStorage.setItem('hypercore.token', token)", trio.token)
-    page.reload()
+    navigate(page.reload)
     expect(page.locator("#nodes-table tbody tr")).to_have_count(3)
     for name, region in WANTED_REGIONS.items():
         expect(page.locator(f"#nodes-table tbody tr[data-name={name}] td.region")).to_have_text(region)
