@@ -147,7 +147,10 @@ def test_when_the_owner_dies_its_buddy_owns_the_request_and_finds_the_copy(clust
 
 def test_an_attempt_in_flight_when_the_owner_died_is_found_on_the_node_its_claim_named(cluster: Cluster) -> None:
     # o waits up to 30 s for its attempt: w is frozen under it, then thaws after o is dead and starts the copy.
-    rid, names = _killed_owner_cluster(cluster, ("--placement-timeout", "30"))
+    # o probes its peers only when they join (--probe-interval 60): a probe of frozen w would time out and close
+    # o's connection to it, and the attempt's new connection could not finish its TLS handshake before o died,
+    # so w would never receive it (how this test failed under load in CI, twice).
+    rid, names = _killed_owner_cluster(cluster, ("--placement-timeout", "30", "--probe-interval", "60"))
     key = user_request_id(USER, rid)
     wid = workload_id_for(key)
     buddies = holders_of(key, names)[1:]

@@ -113,12 +113,22 @@ def test_when_every_attempt_times_out_nothing_is_left_running(cluster: Cluster) 
     assert live_workload_processes()[wid] == 0
 
 
+# The burst is placed by queue depth alone. Under the default policy the receiving node's latency advantage
+# (0 ms to itself) is worth a queued workload per 2 ms of its peers' measured RTT, and on a loaded machine
+# those RTTs grow: the clean-clone CI put 140 of 200 on the receiving node once (107 and 115 before), with no
+# attempt failing. What this test checks is the spreading itself (placements counted before the beacons show
+# them, the chosen nodes' answered queue depths): without it one owner sent all its share to one node.
+SPREAD = {"name": "spread", "scoring": {"latency_weight": 0, "price_weight": 0, "reputation_weight": 0,
+                                        "queue_weight": 1}}
+
+
 async def _spawn_many(node: Node, n: int) -> list[tuple[int, dict]]:
     headers = {"Authorization": f"Bearer {node.token}"}
     connector = aiohttp.TCPConnector(limit=0, ssl=node.pki.verify())
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         async def one(i: int) -> tuple[int, dict]:
-            body = {"spec": {"command": "sleep 120", "cpu": 0.01, "mem": 1}, "request_id": f"load-{i}-{uuid.uuid4().hex}"}
+            body = {"spec": {"command": "sleep 120", "cpu": 0.01, "mem": 1}, "request_id": f"load-{i}-{uuid.uuid4().hex}",
+                    "policy": SPREAD}
             async with session.post(f"{node.url}/v1/workloads", json=body, timeout=aiohttp.ClientTimeout(total=120)) as r:
                 return r.status, await r.json()
 
