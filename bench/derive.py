@@ -25,7 +25,7 @@ Printed per size, median ms per call, cache cold (as at a random owner):
   derive         Scheduler._derived_table's work in all (origin another node), with a probe and a
                  coordinate new since the last decision (kept arrays are updated, not rebuilt)
   after change   the same, the first time after a membership change (one node fewer): the arrays
-                 kept per member list are built again, and the attested priors read again
+                 kept per member list are carried over to the new list
   export         OriginLinks.export(): the receiving node's own figures of its 256 nearest peers, sent
                  with every spawn it forwards (computed again once a probe answered since the last)
 """
@@ -120,7 +120,6 @@ def main() -> None:
 
         def changed() -> float:
             scheduler._derived = None
-            reputation._priors = None  # read again as after PRIORS_S
             start = time.perf_counter()
             Scheduler._derived_table(scheduler, tables.pop(), ORIGIN)  # type: ignore[arg-type]
             return (time.perf_counter() - start) * 1000

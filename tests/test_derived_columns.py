@@ -207,3 +207,30 @@ def test_the_nearest_peers_with_equal_latencies_go_by_name() -> None:
     for peer, rtt in (("z", 5.0), ("b", 1.0), ("y", 5.0), ("x", 5.0), ("a", 9.0), ("w", 5.0)):
         probes.record(peer, rtt)
     assert probes.nearest(3) == ["b", "w", "x"] and probes.nearest(10) == ["b", "w", "x", "y", "z", "a"]
+
+
+def test_arrays_and_priors_carried_across_membership_changes_stay_exact() -> None:
+    """Members come and go between decisions: the kept arrays are carried to the new member list (newcomers read
+    one by one), as are the attested priors; both must still give what the per-node definitions give."""
+    rng = random.Random(11)
+    clock = [1000.0]
+    links, names = random_state(rng, 40, clock)
+    attested = {n: rng.uniform(0.2, 0.9) for n in rng.sample(names, 8)}
+    rep = Reputation(SELF, None, SimpleNamespace(), lambda: [], attested.get, clock=lambda: clock[0])
+    for node in rng.sample(names, 10):
+        rep.observe(node, rng.random() < 0.7, "attempt")
+    members = list(names[:25])
+    for step in range(40):
+        current = tuple(sorted(members))
+        assert_same(links, rng.choice((SELF, *current[1:4], "n39")), current)
+        want = rep.scores(list(current))
+        assert rep.scores_array(current).tolist() == [want[n] for n in current]
+        # Between decisions: a member leaves or joins, and probes and coordinates move.
+        if rng.random() < 0.5 and len(members) > 5:
+            members.remove(rng.choice(members[1:]))
+        else:
+            members.append(rng.choice([n for n in (*names, f"new{step}") if n not in members]))
+        links.probes.record(rng.choice(names[1:]), rng.uniform(1, 90))
+        links.coordinates.set(rng.choice(members), rng.choice([None, coordinate(rng), coordinate(rng, 5)]))
+        if step % 7 == 0:
+            links.probes.record(members[-1], rng.uniform(1, 90))  # a newcomer already probed

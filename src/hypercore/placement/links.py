@@ -66,8 +66,27 @@ class _Aligned:
         self.odd: dict[int, Coordinate] = {}  # rows whose coordinate has another number of dimensions
         self.probes_seen = -1
         self.coordinates_seen = -1
+        self._fresh: list[str] = []  # rows not carried from earlier arrays, to read one by one
+
+    def carried_from(self, old: _Aligned) -> _Aligned:
+        """These names' rows taken from `old`'s where it had them, as of what `old` had seen: after a membership
+        change only the newcomers are read one by one (at 10,000 nodes every row was: 26 ms)."""
+        rows = np.fromiter((old.index.get(n, -1) for n in self.names), dtype=np.intp, count=len(self.names))
+        kept = rows >= 0
+        for mine, theirs in ((self.measured, old.measured), (self.vec, old.vec), (self.height, old.height),
+                             (self.adjustment, old.adjustment), (self.located, old.located)):
+            mine[kept] = theirs[rows[kept]]
+        self.odd = {i: c for i, r in enumerate(rows) if r >= 0 and (c := old.odd.get(int(r))) is not None}
+        self._fresh = [n for n, r in zip(self.names, rows) if r < 0]
+        self.probes_seen, self.coordinates_seen = old.probes_seen, old.coordinates_seen
+        return self
 
     def update(self, probes: PeerLinks, coordinates: CoordinateBook) -> None:
+        for name in self._fresh:  # names new since the arrays this one was carried from
+            i = self.index[name]
+            self.measured[i] = _figures(probes.stats(name))
+            self._locate(i, coordinates.get(name))
+        self._fresh = []
         if probes.version != self.probes_seen:
             changed = probes.changes.since(self.probes_seen) if self.probes_seen >= 0 else None
             for peer in self.names if changed is None else changed:
@@ -201,8 +220,10 @@ class OriginLinks:
         """metric → one value per name in `names` order (NaN where unknown): what `link` gives for each, for
         NodeTable.with_column; worked out for all names at once."""
         aligned = self._aligned
-        if aligned is None or aligned.names != names:
+        if aligned is None:
             aligned = self._aligned = _Aligned(names)
+        elif aligned.names != names:  # members came or went: carry what is known of the others
+            aligned = self._aligned = _Aligned(names).carried_from(aligned)
         aligned.update(self.probes, self.coordinates)
         measured, index = aligned.measured, aligned.index
         latency, known = aligned.rtt_from(self.coordinates.get(origin), self.coordinates)

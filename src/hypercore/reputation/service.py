@@ -154,10 +154,18 @@ class Reputation:
     def _priors_for(self, names: tuple[str, ...]) -> tuple[np.ndarray, dict[str, int]]:
         cached = self._priors
         now = self._clock()
-        if cached is None or cached[0] != names or now - cached[1] > PRIORS_S:
+        if cached is not None and cached[0] == names and now - cached[1] <= PRIORS_S:
+            return cached[2], cached[3]
+        index = {n: i for i, n in enumerate(names)}
+        if cached is not None and now - cached[1] <= PRIORS_S:  # members came or went: read the newcomers only
+            old, known = cached[3], cached[2]
+            priors = np.fromiter((known[old[n]] if n in old else self.prior_of(n) for n in names), dtype=float,
+                                 count=len(names))
+            self._priors = (names, cached[1], priors, index)  # the next full read stays due when it was
+        else:
             priors = np.fromiter((self.prior_of(n) for n in names), dtype=float, count=len(names))
-            cached = self._priors = (names, now, priors, {n: i for i, n in enumerate(names)})
-        return cached[2], cached[3]
+            self._priors = (names, now, priors, index)
+        return priors, index
 
     def score(self, node: str) -> float:
         return self.scores([node])[node]
