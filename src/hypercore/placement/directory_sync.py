@@ -88,10 +88,6 @@ class Directory:
     def holders(self, key: str) -> list[str]:
         return holders_of(key, self.view.peers())
 
-    def keeps(self, key: str) -> bool:
-        """Whether this node is one of `key`'s holders under its own view (else: no directory for it here)."""
-        return self.name in self.holders(key)
-
     # -- looking ---------------------------------------------------------------------
 
     async def find_copy(self, entry: DirectoryEntry) -> tuple[Copy | None, list[str]]:

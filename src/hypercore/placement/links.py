@@ -32,7 +32,6 @@ from hypercore.beacon.probe import LinkStats, PeerLinks
 from hypercore.membership.coordinates import CoordinateBook, rtt_ms
 from hypercore.membership.rpc_types import Coordinate
 
-LINK_METRICS = ("latency_ms", "jitter_ms", "packet_loss")
 REPORTED_LINKS = 256  # peers whose figures a forwarding origin sends: the nearest; the rest by coordinates
 REPORTED_TTL_S = 60.0  # an origin's figures are used this long after they came
 REPORTED_ORIGINS = 64  # origins whose figures are kept at once (the least recent dropped first)
