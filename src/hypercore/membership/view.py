@@ -16,6 +16,7 @@ not a peer that any node-to-node call may reach (`peer()`, `peers()`).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ from prometheus_client import Counter
 
 from hypercore.beacon.tags import Beacon, BeaconInvalid, decode, max_age
 from hypercore.loops import Notifier
+from hypercore.membership.engine_table import EngineTable
 from hypercore.membership.rpc import Member
 from hypercore.policy.nodes import METRICS, NodeTable
 from hypercore.policy.registry import RESOURCES
@@ -124,17 +126,21 @@ class ClusterView:
         # Told of an admitted node whose own signed beacon went stale (reputation evidence: it stopped
         # refreshing, or froze). Only then: a beacon that does not verify cannot be pinned on anyone.
         self.on_stale: Callable[[str], None] | None = None
-        # The engine's snapshot, rebuilt only when members or beacons change or
-        # a beacon in it goes stale, not on every decision.
-        self._table: NodeTable | None = None
-        self._table_valid_until = 0.0
         # Each member's view, kept until its member changes or its beacon or admission expires (a beacon
-        # refresh re-checks one member, not all of them), and the name-sorted list of them.
+        # refresh re-checks one member, not all of them).
         self._views: dict[str, tuple[NodeView, float]] = {}
-        self._sorted: list[NodeView] | None = None
+        # The views in name order, the names of the peers among them, and the engine's table of the admitted
+        # ones: brought up to date for the members changed since (`_changed`; an entry replaced, inserted or
+        # deleted), and checked again in full when a view in them expires (see _catch_up).
+        self._names: list[str] = []
+        self._sorted: list[NodeView] = []
+        self._peer_names: list[str] = []  # peers() is asked several times per spawn
+        self._engine = EngineTable()
+        self._changed: set[str] = set()
         self._sorted_valid_until = 0.0
-        self._peer_names: list[str] = []  # of the sorted views: peers() is asked several times per spawn
-        self._size: int | None = None  # admitted members (see size)
+        self._counted: set[str] = set()  # members size() counts
+        self._uncounted: set[str] = set()  # members changed since size() last counted them
+        self._count_until = 0.0  # when an admission among the counted ends: size() counts all again
         self.changed = Notifier()  # any change: a member, its status, its tags
         # Only who is there and reachable: joins, leaves, statuses, addresses, slow tags (not beacon refreshes).
         self.membership_changed = Notifier()
@@ -166,12 +172,14 @@ class ClusterView:
             del self._members[name]
             self._views.pop(name, None)
             self._verified.pop(name, None)
+            self._engine.put(name, None)
+            self._changed.add(name)
+            self._uncounted.add(name)
         for member in changed:
             self._members[member.name] = member
             self._views.pop(member.name, None)
-        self._size = None
-        self._table = None
-        self._sorted = None
+            self._changed.add(member.name)
+            self._uncounted.add(member.name)
         self.changed.notify()
         if membership:
             self.membership_changed.notify()
@@ -218,13 +226,39 @@ class ClusterView:
         return NodeView(member.name, member.status, member.addr, beacon, None, admitted=True)
 
     def nodes(self) -> list[NodeView]:
-        now = self._clock()
-        if self._sorted is None or now >= self._sorted_valid_until:
-            views = [self._current(name, member, now) for name, member in self._members.items()]
-            self._sorted = sorted(views, key=lambda n: n.name)
-            self._peer_names = [n.name for n in self._sorted if n.peer is not None]
-            self._sorted_valid_until = min((self._views[n.name][1] for n in views), default=_next_review(now))
+        self._catch_up()
         return list(self._sorted)
+
+    def _catch_up(self) -> None:
+        """Bring the sorted views, the peer names and the engine's table up to date: for the members changed
+        since the last time, in proportion to how many (a beacon refresh: one); all of them once a view in
+        them expired (a beacon went stale, an admission ended, or REVIEW_S passed)."""
+        now = self._clock()
+        if now >= self._sorted_valid_until:
+            self._changed.clear()
+            self._names = sorted(self._members)
+            self._sorted = [self._current(name, self._members[name], now) for name in self._names]
+            self._peer_names = [n.name for n in self._sorted if n.peer is not None]
+            self._sorted_valid_until = min((self._views[n][1] for n in self._names), default=_next_review(now))
+            return
+        for name in self._changed:
+            i = bisect.bisect_left(self._names, name)
+            listed = i < len(self._names) and self._names[i] == name
+            member = self._members.get(name)
+            if member is None:
+                if listed:
+                    del self._names[i], self._sorted[i]
+                _place(self._peer_names, name, False)
+                continue
+            view = self._current(name, member, now)
+            if listed:
+                self._sorted[i] = view
+            else:
+                self._names.insert(i, name)
+                self._sorted.insert(i, view)
+            _place(self._peer_names, name, view.peer is not None)
+            self._sorted_valid_until = min(self._sorted_valid_until, self._views[name][1])
+        self._changed.clear()
 
     def _current(self, name: str, member: Member, now: float) -> NodeView:
         """The member's view, re-checked when its beacon or admission expired or REVIEW_S passed."""
@@ -237,6 +271,10 @@ class ClusterView:
             until = min(until, view.beacon.timestamp + self.max_age())
             if view.beacon.admission is not None:
                 until = min(until, view.beacon.admission.not_after)
+        if cached is not None and cached[0] == view:
+            view = cached[0]  # a review that found nothing new: the engine's row stands
+        else:
+            self._engine.put(name, view.record() if view.admitted else None)
         self._views[name] = (view, until)
         return view
 
@@ -251,7 +289,7 @@ class ClusterView:
 
     def peers(self, *, exclude: str | None = None) -> list[str]:
         """Names of every member a node-to-node call may reach, sorted (worked out with the sorted views)."""
-        self.nodes()  # re-checks what expired
+        self._catch_up()
         if exclude is None:
             return list(self._peer_names)  # a copy in C: a spawn asks for it about seven times
         return [n for n in self._peer_names if n != exclude]
@@ -262,14 +300,8 @@ class ClusterView:
         The scheduler derives from it what the beacons do not say (links from the
         origin, reputation, placements not yet reported): hypercore.placement.scheduler.
         """
-        now = self._clock()
-        if self._table is None or now >= self._table_valid_until:
-            nodes = [n for n in self.nodes() if n.admitted]
-            self._table = NodeTable.from_records([n.record() for n in nodes])
-            expiries = [n.beacon.timestamp + self.max_age() for n in nodes if n.beacon is not None]
-            expiries += [n.beacon.admission.not_after for n in nodes if n.beacon and n.beacon.admission]
-            self._table_valid_until = min(expiries, default=now + self.max_age())
-        return self._table
+        self._catch_up()  # which also re-checks a beacon gone stale, an admission ended
+        return self._engine.table()
 
     def node(self, name: str) -> NodeView | None:
         member = self._members.get(name)
@@ -279,11 +311,21 @@ class ClusterView:
         """Members whose beacon verifies and is admitted, whatever its age or their status: what the beacon
         refresh period is reckoned on. Not every Serf member: anyone with the gossip key can add members,
         and a flood of them would have stretched every node's refresh period and staleness limit."""
-        if self._size is None:
-            now = self._clock()
-            self._size = sum(1 for m in self._members.values() if isinstance(b := self._verify(m), Beacon)
-                             and (self._admit is None or self._admit(m.name, b, now) is None))
-        return self._size
+        now = self._clock()
+        if now >= self._count_until:
+            self._counted.clear()
+            self._uncounted, self._count_until = set(self._members), math.inf
+        for name in self._uncounted:
+            m = self._members.get(name)
+            if m is not None and isinstance(b := self._verify(m), Beacon) and (
+                    self._admit is None or self._admit(name, b, now) is None):
+                self._counted.add(name)
+                if b.admission is not None:
+                    self._count_until = min(self._count_until, b.admission.not_after)
+            else:
+                self._counted.discard(name)
+        self._uncounted.clear()
+        return len(self._counted)
 
     def max_age(self) -> float:
         """How old a beacon may be in a cluster of this size (hypercore.beacon.tags.max_age)."""
@@ -294,6 +336,16 @@ class ClusterView:
         for m in self._members.values():
             counts[m.status] = counts.get(m.status, 0) + 1
         return counts
+
+
+def _place(names: list[str], name: str, present: bool) -> None:
+    """Insert `name` into the sorted list `names`, or delete it from there, as `present` says."""
+    i = bisect.bisect_left(names, name)
+    listed = i < len(names) and names[i] == name
+    if present and not listed:
+        names.insert(i, name)
+    elif listed and not present:
+        del names[i]
 
 
 def _membership(member: Member | None) -> tuple[Any, ...] | None:

@@ -5,11 +5,13 @@ are turned once into a NodeTable (one NumPy column per metric, NaN where a
 metric is unknown, capability sets interned) and every decision reads columns
 instead of walking Python objects. That is what keeps a top-5 decision over
 100,000 nodes within milliseconds. The table also prepares, once, what every
-decision would otherwise recompute whatever the policy (see _Prepared).
+decision would otherwise recompute whatever the policy (see hypercore.policy.prepared).
 """
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -19,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from hypercore.policy.errors import PolicyError, Problem, describe
+from hypercore.policy.prepared import Prepared
 from hypercore.policy.registry import DEFAULT_REGISTRY, RESOURCES, MetricRegistry
 
 # Metrics in the order rules and reasons are reported (declared in policy.registry).
@@ -97,85 +100,6 @@ def parse_node_records(data: Any, source: str = "nodes", registry: MetricRegistr
     return records
 
 
-_MAX_CACHED_CAPABILITIES = 256
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
-class _Prepared:
-    """Everything a decision reads that depends on the table alone, not on a policy.
-
-    Built once with the table, so a decision only does the policy's own work.
-    Per-row masks here are restricted to alive rows: a node that is not alive
-    is reported as such and never counted against a rule.
-    """
-
-    __slots__ = (
-        "alive_count",
-        "alive_columns",
-        "alive_unknown",
-        "alive_unknown_count",
-        "alive_unknown_caps",
-        "alive_unknown_caps_count",
-        "scores_by_name",
-        "score_has_unknown",
-        "lacking",
-        "by_name",
-    )
-
-    def __init__(self, table: NodeTable) -> None:
-        alive = table.alive
-        n = len(table.names)
-        self.alive_count = int(np.count_nonzero(alive))
-        dead = ~alive
-        # NaN compares False, so a rule over these columns flags only alive
-        # nodes that report the metric and break the limit.
-        self.alive_columns: dict[str, np.ndarray] = {}
-        self.alive_unknown: dict[str, np.ndarray] = {}
-        self.alive_unknown_count: dict[str, int] = {}
-        registry = table.registry
-        for metric in registry.names:
-            column = table.columns[metric].copy()
-            column[dead] = np.nan
-            self.alive_columns[metric] = _frozen(column)
-            unknown = table.unknown[metric] & alive
-            self.alive_unknown[metric] = _frozen(unknown)
-            self.alive_unknown_count[metric] = int(np.count_nonzero(unknown))
-        unknown_sets = np.fromiter((s is None for s in table.cap_sets), dtype=bool, count=len(table.cap_sets))
-        caps_unknown = unknown_sets[table.cap_ids] & alive
-        self.alive_unknown_caps = _frozen(caps_unknown)
-        self.alive_unknown_caps_count = int(np.count_nonzero(caps_unknown))
-        # Rows in name order (the inverse of name_rank): candidates taken in
-        # this order come out of a stable sort by score with ties by name.
-        by_name = np.empty(n, dtype=np.intp)
-        by_name[table.name_rank] = np.arange(n, dtype=np.intp)
-        self.by_name = _frozen(by_name)
-        # The scored metrics, (components, n) in the registry's component order, columns in
-        # name order: one sequential gather serves every score component.
-        scored = np.array([table.columns[m.name] for m in registry.scored], dtype=np.float64)
-        scored = scored.reshape(len(registry.scored), n)
-        self.scores_by_name = _frozen(np.ascontiguousarray(scored[:, by_name]))
-        self.score_has_unknown = bool(np.isnan(scored).any())
-        # capability -> (alive rows that advertise capabilities, but not this
-        # one; their count): an index over the table, filled on first use.
-        self.lacking: dict[str, tuple[np.ndarray, int]] = {}
-
-    def lacking_capability(self, table: NodeTable, capability: str) -> tuple[np.ndarray, int]:
-        found = self.lacking.get(capability)
-        if found is None:
-            per_set = np.fromiter(
-                (s is not None and capability not in s for s in table.cap_sets), dtype=bool, count=len(table.cap_sets)
-            )
-            mask = _frozen(per_set[table.cap_ids] & table.alive)
-            found = (mask, int(np.count_nonzero(mask)))
-            if len(self.lacking) < _MAX_CACHED_CAPABILITIES:  # workloads choose capabilities: stay bounded
-                self.lacking[capability] = found
-        return found
-
-
 @dataclass(frozen=True, eq=False)
 class NodeTable:
     """Columnar, immutable snapshot of node records (see module docstring)."""
@@ -191,10 +115,10 @@ class NodeTable:
     _index: dict[str, int] = field(repr=False, default_factory=dict)
     registry: MetricRegistry = field(repr=False, default=DEFAULT_REGISTRY)  # which metrics the columns hold
     regions: tuple[str | None, ...] | None = field(repr=False, default=None)  # None: no node says one
-    _prepared: _Prepared = field(init=False, repr=False)
+    _prepared: Prepared = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_prepared", _Prepared(self))
+        object.__setattr__(self, "_prepared", Prepared(self))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -258,6 +182,81 @@ class NodeTable:
             columns[metric], unknown[metric] = column, missing
         return replace(self, columns=columns, unknown=unknown)
 
+    def with_rows(self, records: Iterable[NodeRecordBase], removed: Iterable[str] = ()) -> "NodeTable":
+        """A copy in which these records (validated, of this table's registry) replace the rows of their
+        nodes or, for a node the table does not have, are added; and the `removed` nodes' rows are gone.
+
+        What a beacon refresh, news or a member's arrival or departure changes, without going through every
+        record again (from_records): copies of the columns in NumPy, the name order found again by C's
+        sort of the names, and the decision's preparation. New rows go at the end, or, in a table whose
+        rows are in name order (a live view's), where their names sort.
+        """
+        n = len(self.names)
+        keep = np.ones(n, dtype=bool)
+        keep[[self._index[name] for name in removed if name in self._index]] = False
+        replaced: dict[int, NodeRecordBase] = {}
+        added: dict[str, NodeRecordBase] = {}
+        for record in records:
+            i = self._index.get(record.name)
+            if i is None or not keep[i]:
+                added[record.name] = record
+            else:
+                replaced[i] = record
+        metrics = (*self.registry.names, *RESOURCES)
+        get = operator.attrgetter(*metrics)
+        new_values = np.array([get(r) for r in added.values()], dtype=np.float64).reshape(len(added), len(metrics))
+        columns: dict[str, np.ndarray] = {}
+        for j, metric in enumerate(metrics):
+            column = self.columns[metric].copy()
+            for i, record in replaced.items():
+                value = getattr(record, metric)
+                column[i] = np.nan if value is None else value
+            columns[metric] = np.concatenate((column[keep], new_values[:, j]))
+        statuses, regions = list(self.statuses), list(self.regions or (None,) * n)
+        cap_sets, cap_ids = list(self.cap_sets), self.cap_ids.copy()
+        alive = self.alive.copy()
+
+        def cap_id(record: NodeRecordBase) -> int:
+            caps = None if record.capabilities is None else frozenset(record.capabilities)
+            try:
+                return cap_sets.index(caps)  # a cluster has a few distinct sets
+            except ValueError:
+                cap_sets.append(caps)
+                return len(cap_sets) - 1
+
+        for i, record in replaced.items():
+            statuses[i], regions[i], cap_ids[i] = record.status, record.region, cap_id(record)
+            alive[i] = record.status == "alive" and record.admitted
+        if not added and keep.all():  # the same nodes: their names, index and order stand
+            return type(self).from_columns(
+                names=self.names, index=self._index, statuses=tuple(statuses), alive=alive, values=columns,
+                capabilities=(cap_ids, tuple(cap_sets)), registry=self.registry, regions=regions,
+                name_rank=self.name_rank)
+        keep_list = keep.tolist()
+        names = (*itertools.compress(self.names, keep_list), *added)
+        statuses = [*itertools.compress(statuses, keep_list), *(r.status for r in added.values())]
+        regions = [*itertools.compress(regions, keep_list), *(r.region for r in added.values())]
+        alive = np.concatenate((alive[keep], np.array([r.status == "alive" and r.admitted for r in added.values()],
+                                                      dtype=bool)))
+        cap_ids = np.concatenate((cap_ids[keep], np.array([cap_id(r) for r in added.values()], dtype=np.int32)))
+        index = dict(zip(names, range(len(names))))
+        in_order = sorted(names)
+        by_name = np.fromiter(map(index.__getitem__, in_order), dtype=np.intp, count=len(names))
+        if np.array_equal(self.name_rank, np.arange(n)):  # rows in name order (a live view's): keep them so
+            names = tuple(in_order)
+            index = dict(zip(names, range(len(names))))
+            statuses = np.array(statuses, dtype=object)[by_name].tolist()
+            regions = np.array(regions, dtype=object)[by_name].tolist()
+            alive, cap_ids = alive[by_name], cap_ids[by_name]
+            columns = {metric: column[by_name] for metric, column in columns.items()}
+            rank = np.arange(len(names))
+        else:
+            rank = np.empty(len(names), dtype=np.int64)
+            rank[by_name] = np.arange(len(names))
+        return type(self).from_columns(
+            names=names, index=index, statuses=tuple(statuses), alive=alive, values=columns,
+            capabilities=(cap_ids, tuple(cap_sets)), registry=self.registry, regions=regions, name_rank=rank)
+
     @classmethod
     def from_records(cls, records: Iterable[NodeRecordBase | Mapping[str, Any]],
                      registry: MetricRegistry = DEFAULT_REGISTRY) -> "NodeTable":
@@ -268,11 +267,10 @@ class NodeTable:
         index = dict(zip(names, range(n)))
         if len(index) != n:
             raise ValueError("node names must be unique")
-        values = {
-            metric: np.fromiter((np.nan if (v := getattr(r, metric, None)) is None else v for r in items),
-                                dtype=np.float64, count=n)
-            for metric in (*registry.names, *RESOURCES)
-        }
+        metrics = (*registry.names, *RESOURCES)
+        # One tuple per record in C (attrgetter), NumPy turning None into NaN: a third of a loop per metric.
+        matrix = np.array(list(map(operator.attrgetter(*metrics), items)), dtype=np.float64).reshape(n, len(metrics))
+        values = dict(zip(metrics, np.ascontiguousarray(matrix.T)))
         return cls.from_columns(
             names=names,
             index=index,
@@ -297,10 +295,12 @@ class NodeTable:
         capabilities: tuple[np.ndarray, tuple[frozenset[str] | None, ...]],
         registry: MetricRegistry = DEFAULT_REGISTRY,
         regions: Sequence[str | None] | None = None,
+        name_rank: np.ndarray | None = None,
     ) -> "NodeTable":
         """A table from validated columns: unique `names` and their `index` (name -> row), one float64
         array per metric of `registry` and per name of RESOURCES (NaN where unknown), and
-        `capabilities` as intern_capabilities gives them."""
+        `capabilities` as intern_capabilities gives them; `name_rank` (each row's place in name order)
+        when the caller has it for these names."""
         n = len(names)
         columns: dict[str, np.ndarray] = {}
         unknown: dict[str, np.ndarray] = {}
@@ -312,14 +312,17 @@ class NodeTable:
             unk.flags.writeable = False
             unknown[metric] = unk
         cap_ids, cap_sets = capabilities
-        rank = np.empty(n, dtype=np.int64)
-        rank[sorted(range(n), key=names.__getitem__)] = np.arange(n)
+        if name_rank is not None:  # the caller's, for these very names
+            rank = name_rank
+        else:
+            rank = np.empty(n, dtype=np.int64)
+            rank[np.fromiter(map(index.__getitem__, sorted(names)), dtype=np.intp, count=n)] = np.arange(n)
         alive = np.array(alive, dtype=bool)
         for arr in (cap_ids, rank, alive):
             arr.flags.writeable = False
         return cls(names=names, statuses=statuses, alive=alive, columns=columns, unknown=unknown, cap_sets=cap_sets,
                    cap_ids=cap_ids, name_rank=rank, _index=index, registry=registry,
-                   regions=tuple(regions) if regions is not None and any(r is not None for r in regions) else None)
+                   regions=tuple(regions) if regions is not None and regions.count(None) < len(regions) else None)
 
 
 def intern_capabilities(

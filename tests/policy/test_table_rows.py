@@ -1,0 +1,90 @@
+"""NodeTable.with_rows (issue 10): a table changed row by row is the table built from the same records.
+
+The live view patches its table on every beacon refresh, arrival and departure instead of validating every
+record again (hypercore.membership.engine_table); a patched table that differs in any column, any row's
+capabilities, region or status, or the name order would rank differently from the rebuilt one.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from hypercore.policy import NodeRecord, NodeTable, decide, parse_policy
+from hypercore.policy.registry import RESOURCES
+
+CAPABILITIES = [None, ("exec",), ("exec", "gpu"), ("container",), ()]
+REGIONS = [None, "eu", "us", "ap"]
+
+
+def record(rng: random.Random, name: str) -> NodeRecord:
+    def maybe(low: float, high: float) -> float | None:
+        return None if rng.random() < 0.15 else round(rng.uniform(low, high), 3)
+
+    return NodeRecord.model_validate({
+        "name": name, "status": rng.choice(["alive", "alive", "alive", "failed", "left"]),
+        "admitted": rng.random() > 0.1, "region": rng.choice(REGIONS),
+        "latency_ms": maybe(0, 300), "jitter_ms": maybe(0, 50), "packet_loss": maybe(0, 5),
+        "queue_depth": maybe(0, 20), "price_per_gb": maybe(0, 1), "reputation": maybe(0, 1),
+        "cpu_total": maybe(1, 64), "cpu_free": maybe(0, 64), "mem_total_mb": maybe(512, 65536),
+        "mem_free_mb": maybe(0, 65536),
+        "capabilities": None if (c := rng.choice(CAPABILITIES)) is None else list(c),
+    })
+
+
+def assert_same(patched: NodeTable, built: NodeTable) -> None:
+    assert patched.names == built.names
+    assert patched.statuses == built.statuses
+    assert np.array_equal(patched.alive, built.alive)
+    assert np.array_equal(patched.name_rank, built.name_rank)
+    for metric in (*built.registry.names, *RESOURCES):
+        assert np.array_equal(patched.columns[metric], built.columns[metric], equal_nan=True), metric
+        assert np.array_equal(patched.unknown[metric], built.unknown[metric]), metric
+    assert [patched.cap_sets[i] for i in patched.cap_ids] == [built.cap_sets[i] for i in built.cap_ids]
+    assert patched.region_of() == built.region_of()
+    for name in built.names:
+        assert patched.index_of(name) == built.index_of(name)
+    for policy in ({}, {"scoring": {"latency_weight": 1, "price_weight": 1}},
+                   {"rules": {"max_latency_ms": 150, "required_capabilities": ["exec"]}}):
+        a, b = decide(parse_policy(policy), patched), decide(parse_policy(policy), built)
+        assert a.ranked.node_names == b.ranked.node_names
+        assert [r.node for r in a.rejected] == [r.node for r in b.rejected]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_table_changed_row_by_row_is_the_table_built_from_its_records(seed: int) -> None:
+    rng = random.Random(seed)
+    records = {name: record(rng, name) for name in rng.sample([f"n{i:03d}" for i in range(60)], rng.randint(0, 30))}
+    table = NodeTable.from_records([records[n] for n in sorted(records)])
+    for _ in range(6):
+        changed = [record(rng, n) for n in rng.sample(sorted(records), min(len(records), rng.randint(0, 4)))]
+        added = [record(rng, f"n{rng.randrange(60):03d}x") for _ in range(rng.randint(0, 3))]
+        removed = rng.sample(sorted(records), min(len(records), rng.randint(0, 3)))
+        for r in changed + added:
+            records[r.name] = r
+        for name in removed:
+            records.pop(name, None)
+        # a name both changed and removed is removed; one removed and added again is back
+        table = table.with_rows([records[r.name] for r in changed + added if r.name in records], removed=removed)
+        assert_same(table, NodeTable.from_records([records[n] for n in sorted(records)]))
+
+
+def test_rows_of_a_table_not_in_name_order_keep_their_order_and_new_ones_go_at_the_end() -> None:
+    rng = random.Random(1)
+    records = [record(rng, n) for n in ("delta", "alpha", "charlie")]
+    table = NodeTable.from_records(records)
+    patched = table.with_rows([record(rng, "bravo"), record(rng, "alpha")], removed=["charlie"])
+    assert patched.names == ("delta", "alpha", "bravo")
+    assert [patched.names[i] for i in np.argsort(patched.name_rank)] == ["alpha", "bravo", "delta"]
+    assert decide(parse_policy({}), patched).ranked.node_names == decide(
+        parse_policy({}), [patched.record(i) for i in range(3)]).ranked.node_names
+
+
+def test_a_patched_table_is_as_read_only_as_a_built_one() -> None:
+    rng = random.Random(2)
+    table = NodeTable.from_records([record(rng, "a"), record(rng, "b")]).with_rows([record(rng, "a")])
+    for array in (table.alive, table.cap_ids, table.name_rank, *table.columns.values(), *table.unknown.values()):
+        with pytest.raises(ValueError):
+            array[0] = 0
