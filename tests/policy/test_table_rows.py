@@ -88,3 +88,18 @@ def test_a_patched_table_is_as_read_only_as_a_built_one() -> None:
     for array in (table.alive, table.cap_ids, table.name_rank, *table.columns.values(), *table.unknown.values()):
         with pytest.raises(ValueError):
             array[0] = 0
+
+
+def test_adjusting_several_metrics_at_once_is_setting_then_adding_one_by_one() -> None:
+    rng = random.Random(3)
+    table = NodeTable.from_records([record(rng, f"n{i}") for i in range(20)])
+    values = {"queue_depth": {"n1": 4.0, "n2": 0.0, "gone": 1.0}}
+    added = {"queue_depth": {"n1": 2.0, "n3": 1.0}, "cpu_free": {"n1": -0.5, "n4": -1.0, "gone": 2.0},
+             "mem_free_mb": {"n5": -256.0}}
+    once = table.with_adjusted(values=values, added=added)
+    chain = table.with_values("queue_depth", values["queue_depth"])
+    for metric, extra in added.items():
+        chain = chain.with_added(metric, extra)
+    assert_same(once, chain)
+    assert once.columns["queue_depth"][once.index_of("n1")] == 6.0
+    assert np.isnan(table.columns["cpu_free"][table.index_of("n4")]) == np.isnan(once.columns["cpu_free"][4])

@@ -112,12 +112,12 @@ class Scheduler:
 
         unreported = self.unreported.per_node(shown, refresh)
         table = self._derived_table(self.view.table(), near or self.node_name)
-        if answered:
-            table = table.with_values("queue_depth", {n: float(depth) for n, (_, depth) in answered.items()})
-        if unreported:
-            table = table.with_added("queue_depth", {n: c for n, (c, _, _) in unreported.items()})
-            table = table.with_added("cpu_free", {n: -cpu for n, (_, cpu, _) in unreported.items()})
-            table = table.with_added("mem_free_mb", {n: -mem for n, (_, _, mem) in unreported.items()})
+        if answered or unreported:
+            table = table.with_adjusted(
+                values={"queue_depth": {n: float(depth) for n, (_, depth) in answered.items()}},
+                added={"queue_depth": {n: c for n, (c, _, _) in unreported.items()},
+                       "cpu_free": {n: -cpu for n, (_, cpu, _) in unreported.items()},
+                       "mem_free_mb": {n: -mem for n, (_, _, mem) in unreported.items()}})
         return table
 
     def _derived_table(self, table: Any, origin: str) -> Any:

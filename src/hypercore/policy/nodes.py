@@ -142,30 +142,38 @@ class NodeTable:
         return {n: r for n, r in zip(self.names, self.regions) if r is not None} if self.regions else {}
 
     def with_added(self, metric: str, extra: Mapping[str, float]) -> "NodeTable":
-        """A copy with `extra[name]` added to `metric` of the named nodes (unknown stays unknown).
-
-        Cheap (no record validation): the scheduler uses it for each decision
-        to count placements the beacons do not show yet.
-        """
-        column = self.columns[metric].copy()
-        for name, amount in extra.items():
-            i = self._index.get(name)
-            if i is not None:
-                column[i] += amount  # NaN + x stays NaN
-        column.flags.writeable = False
-        return replace(self, columns={**self.columns, metric: column})
+        """A copy with `extra[name]` added to `metric` of the named nodes (unknown stays unknown)."""
+        return self.with_adjusted(added={metric: extra})
 
     def with_values(self, metric: str, values: Mapping[str, float]) -> "NodeTable":
         """A copy with `metric` set to `values[name]` for the named nodes (e.g. reputation from evidence)."""
-        column = self.columns[metric].copy()
-        for name, value in values.items():
-            i = self._index.get(name)
-            if i is not None:
-                column[i] = value
-        column.flags.writeable = False
-        unknown = np.isnan(column)
-        unknown.flags.writeable = False
-        return replace(self, columns={**self.columns, metric: column}, unknown={**self.unknown, metric: unknown})
+        return self.with_adjusted(values={metric: values})
+
+    def with_adjusted(self, values: Mapping[str, Mapping[str, float]] | None = None,
+                      added: Mapping[str, Mapping[str, float]] | None = None) -> "NodeTable":
+        """A copy in which `values[metric][name]` replaces, then `added[metric][name]` is added to, the named
+        nodes' metrics (NaN + x stays NaN: unknown stays unknown); names not in the table are ignored.
+
+        Cheap (no record validation), and one copy for all of it (each copy prepares the table for
+        decisions again, an O(N) pass): the scheduler uses it for each decision, for the queue depths the
+        chosen nodes answered and the placements the beacons do not show yet.
+        """
+        values, added = values or {}, added or {}
+        columns, unknown = dict(self.columns), dict(self.unknown)
+        for metric in (*values, *(m for m in added if m not in values)):
+            column = self.columns[metric].copy()
+            for name, value in values.get(metric, {}).items():
+                if (i := self._index.get(name)) is not None:
+                    column[i] = value
+            for name, amount in added.get(metric, {}).items():
+                if (i := self._index.get(name)) is not None:
+                    column[i] += amount
+            column.flags.writeable = False
+            columns[metric] = column
+            if metric in values:
+                unknown[metric] = np.isnan(column)
+                unknown[metric].flags.writeable = False
+        return replace(self, columns=columns, unknown=unknown)
 
     def with_columns(self, values: Mapping[str, np.ndarray]) -> "NodeTable":
         """A copy with each metric of `values` set to its array, one value per node in `names` order (NaN:
