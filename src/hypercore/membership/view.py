@@ -17,6 +17,7 @@ not a peer that any node-to-node call may reach (`peer()`, `peers()`).
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
 import math
 import time
@@ -39,14 +40,12 @@ log = logging.getLogger("hypercore.view")
 # Why a member is not admitted, or None when it is: (member name, its verified beacon, now).
 AdmissionCheck = Callable[[str, Beacon, float], "str | None"]
 
-REVIEW_S = 30.0  # a member's view is re-checked at least this often (a stale beacon is reported again)
 _FAST_TAGS = frozenset({"m", "sig"})  # what a beacon refresh changes: measurements, timestamp, signature
-
-
-def _next_review(now: float) -> float:
-    """The next multiple of REVIEW_S: every member's review on one grid, so one pass re-checks them all
-    (counted from each one's last check, 100 members' reviews rebuilt the sorted list 3.3 times a second)."""
-    return (math.floor(now / REVIEW_S) + 1) * REVIEW_S
+# How old a beacon may be grows with the cluster (tags.max_age); a member's view is checked against the limit
+# of its moment and re-checked when its beacon or admission expires. Once the limit moved by more than this
+# fraction since every view was checked, all are checked again: a pass over N members per that much growth
+# or shrinkage of the cluster (80 ms at 10,000), not per join or per second.
+MAX_AGE_DRIFT = 0.1
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,8 @@ class ClusterView:
         self._peer_names: list[str] = []  # peers() is asked several times per spawn
         self._engine = EngineTable()
         self._changed: set[str] = set()
-        self._sorted_valid_until = 0.0
+        self._expiries: list[tuple[float, str]] = []  # a heap of (when a view expires, its member)
+        self._checked_max_age: float | None = None  # the age limit when every view was last checked
         self._counted: set[str] = set()  # members size() counts
         self._uncounted: set[str] = set()  # members changed since size() last counted them
         self._count_until = 0.0  # when an admission among the counted ends: size() counts all again
@@ -230,17 +230,23 @@ class ClusterView:
         return list(self._sorted)
 
     def _catch_up(self) -> None:
-        """Bring the sorted views, the peer names and the engine's table up to date: for the members changed
-        since the last time, in proportion to how many (a beacon refresh: one); all of them once a view in
-        them expired (a beacon went stale, an admission ended, or REVIEW_S passed)."""
+        """Bring the sorted views, the peer names and the engine's table up to date, in proportion to what
+        changed: members changed since the last time (a beacon refresh: one) and views that expired (a
+        beacon went stale, an admission ended); every view when the age limit drifted (MAX_AGE_DRIFT)."""
         now = self._clock()
-        if now >= self._sorted_valid_until:
+        max_age = self.max_age()
+        if self._checked_max_age is None or abs(max_age - self._checked_max_age) > MAX_AGE_DRIFT * self._checked_max_age:
+            self._checked_max_age = max_age
             self._changed.clear()
+            self._expiries = []
             self._names = sorted(self._members)
-            self._sorted = [self._current(name, self._members[name], now) for name in self._names]
+            self._sorted = [self._current(name, self._members[name], now, recheck=True) for name in self._names]
             self._peer_names = [n.name for n in self._sorted if n.peer is not None]
-            self._sorted_valid_until = min((self._views[n][1] for n in self._names), default=_next_review(now))
             return
+        while self._expiries and self._expiries[0][0] <= now:
+            until, name = heapq.heappop(self._expiries)
+            if (entry := self._views.get(name)) is not None and entry[1] == until:
+                self._changed.add(name)
         for name in self._changed:
             i = bisect.bisect_left(self._names, name)
             listed = i < len(self._names) and self._names[i] == name
@@ -257,22 +263,30 @@ class ClusterView:
                 self._names.insert(i, name)
                 self._sorted.insert(i, view)
             _place(self._peer_names, name, view.peer is not None)
-            self._sorted_valid_until = min(self._sorted_valid_until, self._views[name][1])
         self._changed.clear()
+        if len(self._expiries) > 4 * len(self._members) + 64:  # entries of views replaced since: drop them
+            self._expiries = [(until, name) for name, (_, until) in self._views.items() if until < math.inf]
+            heapq.heapify(self._expiries)
 
-    def _current(self, name: str, member: Member, now: float) -> NodeView:
-        """The member's view, re-checked when its beacon or admission expired or REVIEW_S passed."""
+    def _current(self, name: str, member: Member, now: float, recheck: bool = False) -> NodeView:
+        """The member's view, checked again when its beacon or admission expired (or `recheck`)."""
         cached = self._views.get(name)
-        if cached is not None and now < cached[1]:
+        if cached is not None and now < cached[1] and not recheck:
             return cached[0]
         view = self._view(member, now)
-        until = _next_review(now)
-        if view.beacon is not None:
-            until = min(until, view.beacon.timestamp + self.max_age())
-            if view.beacon.admission is not None:
-                until = min(until, view.beacon.admission.not_after)
+        # A view changes by itself only when a fresh beacon goes stale or an admission ends (admitted or not,
+        # what it says changes then); a stale or invalid beacon stays so until the member publishes another
+        # (or the age limit drifts).
+        until, beacon = math.inf, self._verify(member)
+        if isinstance(beacon, Beacon):
+            if now <= (stale_at := beacon.timestamp + self.max_age()):
+                until = stale_at
+            if beacon.admission is not None and now < beacon.admission.not_after:
+                until = min(until, beacon.admission.not_after)
+        if until < math.inf:
+            heapq.heappush(self._expiries, (until, name))
         if cached is not None and cached[0] == view:
-            view = cached[0]  # a review that found nothing new: the engine's row stands
+            view = cached[0]  # checked again, found as it was: the engine's row stands
         else:
             self._engine.put(name, view.record() if view.admitted else None)
         self._views[name] = (view, until)
@@ -305,7 +319,13 @@ class ClusterView:
 
     def node(self, name: str) -> NodeView | None:
         member = self._members.get(name)
-        return None if member is None else self._current(name, member, self._clock())
+        if member is None:
+            return None
+        before = self._views.get(name)
+        view = self._current(name, member, self._clock())
+        if before is None or before[0] is not view:
+            self._changed.add(name)  # checked here first: the sorted views take it at their next catch-up
+        return view
 
     def size(self) -> int:
         """Members whose beacon verifies and is admitted, whatever its age or their status: what the beacon
