@@ -65,6 +65,21 @@ def test_a_beacon_that_goes_stale_between_changes_is_seen_without_a_change() -> 
     assert view.peer("n2") is None
 
 
+def test_a_beacon_from_a_clock_ahead_of_ours_is_taken_once_our_clock_comes_near_it() -> None:
+    # The verdict "in the future" was kept with the signature like any other: a node whose clock ran 31 s
+    # ahead stayed out of the cluster until it published again (400 s at 100 nodes, 18 h at 10,000).
+    clock = [float(int(NOW))]
+    view = ClusterView(clock=lambda: clock[0])
+    view.update([member("n1", ts=clock[0]), member("n2", ts=clock[0] + 40)])  # 30 s of skew are tolerated
+    assert view.peers() == ["n1"] and view.size() == 1
+    assert view.node("n2").problem.startswith("not admitted: future")
+    clock[0] += 9.0
+    assert view.peers() == ["n1"]
+    clock[0] += 1.5  # n2's time is 29.5 s ahead now
+    assert view.peers() == ["n1", "n2"] and view.size() == 2
+    assert view.table().names == ("n1", "n2")
+
+
 def test_how_old_a_beacon_may_be_grows_with_the_cluster_as_its_refresh_period_does() -> None:
     clock = [NOW]
     small = ClusterView(clock=lambda: clock[0])

@@ -88,10 +88,12 @@ _LIMITS = {
 
 
 class BeaconInvalid(Exception):
-    """A member's tags carry no usable beacon; `cause` is a short metric label."""
+    """A member's tags carry no usable beacon; `cause` is a short metric label. `until`: when the same tags
+    may pass (a timestamp too far in the future passes once the clock comes near it), None: never."""
 
-    def __init__(self, cause: str, detail: str) -> None:
+    def __init__(self, cause: str, detail: str, until: float | None = None) -> None:
         self.cause = cause
+        self.until = until
         super().__init__(detail)
 
 
@@ -278,7 +280,7 @@ def decode(tags: dict[str, str], node: str, now: float, max_age_s: float = MAX_A
     if ts < now - max_age_s:
         raise BeaconInvalid("stale", f"beacon is {now - ts:.0f} s old (max {max_age_s:.0f} s)")
     if ts > now + MAX_FUTURE_S:
-        raise BeaconInvalid("future", f"beacon timestamp is {ts - now:.0f} s in the future")
+        raise BeaconInvalid("future", f"beacon timestamp is {ts - now:.0f} s in the future", until=ts - MAX_FUTURE_S)
     caps = tuple(x for x in c.split(",") if x)
     if any(not _CAPABILITY.fullmatch(x) for x in caps):
         raise BeaconInvalid("malformed", f"capabilities {c!r} are not all names")

@@ -188,7 +188,8 @@ class ClusterView:
         """The check of the beacon it publishes, age aside (`_beacon` checks the age at every read)."""
         sig = member.tags.get("sig", "")
         entry = self._verified.get(member.name)
-        if entry is None or entry[0] != sig:
+        if entry is None or entry[0] != sig or (isinstance(entry[1], BeaconInvalid) and entry[1].until is not None
+                                                 and self._clock() >= entry[1].until):
             try:
                 result: Beacon | BeaconInvalid = decode(member.tags, member.name, self._clock(), math.inf)
             except BeaconInvalid as exc:
@@ -274,17 +275,20 @@ class ClusterView:
         if cached is not None and now < cached[1] and not recheck:
             return cached[0]
         view = self._view(member, now)
-        # A view changes by itself only when a fresh beacon goes stale or an admission ends (admitted or not,
-        # what it says changes then); a stale or invalid beacon stays so until the member publishes another
-        # (or the age limit drifts).
+        # A view changes by itself only when a fresh beacon goes stale, an admission ends (admitted or not,
+        # what it says changes then) or an early beacon's time comes; a stale or invalid beacon stays so until
+        # the member publishes another (or the age limit drifts).
         until, beacon = math.inf, self._verify(member)
-        if isinstance(beacon, Beacon):
+        if isinstance(beacon, BeaconInvalid) and beacon.until is not None:
+            until = beacon.until  # a timestamp in the future: checked again when the clock comes near it
+        elif isinstance(beacon, Beacon):
             if now <= (stale_at := beacon.timestamp + self.max_age()):
                 until = stale_at
             if beacon.admission is not None and now < beacon.admission.not_after:
                 until = min(until, beacon.admission.not_after)
         if until < math.inf:
             heapq.heappush(self._expiries, (until, name))
+        self._uncounted.add(name)  # what size() counts may have changed with it (a beacon no longer early)
         if cached is not None and cached[0] == view:
             view = cached[0]  # checked again, found as it was: the engine's row stands
         else:
