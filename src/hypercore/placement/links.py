@@ -20,6 +20,7 @@ rejects the node. Each figure says where it came from (`sources`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -55,8 +56,8 @@ class _Aligned:
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
-        self.index = {n: i for i, n in enumerate(names)}
         n = len(names)
+        self.index = dict(zip(names, range(n)))
         self.measured = np.full((n, 3), np.nan)  # latency, jitter, loss from this node's own probes
         self.vec = np.zeros((n, DIMS))
         self.height = np.zeros(n)
@@ -70,13 +71,14 @@ class _Aligned:
     def carried_from(self, old: _Aligned) -> _Aligned:
         """These names' rows taken from `old`'s where it had them, as of what `old` had seen: after a membership
         change only the newcomers are read one by one (at 10,000 nodes every row was: 26 ms)."""
-        rows = np.fromiter((old.index.get(n, -1) for n in self.names), dtype=np.intp, count=len(self.names))
+        # Look-ups in C (map over the names): a Python loop over them was most of the 9.5 ms at 10,000 nodes.
+        rows = np.fromiter(map(old.index.get, self.names, itertools.repeat(-1)), dtype=np.intp, count=len(self.names))
         kept = rows >= 0
         for mine, theirs in ((self.measured, old.measured), (self.vec, old.vec), (self.height, old.height),
                              (self.adjustment, old.adjustment), (self.located, old.located)):
             mine[kept] = theirs[rows[kept]]
-        self.odd = {i: c for i, r in enumerate(rows) if r >= 0 and (c := old.odd.get(int(r))) is not None}
-        self._fresh = [n for n, r in zip(self.names, rows) if r < 0]
+        self.odd = {i: c for r, c in old.odd.items() if (i := self.index.get(old.names[r])) is not None}
+        self._fresh = [self.names[i] for i in np.flatnonzero(~kept).tolist()]
         self.probes_seen, self.coordinates_seen = old.probes_seen, old.coordinates_seen
         return self
 

@@ -20,6 +20,7 @@ is its view of itself.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -156,11 +157,15 @@ class Reputation:
         now = self._clock()
         if cached is not None and cached[0] == names and now - cached[1] <= PRIORS_S:
             return cached[2], cached[3]
-        index = {n: i for i, n in enumerate(names)}
+        index = dict(zip(names, range(len(names))))
         if cached is not None and now - cached[1] <= PRIORS_S:  # members came or went: read the newcomers only
             old, known = cached[3], cached[2]
-            priors = np.fromiter((known[old[n]] if n in old else self.prior_of(n) for n in names), dtype=float,
-                                 count=len(names))
+            rows = np.fromiter(map(old.get, names, itertools.repeat(-1)), dtype=np.intp, count=len(names))
+            kept = rows >= 0
+            priors = np.full(len(names), np.nan)
+            priors[kept] = known[rows[kept]]
+            for i in np.flatnonzero(~kept).tolist():
+                priors[i] = self.prior_of(names[i])
             self._priors = (names, cached[1], priors, index)  # the next full read stays due when it was
         else:
             priors = np.fromiter((self.prior_of(n) for n in names), dtype=float, count=len(names))
