@@ -141,6 +141,7 @@ class ClusterView:
         self._counted: set[str] = set()  # members size() counts
         self._uncounted: set[str] = set()  # members changed since size() last counted them
         self._count_until = 0.0  # when an admission among the counted ends: size() counts all again
+        self._max_age: tuple[int, float] = (-1, 0.0)  # (size, max_age of that size)
         self.changed = Notifier()  # any change: a member, its status, its tags
         # Only who is there and reachable: joins, leaves, statuses, addresses, slow tags (not beacon refreshes).
         self.membership_changed = Notifier()
@@ -235,6 +236,9 @@ class ClusterView:
         changed: members changed since the last time (a beacon refresh: one) and views that expired (a
         beacon went stale, an admission ended); every view when the age limit drifted (MAX_AGE_DRIFT)."""
         now = self._clock()
+        if not self._changed and now < self._count_until and self._checked_max_age is not None and not (
+                self._expiries and self._expiries[0][0] <= now):
+            return  # nothing changed, nothing expired, and the age limit moves only with a change: a read
         max_age = self.max_age()
         if self._checked_max_age is None or abs(max_age - self._checked_max_age) > MAX_AGE_DRIFT * self._checked_max_age:
             self._checked_max_age = max_age
@@ -353,7 +357,10 @@ class ClusterView:
 
     def max_age(self) -> float:
         """How old a beacon may be in a cluster of this size (hypercore.beacon.tags.max_age)."""
-        return max_age(self.size())
+        size = self.size()
+        if self._max_age[0] != size:
+            self._max_age = (size, max_age(size))
+        return self._max_age[1]
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
