@@ -103,3 +103,39 @@ def test_adjusting_several_metrics_at_once_is_setting_then_adding_one_by_one() -
     assert_same(once, chain)
     assert once.columns["queue_depth"][once.index_of("n1")] == 6.0
     assert np.isnan(table.columns["cpu_free"][table.index_of("n4")]) == np.isnan(once.columns["cpu_free"][4])
+
+
+def test_records_of_the_default_registry_in_a_table_of_an_extended_one_have_its_metrics_unknown() -> None:
+    # A review found it: the faster build (one attrgetter per record) raised AttributeError here, where the
+    # loop per metric before it read a missing metric as unknown.
+    from hypercore.policy import DEFAULT_REGISTRY, Metric
+
+    thermal = DEFAULT_REGISTRY.extended(Metric("temperature_c", "°C", "hottest sensor", maximum=150,
+                                               rule="max_temperature_c", rule_doc="Hottest a node may run.",
+                                               component="thermal", default_scale=100.0))
+    table = NodeTable.from_records([NodeRecord(name="a", cpu_free=2.0)], thermal)
+    assert np.isnan(table.columns["temperature_c"][0]) and table.columns["cpu_free"][0] == 2.0
+
+
+def test_a_cluster_of_many_capability_sets_is_patched_not_built_again_on_every_change() -> None:
+    # A review found it: with more than 64 distinct sets in use, every change built the table again.
+    from unittest import mock
+
+    from hypercore.membership.engine_table import EngineTable
+
+    rows = EngineTable()
+    for i in range(200):
+        rows.put(f"n{i:03d}", {"name": f"n{i:03d}", "capabilities": [f"cap{i % 100}"], "queue_depth": 0.0})
+    first = rows.table()
+    assert len(first.cap_sets) == 100
+    with mock.patch.object(NodeTable, "from_records", wraps=NodeTable.from_records) as built:
+        for i in range(20):
+            rows.put("n007", {"name": "n007", "capabilities": ["cap7"], "queue_depth": float(i)})
+            assert rows.table().columns["queue_depth"][first.index_of("n007")] == float(i)
+        for i in range(140):  # one member going through new sets: a build per 65 of them
+            rows.put("n008", {"name": "n008", "capabilities": [f"new{i}"]})
+            rows.table()
+        assert built.call_count == 2
+    last = rows.table()
+    assert last.cap_sets[last.cap_ids[last.index_of("n008")]] == frozenset({"new139"})
+    assert len(last.cap_sets) <= 101 + 64

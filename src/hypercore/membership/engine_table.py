@@ -16,8 +16,9 @@ from hypercore.policy.nodes import NodeRecordBase, NodeTable, node_record_model
 from hypercore.policy.registry import DEFAULT_REGISTRY, MetricRegistry
 
 # Patching adds a capability set it has not seen to the table's list of distinct sets and keeps the ones no
-# row uses any more; past this many the table is built again, which keeps only the sets in use.
-CAPABILITY_SETS_KEPT = 64
+# row uses any more; once this many more than at the last build, the table is built again, which keeps only
+# the sets in use (so a build per this many new sets, however many are in use).
+CAPABILITY_SETS_ADDED = 64
 
 
 class EngineTable:
@@ -29,6 +30,7 @@ class EngineTable:
         self._records: dict[str, NodeRecordBase] = {}
         self._changed: set[str] = set()  # rows put since the table was last brought up to date
         self._table: NodeTable | None = None
+        self._sets_built = 0  # distinct capability sets at the last build
 
     def put(self, name: str, record: Mapping[str, Any] | None) -> None:
         """Member `name`'s row (a NodeView.record()), or None: the member is not in the table (not admitted,
@@ -42,8 +44,9 @@ class EngineTable:
 
     def table(self) -> NodeTable:
         table = self._table
-        if table is None or len(table.cap_sets) > CAPABILITY_SETS_KEPT:
+        if table is None or len(table.cap_sets) > self._sets_built + CAPABILITY_SETS_ADDED:
             table = NodeTable.from_records([self._records[n] for n in sorted(self._records)], self._registry)
+            self._sets_built = len(table.cap_sets)
         elif self._changed:
             records = self._records
             table = table.with_rows([records[n] for n in self._changed if n in records],

@@ -29,6 +29,7 @@ from prometheus_client import Counter
 
 from hypercore.beacon.tags import Beacon, BeaconInvalid, decode, max_age
 from hypercore.loops import Notifier
+from hypercore.membership.due import DueChecks
 from hypercore.membership.engine_table import EngineTable
 from hypercore.membership.rpc import Member
 from hypercore.policy.nodes import METRICS, NodeTable
@@ -41,11 +42,6 @@ log = logging.getLogger("hypercore.view")
 AdmissionCheck = Callable[[str, Beacon, float], "str | None"]
 
 _FAST_TAGS = frozenset({"m", "sig"})  # what a beacon refresh changes: measurements, timestamp, signature
-# How old a beacon may be grows with the cluster (tags.max_age); a member's view is checked against the limit
-# of its moment and re-checked when its beacon or admission expires. Once the limit moved by more than this
-# fraction since every view was checked, all are checked again: a pass over N members per that much growth
-# or shrinkage of the cluster (80 ms at 10,000), not per join or per second.
-MAX_AGE_DRIFT = 0.1
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,10 @@ class ClusterView:
         # Told of an admitted node whose own signed beacon went stale (reputation evidence: it stopped
         # refreshing, or froze). Only then: a beacon that does not verify cannot be pinned on anyone.
         self.on_stale: Callable[[str], None] | None = None
-        # Each member's view, kept until its member changes or its beacon or admission expires (a beacon
-        # refresh re-checks one member, not all of them).
-        self._views: dict[str, tuple[NodeView, float]] = {}
+        # Each member's view, kept until its member changes, or until its verdict may change by itself (its
+        # beacon goes stale, or fresh again, its admission ends: hypercore.membership.due).
+        self._views: dict[str, NodeView] = {}
+        self._due = DueChecks()
         # The views in name order, the names of the peers among them, and the engine's table of the admitted
         # ones: brought up to date for the members changed since (`_changed`; an entry replaced, inserted or
         # deleted), and checked again in full when a view in them expires (see _catch_up).
@@ -136,11 +133,10 @@ class ClusterView:
         self._peer_names: list[str] = []  # peers() is asked several times per spawn
         self._engine = EngineTable()
         self._changed: set[str] = set()
-        self._expiries: list[tuple[float, str]] = []  # a heap of (when a view expires, its member)
-        self._checked_max_age: float | None = None  # the age limit when every view was last checked
+        self._started = False  # the first read checks every member
         self._counted: set[str] = set()  # members size() counts
         self._uncounted: set[str] = set()  # members changed since size() last counted them
-        self._count_until = 0.0  # when an admission among the counted ends: size() counts all again
+        self._count_due: list[tuple[float, str]] = []  # (when, member): an admission ends, an early beacon passes
         self._max_age: tuple[int, float] = (-1, 0.0)  # (size, max_age of that size)
         self.changed = Notifier()  # any change: a member, its status, its tags
         # Only who is there and reachable: joins, leaves, statuses, addresses, slow tags (not beacon refreshes).
@@ -233,26 +229,22 @@ class ClusterView:
 
     def _catch_up(self) -> None:
         """Bring the sorted views, the peer names and the engine's table up to date, in proportion to what
-        changed: members changed since the last time (a beacon refresh: one) and views that expired (a
-        beacon went stale, an admission ended); every view when the age limit drifted (MAX_AGE_DRIFT)."""
+        changed: members changed since the last time (a beacon refresh: one) and members whose verdict may
+        have changed by itself since (hypercore.membership.due)."""
         now = self._clock()
-        if not self._changed and now < self._count_until and self._checked_max_age is not None and not (
-                self._expiries and self._expiries[0][0] <= now):
-            return  # nothing changed, nothing expired, and the age limit moves only with a change: a read
-        max_age = self.max_age()
-        if self._checked_max_age is None or abs(max_age - self._checked_max_age) > MAX_AGE_DRIFT * self._checked_max_age:
-            self._checked_max_age = max_age
+        limit = self.max_age()
+        if not self._started:
+            self._started = True
             self._changed.clear()
-            self._expiries = []
+            self._due.clear()
             self._names = sorted(self._members)
-            self._sorted = [self._current(name, self._members[name], now, recheck=True) for name in self._names]
+            self._sorted = [self._current(name, self._members[name], now, limit) for name in self._names]
             self._peer_names = [n.name for n in self._sorted if n.peer is not None]
             return
-        while self._expiries and self._expiries[0][0] <= now:
-            until, name = heapq.heappop(self._expiries)
-            if (entry := self._views.get(name)) is not None and entry[1] == until:
-                self._changed.add(name)
-        for name in self._changed:
+        if not self._changed and not self._due.any_due(now, limit):
+            return  # a read: nothing changed, nothing came due
+        recheck = self._due.take_due(now, limit, self._timestamp_of)
+        for name in self._changed | recheck:
             i = bisect.bisect_left(self._names, name)
             listed = i < len(self._names) and self._names[i] == name
             member = self._members.get(name)
@@ -261,7 +253,7 @@ class ClusterView:
                     del self._names[i], self._sorted[i]
                 _place(self._peer_names, name, False)
                 continue
-            view = self._current(name, member, now)
+            view = self._current(name, member, now, limit, recheck=name in recheck)
             if listed:
                 self._sorted[i] = view
             else:
@@ -269,36 +261,35 @@ class ClusterView:
                 self._sorted.insert(i, view)
             _place(self._peer_names, name, view.peer is not None)
         self._changed.clear()
-        if len(self._expiries) > 4 * len(self._members) + 64:  # entries of views replaced since: drop them
-            self._expiries = [(until, name) for name, (_, until) in self._views.items() if until < math.inf]
-            heapq.heapify(self._expiries)
+        if self._due.too_large(len(self._members)):
+            self._due.clear()
+            for name, member in self._members.items():
+                self._schedule(name, member, now, limit)
 
-    def _current(self, name: str, member: Member, now: float, recheck: bool = False) -> NodeView:
-        """The member's view, checked again when its beacon or admission expired (or `recheck`)."""
+    def _timestamp_of(self, name: str) -> float | None:
+        entry = self._verified.get(name)
+        return entry[1].timestamp if entry is not None and isinstance(entry[1], Beacon) else None
+
+    def _current(self, name: str, member: Member, now: float, limit: float, recheck: bool = False) -> NodeView:
+        """The member's view (checked again with `recheck`), and when to check it again."""
         cached = self._views.get(name)
-        if cached is not None and now < cached[1] and not recheck:
-            return cached[0]
+        if cached is not None and not recheck:
+            return cached
         view = self._view(member, now)
-        # A view changes by itself only when a fresh beacon goes stale, an admission ends (admitted or not,
-        # what it says changes then) or an early beacon's time comes; a stale or invalid beacon stays so until
-        # the member publishes another (or the age limit drifts).
-        until, beacon = math.inf, self._verify(member)
-        if isinstance(beacon, BeaconInvalid) and beacon.until is not None:
-            until = beacon.until  # a timestamp in the future: checked again when the clock comes near it
-        elif isinstance(beacon, Beacon):
-            if now <= (stale_at := beacon.timestamp + self.max_age()):
-                until = stale_at
-            if beacon.admission is not None and now < beacon.admission.not_after:
-                until = min(until, beacon.admission.not_after)
-        if until < math.inf:
-            heapq.heappush(self._expiries, (until, name))
-        self._uncounted.add(name)  # what size() counts may have changed with it (a beacon no longer early)
-        if cached is not None and cached[0] == view:
-            view = cached[0]  # checked again, found as it was: the engine's row stands
+        self._schedule(name, member, now, limit)
+        self._uncounted.add(name)  # what size() counts may have changed with it
+        if cached is not None and cached == view:
+            view = cached  # checked again, found as it was: the engine's row stands
         else:
             self._engine.put(name, view.record() if view.admitted else None)
-        self._views[name] = (view, until)
+        self._views[name] = view
         return view
+
+    def _schedule(self, name: str, member: Member, now: float, limit: float) -> None:
+        beacon = self._verify(member)
+        stale_and_ours = (self.on_stale is not None and isinstance(beacon, Beacon) and now - beacon.timestamp > limit
+                          and (self._admit is None or self._admit(name, beacon, now) is None))
+        self._due.schedule(name, beacon, now, limit, report_stale=stale_and_ours)
 
     def peer(self, name: str) -> Peer | None:
         """The member `name` if a node-to-node call may reach it (alive, admitted, with an API)."""
@@ -326,33 +317,31 @@ class ClusterView:
         return self._engine.table()
 
     def node(self, name: str) -> NodeView | None:
-        member = self._members.get(name)
-        if member is None:
-            return None
-        before = self._views.get(name)
-        view = self._current(name, member, self._clock())
-        if before is None or before[0] is not view:
-            self._changed.add(name)  # checked here first: the sorted views take it at their next catch-up
-        return view
+        self._catch_up()
+        return self._views.get(name)
 
     def size(self) -> int:
         """Members whose beacon verifies and is admitted, whatever its age or their status: what the beacon
         refresh period is reckoned on. Not every Serf member: anyone with the gossip key can add members,
         and a flood of them would have stretched every node's refresh period and staleness limit."""
         now = self._clock()
-        if now >= self._count_until:
-            self._counted.clear()
-            self._uncounted, self._count_until = set(self._members), math.inf
+        while self._count_due and self._count_due[0][0] <= now:
+            self._uncounted.add(heapq.heappop(self._count_due)[1])
         for name in self._uncounted:
             m = self._members.get(name)
-            if m is not None and isinstance(b := self._verify(m), Beacon) and (
-                    self._admit is None or self._admit(name, b, now) is None):
+            b = self._verify(m) if m is not None else None
+            if isinstance(b, Beacon) and (self._admit is None or self._admit(name, b, now) is None):
                 self._counted.add(name)
                 if b.admission is not None:
-                    self._count_until = min(self._count_until, b.admission.not_after)
+                    heapq.heappush(self._count_due, (float(b.admission.not_after), name))
             else:
                 self._counted.discard(name)
+                if isinstance(b, BeaconInvalid) and b.until is not None:
+                    heapq.heappush(self._count_due, (b.until, name))
         self._uncounted.clear()
+        if len(self._count_due) > 2 * len(self._members) + 64:  # entries of earlier beacons: drop them
+            self._count_due = []
+            self._uncounted = set(self._members)
         return len(self._counted)
 
     def max_age(self) -> float:

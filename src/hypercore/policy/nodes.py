@@ -277,7 +277,12 @@ class NodeTable:
             raise ValueError("node names must be unique")
         metrics = (*registry.names, *RESOURCES)
         # One tuple per record in C (attrgetter), NumPy turning None into NaN: a third of a loop per metric.
-        matrix = np.array(list(map(operator.attrgetter(*metrics), items)), dtype=np.float64).reshape(n, len(metrics))
+        # A record of another registry lacks some of these metrics: unknown (NaN) for it, as before.
+        try:
+            rows = list(map(operator.attrgetter(*metrics), items))
+        except AttributeError:
+            rows = [tuple(getattr(r, metric, None) for metric in metrics) for r in items]
+        matrix = np.array(rows, dtype=np.float64).reshape(n, len(metrics))
         values = dict(zip(metrics, np.ascontiguousarray(matrix.T)))
         return cls.from_columns(
             names=names,
