@@ -102,6 +102,23 @@ def test_a_placement_counts_for_the_refresh_period_when_no_newer_beacon_comes() 
     assert unreported.per_node(shown.get, refresh=30.0) == {}
 
 
+def test_a_beacon_measured_between_the_decision_and_the_acceptance_does_not_end_the_count() -> None:
+    # Seen in CI on a loaded machine: node1 decided at t, node3 measured a beacon at t + 0.8 s (nothing
+    # accepted yet: cpu all free) and accepted the workload after it. Counted from the decision, that
+    # beacon "showed" the placement, and `policy explain --live` ranked the full node3 first.
+    from hypercore.placement.unreported import Unreported
+
+    now = [1_000.2]
+    unreported = Unreported(clock=lambda: now[0])
+    counted = unreported.count("node3", "w1", 1.0, 64.0)  # the decision
+    shown = {"node3": 1_000.9}  # measured before node3 accepted: shows nothing
+    now[0] = 1_001.3
+    unreported.accepted(counted)  # node3's answer: accepted
+    assert unreported.per_node(shown.get, refresh=30.0) == {"node3": (1, 1.0, 64.0)}
+    shown["node3"] = 1_002.4  # a beacon of a later second than the acceptance shows it
+    assert unreported.per_node(shown.get, refresh=30.0) == {}
+
+
 async def test_the_nodes_view_says_how_old_each_load_figure_is(fake: FakeCluster) -> None:
     # A spawn is no beacon news: a node's queue depth is as of its last beacon, which may be a refresh
     # period old (400 s at 100 nodes). `cluster metrics` says so instead of passing it off as current.

@@ -289,6 +289,7 @@ class Scheduler:
             if workload is None:
                 self.unreported.uncount(counted)
             else:
+                self.unreported.accepted(counted)
                 log.info("successfully spawned VM on policy-selected node", extra={"node": ranked.node, "id": workload["id"]})
                 self._remember(workload_id, "placed", ranked.node)
                 if directory is not None and request_id is not None:

@@ -87,6 +87,13 @@ class Unreported:
         self._by_node[node].append(counted)
         return counted
 
+    def accepted(self, counted: Counted) -> None:
+        """The chosen node accepted it (its answer came now): it counts until a beacon measured in a later
+        second than now. Counted from the decision, a beacon the node measured between the decision and
+        its acceptance (over a second apart on a loaded machine) showed neither and yet ended the count:
+        the node's capacity looked free, and `policy explain --live` ranked a full node (seen in CI)."""
+        counted.at = self._clock()
+
     def uncount(self, counted: Counted) -> None:
         """The attempt failed, or another node holds the workload: it takes nothing there."""
         entries = self._by_node.get(counted.node, [])
