@@ -110,12 +110,16 @@ class Scheduler:
         def shown(node: str) -> float | None:
             return answered[node][0] if node in answered else beacon_time(node)
 
-        unreported = self.unreported.per_node(shown, refresh)
+        # An answer gives the node's queue depth, not its free CPU and memory: placements count against the
+        # queue from the answer on, against CPU and memory from the beacon on. (Counted from the answer for
+        # all three, two spawns on either side of a second's turn left a full node's CPU looking free.)
+        queued = self.unreported.per_node(shown, refresh)
+        unreported = self.unreported.per_node(beacon_time, refresh) if answered else queued
         table = self._derived_table(self.view.table(), near or self.node_name)
         if answered or unreported:
             table = table.with_adjusted(
                 values={"queue_depth": {n: float(depth) for n, (_, depth) in answered.items()}},
-                added={"queue_depth": {n: c for n, (c, _, _) in unreported.items()},
+                added={"queue_depth": {n: c for n, (c, _, _) in queued.items()},
                        "cpu_free": {n: -cpu for n, (_, cpu, _) in unreported.items()},
                        "mem_free_mb": {n: -mem for n, (_, _, mem) in unreported.items()}})
         return table

@@ -157,7 +157,9 @@ class Resources(Filter):
             def detail(i: int, free: np.ndarray = free, total: np.ndarray = total, what: str = what,
                        unit: str = unit, asks: float = asks) -> str:
                 of = "" if np.isnan(total[i]) else f" of {total[i]:g}"
-                return f"insufficient {what} (free {free[i]:g}{of}{unit}, asks {asks:g}{unit})"
+                # Below 0 only by what an origin counts until the node's next beacon (over-counted on purpose,
+                # hypercore.placement.unreported): none is free.
+                return f"insufficient {what} (free {max(0.0, free[i]):g}{of}{unit}, asks {asks:g}{unit})"
 
             out.append(Check._new("resources", f"insufficient {what}", None, short, None,
                                   int(np.count_nonzero(short)), None, detail))
