@@ -67,7 +67,7 @@ def assert_as_from_scratch(view: ClusterView, members_now: list[Member], ca: obj
     fresh.update(members_now)
     assert view.size() == fresh.size()
     # A stale beacon's message says its age and the age limit at the moment it was checked (a kept view is
-    # checked again when the limit drifts by MAX_AGE_DRIFT): compared without them.
+    # checked again only when its verdict may change, not when the limit merely moves): compared without them.
     assert [_without_limit(n) for n in view.nodes()] == [_without_limit(n) for n in fresh.nodes()]
     assert view.peers() == fresh.peers() and view.peers(exclude="m003") == fresh.peers(exclude="m003")
     assert view.size() == fresh.size()
@@ -109,7 +109,7 @@ def test_after_any_changes_the_view_says_what_a_view_made_from_scratch_says(memb
             view.upsert([current[name]])
         elif kind == "time":  # admissions end; after a long wait, every beacon not refreshed is stale. How old
             # a beacon may be grows with the cluster's size (170-490 s at 20-60 members), which a kept view takes
-            # up once it drifted by MAX_AGE_DRIFT: ages stay clear of that range, below or above it.
+            # up for the beacons whose verdict it flips: ages stay clear of that range, below or above it.
             clock[0] += rng.choice([2.0, 2.0, 2.0, 1000.0])
         elif kind == "expiring":  # admitted until shortly: the admission ends while nothing changes
             current[name] = members.make(name, clock[0], rng=rng, not_after=clock[0] + 20)

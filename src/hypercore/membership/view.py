@@ -126,8 +126,8 @@ class ClusterView:
         self._views: dict[str, NodeView] = {}
         self._due = DueChecks()
         # The views in name order, the names of the peers among them, and the engine's table of the admitted
-        # ones: brought up to date for the members changed since (`_changed`; an entry replaced, inserted or
-        # deleted), and checked again in full when a view in them expires (see _catch_up).
+        # ones: brought up to date for the members changed since (`_changed`) and those whose verdict came due
+        # (`_due`); an entry replaced, inserted or deleted (see _catch_up).
         self._names: list[str] = []
         self._sorted: list[NodeView] = []
         self._peer_names: list[str] = []  # peers() is asked several times per spawn
