@@ -20,6 +20,7 @@ from typing import Any
 
 from hypercore.api.app import create_app
 from hypercore.api.server import make_server
+from hypercore.beacon.echo import member_pinger, open_echo
 from hypercore.beacon.keys import load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow
 from hypercore.beacon.publisher import BeaconPublisher, Prober
@@ -65,14 +66,6 @@ def _node_name(data_dir: Path, given: str | None) -> str:
     name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
     path.write_text(name + "\n")
     return name
-
-
-def _mem_total_mb() -> float | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024
-    return None
 
 
 def _identity(config: AgentConfig, gossip_host: str, http_host: str) -> tuple[NodeIdentity | None, ClusterCA | None]:
@@ -133,10 +126,7 @@ class NodeAgent:
         # Without a CA (--insecure) every member with a verified beacon counts as admitted.
         view = ClusterView(metrics.beacon_invalid, admit=admission_check(ca) if self.identity else None)
         self.key = self.identity.key if self.identity else load_or_create_node_key(data_dir)
-        capacity = Capacity(
-            cpu=config.capacity_cpu if config.capacity_cpu is not None else float(os.cpu_count() or 1),
-            mem_mb=config.capacity_mem if config.capacity_mem is not None else (_mem_total_mb() or 1024.0),
-        )
+        capacity = Capacity.of_machine(config.capacity_cpu, config.capacity_mem)
         transport = Transport(view.peer, client_context(self.identity, ca.path) if self.identity and ca else None,
                               on_request=lambda route: metrics.node_requests.labels(route=route).inc())
         self.node = Node(
@@ -337,6 +327,8 @@ class NodeAgent:
         loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
         node = self.node
         node.log_policy(node.engine.policy, "at start")
+        echo = await open_echo(self.http_host, self.http_port, answered=node.metrics.probe_answers.inc,
+                               refused=node.metrics.probe_refused.inc)  # probes: UDP at the API's port (beacon.echo)
         await self._start_runtime()
         # The failover flag is a static tag: others read it from the member list (hypercore.failover).
         tags = {FLAG_TAG: "1"} if self.config.respawn_on_node_failure else None
@@ -358,8 +350,8 @@ class NodeAgent:
                 await serf.stop()
                 raise ConfigError(f"cannot serve the API on {self.config.http_bind_addr} (address in use?)")
             await asyncio.sleep(0.02)
-        self.prober = Prober(self._probe_targets, node.transport, ProbeWindow(), interval=self.config.probe_interval,
-                             links=node.probes, on_result=node.reputation.probe_result)
+        self.prober = Prober(self._probe_targets, member_pinger(echo, node.view.peer), ProbeWindow(),
+                             interval=self.config.probe_interval, links=node.probes, on_result=node.reputation.probe_result)
         self.publisher = BeaconPublisher(
             node=self.name, key=self.key, api=self._api_advertise(),
             price_per_gb=self.config.beacon_price, reputation=self.config.beacon_reputation, region=self.config.region,
@@ -396,5 +388,6 @@ class NodeAgent:
             await serf.stop(leave=True)
         server.should_exit = True
         await serve
+        echo.close()
         await node.close()
         log.info("node agent stopped", extra={"node": self.name})

@@ -50,4 +50,8 @@ class AgentMetrics:
         # what a spawn, a failover round or a probe costs in node-to-node calls (docs/scale.md).
         self.node_requests = Counter("hypercore_node_requests", "Node-to-node requests sent by this node, by route.",
                                      ["route"], registry=r)
+        # Probes from other nodes, answered on UDP at the API's port (hypercore.beacon.echo).
+        self.probe_answers = Counter("hypercore_probe_answers", "Probes from other nodes this node answered.", registry=r)
+        self.probe_refused = Counter("hypercore_probe_refused",
+                                     "Probes this node did not answer: over its rate limit.", registry=r)
         self.workloads = Gauge("hypercore_workloads", "Workloads on this node by state.", ["state"], registry=r)

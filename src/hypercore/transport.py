@@ -122,24 +122,6 @@ class PeerStream:
         return bytes(data[:limit]).decode("utf-8", "replace")
 
 
-def _connect_timer() -> aiohttp.TraceConfig:
-    """Adds the time spent opening connections to a request's `trace_request_ctx` dict, as `connect_s`."""
-    trace = aiohttp.TraceConfig()
-
-    async def started(_session: Any, ctx: Any, _params: Any) -> None:
-        if isinstance(ctx.trace_request_ctx, dict):
-            ctx.trace_request_ctx["connect_started"] = time.perf_counter()
-
-    async def ended(_session: Any, ctx: Any, _params: Any) -> None:
-        timing = ctx.trace_request_ctx
-        if isinstance(timing, dict) and "connect_started" in timing:
-            timing["connect_s"] = timing.get("connect_s", 0.0) + time.perf_counter() - timing.pop("connect_started")
-
-    trace.on_connection_create_start.append(started)
-    trace.on_connection_create_end.append(ended)
-    return trace
-
-
 class Transport:
     def __init__(self, resolve: Callable[[str], Peer | None], ssl_context: ssl.SSLContext | None, *,
                  limit: int = 256, on_request: Callable[[str], None] | None = None) -> None:
@@ -161,7 +143,7 @@ class Transport:
             # unreachable owner (and then places the request itself, asking every node).
             connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl if self._ssl is not None else False,
                                              keepalive_timeout=KEEPALIVE_S)
-            self._session = aiohttp.ClientSession(connector=connector, trace_configs=[_connect_timer()])
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     def _count(self, method: str, path: str) -> None:
@@ -243,29 +225,6 @@ class Transport:
             raise PeerUnreachable(f"no answer within {timeout:g} s", timed_out=True) from None
         except aiohttp.ClientError as exc:
             raise PeerUnreachable(f"{type(exc).__name__}: {exc}") from None
-
-    async def ping(self, node: str, timeout: float = 1.0) -> float | None:
-        """The round trip of one `GET /v1/ping` to `node` in ms, or None without a 200 answer in time.
-
-        Opening a connection (TCP, then TLS: two round trips or more) is not
-        counted: a probe measures the link, not whether a kept-alive
-        connection happened to be there (one idle for over KEEPALIVE_S is closed).
-        """
-        try:
-            base, extra = self._target(node)
-        except PeerUnreachable:
-            return None
-        timing: dict[str, float] = {}
-        start = time.perf_counter()
-        try:
-            async with self._open().get(f"{base}/v1/ping", headers={"Host": node},
-                                        timeout=aiohttp.ClientTimeout(total=timeout), trace_request_ctx=timing,
-                                        **extra) as response:
-                await response.read()
-                ok = response.status == 200
-        except (asyncio.TimeoutError, aiohttp.ClientError):
-            return None
-        return (time.perf_counter() - start - timing.get("connect_s", 0.0)) * 1000.0 if ok else None
 
     @contextlib.asynccontextmanager
     async def stream(

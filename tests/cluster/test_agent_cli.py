@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,16 @@ def test_policy_explain_live_reads_the_running_cluster(cluster: Cluster) -> None
                        env={"PATH": os.environ["PATH"], **cluster.client_env(node)})
     assert r.returncode == 0, r.stderr
     assert [x["node"] for x in json.loads(r.stdout)["ranked"]] == ["cheap", "dear"]
+
+
+def test_a_udp_port_in_use_for_probes_is_named(tmp_path: Path) -> None:
+    """Probes are answered on UDP at the API's port number (hypercore.beacon.echo): if another program holds
+    it, the agent says so and stops, before it joins anything."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        r = run("--data-dir", str(tmp_path / "d"), "--insecure", "--http-bind-addr", f"127.0.0.1:{port}",
+                "--cluster-bind-addr", f"127.0.0.1:{free_port()}", "--serf-rpc-addr", f"127.0.0.1:{free_port()}",
+                tmp=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert f"cannot answer probes on UDP 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -8,6 +8,7 @@ user acting on another's workloads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.cluster
 
 
 class Listener:
-    """A TCP listener that only counts the connections it accepts (the rogue's 'API')."""
+    """The rogue's 'API': counts the TCP connections it accepts and the UDP datagrams (probes,
+    hypercore.beacon.echo) that reach the same port number."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -45,13 +47,18 @@ class Listener:
         self.sock.listen(64)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        self.udp.setblocking(False)
         self.connections = 0
+        self.datagrams = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._count_datagrams()
             try:
                 conn, _ = self.sock.accept()
             except OSError:
@@ -59,10 +66,18 @@ class Listener:
             self.connections += 1
             conn.close()
 
+    def _count_datagrams(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.udp.recv(2048)
+                self.datagrams += 1
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._count_datagrams()
         self.sock.close()
+        self.udp.close()
 
 
 @pytest.fixture
@@ -142,7 +157,7 @@ def test_a_rogue_with_the_leaked_gossip_key_is_listed_but_never_contacted(
                 placed += 1
             time.sleep(1.0)
         assert placed >= 40
-        assert listener.connections == 0
+        assert listener.connections == 0 and listener.datagrams == 0  # no call, no probe
         for node in (a, b):
             status = node.node_request("GET", "/v1/local/failover").json()
             assert "rogue" not in status["buddies"]
@@ -183,7 +198,7 @@ def test_members_with_another_ca_or_another_name_are_not_admitted(cluster: Clust
         context.load_cert_chain(*foreign.pki.node("foreign"))
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{a.url}/v1/local/workloads", verify=context, timeout=10)
-        assert listener.connections == 0
+        assert listener.connections == 0 and listener.datagrams == 0  # no call, no probe
         # And the foreign node sees a as not admitted: neither side will place work on the other.
         assert foreign.nodes()["a"]["admitted"] is False
     finally:

@@ -1,9 +1,10 @@
 """`GET /v1/ping` answered before the middleware stack and the router.
 
-Probes are an idle cluster's steadiest traffic: every node answers about one
-per second whatever the cluster's size (hypercore.beacon.publisher.Prober), and
+Probes between nodes were once this route, about one a second per node, and
 through FastAPI's stack and router an answer cost several times the work of
-the answer itself. The ping is public and says only the node's name, so the
+the answer itself. They are UDP datagrams now (hypercore.beacon.echo); the
+route stays for health checks, and still costs next to nothing. The ping is
+public and says only the node's name, so the
 one check that matters is the Host header's (DNS rebinding): a ping to a host
 name not in the allowed set exactly goes the long way, where
 TrustedHostMiddleware answers it as it answers everything else.

@@ -7,12 +7,13 @@ sliding window of the last `window` probes:
   jitter_ms   = mean |RTT_i - RTT_(i-1)| over consecutive probes answered in time
                 (RFC 3550's interarrival difference, without its 1/16 smoothing)
   packet_loss = percent of probes in the window not answered in time
-A probe is a request over TCP, so a lost packet shows up as an answer that
-came late: TCP resends after at least 200 ms (Linux's minimum RTO). An
-answer more than LATE_MS after the window's median RTT is therefore counted
-as a loss, not as jitter: one retransmission would otherwise add 2 × its
-delay / (window - 1) to the jitter of a link with a 1 % loss, and push a
-steady 120 ms link over a 20 ms jitter rule for a whole window.
+A probe is a UDP datagram each way (hypercore.beacon.echo): a lost packet is a
+lost probe. An answer more than LATE_MS after the window's median RTT is also
+counted as a loss, not as jitter: held that long, a packet is as bad as lost
+for a placement, and one such answer would otherwise add 2 × its delay /
+(window - 1) to the link's jitter for a whole window (over TCP, where probes
+ran before, every lost packet came back that way, and pushed a steady 120 ms
+link with 1 % loss over a 20 ms jitter rule).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from hypercore.changes import ChangeLog
 
 
-LATE_MS = 150.0  # an answer this much slower than the median was resent by TCP: a lost packet (see above)
+LATE_MS = 150.0  # an answer this much slower than the median counts as lost (see above)
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,14 @@ class PeerLinks:
     probed first, then the one probed longest ago. In a larger one the rounds
     keep to a panel of PANEL peers (a stable pseudo-random choice, different on
     every node, so each node is in about PANEL panels) and every EXPLORE_ROUNDS-th
-    round sends one probe outside it. Why: a probe is an HTTPS request, and a
-    peer probed less often than the node connections' keep-alive (60 s) costs a
-    TLS handshake on both sides every time. Probing every peer in turn did that
-    from about 90 peers up (N/1.5 s per turn): at 100 nodes, 3 handshakes a
-    second per node, most of an idle agent's CPU. Peers outside the panel are
-    still measured (a member that joins is probed at once, hypercore.agent,
-    and every round probes one never probed while there are any); their
-    latency from here comes from Serf's coordinates between probes.
+    round sends one probe outside it. The panel was made when a probe was an
+    HTTPS request, to keep probes on open connections (a peer probed less often
+    than the keep-alive cost a TLS handshake on both sides every time); over UDP
+    (hypercore.beacon.echo) it keeps the panel's windows fresh, each probed about
+    every 10 s. Peers outside the panel are still measured (a member that joins
+    is probed at once, hypercore.agent, and every round probes one never probed
+    while there are any); their latency from here comes from Serf's coordinates
+    between probes.
     """
 
     def __init__(self, window: int = 20) -> None:

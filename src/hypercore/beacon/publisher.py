@@ -36,7 +36,6 @@ from hypercore.beacon.probe import PeerLinks, ProbeWindow
 from hypercore.beacon.tags import REFRESH_S, Admission, Beacon, encode, refresh_period, stale_after
 from hypercore.loops import Wakeup, reactive
 from hypercore.metrics import BEACON_GAUGES, AgentMetrics
-from hypercore.transport import Transport
 
 log = logging.getLogger("hypercore.beacon")
 
@@ -55,13 +54,19 @@ def free_level(free: float | None, total: float | None) -> int | None:
     return min(FULL_LEVEL, max(0, -math.frexp(fraction)[1]))  # [2^-k, 2^-k+1) -> k (exact: no log rounding)
 
 
+Pinger = Callable[[Sequence[str], float], Awaitable[list[float | None]]]
+
+
 class Prober:
-    """Probes a bounded sample of peers' APIs each round and records RTTs; `peers` gives member names."""
+    """Probes a bounded sample of peers each round and records RTTs; `peers` gives member names.
+
+    `ping(nodes, timeout)` probes the members at once and gives each one's round trip in ms, or None
+    (hypercore.beacon.echo: a UDP datagram each way, to the member's admitted API address)."""
 
     def __init__(
         self,
         peers: Callable[[], Sequence[str]],
-        client: Transport,
+        ping: Pinger,
         window: ProbeWindow | None = None,
         *,
         sample_size: int = 3,
@@ -75,26 +80,27 @@ class Prober:
         self.window = window or ProbeWindow()
         self.links = links if links is not None else PeerLinks()  # per peer, for origin-relative decisions
         self._peers = peers
-        self._client = client
+        self._ping = ping
         self.sample_size = sample_size
         self.interval = interval
         self.timeout = timeout
 
-    async def _probe(self, node: str) -> None:
-        rtt = await self._client.ping(node, timeout=self.timeout)  # without the connection's opening
-        self.window.record(rtt)
-        self.links.record(node, rtt)
-        if self.on_result is not None:
-            self.on_result(node, rtt)
+    async def _probe(self, nodes: Sequence[str]) -> None:
+        rtts = await self._ping(nodes, self.timeout)
+        for node, rtt in zip(nodes, rtts):
+            self.window.record(rtt)
+            self.links.record(node, rtt)
+            if self.on_result is not None:
+                self.on_result(node, rtt)
 
     async def round(self) -> None:
-        targets = self.links.choose(self._peers(), self.sample_size)
-        await asyncio.gather(*(self._probe(node) for node in targets))
+        await self._probe(self.links.choose(self._peers(), self.sample_size))
 
     async def probe_now(self, nodes: Sequence[str]) -> None:
         """Measure members that just joined at once, not at the next round: until this node has a figure
         for one, an enforce policy with a latency rule cannot place on it."""
-        await asyncio.gather(*(self._probe(node) for node in nodes if node in self._peers()))
+        peers = set(self._peers())
+        await self._probe([node for node in nodes if node in peers])
 
     async def run(self) -> None:
         while True:

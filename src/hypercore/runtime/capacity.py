@@ -6,7 +6,10 @@ yet finished), so it needs no driver and holds across agent restarts.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from hypercore.runtime.base import RuntimeRefused
 from hypercore.store import WorkloadStore
@@ -26,6 +29,20 @@ class Capacity:
 
     cpu: float
     mem_mb: float
+
+    @classmethod
+    def of_machine(cls, cpu: float | None = None, mem_mb: float | None = None) -> Capacity:
+        """The given figures, and for each one not given the machine's own (its cores, its MemTotal)."""
+        return cls(cpu=cpu if cpu is not None else float(os.cpu_count() or 1),
+                   mem_mb=mem_mb if mem_mb is not None else (_mem_total_mb() or 1024.0))
+
+
+def _mem_total_mb() -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    return None
 
 
 def usage(store: WorkloadStore) -> tuple[float, float]:

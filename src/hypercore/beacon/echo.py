@@ -1,0 +1,204 @@
+"""Probes over UDP: one datagram to a peer, one back, answered at the port number of the peer's API.
+
+Why not `GET /v1/ping` over the node's mutual-TLS connections: probes are an
+idle cluster's steadiest traffic (about 1.5 a second sent and 1.5 answered
+per node at any size, hypercore.beacon.probe.PeerLinks), and each one went
+through TLS records, aiohttp's client and the HTTP server: half of an idle
+agent's CPU (docs/scale.md, "Idle"). A datagram costs a read and a write.
+It also measures the link more plainly: a lost packet is a lost probe, where
+over TCP it came back as an answer late by a retransmission timeout.
+
+What a probe proves is unchanged. It goes to the address of the member's
+admitted, signed beacon (the only address a node ever calls), and the answer
+must carry the request's 16 random bytes, so it can come only from whoever
+received the request there: a node cannot answer before its request arrives,
+so it cannot look nearer than it is; an off-path host cannot answer for it.
+The answer's source address is not checked (a multi-homed host may answer
+from another address); the nonce is what ties it to the request.
+
+What a stranger can do with it: send requests. An answer is never larger
+than its request (no amplification), and answers are rate-limited
+(ANSWERS_PER_S, with a burst of ANSWER_BURST: far above what a node is sent
+by probes, each node being in about 16 panels, and above a join's first
+probes by every member of a large cluster, which are spread by Serf's
+gossip). Anything that is not a well-formed request or an answer this node
+is waiting for is dropped without a word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, cast
+
+from hypercore.errors import HypercoreError
+
+REQUEST = b"HCq1"
+ANSWER = b"HCa1"
+NONCE = 16
+SIZE = 32  # a request and its answer: 4 bytes of kind, the nonce, zeros (the same size both ways)
+ANSWERS_PER_S = 1000.0
+ANSWER_BURST = 2000.0
+MAX_PENDING = 4096  # probes waiting for an answer; more are reported lost at once (never happens in use)
+_PAD = bytes(SIZE - 4 - NONCE)
+
+Address = tuple[str, int]
+
+
+class _Located(Protocol):
+    host: str
+    port: int
+
+
+class EchoError(HypercoreError):
+    """The probe socket could not be opened (the port is in use for UDP)."""
+
+
+class _Bucket:
+    """A token bucket: `take()` is True while answers stay within `rate` a second and `burst` at once."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate, self._burst, self._clock = rate, burst, clock
+        self._tokens, self._at = burst, clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class _Round:
+    """The answers to one batch of probes: each one's arrival time, and a future done when all are in."""
+
+    __slots__ = ("arrived", "waiting", "done")
+
+    def __init__(self, count: int, done: asyncio.Future[None]) -> None:
+        self.arrived: list[float | None] = [None] * count
+        self.waiting = count
+        self.done = done
+
+
+class Echo(asyncio.DatagramProtocol):
+    """Answers probes and sends this node's own, on one UDP socket (see the module docstring)."""
+
+    def __init__(self, *, rate: float = ANSWERS_PER_S, burst: float = ANSWER_BURST,
+                 answered: Callable[[], None] = lambda: None, refused: Callable[[], None] = lambda: None) -> None:
+        """`answered()` / `refused()` are told of each request answered / not answered (over the rate)."""
+        self._transport: asyncio.DatagramTransport | None = None
+        self._bucket = _Bucket(rate, burst)
+        self._pending: dict[bytes, tuple[_Round, int]] = {}
+        self._answered, self._refused = answered, refused
+
+    # -- the socket ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)  # asyncio's is not a subclass of it
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if len(data) != SIZE:
+            return
+        kind = data[:4]
+        if kind == REQUEST:
+            if self._transport is None:
+                return
+            if self._bucket.take():
+                self._transport.sendto(ANSWER + data[4:], addr)
+                self._answered()
+            else:
+                self._refused()
+        elif kind == ANSWER:
+            waiting = self._pending.pop(data[4:4 + NONCE], None)
+            if waiting is not None:
+                at = time.perf_counter()  # here, not when the waiting task resumes: the link, not the loop
+                batch, index = waiting
+                batch.arrived[index] = at
+                batch.waiting -= 1
+                if batch.waiting == 0 and not batch.done.done():
+                    batch.done.set_result(None)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # an ICMP error for an earlier datagram (port unreachable): that probe is lost, which it reports
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # -- probing -----------------------------------------------------------------------
+
+    async def ping_many(self, addresses: Sequence[Address | None], timeout: float) -> list[float | None]:
+        """One probe to each address at once: each one's round trip in ms, or None (no address, no answer
+        within `timeout` s). Returns when every answer is in or the time is up."""
+        transport = self._transport
+        loop = asyncio.get_running_loop()
+        batch = _Round(len(addresses), loop.create_future())
+        sent: list[tuple[bytes, float] | None] = []
+        for index, address in enumerate(addresses):
+            if address is None or transport is None or len(self._pending) >= MAX_PENDING:
+                sent.append(None)
+                batch.waiting -= 1
+                continue
+            nonce = os.urandom(NONCE)
+            self._pending[nonce] = (batch, index)
+            start = time.perf_counter()
+            try:
+                transport.sendto(REQUEST + nonce + _PAD, address)
+            except OSError:  # no route: lost
+                self._pending.pop(nonce, None)
+                sent.append(None)
+                batch.waiting -= 1
+                continue
+            sent.append((nonce, start))
+        try:
+            if batch.waiting > 0:
+                timer = loop.call_later(timeout, lambda: batch.done.done() or batch.done.set_result(None))
+                try:
+                    await batch.done
+                finally:
+                    timer.cancel()
+        finally:
+            for probe in sent:
+                if probe is not None:
+                    self._pending.pop(probe[0], None)  # answered, or given up (also when cancelled)
+        out: list[float | None] = []
+        for probe, at in zip(sent, batch.arrived):
+            out.append(None if probe is None or at is None else (at - probe[1]) * 1000.0)
+        return out
+
+    async def ping(self, address: Address, timeout: float) -> float | None:
+        return (await self.ping_many([address], timeout))[0]
+
+
+async def open_echo(host: str, port: int, **kwargs: Any) -> Echo:
+    """The probe socket on UDP `host`:`port` (the API's: a peer finds it in the beacon's API address);
+    `kwargs` go to Echo."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        _, protocol = await loop.create_datagram_endpoint(lambda: Echo(**kwargs), local_addr=(host or "0.0.0.0", port),
+                                                          family=family)
+    except OSError as exc:
+        raise EchoError(f"cannot answer probes on UDP {host}:{port} (the API's address): {exc.strerror or exc}") from None
+    return protocol
+
+
+def member_pinger(echo: Echo, locate: Callable[[str], _Located | None]
+                  ) -> Callable[[Sequence[str], float], Awaitable[list[float | None]]]:
+    """Probes members by name: `locate(name)` gives an admitted member's API host and port (the cluster
+    view's `peer`), or None for any other name, which is then not probed at all (reported lost)."""
+
+    def address(name: str) -> Address | None:
+        peer = locate(name)
+        return None if peer is None else (peer.host, peer.port)
+
+    async def ping(names: Sequence[str], timeout: float) -> list[float | None]:
+        return await echo.ping_many([address(name) for name in names], timeout)
+
+    return ping

@@ -1,0 +1,163 @@
+"""Probes over UDP (hypercore.beacon.echo), on real sockets on loopback.
+
+Issue 10: probes, over HTTPS, were half of an idle agent's CPU (a TLS record, aiohttp's client and the HTTP
+server each way, about 1 ms of CPU per probe on this machine). Over UDP a probe is a datagram each way. What
+a probe proves must not weaken: an answer counts only with its request's nonce, so it cannot come before the
+request arrived; a stranger's datagrams get no answer larger than themselves, and answers are rate-limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from hypercore.beacon.echo import ANSWER, NONCE, REQUEST, SIZE, Echo, EchoError, member_pinger, open_echo
+from hypercore.beacon.publisher import Prober
+from hypercore.membership.view import Peer
+
+LOCAL = "127.0.0.1"
+
+
+@pytest.fixture
+def raw() -> Iterator[socket.socket]:
+    """A plain UDP socket: a peer that does whatever the test makes it do."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOCAL, 0))
+    sock.settimeout(1.0)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+async def echoes(count: int, **kwargs: object) -> list[tuple[Echo, tuple[str, int]]]:
+    out = []
+    for _ in range(count):
+        echo = await open_echo(LOCAL, 0, **kwargs)
+        out.append((echo, echo._transport.get_extra_info("sockname")[:2]))  # type: ignore[union-attr]
+    return out
+
+
+def received(sock: socket.socket, wait: float = 0.3) -> list[bytes]:
+    sock.settimeout(wait)
+    out = []
+    try:
+        while True:
+            out.append(sock.recv(4096))
+    except (TimeoutError, socket.timeout):
+        return out
+
+
+async def test_a_probe_is_answered_and_gives_the_round_trip() -> None:
+    (a, _), (b, b_addr) = await echoes(2)
+    try:
+        rtts = await a.ping_many([b_addr, b_addr, None], timeout=1.0)
+        assert rtts[0] is not None and 0.0 < rtts[0] < 100.0 and rtts[1] is not None
+        assert rtts[2] is None  # no address: not probed, lost
+        assert not a._pending
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_an_answer_counts_only_with_its_own_request_nonce(raw: socket.socket) -> None:
+    """A peer that answers before it has the request (a made-up nonce) or with another nonce measures as lost;
+    the answer to the request itself counts, whatever address it comes from (the nonce ties it)."""
+    (a, a_addr), = await echoes(1)
+    loop = asyncio.get_running_loop()
+    try:
+        raw.sendto(ANSWER + bytes(NONCE) + bytes(SIZE - 4 - NONCE), a_addr)  # ahead of any request
+        probe = asyncio.ensure_future(a.ping(raw.getsockname(), timeout=0.5))
+        request, sender = await loop.run_in_executor(None, raw.recvfrom, 4096)
+        assert len(request) == SIZE and request.startswith(REQUEST) and sender == a_addr
+        wrong = bytearray(request)
+        wrong[4] ^= 1
+        raw.sendto(ANSWER + bytes(wrong[4:]), a_addr)
+        raw.sendto(bytes(request), a_addr)  # the request itself sent back is not an answer (a is asked instead)
+        assert await probe is None
+        assert await loop.run_in_executor(None, received, raw) == [ANSWER + request[4:]]
+
+        probe = asyncio.ensure_future(a.ping(raw.getsockname(), timeout=2.0))
+        request, _ = await loop.run_in_executor(None, raw.recvfrom, 4096)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:  # another source address
+            other.sendto(ANSWER + request[4:], a_addr)
+            assert (await probe) is not None
+        assert not a._pending
+    finally:
+        a.close()
+
+
+async def test_only_a_well_formed_request_is_answered_and_never_with_more_bytes(raw: socket.socket) -> None:
+    (a, a_addr), = await echoes(1)
+    loop = asyncio.get_running_loop()
+    try:
+        for junk in (b"", b"x", REQUEST, REQUEST + bytes(SIZE), REQUEST + bytes(1400), b"GET /v1/ping HTTP/1.1\r\n\r\n",
+                     ANSWER + bytes(SIZE - 4), bytes(SIZE)):
+            raw.sendto(junk, a_addr)
+        assert await loop.run_in_executor(None, received, raw) == []
+        request = REQUEST + b"n" * NONCE + bytes(SIZE - 4 - NONCE)
+        raw.sendto(request, a_addr)
+        assert await loop.run_in_executor(None, received, raw) == [ANSWER + request[4:]]
+    finally:
+        a.close()
+
+
+async def test_answers_are_rate_limited(raw: socket.socket) -> None:
+    counts = {"answered": 0, "refused": 0}
+    (a, a_addr), = await echoes(1, rate=0.001, burst=5,
+                                answered=lambda: counts.__setitem__("answered", counts["answered"] + 1),
+                                refused=lambda: counts.__setitem__("refused", counts["refused"] + 1))
+    loop = asyncio.get_running_loop()
+    try:
+        for i in range(12):
+            raw.sendto(REQUEST + i.to_bytes(NONCE, "big") + bytes(SIZE - 4 - NONCE), a_addr)
+        answers = await loop.run_in_executor(None, received, raw)
+        assert len(answers) == 5 and counts == {"answered": 5, "refused": 7}
+    finally:
+        a.close()
+
+
+async def test_a_lost_or_cancelled_probe_leaves_nothing_waiting(raw: socket.socket) -> None:
+    (a, _), = await echoes(1)
+    try:
+        assert await a.ping(raw.getsockname(), timeout=0.2) is None  # never answered
+        task = asyncio.ensure_future(a.ping_many([raw.getsockname()] * 3, timeout=5.0))
+        await asyncio.sleep(0.05)
+        assert len(a._pending) == 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not a._pending
+    finally:
+        a.close()
+
+
+async def test_the_prober_probes_admitted_members_only_and_records_each(raw: socket.socket) -> None:
+    """Names resolve through the view's `peer` (admitted, alive members only): a rogue's address, which the
+    view does not give, gets no datagram, and its probe is a loss."""
+    (a, _), (b, b_addr) = await echoes(2)
+    peers = {"b": Peer("b", *b_addr)}
+    heard: list[tuple[str, float | None]] = []
+    prober = Prober(lambda: ["b", "rogue"], member_pinger(a, peers.get), sample_size=2, timeout=0.5,
+                    on_result=lambda node, rtt: heard.append((node, rtt)))
+    try:
+        await prober.round()
+        results = dict(heard)
+        assert set(results) == {"b", "rogue"} and results["b"] is not None and results["rogue"] is None
+        assert prober.links.stats("b").latency_ms is not None  # type: ignore[union-attr]
+        assert prober.links.stats("rogue").packet_loss == 100.0  # type: ignore[union-attr]
+        assert await asyncio.get_running_loop().run_in_executor(None, received, raw) == []
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_a_port_in_use_is_named() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind((LOCAL, 0))
+        port = held.getsockname()[1]
+        with pytest.raises(EchoError, match=rf"UDP 127\.0\.0\.1:{port}"):
+            await open_echo(LOCAL, port)
