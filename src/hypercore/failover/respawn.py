@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -70,7 +70,8 @@ class Respawner:
     def __init__(self, ctx: Context, on_peers_back: Any) -> None:
         self.ctx = ctx
         self._on_peers_back = on_peers_back  # async (reason) → None: check whether our own workloads moved
-        self._statuses: dict[str, str] = {}
+        self._statuses: dict[str, str] = {}  # each member's Serf status at the last tick
+        self._statuses_version = -1  # of the view's status change log, at the last tick (-1: read them all)
         self._episodes: dict[str, tuple[asyncio.Task[None], int]] = {}  # owner → (handler, manifest version)
         self._failed_since: dict[str, float] = {}
         self._deliveries: dict[str, asyncio.Task[None]] = {}
@@ -88,11 +89,9 @@ class Respawner:
     def tick(self) -> float | None:
         """Watch members: start a failure episode per failed owner held here; deliver moves to returning owners.
         Returns the seconds until a delivery may be retried (None: nothing waits on time)."""
-        statuses = {n.name: n.status for n in self.ctx.h.view.nodes()}
-        previous, self._statuses = self._statuses, statuses
+        statuses, back = self._follow_statuses()
         now = time.monotonic()
         # Peers back from failed: from inside a healed partition, that is how our own return looks.
-        back = sorted(n for n, s in statuses.items() if n != self.ctx.name and s == "alive" and previous.get(n) == "failed")
         if back and now - self._last_check >= CHECK_DEBOUNCE:
             self._last_check = now
             self.ctx.tasks.spawn(self._peers_back(f"{','.join(back)} came back from failed"))
@@ -128,6 +127,28 @@ class Respawner:
             self._deliveries[owner] = task
             task.add_done_callback(functools.partial(self._delivered, owner))
         return min(retries, default=None)
+
+    def _follow_statuses(self) -> tuple[dict[str, str], list[str]]:
+        """Every member's status, brought up to date from the members whose status changed since the last
+        tick (a tick every WATCH_TICK s read every member: O(N)), and the peers back from failed since."""
+        view = self.ctx.h.view
+        changed = view.statuses.since(self._statuses_version) if self._statuses_version >= 0 else None
+        self._statuses_version = view.statuses.version
+        if changed is None:
+            was: Mapping[str, str | None] = self._statuses
+            self._statuses = {n.name: n.status for n in view.nodes()}
+            changed = [*self._statuses, *(n for n in was if n not in self._statuses)]
+        else:
+            was = {name: self._statuses.get(name) for name in changed}
+            for name in changed:
+                status = view.status(name)
+                if status is None:
+                    self._statuses.pop(name, None)
+                else:
+                    self._statuses[name] = status
+        back = sorted({n for n in changed if n != self.ctx.name and self._statuses.get(n) == "alive"
+                       and was.get(n) == "failed"})
+        return self._statuses, back
 
     async def _elect(self, owner: str) -> _Election:
         """The newest manifest of `owner` among the holders asked, and who respawns it."""

@@ -28,6 +28,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from hypercore.beacon.tags import Beacon, BeaconInvalid, decode, max_age
+from hypercore.changes import ChangeLog
 from hypercore.loops import Notifier
 from hypercore.membership.due import DueChecks
 from hypercore.membership.engine_table import EngineTable
@@ -139,6 +140,7 @@ class ClusterView:
         self._count_due: list[tuple[float, str]] = []  # (when, member): an admission ends, an early beacon passes
         self._max_age: tuple[int, float] = (-1, 0.0)  # (size, max_age of that size)
         self.changed = Notifier()  # any change: a member, its status, its tags
+        self.statuses = ChangeLog()  # members whose Serf status changed, or who came or went (failover's watch)
         # Only who is there and reachable: joins, leaves, statuses, addresses, slow tags (not beacon refreshes).
         self.membership_changed = Notifier()
 
@@ -167,12 +169,16 @@ class ClusterView:
         membership = bool(removed) or any(_membership(self._members.get(m.name)) != _membership(m) for m in changed)
         for name in removed:
             del self._members[name]
+            self.statuses.changed(name)
             self._views.pop(name, None)
             self._verified.pop(name, None)
             self._engine.put(name, None)
             self._changed.add(name)
             self._uncounted.add(name)
         for member in changed:
+            known = self._members.get(member.name)
+            if known is None or known.status != member.status:
+                self.statuses.changed(member.name)
             self._members[member.name] = member
             self._views.pop(member.name, None)
             self._changed.add(member.name)
@@ -295,6 +301,11 @@ class ClusterView:
         """The member `name` if a node-to-node call may reach it (alive, admitted, with an API)."""
         view = self.node(name)
         return view.peer if view is not None else None
+
+    def status(self, name: str) -> str | None:
+        """Serf's status of member `name` (alive, failed, left, leaving), None if not a member."""
+        member = self._members.get(name)
+        return member.status if member is not None else None
 
     def tagged(self, key: str, value: str) -> set[str]:
         """Names of the members whose Serf tag `key` is `value` (e.g. failover's flag)."""
