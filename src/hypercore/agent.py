@@ -327,7 +327,7 @@ class NodeAgent:
         loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
         node = self.node
         node.log_policy(node.engine.policy, "at start")
-        echo = await open_echo(self.http_host, self.http_port, answered=node.metrics.probe_answers.inc,
+        echo = await open_echo(self.name, self.http_host, self.http_port, answered=node.metrics.probe_answers.inc,
                                refused=node.metrics.probe_refused.inc)  # probes: UDP at the API's port (beacon.echo)
         await self._start_runtime()
         # The failover flag is a static tag: others read it from the member list (hypercore.failover).

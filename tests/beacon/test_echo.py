@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from hypercore.beacon.echo import ANSWER, NONCE, REQUEST, SIZE, Echo, EchoError, member_pinger, open_echo
+from hypercore.beacon.echo import ANSWER, NONCE, REQUEST, SIZE, Echo, EchoError, member_pinger, name_digest, open_echo
 from hypercore.beacon.publisher import Prober
 from hypercore.membership.view import Peer
 
@@ -34,9 +34,10 @@ def raw() -> Iterator[socket.socket]:
 
 
 async def echoes(count: int, **kwargs: object) -> list[tuple[Echo, tuple[str, int]]]:
+    """Echoes of nodes "e0", "e1", … on loopback, each with its address."""
     out = []
-    for _ in range(count):
-        echo = await open_echo(LOCAL, 0, **kwargs)
+    for i in range(count):
+        echo = await open_echo(f"e{i}", LOCAL, 0, **kwargs)
         out.append((echo, echo._transport.get_extra_info("sockname")[:2]))  # type: ignore[union-attr]
     return out
 
@@ -54,7 +55,7 @@ def received(sock: socket.socket, wait: float = 0.3) -> list[bytes]:
 async def test_a_probe_is_answered_and_gives_the_round_trip() -> None:
     (a, _), (b, b_addr) = await echoes(2)
     try:
-        rtts = await a.ping_many([b_addr, b_addr, None], timeout=1.0)
+        rtts = await a.ping_many([("e1", b_addr), ("e1", b_addr), None], timeout=1.0)
         assert rtts[0] is not None and 0.0 < rtts[0] < 100.0 and rtts[1] is not None
         assert rtts[2] is None  # no address: not probed, lost
         assert not a._pending
@@ -70,17 +71,18 @@ async def test_an_answer_counts_only_with_its_own_request_nonce(raw: socket.sock
     loop = asyncio.get_running_loop()
     try:
         raw.sendto(ANSWER + bytes(NONCE) + bytes(SIZE - 4 - NONCE), a_addr)  # ahead of any request
-        probe = asyncio.ensure_future(a.ping(raw.getsockname(), timeout=0.5))
+        probe = asyncio.ensure_future(a.ping("raw", raw.getsockname(), timeout=0.5))
         request, sender = await loop.run_in_executor(None, raw.recvfrom, 4096)
         assert len(request) == SIZE and request.startswith(REQUEST) and sender == a_addr
+        assert request.endswith(name_digest("raw"))  # whom it is for
         wrong = bytearray(request)
         wrong[4] ^= 1
         raw.sendto(ANSWER + bytes(wrong[4:]), a_addr)
-        raw.sendto(bytes(request), a_addr)  # the request itself sent back is not an answer (a is asked instead)
+        raw.sendto(bytes(request), a_addr)  # the request itself sent back is not an answer (nor for a: not its name)
         assert await probe is None
-        assert await loop.run_in_executor(None, received, raw) == [ANSWER + request[4:]]
+        assert await loop.run_in_executor(None, received, raw) == []
 
-        probe = asyncio.ensure_future(a.ping(raw.getsockname(), timeout=2.0))
+        probe = asyncio.ensure_future(a.ping("raw", raw.getsockname(), timeout=2.0))
         request, _ = await loop.run_in_executor(None, raw.recvfrom, 4096)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:  # another source address
             other.sendto(ANSWER + request[4:], a_addr)
@@ -98,9 +100,11 @@ async def test_only_a_well_formed_request_is_answered_and_never_with_more_bytes(
                      ANSWER + bytes(SIZE - 4), bytes(SIZE)):
             raw.sendto(junk, a_addr)
         assert await loop.run_in_executor(None, received, raw) == []
-        request = REQUEST + b"n" * NONCE + bytes(SIZE - 4 - NONCE)
+        request = REQUEST + b"n" * NONCE + name_digest("e0")
         raw.sendto(request, a_addr)
         assert await loop.run_in_executor(None, received, raw) == [ANSWER + request[4:]]
+        raw.sendto(REQUEST + b"n" * NONCE + name_digest("e1"), a_addr)  # well formed, for another node
+        assert await loop.run_in_executor(None, received, raw) == []
     finally:
         a.close()
 
@@ -113,7 +117,7 @@ async def test_answers_are_rate_limited(raw: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     try:
         for i in range(12):
-            raw.sendto(REQUEST + i.to_bytes(NONCE, "big") + bytes(SIZE - 4 - NONCE), a_addr)
+            raw.sendto(REQUEST + i.to_bytes(NONCE, "big") + name_digest("e0"), a_addr)
         answers = await loop.run_in_executor(None, received, raw)
         assert len(answers) == 5 and counts == {"answered": 5, "refused": 7}
     finally:
@@ -123,8 +127,8 @@ async def test_answers_are_rate_limited(raw: socket.socket) -> None:
 async def test_a_lost_or_cancelled_probe_leaves_nothing_waiting(raw: socket.socket) -> None:
     (a, _), = await echoes(1)
     try:
-        assert await a.ping(raw.getsockname(), timeout=0.2) is None  # never answered
-        task = asyncio.ensure_future(a.ping_many([raw.getsockname()] * 3, timeout=5.0))
+        assert await a.ping("raw", raw.getsockname(), timeout=0.2) is None  # never answered
+        task = asyncio.ensure_future(a.ping_many([("raw", raw.getsockname())] * 3, timeout=5.0))
         await asyncio.sleep(0.05)
         assert len(a._pending) == 3
         task.cancel()
@@ -139,15 +143,15 @@ async def test_the_prober_probes_admitted_members_only_and_records_each(raw: soc
     """Names resolve through the view's `peer` (admitted, alive members only): a rogue's address, which the
     view does not give, gets no datagram, and its probe is a loss."""
     (a, _), (b, b_addr) = await echoes(2)
-    peers = {"b": Peer("b", *b_addr)}
+    peers = {"e1": Peer("e1", *b_addr)}
     heard: list[tuple[str, float | None]] = []
-    prober = Prober(lambda: ["b", "rogue"], member_pinger(a, peers.get), sample_size=2, timeout=0.5,
+    prober = Prober(lambda: ["e1", "rogue"], member_pinger(a, peers.get), sample_size=2, timeout=0.5,
                     on_result=lambda node, rtt: heard.append((node, rtt)))
     try:
         await prober.round()
         results = dict(heard)
-        assert set(results) == {"b", "rogue"} and results["b"] is not None and results["rogue"] is None
-        assert prober.links.stats("b").latency_ms is not None  # type: ignore[union-attr]
+        assert set(results) == {"e1", "rogue"} and results["e1"] is not None and results["rogue"] is None
+        assert prober.links.stats("e1").latency_ms is not None  # type: ignore[union-attr]
         assert prober.links.stats("rogue").packet_loss == 100.0  # type: ignore[union-attr]
         assert await asyncio.get_running_loop().run_in_executor(None, received, raw) == []
     finally:
@@ -160,4 +164,17 @@ async def test_a_port_in_use_is_named() -> None:
         held.bind((LOCAL, 0))
         port = held.getsockname()[1]
         with pytest.raises(EchoError, match=rf"UDP 127\.0\.0\.1:{port}"):
-            await open_echo(LOCAL, port)
+            await open_echo("e0", LOCAL, port)
+
+
+async def test_a_member_that_advertises_another_nodes_address_gets_no_answer_from_it() -> None:
+    """Over HTTPS the TLS name check stopped this; over UDP the request names whom it is for. "x" advertises the
+    address of "e1", which is near: e1 answers probes for e1 only, so x measures as lost, not near."""
+    (a, _), (b, b_addr) = await echoes(2)
+    peers = {"e1": Peer("e1", *b_addr), "x": Peer("x", *b_addr)}
+    try:
+        near, borrowed = await member_pinger(a, peers.get)(["e1", "x"], 0.5)
+        assert near is not None and borrowed is None
+    finally:
+        a.close()
+        b.close()

@@ -4,7 +4,7 @@ Why not `GET /v1/ping` over the node's mutual-TLS connections: probes are an
 idle cluster's steadiest traffic (about 1.5 a second sent and 1.5 answered
 per node at any size, hypercore.beacon.probe.PeerLinks), and each one went
 through TLS records, aiohttp's client and the HTTP server: half of an idle
-agent's CPU (docs/scale.md, "Idle"). A datagram costs a read and a write.
+agent's CPU (docs/scale.md, "Per-second costs per node"). A datagram costs a read and a write.
 It also measures the link more plainly: a lost packet is a lost probe, where
 over TCP it came back as an answer late by a retransmission timeout.
 
@@ -14,7 +14,11 @@ must carry the request's 16 random bytes, so it can come only from whoever
 received the request there: a node cannot answer before its request arrives,
 so it cannot look nearer than it is; an off-path host cannot answer for it.
 The answer's source address is not checked (a multi-homed host may answer
-from another address); the nonce is what ties it to the request.
+from another address); the nonce is what ties it to the request. A request
+also names the member it is for (a digest of its name), and a node answers
+only requests for its own name: a member that advertises another node's
+address, to borrow that node's nearness, gets no answer from it (over HTTPS
+the TLS name check did the same; only a node that colludes would answer).
 
 What a stranger can do with it: send requests. An answer is never larger
 than its request (no amplification), and answers are rate-limited
@@ -28,6 +32,7 @@ is waiting for is dropped without a word.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import time
@@ -39,11 +44,16 @@ from hypercore.errors import HypercoreError
 REQUEST = b"HCq1"
 ANSWER = b"HCa1"
 NONCE = 16
-SIZE = 32  # a request and its answer: 4 bytes of kind, the nonce, zeros (the same size both ways)
+NAMED = 12  # bytes of the addressed node's name digest
+SIZE = 4 + NONCE + NAMED  # a request and its answer: kind, nonce, whom it is for (the same size both ways)
 ANSWERS_PER_S = 1000.0
 ANSWER_BURST = 2000.0
 MAX_PENDING = 4096  # probes waiting for an answer; more are reported lost at once (never happens in use)
-_PAD = bytes(SIZE - 4 - NONCE)
+
+
+def name_digest(node: str) -> bytes:
+    """Whom a probe is for: a member that advertises another host's address gets no answer from that host."""
+    return hashlib.blake2b(node.encode(), digest_size=NAMED, person=b"hypercore-probe").digest()
 
 Address = tuple[str, int]
 
@@ -88,9 +98,10 @@ class _Round:
 class Echo(asyncio.DatagramProtocol):
     """Answers probes and sends this node's own, on one UDP socket (see the module docstring)."""
 
-    def __init__(self, *, rate: float = ANSWERS_PER_S, burst: float = ANSWER_BURST,
+    def __init__(self, node: str, *, rate: float = ANSWERS_PER_S, burst: float = ANSWER_BURST,
                  answered: Callable[[], None] = lambda: None, refused: Callable[[], None] = lambda: None) -> None:
         """`answered()` / `refused()` are told of each request answered / not answered (over the rate)."""
+        self._me = name_digest(node)  # requests for any other name are not answered
         self._transport: asyncio.DatagramTransport | None = None
         self._bucket = _Bucket(rate, burst)
         self._pending: dict[bytes, tuple[_Round, int]] = {}
@@ -106,7 +117,7 @@ class Echo(asyncio.DatagramProtocol):
             return
         kind = data[:4]
         if kind == REQUEST:
-            if self._transport is None:
+            if self._transport is None or data[4 + NONCE:] != self._me:
                 return
             if self._bucket.take():
                 self._transport.sendto(ANSWER + data[4:], addr)
@@ -133,15 +144,16 @@ class Echo(asyncio.DatagramProtocol):
 
     # -- probing -----------------------------------------------------------------------
 
-    async def ping_many(self, addresses: Sequence[Address | None], timeout: float) -> list[float | None]:
-        """One probe to each address at once: each one's round trip in ms, or None (no address, no answer
-        within `timeout` s). Returns when every answer is in or the time is up."""
+    async def ping_many(self, targets: Sequence[tuple[str, Address] | None], timeout: float) -> list[float | None]:
+        """One probe to each (node name, address) at once: each one's round trip in ms, or None (no target,
+        no answer within `timeout` s). Returns when every answer is in or the time is up. Only the node of
+        that name answers (a host that is another node drops a probe meant for this name)."""
         transport = self._transport
         loop = asyncio.get_running_loop()
-        batch = _Round(len(addresses), loop.create_future())
+        batch = _Round(len(targets), loop.create_future())
         sent: list[tuple[bytes, float] | None] = []
-        for index, address in enumerate(addresses):
-            if address is None or transport is None or len(self._pending) >= MAX_PENDING:
+        for index, target in enumerate(targets):
+            if target is None or transport is None or len(self._pending) >= MAX_PENDING:
                 sent.append(None)
                 batch.waiting -= 1
                 continue
@@ -149,7 +161,7 @@ class Echo(asyncio.DatagramProtocol):
             self._pending[nonce] = (batch, index)
             start = time.perf_counter()
             try:
-                transport.sendto(REQUEST + nonce + _PAD, address)
+                transport.sendto(REQUEST + nonce + name_digest(target[0]), target[1])
             except OSError:  # no route: lost
                 self._pending.pop(nonce, None)
                 sent.append(None)
@@ -172,17 +184,17 @@ class Echo(asyncio.DatagramProtocol):
             out.append(None if probe is None or at is None else (at - probe[1]) * 1000.0)
         return out
 
-    async def ping(self, address: Address, timeout: float) -> float | None:
-        return (await self.ping_many([address], timeout))[0]
+    async def ping(self, node: str, address: Address, timeout: float) -> float | None:
+        return (await self.ping_many([(node, address)], timeout))[0]
 
 
-async def open_echo(host: str, port: int, **kwargs: Any) -> Echo:
+async def open_echo(node: str, host: str, port: int, **kwargs: Any) -> Echo:
     """The probe socket on UDP `host`:`port` (the API's: a peer finds it in the beacon's API address);
     `kwargs` go to Echo."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        _, protocol = await loop.create_datagram_endpoint(lambda: Echo(**kwargs), local_addr=(host or "0.0.0.0", port),
+        _, protocol = await loop.create_datagram_endpoint(lambda: Echo(node, **kwargs), local_addr=(host or "0.0.0.0", port),
                                                           family=family)
     except OSError as exc:
         raise EchoError(f"cannot answer probes on UDP {host}:{port} (the API's address): {exc.strerror or exc}") from None
@@ -194,11 +206,11 @@ def member_pinger(echo: Echo, locate: Callable[[str], _Located | None]
     """Probes members by name: `locate(name)` gives an admitted member's API host and port (the cluster
     view's `peer`), or None for any other name, which is then not probed at all (reported lost)."""
 
-    def address(name: str) -> Address | None:
+    def target(name: str) -> tuple[str, Address] | None:
         peer = locate(name)
-        return None if peer is None else (peer.host, peer.port)
+        return None if peer is None else (name, (peer.host, peer.port))
 
     async def ping(names: Sequence[str], timeout: float) -> list[float | None]:
-        return await echo.ping_many([address(name) for name in names], timeout)
+        return await echo.ping_many([target(name) for name in names], timeout)
 
     return ping
