@@ -178,3 +178,54 @@ async def test_a_member_that_advertises_another_nodes_address_gets_no_answer_fro
     finally:
         a.close()
         b.close()
+
+
+async def test_a_host_name_is_looked_up_without_blocking_the_loop_once_per_host() -> None:
+    """A beacon's API address may name a host. sendto() would look it up itself, blocking the event loop for as
+    long as the lookup takes; the echo looks it up in a thread, once per host while it is under way."""
+    (a, _), (b, b_addr) = await echoes(2)
+    loop = asyncio.get_running_loop()
+    real, calls = loop.getaddrinfo, []
+
+    async def slow_for_one_name(host: str, *args: object, **kwargs: object) -> object:
+        calls.append(host)
+        if host == "slow.example":
+            await asyncio.sleep(30)
+        return await real(host, *args, **kwargs)
+
+    loop.getaddrinfo = slow_for_one_name  # type: ignore[method-assign]
+    try:
+        assert await a.ping("e1", ("localhost", b_addr[1]), timeout=1.0) is not None  # looked up, answered
+        started = loop.time()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        running = asyncio.ensure_future(ticker())
+        lost = await asyncio.gather(a.ping("e1", ("slow.example", b_addr[1]), timeout=0.3),
+                                    a.ping("e1", ("slow.example", b_addr[1]), timeout=0.3))
+        running.cancel()
+        assert lost == [None, None] and loop.time() - started < 1.0
+        assert ticks >= 10  # the loop ran on while the lookup waited
+        assert calls.count("slow.example") == 1  # one lookup for both probes
+        assert await a.ping("e1", ("no-such-host.invalid", b_addr[1]), timeout=2.0) is None
+    finally:
+        loop.getaddrinfo = real  # type: ignore[method-assign]
+        a.close()
+        b.close()
+
+
+async def test_ipv6_peers_are_probed_and_an_address_the_socket_cannot_reach_is_a_loss() -> None:
+    a = await open_echo("e0", "::1", 0)
+    b = await open_echo("e1", "::1", 0)
+    b_port = b._transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+    try:
+        assert await a.ping("e1", ("::1", b_port), timeout=1.0) is not None
+        assert await a.ping("e1", ("127.0.0.1", b_port), timeout=0.3) is None  # ::1 cannot send to IPv4
+    finally:
+        a.close()
+        b.close()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import os
 import socket
 import time
@@ -48,6 +49,8 @@ NAMED = 12  # bytes of the addressed node's name digest
 SIZE = 4 + NONCE + NAMED  # a request and its answer: kind, nonce, whom it is for (the same size both ways)
 ANSWERS_PER_S = 1000.0
 ANSWER_BURST = 2000.0
+LOOKUP_KEPT_S = 60.0  # a host name's addresses are looked up again after this
+MAX_LOOKUPS = 1024  # host names kept (finished lookups are dropped past it)
 MAX_PENDING = 4096  # probes waiting for an answer; more are reported lost at once (never happens in use)
 
 
@@ -105,6 +108,7 @@ class Echo(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._bucket = _Bucket(rate, burst)
         self._pending: dict[bytes, tuple[_Round, int]] = {}
+        self._lookups: dict[str, tuple[float, asyncio.Task[Any]]] = {}  # host name → (when, its lookup)
         self._answered, self._refused = answered, refused
 
     # -- the socket ------------------------------------------------------------------
@@ -138,6 +142,8 @@ class Echo(asyncio.DatagramProtocol):
         pass  # an ICMP error for an earlier datagram (port unreachable): that probe is lost, which it reports
 
     def close(self) -> None:
+        for _, task in self._lookups.values():
+            task.cancel()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -150,6 +156,7 @@ class Echo(asyncio.DatagramProtocol):
         that name answers (a host that is another node drops a probe meant for this name)."""
         transport = self._transport
         loop = asyncio.get_running_loop()
+        targets = await self._resolved(targets, timeout)
         batch = _Round(len(targets), loop.create_future())
         sent: list[tuple[bytes, float] | None] = []
         for index, target in enumerate(targets):
@@ -184,8 +191,61 @@ class Echo(asyncio.DatagramProtocol):
             out.append(None if probe is None or at is None else (at - probe[1]) * 1000.0)
         return out
 
+    async def _resolved(self, targets: Sequence[tuple[str, Address] | None], timeout: float
+                        ) -> list[tuple[str, Address] | None]:
+        """The targets with addresses this socket can send to: an IP address as it is (an IPv4 one mapped for
+        an IPv6 socket), a host name looked up without blocking the loop, within `timeout` s (sendto would
+        look it up itself and block the loop: a member's beacon may name a host whose lookup takes long)."""
+        family = self._transport.get_extra_info("socket").family if self._transport is not None else socket.AF_INET
+        out: list[tuple[str, Address] | None] = []
+        lookups: dict[int, asyncio.Task[Any]] = {}
+        for index, target in enumerate(targets):
+            out.append(None)
+            if target is None:
+                continue
+            host, port = target[1]
+            try:
+                address = _fit(ipaddress.ip_address(host), port, family)
+            except ValueError:
+                lookups[index] = self._lookup(host)
+                continue
+            out[index] = (target[0], address) if address is not None else None
+        if lookups:
+            found = await asyncio.gather(*(asyncio.wait_for(asyncio.shield(task), timeout) for task in lookups.values()),
+                                         return_exceptions=True)
+            for index, infos in zip(lookups, found):
+                if isinstance(infos, BaseException):
+                    continue  # no such host, or no answer in time: that probe is lost
+                name, (_host, port) = targets[index]  # type: ignore[misc]
+                fitted = [a for info in infos if (a := _fit(ipaddress.ip_address(info[4][0]), port, family))]
+                out[index] = (name, fitted[0]) if fitted else None
+        return out
+
+    def _lookup(self, host: str) -> asyncio.Task[Any]:
+        """`host`'s addresses, looked up once per LOOKUP_KEPT_S (in a thread: getaddrinfo blocks); one lookup
+        per host at a time, however many probes wait for it."""
+        now = time.monotonic()
+        kept = self._lookups.get(host)
+        if kept is not None and (not kept[1].done() or now - kept[0] < LOOKUP_KEPT_S):
+            return kept[1]
+        if len(self._lookups) >= MAX_LOOKUPS:
+            for name in [n for n, (_, task) in self._lookups.items() if task.done()]:
+                del self._lookups[name]
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its failure is the probes' loss, not a log line
+        self._lookups[host] = (now, task)
+        return task
+
     async def ping(self, node: str, address: Address, timeout: float) -> float | None:
         return (await self.ping_many([(node, address)], timeout))[0]
+
+
+def _fit(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, family: int) -> Address | None:
+    """`ip`:`port` as a socket of `family` sends to it, or None when it cannot (IPv6 from an IPv4 socket)."""
+    if family == socket.AF_INET6:
+        return (str(ip) if ip.version == 6 else f"::ffff:{ip}", port)
+    return (str(ip), port) if ip.version == 4 else None
 
 
 async def open_echo(node: str, host: str, port: int, **kwargs: Any) -> Echo:
