@@ -20,7 +20,7 @@ from typing import Any
 
 from hypercore.api.app import create_app
 from hypercore.api.server import make_server
-from hypercore.beacon.echo import member_pinger, open_echo
+from hypercore.beacon.echo import MemberHosts, member_pinger, open_echo
 from hypercore.beacon.keys import load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow
 from hypercore.beacon.publisher import BeaconPublisher, Prober
@@ -327,8 +327,10 @@ class NodeAgent:
         loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
         node = self.node
         node.log_policy(node.engine.policy, "at start")
-        echo = await open_echo(self.name, self.http_host, self.http_port, answered=node.metrics.probe_answers.inc,
-                               refused=node.metrics.probe_refused.inc)  # probes: UDP at the API's port (beacon.echo)
+        members = MemberHosts(lambda: [p.host for n in node.view.peers() if (p := node.view.peer(n)) is not None])
+        node.view.membership_changed.subscribe(members.stale)
+        echo = await open_echo(self.name, self.http_host, self.http_port, member_host=members,  # probes (beacon.echo)
+                               answered=node.metrics.probe_answers.inc, refused=node.metrics.probe_refused.inc)
         await self._start_runtime()
         # The failover flag is a static tag: others read it from the member list (hypercore.failover).
         tags = {FLAG_TAG: "1"} if self.config.respawn_on_node_failure else None

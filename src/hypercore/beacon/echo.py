@@ -21,23 +21,28 @@ address, to borrow that node's nearness, gets no answer from it (over HTTPS
 the TLS name check did the same; only a node that colludes would answer).
 
 What a stranger can do with it: send requests. An answer is never larger
-than its request (no amplification), and answers are rate-limited
-(ANSWERS_PER_S, with a burst of ANSWER_BURST: far above what a node is sent
-by probes, each node being in about 16 panels, and above a join's first
-probes by every member of a large cluster, which are spread by Serf's
-gossip). Anything that is not a well-formed request or an answer this node
-is waiting for is dropped without a word.
+than its request (no amplification), and answers are rate-limited: each
+admitted member's address has a budget of its own (MEMBER_ANSWERS_PER_S, far
+above the ≈ 1.5 probes a second a node is sent by all members together), and
+every other source shares one (STRANGER_ANSWERS_PER_S), so a flood of
+well-formed requests from outside (a node's name is public) cannot use up
+what members' probes need. Only one that forges a member's source address can
+use up that member's budget, and only that one's. Anything that is not a
+well-formed request for this node or an answer it waits for is dropped
+without a word. An answer read after its probe's time was up counts as lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, cast
 
 from hypercore.errors import HypercoreError
@@ -47,10 +52,17 @@ ANSWER = b"HCa1"
 NONCE = 16
 NAMED = 12  # bytes of the addressed node's name digest
 SIZE = 4 + NONCE + NAMED  # a request and its answer: kind, nonce, whom it is for (the same size both ways)
-ANSWERS_PER_S = 1000.0
-ANSWER_BURST = 2000.0
+# Answers: each member's source address has its own budget, and every other source shares one, so a
+# stranger's flood (a node's name is public) cannot use up what members' probes need.
+MEMBER_ANSWERS_PER_S = 50.0  # per member address: a node is sent ≈ 1.5 probes a second by all members together
+MEMBER_BURST = 500.0  # a join: every member probes the newcomer at once (one address for all, on one machine)
+STRANGER_ANSWERS_PER_S = 100.0  # every other source together
+STRANGER_BURST = 200.0
+MAX_SOURCES = 65536  # member addresses with a budget; past it they start afresh
 LOOKUP_KEPT_S = 60.0  # a host name's addresses are looked up again after this
+LOOKUP_THREADS = 2  # lookups under way at once, in threads of their own; a probe that needs another is lost
 MAX_LOOKUPS = 1024  # host names kept (finished lookups are dropped past it)
+MEMBER_HOSTS_S = 10.0  # the member addresses are read again at most this often after a membership change
 MAX_PENDING = 4096  # probes waiting for an answer; more are reported lost at once (never happens in use)
 
 
@@ -101,12 +113,19 @@ class _Round:
 class Echo(asyncio.DatagramProtocol):
     """Answers probes and sends this node's own, on one UDP socket (see the module docstring)."""
 
-    def __init__(self, node: str, *, rate: float = ANSWERS_PER_S, burst: float = ANSWER_BURST,
+    def __init__(self, node: str, *, member_host: Callable[[str], bool] = lambda _host: False,
+                 member_rate: float = MEMBER_ANSWERS_PER_S, member_burst: float = MEMBER_BURST,
+                 stranger_rate: float = STRANGER_ANSWERS_PER_S, stranger_burst: float = STRANGER_BURST,
                  answered: Callable[[], None] = lambda: None, refused: Callable[[], None] = lambda: None) -> None:
-        """`answered()` / `refused()` are told of each request answered / not answered (over the rate)."""
+        """`member_host(ip)`: whether an admitted member serves there (its requests get a budget of their
+        own); `answered()` / `refused()` are told of each request answered / not answered (over budget)."""
         self._me = name_digest(node)  # requests for any other name are not answered
         self._transport: asyncio.DatagramTransport | None = None
-        self._bucket = _Bucket(rate, burst)
+        self._member_host = member_host
+        self._member_budget = (member_rate, member_burst)
+        self._members: dict[str, _Bucket] = {}
+        self._strangers = _Bucket(stranger_rate, stranger_burst)
+        self._resolver = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="probe-lookup")
         self._pending: dict[bytes, tuple[_Round, int]] = {}
         self._lookups: dict[str, tuple[float, asyncio.Task[Any]]] = {}  # host name → (when, its lookup)
         self._answered, self._refused = answered, refused
@@ -123,7 +142,7 @@ class Echo(asyncio.DatagramProtocol):
         if kind == REQUEST:
             if self._transport is None or data[4 + NONCE:] != self._me:
                 return
-            if self._bucket.take():
+            if self._budget(str(addr[0])).take():
                 self._transport.sendto(ANSWER + data[4:], addr)
                 self._answered()
             else:
@@ -138,12 +157,24 @@ class Echo(asyncio.DatagramProtocol):
                 if batch.waiting == 0 and not batch.done.done():
                     batch.done.set_result(None)
 
+    def _budget(self, host: str) -> _Bucket:
+        host = host.removeprefix("::ffff:")  # an IPv4 member seen by an IPv6 socket
+        if not self._member_host(host):
+            return self._strangers
+        bucket = self._members.get(host)
+        if bucket is None:
+            if len(self._members) >= MAX_SOURCES:
+                self._members.clear()
+            bucket = self._members[host] = _Bucket(*self._member_budget)
+        return bucket
+
     def error_received(self, exc: Exception) -> None:
         pass  # an ICMP error for an earlier datagram (port unreachable): that probe is lost, which it reports
 
     def close(self) -> None:
         for _, task in self._lookups.values():
             task.cancel()
+        self._resolver.shutdown(wait=False, cancel_futures=True)
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -188,7 +219,8 @@ class Echo(asyncio.DatagramProtocol):
                     self._pending.pop(probe[0], None)  # answered, or given up (also when cancelled)
         out: list[float | None] = []
         for probe, at in zip(sent, batch.arrived):
-            out.append(None if probe is None or at is None else (at - probe[1]) * 1000.0)
+            rtt = None if probe is None or at is None else at - probe[1]
+            out.append(None if rtt is None or rtt > timeout else rtt * 1000.0)  # read after the time was up: lost
         return out
 
     async def _resolved(self, targets: Sequence[tuple[str, Address] | None], timeout: float
@@ -207,7 +239,9 @@ class Echo(asyncio.DatagramProtocol):
             try:
                 address = _fit(ipaddress.ip_address(host), port, family)
             except ValueError:
-                lookups[index] = self._lookup(host)
+                lookup = self._lookup(host)
+                if lookup is not None:
+                    lookups[index] = lookup
                 continue
             out[index] = (target[0], address) if address is not None else None
         if lookups:
@@ -221,18 +255,22 @@ class Echo(asyncio.DatagramProtocol):
                 out[index] = (name, fitted[0]) if fitted else None
         return out
 
-    def _lookup(self, host: str) -> asyncio.Task[Any]:
-        """`host`'s addresses, looked up once per LOOKUP_KEPT_S (in a thread: getaddrinfo blocks); one lookup
-        per host at a time, however many probes wait for it."""
+    def _lookup(self, host: str) -> asyncio.Task[Any] | None:
+        """`host`'s addresses, looked up once per LOOKUP_KEPT_S in a thread of the echo's own (getaddrinfo
+        blocks, and a member's host may be one whose lookup takes long: the loop's shared threads, which
+        workload starts use, are left alone); None when LOOKUP_THREADS lookups are under way already."""
         now = time.monotonic()
         kept = self._lookups.get(host)
         if kept is not None and (not kept[1].done() or now - kept[0] < LOOKUP_KEPT_S):
             return kept[1]
+        if sum(not task.done() for _, task in self._lookups.values()) >= LOOKUP_THREADS:
+            return None
         if len(self._lookups) >= MAX_LOOKUPS:
             for name in [n for n, (_, task) in self._lookups.items() if task.done()]:
                 del self._lookups[name]
         loop = asyncio.get_running_loop()
-        task = loop.create_task(loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM))
+        task = asyncio.ensure_future(loop.run_in_executor(
+            self._resolver, functools.partial(socket.getaddrinfo, host, None, 0, socket.SOCK_DGRAM)))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its failure is the probes' loss, not a log line
         self._lookups[host] = (now, task)
         return task
@@ -274,3 +312,23 @@ def member_pinger(echo: Echo, locate: Callable[[str], _Located | None]
         return await echo.ping_many([target(name) for name in names], timeout)
 
     return ping
+
+
+class MemberHosts:
+    """`member_host` for Echo: the hosts of the admitted members' API addresses, read again after a membership
+    change (`stale()`), at most every MEMBER_HOSTS_S (a member that just joined shares the strangers'
+    budget meanwhile): a read is O(N), a lookup a set's."""
+
+    def __init__(self, hosts: Callable[[], Iterable[str]], clock: Callable[[], float] = time.monotonic) -> None:
+        self._hosts, self._clock = hosts, clock
+        self._known: set[str] = set()
+        self._stale, self._read_at = True, float("-inf")
+
+    def stale(self) -> None:
+        self._stale = True
+
+    def __call__(self, host: str) -> bool:
+        if self._stale and self._clock() - self._read_at >= MEMBER_HOSTS_S:
+            self._stale, self._read_at = False, self._clock()
+            self._known = set(self._hosts())
+        return host in self._known
