@@ -17,45 +17,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Final
 
 from fastapi.responses import JSONResponse
 
 from hypercore.api.errors import error_response
+from hypercore.ratelimit import TokenBuckets
 
 __all__ = ["SpawnLimiter"]
 
-_PRUNE_ABOVE: Final = 10_000
 
+class SpawnLimiter(TokenBuckets):
+    """`take(user)`: 0.0 when `user` may spawn now (and counts the spawn), else the seconds until they may."""
 
-class SpawnLimiter:
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("a spawn limit needs rate > 0 and burst >= 1")
-        self.rate = float(rate)
-        self.burst = float(burst)
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, when)
-
-    def _level(self, user: str, now: float) -> float:
-        tokens, when = self._buckets.get(user, (self.burst, now))
-        return min(self.burst, tokens + (now - when) * self.rate)
-
-    def take(self, user: str) -> float:
-        """0.0 when `user` may spawn now (and counts the spawn), else the seconds until they may."""
-        now = self._clock()
-        tokens = self._level(user, now)
-        if tokens >= 1.0:
-            self._buckets[user] = (tokens - 1.0, now)
-            if len(self._buckets) > _PRUNE_ABOVE:
-                self._prune(now)
-            return 0.0
-        self._buckets[user] = (tokens, now)
-        return (1.0 - tokens) / self.rate
-
-    def _prune(self, now: float) -> None:
-        for user in [u for u in self._buckets if self._level(u, now) >= self.burst]:
-            del self._buckets[user]
+        super().__init__(rate, burst, clock)
 
     def refusal(self, user: str, wait: float) -> JSONResponse:
         retry_after = max(1, math.ceil(wait))

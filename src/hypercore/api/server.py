@@ -71,7 +71,9 @@ class ApiServer(uvicorn.Server):
             self._exit().set()
 
     def _exit(self) -> asyncio.Event:
-        return self.__dict__.setdefault("_exit_event", asyncio.Event())
+        if "_exit_event" not in self.__dict__:  # uvicorn's __init__ sets should_exit before ours could run
+            self.__dict__["_exit_event"] = asyncio.Event()
+        return self.__dict__["_exit_event"]
 
     async def main_loop(self) -> None:
         _fresh_date(self.server_state, self.config)

@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, cast
 
 from hypercore.errors import HypercoreError
+from hypercore.ratelimit import TokenBuckets
 
 REQUEST = b"HCq1"
 ANSWER = b"HCa1"
@@ -58,7 +59,6 @@ MEMBER_ANSWERS_PER_S = 50.0  # per member address: a node is sent ≈ 1.5 probes
 MEMBER_BURST = 500.0  # a join: every member probes the newcomer at once (one address for all, on one machine)
 STRANGER_ANSWERS_PER_S = 100.0  # every other source together
 STRANGER_BURST = 200.0
-MAX_SOURCES = 65536  # member addresses with a budget; past it they start afresh
 LOOKUP_KEPT_S = 60.0  # a host name's addresses are looked up again after this
 LOOKUP_THREADS = 2  # lookups under way at once, in threads of their own; a probe that needs another is lost
 MAX_LOOKUPS = 1024  # host names kept (finished lookups are dropped past it)
@@ -80,23 +80,6 @@ class _Located(Protocol):
 
 class EchoError(HypercoreError):
     """The probe socket could not be opened (the port is in use for UDP)."""
-
-
-class _Bucket:
-    """A token bucket: `take()` is True while answers stay within `rate` a second and `burst` at once."""
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate, self._burst, self._clock = rate, burst, clock
-        self._tokens, self._at = burst, clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 class _Round:
@@ -122,9 +105,8 @@ class Echo(asyncio.DatagramProtocol):
         self._me = name_digest(node)  # requests for any other name are not answered
         self._transport: asyncio.DatagramTransport | None = None
         self._member_host = member_host
-        self._member_budget = (member_rate, member_burst)
-        self._members: dict[str, _Bucket] = {}
-        self._strangers = _Bucket(stranger_rate, stranger_burst)
+        self._members = TokenBuckets(member_rate, member_burst)  # by member address
+        self._strangers = TokenBuckets(stranger_rate, stranger_burst)  # one bucket, "", for every other source
         self._resolver = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="probe-lookup")
         self._pending: dict[bytes, tuple[_Round, int]] = {}
         self._lookups: dict[str, tuple[float, asyncio.Task[Any]]] = {}  # host name → (when, its lookup)
@@ -142,7 +124,8 @@ class Echo(asyncio.DatagramProtocol):
         if kind == REQUEST:
             if self._transport is None or data[4 + NONCE:] != self._me:
                 return
-            if self._budget(str(addr[0])).take():
+            host = str(addr[0]).removeprefix("::ffff:")  # an IPv4 member seen by an IPv6 socket
+            if (self._members.take(host) if self._member_host(host) else self._strangers.take("")) == 0.0:
                 self._transport.sendto(ANSWER + data[4:], addr)
                 self._answered()
             else:
@@ -156,17 +139,6 @@ class Echo(asyncio.DatagramProtocol):
                 batch.waiting -= 1
                 if batch.waiting == 0 and not batch.done.done():
                     batch.done.set_result(None)
-
-    def _budget(self, host: str) -> _Bucket:
-        host = host.removeprefix("::ffff:")  # an IPv4 member seen by an IPv6 socket
-        if not self._member_host(host):
-            return self._strangers
-        bucket = self._members.get(host)
-        if bucket is None:
-            if len(self._members) >= MAX_SOURCES:
-                self._members.clear()
-            bucket = self._members[host] = _Bucket(*self._member_budget)
-        return bucket
 
     def error_received(self, exc: Exception) -> None:
         pass  # an ICMP error for an earlier datagram (port unreachable): that probe is lost, which it reports
@@ -185,9 +157,9 @@ class Echo(asyncio.DatagramProtocol):
         """One probe to each (node name, address) at once: each one's round trip in ms, or None (no target,
         no answer within `timeout` s). Returns when every answer is in or the time is up. Only the node of
         that name answers (a host that is another node drops a probe meant for this name)."""
-        transport = self._transport
         loop = asyncio.get_running_loop()
         targets = await self._resolved(targets, timeout)
+        transport = self._transport  # after the lookups: the echo may have been closed meanwhile
         batch = _Round(len(targets), loop.create_future())
         sent: list[tuple[bytes, float] | None] = []
         for index, target in enumerate(targets):
@@ -198,13 +170,9 @@ class Echo(asyncio.DatagramProtocol):
             nonce = os.urandom(NONCE)
             self._pending[nonce] = (batch, index)
             start = time.perf_counter()
-            try:
-                transport.sendto(REQUEST + nonce + name_digest(target[0]), target[1])
-            except OSError:  # no route: lost
-                self._pending.pop(nonce, None)
-                sent.append(None)
-                batch.waiting -= 1
-                continue
+            # An address the socket's family can send to (_resolved); a send that fails (no route) is
+            # reported to error_received by asyncio, and its probe waits out the time as a lost one.
+            transport.sendto(REQUEST + nonce + name_digest(target[0]), target[1])
             sent.append((nonce, start))
         try:
             if batch.waiting > 0:

@@ -69,6 +69,7 @@ _LOG_TAIL_LINES: Final[int] = 20
 # 0.28 % of a core (bench/README.md). A GOMAXPROCS in the agent's environment wins.
 GO_ENVIRONMENT: Final[Mapping[str, str]] = {"GOMAXPROCS": "1"}
 
+
 class SerfAgentError(SerfError):
     """The serf agent process could not be started or did not become ready."""
 
