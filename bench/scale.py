@@ -36,6 +36,9 @@ Measures, in this order:
                          over the spawns plus the directory's 5 s flush after them; failover's
                          manifest pushes in the same window are printed apart (they follow the
                          registry's changes, at most one per buddy per 0.5 s, not each spawn);
+  connections_per_spawn  new node-to-node connections per spawn over the same window, counted by the
+                         nodes that accept them (hypercore_peer_connections_total): each is a mutual-TLS
+                         handshake (about 2 ms of CPU at its two ends on a quiet machine);
   dry_run_per_s          POST /v1/placements answered per second by node 0 with 64 concurrent
                          clients for 10 s (the clients run on the same 2 cores).
 Also printed (and in the JSON as spawn_<phase>_ms): where the back-to-back spawns' time went, from the
@@ -234,6 +237,11 @@ def node_requests(cluster: Cluster, names: list[str]) -> dict[str, int]:
     return {k: int(v) for k, v in metric_sums(cluster, names, "hypercore_node_requests", ("_total",), "route").items()}
 
 
+def peer_connections(cluster: Cluster, names: list[str]) -> float:
+    """hypercore_peer_connections_total summed over `names`: connections nodes opened to each other (handshakes)."""
+    return metric_sums(cluster, names, "hypercore_peer_connections", ("_total",)).get("_total", 0.0)
+
+
 def start_seconds(cluster: Cluster, names: list[str]) -> tuple[float, float]:
     """(sum, count) of hypercore_workload_start_seconds over `names`: the chosen nodes' side of spawns."""
     sums = metric_sums(cluster, names, "hypercore_workload_start_seconds", ("_sum", "_count"))
@@ -371,6 +379,7 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             return times, ids
 
         counted_before, started_before = node_requests(cluster, names), start_seconds(cluster, names)
+        connections_before = peer_connections(cluster, names)
         procs = agents + [s for x in names for s in serfs[x]]
         idle_ticks_per_s = sum(c1[x] - c0[x] for x in names) / window
         with httpx.Client(verify=first.pki.verify(), headers=first.headers(), timeout=60) as client:
@@ -381,6 +390,7 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             started_after = start_seconds(cluster, names)
             time.sleep(FLUSH_S + 1)  # what the directory sends after the spawns counts too
             counted_after = node_requests(cluster, names)
+            connections_after = peer_connections(cluster, names)
             for wid in ids:
                 client.delete(f"{first.url}/v1/workloads/{wid}")
             time.sleep(PACE_SETTLE_S)
@@ -403,6 +413,9 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         say(f"requests_per_spawn (counted) {requests_per_spawn:.2f}: "
             + ", ".join(f"{k} {v / spawns:.2f}" for k, v in sorted(spawn_delta.items()))
             + f"; failover manifest pushes in the same window {delta.get(MANIFEST_ROUTE, 0) / spawns:.2f} per spawn")
+        connections_per_spawn = (connections_after - connections_before) / spawns
+        say(f"new node-to-node connections (mutual-TLS handshakes) per spawn, counted by the accepting nodes over "
+            f"the same window: {connections_per_spawn:.2f}")
 
         ok, bad = asyncio.run(dry_runs(first, DRY_RUN_CLIENTS, DRY_RUN_S))
         dry = ok / DRY_RUN_S
@@ -444,6 +457,7 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             "spawn_start_paced_ms": round(paced_start_ms, 2),
             "spawn_cpu_ms": round(spawn_cpu_ms, 1),
             "requests_per_spawn": round(requests_per_spawn, 2),
+            "connections_per_spawn": round(connections_per_spawn, 2),
             "dry_run_per_s": round(dry, 1),
             **{f"spawn_{k}_ms": round(v, 1) for k, v in phases.items()},
         }

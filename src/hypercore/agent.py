@@ -345,7 +345,8 @@ class NodeAgent:
         )
         await serf.start()
         server = make_server(create_app(node, self._allowed_hosts()), self.http_host, self.http_port,
-                             server_context(self.identity) if self.identity else None)
+                             server_context(self.identity) if self.identity else None,
+                             on_peer_connection=lambda _node: node.metrics.peer_connections.inc())
         serve = asyncio.create_task(server.serve())
         while not server.started:
             if serve.done():

@@ -50,6 +50,11 @@ class AgentMetrics:
         # what a spawn, a failover round or a probe costs in node-to-node calls (docs/scale.md).
         self.node_requests = Counter("hypercore_node_requests", "Node-to-node requests sent by this node, by route.",
                                      ["route"], registry=r)
+        # Connections other nodes opened to this one: each a mutual-TLS handshake (the transport keeps them alive,
+        # so this grows with peers met anew, not with requests; docs/scale.md, "Per-spawn costs").
+        self.peer_connections = Counter("hypercore_peer_connections",
+                                        "Connections other nodes opened to this node's API (each a TLS handshake).",
+                                        registry=r)
         # Probes from other nodes, answered on UDP at the API's port (hypercore.beacon.echo).
         self.probe_answers = Counter("hypercore_probe_answers", "Probes from other nodes this node answered.", registry=r)
         self.probe_refused = Counter("hypercore_probe_refused",

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from typing import Any
 
@@ -38,10 +38,15 @@ def _fresh_date(state: Any, config: uvicorn.Config) -> None:
 
 class _PeerAwareProtocol(HttpToolsProtocol):
     _peer_node: str | None = None
+    # Told the name of each node that opens a connection here (make_server's on_peer_connection): every one is
+    # a mutual-TLS handshake, the costliest part of a request to a node met for the first time (docs/scale.md).
+    on_peer_connection: Callable[[str], None] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._peer_node = peer_node_name(transport.get_extra_info("ssl_object"))
+        if self._peer_node is not None and self.on_peer_connection is not None:
+            self.on_peer_connection(self._peer_node)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -80,9 +85,13 @@ class ApiServer(uvicorn.Server):
         await self._exit().wait()
 
 
-def make_server(app: Any, host: str, port: int, tls: ssl.SSLContext | None) -> ApiServer:
+def make_server(app: Any, host: str, port: int, tls: ssl.SSLContext | None,
+                on_peer_connection: Callable[[str], None] | None = None) -> ApiServer:
+    """`on_peer_connection(node)` hears of every connection a node (a client with a node certificate) opens."""
+    protocol = type("PeerAwareProtocol", (_PeerAwareProtocol,),
+                    {"on_peer_connection": staticmethod(on_peer_connection) if on_peer_connection else None})
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="off", http=_PeerAwareProtocol,
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off", http=protocol,
         # Served directly, never behind a proxy: no X-Forwarded-* header is anyone's word for the client's address.
         proxy_headers=False,
         # Longer than the node client's keep-alive (hypercore.transport.KEEPALIVE_S): peers that call now and
