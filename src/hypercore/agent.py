@@ -27,6 +27,7 @@ from hypercore.beacon.publisher import BeaconPublisher, Prober
 from hypercore.beacon.tags import Admission
 from hypercore.config import AgentConfig, ConfigError
 from hypercore.failover import FLAG_TAG
+from hypercore.heap import freeze_startup_heap
 from hypercore.identity.admission import admission_check
 from hypercore.identity.pki import ClusterCA, NodeIdentity, load_ca
 from hypercore.identity.tls import client_context, server_context
@@ -367,6 +368,7 @@ class NodeAgent:
         await self.publisher.publish_if_due()
         node.view.update(await serf.rpc.members())
         node.ready = True
+        freeze_startup_heap()  # a full collection no longer stalls the loop for a tenth of a second (hypercore.heap)
         self._tasks = [asyncio.create_task(c) for c in (self._watch_members(), self.prober.run(), self.publisher.run(),
                                                          node.failover.run(), node.directory.run(),
                                                          periodic(EXCHANGE_S, node.reputation.exchange,
