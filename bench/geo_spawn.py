@@ -1,0 +1,152 @@
+"""What a spawn costs across regions: the geo test-bed, spawns with and without a request id. Root only.
+
+    .venv/bin/python bench/geo_spawn.py [--spawns 12] [--json]
+
+Starts `hypercore dev up --topology examples/topologies/three-regions.json` (7 nodes in 3 regions, RTT eu-us
+80 ms, eu-ap 160 ms, us-ap 120 ms, 2 ms inside a region, 1 % loss on ap's links) and, from the first node of
+each region (where users ask; it runs nothing itself), sends --spawns spawns under the low-latency policy
+(`sleep 60`, each stopped after), alternating: with a request id (what `hypercore cluster spawn` always sends:
+exactly once) and without one. Prints, per region asked, p50/p90 of each and where they landed, and for the
+spawns with a request id the protocol's floor: the round trips its messages must make on connections that
+are already open (docs/placement-protocol.md, "The request path"):
+
+    floor = RTT(asked, owner) + max RTT(owner, buddy) + RTT(owner, chosen node)
+
+(the forward, the claim on the request id's two other holders, the attempt; a term is 0 when both ends are
+the same node). The holders come from the same ranking the agents use (placement.ids.request_rank, over the
+user-scoped request id). A spawn without a request id is placed by the node asked: RTT(asked, chosen).
+The test-bed is stopped (SIGTERM) in a finally.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]  # bench/select.py shadows `select`
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import jwt  # noqa: E402
+
+from hypercore.placement.ids import request_rank, user_request_id  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGY = ROOT / "examples" / "topologies" / "three-regions.json"
+POLICY = ROOT / "examples" / "policies" / "low-latency.json"
+SPEC = {"command": "sleep 60", "cpu": 0.1, "mem": 16}
+ASKED = ("eu-1", "us-1", "ap-1")
+SETTLE_S = 10.0  # after the state file: the first probe rounds and coordinates
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def rtt_table(topology: dict[str, Any]) -> dict[tuple[str, str], float]:
+    table = {}
+    for link in topology["links"]:
+        a, b = link["between"]
+        table[(a, b)] = table[(b, a)] = float(link["rtt_ms"])
+    return table
+
+
+def start_bed(tmp: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    state_file = tmp / "state.json"
+    up = subprocess.Popen([sys.executable, "-m", "hypercore.cli", "dev", "up", "--topology", str(TOPOLOGY),
+                           "--state-file", str(state_file), "--dir", str(tmp / "bed")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not state_file.exists():
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            raise SystemExit(f"hypercore dev up failed:\n{up.communicate(timeout=30)[0]}")
+        time.sleep(0.5)
+    return up, json.loads(state_file.read_text())
+
+
+def run(spawns: int) -> dict[str, Any]:
+    topology = json.loads(TOPOLOGY.read_text())
+    rtts = rtt_table(topology)
+    policy = json.loads(POLICY.read_text())
+    with tempfile.TemporaryDirectory(prefix="hc-geo-spawn-") as tmp:
+        up, state = start_bed(Path(tmp))
+        try:
+            region = {n["name"]: n["region"] for n in state["nodes"]}
+            api = {n["name"]: n["api"] for n in state["nodes"]}
+            user = jwt.decode(state["token"], options={"verify_signature": False})["sub"]
+
+            def rtt(a: str, b: str) -> float:
+                return 0.0 if a == b else rtts[(region[a], region[b])]
+
+            time.sleep(SETTLE_S)
+            out: dict[str, Any] = {}
+            headers = {"Authorization": f"Bearer {state['token']}"}
+            with httpx.Client(verify=state["ca_file"], headers=headers, timeout=60) as client:
+                for asked in ASKED:
+                    cases: dict[str, list[float]] = {"request_id": [], "none": []}
+                    floors: list[float] = []
+                    landed: dict[str, int] = {}
+                    for i in range(2 * spawns):
+                        with_id = i % 2 == 0
+                        body: dict[str, Any] = {"spec": SPEC, "policy": policy}
+                        rid = f"geo-{uuid.uuid4().hex}"
+                        if with_id:
+                            body["request_id"] = rid
+                        t0 = time.perf_counter()
+                        r = client.post(f"{api[asked]}/v1/workloads", json=body)
+                        ms = (time.perf_counter() - t0) * 1000
+                        if r.status_code != 201:
+                            raise SystemExit(f"spawn at {asked} failed: HTTP {r.status_code} {r.text[:300]}")
+                        node = r.json()["node"]
+                        landed[node] = landed.get(node, 0) + 1
+                        cases["request_id" if with_id else "none"].append(ms)
+                        if with_id:
+                            owner, *buddies = request_rank(user_request_id(user, rid), list(api), 3)
+                            floors.append(rtt(asked, owner) + max(rtt(owner, b) for b in buddies) + rtt(owner, node))
+                        client.delete(f"{api[asked]}/v1/workloads/{r.json()['id']}")
+                    with_id, without = cases["request_id"], cases["none"]
+                    print(f"asked at {asked} ({region[asked]}): with a request id p50 {statistics.median(with_id):.0f} ms, "
+                          f"p90 {pct(with_id, 0.9):.0f} ms (protocol floor p50 {statistics.median(floors):.0f} ms); "
+                          f"without p50 {statistics.median(without):.0f} ms, p90 {pct(without, 0.9):.0f} ms; landed "
+                          + ", ".join(f"{n} {c}" for n, c in sorted(landed.items())), flush=True)
+                    out[asked] = {"with_request_id_p50_ms": round(statistics.median(with_id), 1),
+                                  "with_request_id_p90_ms": round(pct(with_id, 0.9), 1),
+                                  "floor_p50_ms": round(statistics.median(floors), 1),
+                                  "without_p50_ms": round(statistics.median(without), 1),
+                                  "without_p90_ms": round(pct(without, 0.9), 1), "landed": landed}
+            return out
+        finally:
+            up.send_signal(signal.SIGTERM)
+            try:
+                up.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                up.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spawns", type=int, default=12, help="spawns of each kind per region asked")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/geo_spawn.py needs root: the geo test-bed makes network namespaces and TUN devices")
+    out = run(args.spawns)
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
