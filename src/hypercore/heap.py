@@ -8,6 +8,11 @@ of younger collections have piled up: 75-160 ms measured in 10 agents
 stalled for that long, so a spawn or a probe answer now and then late by a
 tenth of a second. Frozen after start-up (the permanent generation), they are
 never visited again; a full collection visits what came later.
+
+The price: an object alive at the freeze that later becomes part of a garbage
+cycle (the first policy's engine after a SIGHUP reload, say) is never freed.
+Nothing made later is frozen, so that is bounded by the start-up heap itself
+(a few MB), once.
 """
 
 from __future__ import annotations
