@@ -48,8 +48,11 @@ _VALUE_AFTER = {"workloads": "{id}", "placements": "{id}", "replicas": "{owner}"
                 "directory": "{key}", "entries": "{id}"}
 MANAGEMENT_HEADER = "x-hypercore-management"
 # An idle connection to a peer is kept this long (aiohttp's default is 15 s); the server keeps it longer
-# (hypercore.api.server.SERVER_KEEPALIVE_S), so it is always this side that closes it.
-KEEPALIVE_S = 60.0
+# (hypercore.api.server.SERVER_KEEPALIVE_S), so it is always this side that closes it. Longer than the gap
+# between two reputation exchanges with one panel peer (150-180 s: hypercore.reputation.service) and two
+# failover pushes to one buddy (30 s), so the calls a node makes while idle find their connection open.
+# An idle connection costs no packets and no wake-ups (no TCP keep-alive probes), only its memory.
+KEEPALIVE_S = 240.0
 WARM_TIMEOUT_S = 5.0  # a connection opened ahead of a request (Transport.warm) is given up after this
 CALLED_KEPT = 4096  # when a call to each node last started, for warm(): pruned to the last KEEPALIVE_S past this
 

@@ -167,3 +167,34 @@ async def test_views_are_asked_of_the_peers_the_probes_keep_connections_to(fake:
     assert len(asked) == 60 and set(asked) <= panel
     assert len(set(asked)) >= 10  # still a random draw among the panel's 16
     assert len(origin.reputation._views) >= 10  # and their views were taken
+
+
+def test_exchanges_take_the_panel_in_turn_so_each_peer_is_asked_within_the_keep_alive() -> None:
+    """Drawn at random each round, a panel peer was asked again after 160 s on average and often much later, past
+    the connections' keep-alive: at 100 nodes nearly every exchange opened a new TLS connection. In turn, in an
+    order of the node's own, each of 16 panel peers is asked every 5 or 6 rounds (30 s each)."""
+    from hypercore.reputation.service import EXCHANGE_S
+    from hypercore.transport import KEEPALIVE_S
+
+    panel = [f"p{i:02d}" for i in range(16)]
+    members = ["n1", *panel]
+    me = Reputation("n1", None, transport=None, peers=lambda: members, prior=lambda n: None,  # type: ignore[arg-type]
+                    sample=3)
+    asked: dict[str, list[int]] = {}
+    for round_ in range(48):
+        chosen = me.exchange_peers()
+        assert len(chosen) == len(set(chosen)) == 3 and "n1" not in chosen
+        for peer in chosen:
+            asked.setdefault(peer, []).append(round_)
+    assert set(asked) == set(panel)
+    gaps = [b - a for rounds in asked.values() for a, b in zip(rounds, rounds[1:])]
+    assert max(gaps) <= 6 and max(gaps) * EXCHANGE_S + 30 <= KEEPALIVE_S  # with room for the loop's own delays
+    orders = {tuple(Reputation("n1", None, transport=None, peers=lambda: members,  # type: ignore[arg-type]
+                               prior=lambda n: None).exchange_peers()) for _ in range(20)}
+    assert len(orders) > 1  # each node's own random order, not the panel's
+
+    members[1:3] = ["q1", "q2"]  # the panel changed: a new order over the new panel
+    seen = {peer for _ in range(6) for peer in me.exchange_peers()}
+    assert {"q1", "q2"} <= seen and not {"p00", "p01"} & seen
+    members[:] = ["n1", "p05"]  # fewer peers than the sample: all of them, each round
+    assert me.exchange_peers() == ["p05"] and me.exchange_peers() == ["p05"]

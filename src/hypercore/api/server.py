@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from hypercore.api.auth import PEER_NODE
 from hypercore.identity.tls import peer_node_name
 
-SERVER_KEEPALIVE_S = 75.0
+SERVER_KEEPALIVE_S = 255.0  # longer than the client's (hypercore.transport.KEEPALIVE_S): it closes first
 
 
 def _fresh_date(state: Any, config: uvicorn.Config) -> None:

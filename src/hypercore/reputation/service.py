@@ -2,13 +2,17 @@
 
 Evidence comes from this node's own placement attempts (hypercore.placement)
 and from failover (a workload lost with its node). Views are exchanged
-without gossip: every EXCHANGE_S, this node asks up to SAMPLE peers, drawn at
-random from its probe panel, for their views (`GET /v1/local/reputation`), so
-the cost per node is constant whatever the size of the cluster. The panel
-(hypercore.beacon.probe.PeerLinks: 16 peers, a secret random choice of this
-node's) keeps its connections open; any peer of a large cluster would cost a
-TLS handshake on both sides per exchange, a third of an idle agent's
-handshakes at 100 nodes. What the panel gives up: views come from the same
+without gossip: every EXCHANGE_S, this node asks the next SAMPLE peers of its
+probe panel, in an order of its own drawn at random, for their views (`GET
+/v1/local/reputation`), so the cost per node is constant whatever the size of
+the cluster. The panel (hypercore.beacon.probe.PeerLinks: 16 peers, a secret
+random choice of this node's) is a set its connections to can stay open: any
+peer of a large cluster would cost a TLS handshake on both sides per exchange.
+Taken in turn, each panel peer is asked every 16 / 3 rounds (160 s), within
+the connections' keep-alive (hypercore.transport.KEEPALIVE_S); drawn at random
+each round, the gaps were as often longer, and at 100 nodes nearly every
+exchange opened a new connection (about 0.1 a second per node, each way).
+What the panel gives up: views come from the same
 16 observers for as long as membership stays, not from fresh random ones;
 the weighted median over them resists a lying minority the same way. The score of a node is the
 weighted median of the views that have evidence of it — this node's own
@@ -58,6 +62,8 @@ class Reputation:
         self._views: dict[str, tuple[float, dict[str, float]]] = {}  # observer → (fetched at, subject → score)
         self.version = 0  # grows with every new observation or view: a cache of scores keys on it
         self._once: dict[tuple[str, str], int] = {}  # (node, kind) -> the period it was last observed in
+        self._turns: list[str] = []  # the panel in this node's random order; exchanges take the next `sample`
+        self._turn = 0
         self._misses: dict[str, int] = {}  # node -> probes unanswered in a row
         self._priors: tuple[tuple[str, ...], float, np.ndarray, dict[str, int]] | None = None  # names, read at, …
 
@@ -126,9 +132,18 @@ class Reputation:
         self.version += 1
         return len(scores)
 
-    async def exchange(self) -> None:
+    def exchange_peers(self) -> list[str]:
+        """The next `sample` peers of the panel, in turn (see the module docstring); a changed panel is shuffled anew."""
         peers = [p for p in self._peers() if p != self.name]
-        for peer in random.sample(peers, min(self.sample, len(peers))):
+        if set(peers) != set(self._turns) or len(peers) != len(self._turns):
+            self._turns, self._turn = random.sample(peers, len(peers)), 0
+        take = min(self.sample, len(self._turns))
+        chosen = [self._turns[(self._turn + i) % len(self._turns)] for i in range(take)]
+        self._turn = (self._turn + take) % len(self._turns) if self._turns else 0
+        return chosen
+
+    async def exchange(self) -> None:
+        for peer in self.exchange_peers():
             try:
                 r = await self._transport.request(peer, "GET", "/v1/local/reputation", timeout=5.0)
                 if r.status == 200:
