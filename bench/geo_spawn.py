@@ -15,6 +15,10 @@ are already open (docs/placement-protocol.md, "The request path"):
 (the forward, the claim on the request id's two other holders, the attempt; a term is 0 when both ends are
 the same node). The holders come from the same ranking the agents use (placement.ids.request_rank, over the
 user-scoped request id). A spawn without a request id is placed by the node asked: RTT(asked, chosen).
+Also printed, as what two other designs would make of the same spawns (neither is built; docs/scale.md):
+
+    asker attempts:  RTT(asked, owner) + max RTT(owner, buddy) + RTT(asked, chosen)
+    asker claims:    the second-nearest holder's RTT from the node asked (a majority of 3) + RTT(asked, chosen)
 The test-bed is stopped (SIGTERM) in a finally.
 """
 
@@ -95,9 +99,14 @@ def run(spawns: int) -> dict[str, Any]:
             out: dict[str, Any] = {}
             headers = {"Authorization": f"Bearer {state['token']}"}
             with httpx.Client(verify=state["ca_file"], headers=headers, timeout=60) as client:
+                seen = client.get(f"{api['us-1']}/v1/nodes").json()["nodes"]
+                print("as us-1 measures (latency / jitter / loss): " + ", ".join(
+                    f"{n['name']} {n.get('latency_ms')} / {n.get('jitter_ms')} / {n.get('packet_loss')}"
+                    for n in seen if n["name"] != "us-1"), flush=True)
                 for asked in ASKED:
                     cases: dict[str, list[float]] = {"request_id": [], "none": []}
                     floors: list[float] = []
+                    others: dict[str, list[float]] = {"asker_attempts": [], "asker_claims": []}
                     landed: dict[str, int] = {}
                     for i in range(2 * spawns):
                         with_id = i % 2 == 0
@@ -116,15 +125,23 @@ def run(spawns: int) -> dict[str, Any]:
                         if with_id:
                             owner, *buddies = request_rank(user_request_id(user, rid), list(api), 3)
                             floors.append(rtt(asked, owner) + max(rtt(owner, b) for b in buddies) + rtt(owner, node))
+                            claim = max(rtt(owner, b) for b in buddies)
+                            others["asker_attempts"].append(rtt(asked, owner) + claim + rtt(asked, node))
+                            majority = sorted(rtt(asked, h) for h in (owner, *buddies))[1]
+                            others["asker_claims"].append(majority + rtt(asked, node))
                         client.delete(f"{api[asked]}/v1/workloads/{r.json()['id']}")
                     with_id, without = cases["request_id"], cases["none"]
                     print(f"asked at {asked} ({region[asked]}): with a request id p50 {statistics.median(with_id):.0f} ms, "
-                          f"p90 {pct(with_id, 0.9):.0f} ms (protocol floor p50 {statistics.median(floors):.0f} ms); "
+                          f"p90 {pct(with_id, 0.9):.0f} ms (protocol floor p50 {statistics.median(floors):.0f} ms; "
+                          f"if the asker attempted {statistics.median(others['asker_attempts']):.0f}, if it claimed "
+                          f"{statistics.median(others['asker_claims']):.0f}); "
                           f"without p50 {statistics.median(without):.0f} ms, p90 {pct(without, 0.9):.0f} ms; landed "
                           + ", ".join(f"{n} {c}" for n, c in sorted(landed.items())), flush=True)
                     out[asked] = {"with_request_id_p50_ms": round(statistics.median(with_id), 1),
                                   "with_request_id_p90_ms": round(pct(with_id, 0.9), 1),
                                   "floor_p50_ms": round(statistics.median(floors), 1),
+                                  "floor_asker_attempts_p50_ms": round(statistics.median(others["asker_attempts"]), 1),
+                                  "floor_asker_claims_p50_ms": round(statistics.median(others["asker_claims"]), 1),
                                   "without_p50_ms": round(statistics.median(without), 1),
                                   "without_p90_ms": round(pct(without, 0.9), 1), "landed": landed}
             return out
