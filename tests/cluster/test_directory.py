@@ -147,15 +147,20 @@ def test_when_the_owner_dies_its_buddy_owns_the_request_and_finds_the_copy(clust
 
 def test_an_attempt_in_flight_when_the_owner_died_is_found_on_the_node_its_claim_named(cluster: Cluster) -> None:
     # o waits up to 30 s for its attempt: w is frozen under it, then thaws after o is dead and starts the copy.
-    # o probes its peers only when they join (--probe-interval 60): a probe of frozen w would time out and close
-    # o's connection to it, and the attempt's new connection could not finish its TLS handshake before o died,
-    # so w would never receive it (how this test failed under load in CI, twice).
+    # The attempt must reach w's socket while w is frozen, so o needs a connection to w open beforehand: a new
+    # one could not finish its TLS handshake with a frozen w before o died, and w would never receive the
+    # attempt (how this test failed under load in CI, three times). HTTPS probes used to open that connection;
+    # probes are UDP datagrams now, so a first spawn that o places on w opens it (kept alive for minutes).
     rid, names = _killed_owner_cluster(cluster, ("--placement-timeout", "30", "--probe-interval", "60"))
     key = user_request_id(USER, rid)
     wid = workload_id_for(key)
     buddies = holders_of(key, names)[1:]
     body = {"spec": SPEC, "policy": COST, "request_id": rid}
     w, o = cluster["w"], cluster["o"]
+    first_rid = next(r for r in (f"first-{uuid.uuid4().hex}" for _ in range(2000))
+                     if request_rank(user_request_id(USER, r), names)[0] == "o")
+    first = o.post("/v1/workloads", {"spec": SPEC, "policy": COST, "request_id": first_rid})
+    assert first.status_code == 201 and first.json()["node"] == "w", first.text
     w.signal(signal.SIGSTOP)
     try:
         answer: list[object] = []
