@@ -24,6 +24,12 @@ from hypercore.api.auth import PEER_NODE
 from hypercore.identity.tls import peer_node_name
 
 SERVER_KEEPALIVE_S = 255.0  # longer than the client's (hypercore.transport.KEEPALIVE_S): it closes first
+# A user's first request must have sent its headers this long after the connection was made. Uvicorn has no
+# such deadline: a connection that sent nothing, or a byte now and then, was held for ever (an attacker's
+# thousands of them, each a descriptor and a TLS state). Later requests, and every request of a node (whose
+# transport may open a connection well before its request: hypercore.transport.Transport.warm), get the
+# keep-alive's time instead, counted from the previous response and stopped only by complete headers.
+FIRST_HEADERS_S = 30.0
 
 
 def _fresh_date(state: Any, config: uvicorn.Config) -> None:
@@ -42,11 +48,37 @@ class _PeerAwareProtocol(HttpToolsProtocol):
     # a mutual-TLS handshake, the costliest part of a request to a node met for the first time (docs/scale.md).
     on_peer_connection: Callable[[str], None] | None = None
 
+    _headers_due: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._peer_node = peer_node_name(transport.get_extra_info("ssl_object"))
         if self._peer_node is not None and self.on_peer_connection is not None:
             self.on_peer_connection(self._peer_node)
+        self._await_headers(FIRST_HEADERS_S if self._peer_node is None else SERVER_KEEPALIVE_S)
+
+    def _await_headers(self, seconds: float) -> None:
+        """Close the connection unless a request's headers are complete within `seconds` (FIRST_HEADERS_S)."""
+        self._stop_waiting()
+        self._headers_due = self.loop.call_later(seconds, self.timeout_keep_alive_handler)
+
+    def _stop_waiting(self) -> None:
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+            self._headers_due = None
+
+    def on_headers_complete(self) -> None:
+        self._stop_waiting()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_headers(SERVER_KEEPALIVE_S)  # the next request's
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
