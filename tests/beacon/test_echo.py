@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -156,6 +156,13 @@ async def test_members_hosts_are_read_again_only_after_a_change_and_not_too_ofte
     clock[0] = 11.0
     assert hosts("10.0.0.1") and len(reads) == 2
     assert hosts("10.0.0.1") and len(reads) == 2  # nothing changed since
+
+
+async def test_members_hosts_are_compared_as_the_socket_reports_a_source() -> None:
+    # A beacon's IPv6 address in a long form, or an IPv4 one mapped, names the same member as the datagram's
+    # source address, which the socket reports in the short form (echo strips the mapping of an IPv4 source).
+    hosts = MemberHosts(lambda: ["0:0:0:0:0:0:0:1", "::ffff:10.0.0.7", "node-a.example"])
+    assert hosts("::1") and hosts("10.0.0.7") and hosts("node-a.example") and not hosts("10.0.0.8")
 
 
 async def test_a_lost_or_cancelled_probe_leaves_nothing_waiting(raw: socket.socket) -> None:

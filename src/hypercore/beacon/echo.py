@@ -298,5 +298,15 @@ class MemberHosts:
     def __call__(self, host: str) -> bool:
         if self._stale and self._clock() - self._read_at >= MEMBER_HOSTS_S:
             self._stale, self._read_at = False, self._clock()
-            self._known = set(self._hosts())
+            self._known = {_canonical(h) for h in self._hosts()}
         return host in self._known
+
+
+def _canonical(host: str) -> str:
+    """An IP address as the socket reports a datagram's source (`0:0::1` is `::1`, an IPv4-mapped one its
+    IPv4 form); a host name as it is (a member that advertises one shares the strangers' budget)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
