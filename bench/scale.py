@@ -214,14 +214,21 @@ SPAWN_ROUTES = ("POST /v1/local/spawn", "PUT /v1/local/directory", "GET /v1/loca
 MANIFEST_ROUTE = "PUT /v1/local/replicas/{owner}"
 
 
-def metric_sums(cluster: Cluster, names: list[str], family_name: str, suffixes: tuple[str, ...],
-                by: str | None = None) -> dict[str, float]:
-    """Samples of one metric family summed over `names`: by sample suffix, or by label `by` as well."""
+Scrape = list[list[Any]]  # each node's metric families, read at one moment
+
+
+def scrape(cluster: Cluster, names: list[str]) -> Scrape:
+    """Every node's /metrics, read once: the figures taken at one moment come from one read of each node."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    return [list(text_string_to_metric_families(cluster[name].get("/metrics").text)) for name in names]
+
+
+def metric_sums(scraped: Scrape, family_name: str, suffixes: tuple[str, ...], by: str | None = None) -> dict[str, float]:
+    """Samples of one metric family summed over the scraped nodes: by sample suffix, or by label `by` as well."""
     out: dict[str, float] = {}
-    for name in names:
-        for family in text_string_to_metric_families(cluster[name].get("/metrics").text):
+    for families in scraped:
+        for family in families:
             if family.name != family_name:
                 continue
             for sample in family.samples:
@@ -232,19 +239,19 @@ def metric_sums(cluster: Cluster, names: list[str], family_name: str, suffixes: 
     return out
 
 
-def node_requests(cluster: Cluster, names: list[str]) -> dict[str, int]:
-    """hypercore_node_requests_total summed over `names`, by route."""
-    return {k: int(v) for k, v in metric_sums(cluster, names, "hypercore_node_requests", ("_total",), "route").items()}
+def node_requests(scraped: Scrape) -> dict[str, int]:
+    """hypercore_node_requests_total summed over the nodes, by route."""
+    return {k: int(v) for k, v in metric_sums(scraped, "hypercore_node_requests", ("_total",), "route").items()}
 
 
-def peer_connections(cluster: Cluster, names: list[str]) -> float:
-    """hypercore_peer_connections_total summed over `names`: connections nodes opened to each other (handshakes)."""
-    return metric_sums(cluster, names, "hypercore_peer_connections", ("_total",)).get("_total", 0.0)
+def peer_connections(scraped: Scrape) -> float:
+    """hypercore_peer_connections_total summed over the nodes: connections nodes opened to each other (handshakes)."""
+    return metric_sums(scraped, "hypercore_peer_connections", ("_total",)).get("_total", 0.0)
 
 
-def start_seconds(cluster: Cluster, names: list[str]) -> tuple[float, float]:
-    """(sum, count) of hypercore_workload_start_seconds over `names`: the chosen nodes' side of spawns."""
-    sums = metric_sums(cluster, names, "hypercore_workload_start_seconds", ("_sum", "_count"))
+def start_seconds(scraped: Scrape) -> tuple[float, float]:
+    """(sum, count) of hypercore_workload_start_seconds over the nodes: the chosen nodes' side of spawns."""
+    sums = metric_sums(scraped, "hypercore_workload_start_seconds", ("_sum", "_count"))
     return sums.get("_sum", 0.0), sums.get("_count", 0.0)
 
 
@@ -378,8 +385,8 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
                 time.sleep(pace)
             return times, ids
 
-        counted_before, started_before = node_requests(cluster, names), start_seconds(cluster, names)
-        connections_before = peer_connections(cluster, names)
+        before = scrape(cluster, names)
+        counted_before, started_before, connections_before = node_requests(before), start_seconds(before), peer_connections(before)
         procs = agents + [s for x in names for s in serfs[x]]
         idle_ticks_per_s = sum(c1[x] - c0[x] for x in names) / window
         with httpx.Client(verify=first.pki.verify(), headers=first.headers(), timeout=60) as client:
@@ -387,16 +394,16 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             times, ids = spawn_all(client, spawns, 0.0)
             busy = sum(cpu_ticks(pid) for pid in procs) - ticks0 - idle_ticks_per_s * (time.monotonic() - t_spawns)
             spawn_cpu_ms = busy / CLK_TCK / spawns * 1000
-            started_after = start_seconds(cluster, names)
+            started_after = start_seconds(scrape(cluster, names))
             time.sleep(FLUSH_S + 1)  # what the directory sends after the spawns counts too
-            counted_after = node_requests(cluster, names)
-            connections_after = peer_connections(cluster, names)
+            after = scrape(cluster, names)
+            counted_after, connections_after = node_requests(after), peer_connections(after)
             for wid in ids:
                 client.delete(f"{first.url}/v1/workloads/{wid}")
             time.sleep(PACE_SETTLE_S)
-            paced_before = start_seconds(cluster, names)
+            paced_before = start_seconds(scrape(cluster, names))
             paced, paced_ids = spawn_all(client, PACED_SPAWNS, PACE_S)
-            paced_after = start_seconds(cluster, names)
+            paced_after = start_seconds(scrape(cluster, names))
             for wid in paced_ids:
                 client.delete(f"{first.url}/v1/workloads/{wid}")
         p50, p90 = statistics.median(times), pct(times, 0.9)
