@@ -8,6 +8,7 @@ copies from /proc (live `sleep` processes whose environment names the workload).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -121,6 +122,27 @@ def _killed_owner_cluster(cluster: Cluster, owner_flags: tuple[str, ...] = ()) -
     return rid, names
 
 
+def _unread_bytes(port: int, sender_pid: int) -> int:
+    """Bytes process `sender_pid` sent to local TCP `port` that the receiving process has not read yet: the
+    receive queues (/proc/net/tcp) of the port's connections whose other end is one of the sender's sockets."""
+    inodes = set()
+    for fd in Path(f"/proc/{sender_pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    rows = [line.split() for table in ("/proc/net/tcp", "/proc/net/tcp6")
+            for line in Path(table).read_text().splitlines()[1:]]
+
+    def port_of(address: str) -> int:
+        return int(address.rsplit(":", 1)[1], 16)
+
+    sender_ports = {port_of(r[1]) for r in rows if r[9] in inodes and port_of(r[2]) == port}
+    return sum(int(r[4].split(":")[1], 16) for r in rows if port_of(r[1]) == port and port_of(r[2]) in sender_ports)
+
+
 def _wait_failed(cluster: Cluster, dead: str, names: list[str]) -> None:
     for name in names:
         if name != dead:
@@ -172,6 +194,7 @@ def test_an_attempt_in_flight_when_the_owner_died_is_found_on_the_node_its_claim
                 answer.append(exc)
 
         sender = threading.Thread(target=send)
+        assert o.proc is not None and _unread_bytes(w.http_port, o.proc.pid) == 0  # what the wait below measures
         sender.start()
 
         def claimed() -> bool:
@@ -180,6 +203,9 @@ def test_an_attempt_in_flight_when_the_owner_died_is_found_on_the_node_its_claim
                        for h in held)
 
         wait_for(claimed, 15, "o's claim naming w on both buddies")
+        # The claim is on the buddies before o sends the attempt: killed as soon as the claim showed, o had
+        # sometimes not written it yet under load (the failure in CI after the first spawn was added).
+        wait_for(lambda: _unread_bytes(w.http_port, o.proc.pid) > 0, 15, "o's attempt waiting in frozen w's socket")
         o.kill()  # the attempt on w is in flight
         sender.join(30)
         assert answer and not isinstance(answer[0], httpx.Response), answer
