@@ -20,7 +20,7 @@ from typing import Any
 
 from hypercore.api.app import create_app
 from hypercore.api.server import make_server
-from hypercore.beacon.echo import MemberHosts, member_pinger, open_echo
+from hypercore.beacon.echo import member_pinger, open_echo
 from hypercore.beacon.keys import load_or_create_node_key
 from hypercore.beacon.probe import ProbeWindow
 from hypercore.beacon.publisher import BeaconPublisher, Prober
@@ -34,6 +34,7 @@ from hypercore.identity.tls import client_context, server_context
 from hypercore.identity.tokens import TokenVerifier
 from hypercore.loops import Backoff, TaskSet, periodic
 from hypercore.membership import SerfAgent, SerfError, SerfTimeoutError
+from hypercore.membership.hosts import MemberHosts
 from hypercore.membership.view import ClusterView
 from hypercore.metrics import AgentMetrics
 from hypercore.policy import PERMISSIVE_DEFAULT, PolicyEngine, PolicyError, load_policy_file
@@ -328,7 +329,7 @@ class NodeAgent:
         loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
         node = self.node
         node.log_policy(node.engine.policy, "at start")
-        members = MemberHosts(lambda: [p.host for n in node.view.peers() if (p := node.view.peer(n)) is not None])
+        members = MemberHosts(node.member_hosts, own=self.http_host)
         node.view.membership_changed.subscribe(members.stale)
         echo = await open_echo(self.name, self.http_host, self.http_port, member_host=members,  # probes (beacon.echo)
                                answered=node.metrics.probe_answers.inc, refused=node.metrics.probe_refused.inc)
@@ -347,7 +348,8 @@ class NodeAgent:
         await serf.start()
         server = make_server(create_app(node, self._allowed_hosts()), self.http_host, self.http_port,
                              server_context(self.identity) if self.identity else None,
-                             on_peer_connection=lambda _node: node.metrics.peer_connections.inc())
+                             on_peer_connection=lambda _node: node.metrics.peer_connections.inc(), member_host=members,
+                             on_refused=lambda budget: node.metrics.refused_connections.labels(budget=budget).inc())
         serve = asyncio.create_task(server.serve())
         while not server.started:
             if serve.done():

@@ -55,6 +55,9 @@ class AgentMetrics:
         self.peer_connections = Counter("hypercore_peer_connections",
                                         "Connections other nodes opened to this node's API (each a TLS handshake).",
                                         registry=r)
+        self.refused_connections = Counter("hypercore_refused_connections",
+                                           "Connections to the API closed at once: over a budget (members, "
+                                           "strangers, or one stranger's address).", ["budget"], registry=r)
         # Probes from other nodes, answered on UDP at the API's port (hypercore.beacon.echo).
         self.probe_answers = Counter("hypercore_probe_answers", "Probes from other nodes this node answered.", registry=r)
         self.probe_refused = Counter("hypercore_probe_refused",

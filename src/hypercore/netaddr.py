@@ -38,3 +38,13 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def canonical_ip(host: str) -> str:
+    """An IP address as a socket reports a peer's (`0:0::1` is `::1`, an IPv4-mapped one its IPv4 form); a host
+    name as it is."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)

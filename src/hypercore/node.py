@@ -106,6 +106,10 @@ class Node:
         admission = view.beacon.admission if view is not None and view.beacon is not None else None
         return admission.reputation if admission is not None else None
 
+    def member_hosts(self) -> list[str]:
+        """The hosts of the admitted members' API addresses (hypercore.membership.hosts.MemberHosts)."""
+        return [p.host for n in self.view.peers() if (p := self.view.peer(n)) is not None]
+
     def _local_record(self, workload_id: str) -> dict[str, Any] | None:
         record = self.store.get(workload_id)
         return record.to_dict() if record is not None else None

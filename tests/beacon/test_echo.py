@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hypercore.beacon.echo import (ANSWER, NONCE, REQUEST, SIZE, Echo, EchoError, MemberHosts, member_pinger,
+from hypercore.membership.hosts import MemberHosts
+from hypercore.beacon.echo import (ANSWER, NONCE, REQUEST, SIZE, Echo, EchoError, member_pinger,
                                    name_digest, open_echo)
 from hypercore.beacon.publisher import Prober
 from hypercore.membership.view import Peer
@@ -163,6 +164,13 @@ async def test_members_hosts_are_compared_as_the_socket_reports_a_source() -> No
     # source address, which the socket reports in the short form (echo strips the mapping of an IPv4 source).
     hosts = MemberHosts(lambda: ["0:0:0:0:0:0:0:1", "::ffff:10.0.0.7", "node-a.example"])
     assert hosts("::1") and hosts("10.0.0.7") and hosts("node-a.example") and not hosts("10.0.0.8")
+
+
+async def test_the_nodes_own_host_is_a_members_before_the_view_has_any() -> None:
+    # Nodes on one machine share its address; the first read may come before the view knows any member, and
+    # is not read again for MEMBER_HOSTS_S: meanwhile they shared the strangers' budget (API connections too).
+    hosts = MemberHosts(lambda: [], own="0:0:0:0:0:0:0:1")
+    assert hosts("::1") and not hosts("::2")
 
 
 async def test_a_lost_or_cancelled_probe_leaves_nothing_waiting(raw: socket.socket) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +23,10 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hypercore.api.auth import PEER_NODE
+from hypercore.api.connections import ConnectionBudget, MemberHost, bounded_listener
 from hypercore.identity.tls import peer_node_name
+
+log = logging.getLogger("hypercore.api")
 
 SERVER_KEEPALIVE_S = 255.0  # longer than the client's (hypercore.transport.KEEPALIVE_S): it closes first
 # A user's first request must have sent its headers this long after the connection was made. Uvicorn has no
@@ -87,7 +92,20 @@ class _PeerAwareProtocol(HttpToolsProtocol):
 
 
 class ApiServer(uvicorn.Server):
-    """uvicorn.Server that leaves signals to the agent (it owns SIGTERM/SIGINT/SIGHUP)."""
+    """uvicorn.Server that leaves signals to the agent (it owns SIGTERM/SIGINT/SIGHUP) and listens on a socket
+    that holds no more connections than its budget (hypercore.api.connections)."""
+
+    budget: ConnectionBudget | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None and self.budget is not None:
+            try:
+                sockets = [bounded_listener(self.config.host, self.config.port, self.budget)]
+            except OSError as exc:  # ends serving; the agent sees it did not start and says so
+                log.error("cannot listen for the API", extra={"address": f"{self.config.host}:{self.config.port}",
+                                                              "error": str(exc)})
+                return
+        await super().serve(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -118,8 +136,12 @@ class ApiServer(uvicorn.Server):
 
 
 def make_server(app: Any, host: str, port: int, tls: ssl.SSLContext | None,
-                on_peer_connection: Callable[[str], None] | None = None) -> ApiServer:
-    """`on_peer_connection(node)` hears of every connection a node (a client with a node certificate) opens."""
+                on_peer_connection: Callable[[str], None] | None = None, *,
+                member_host: MemberHost | None = None,
+                on_refused: Callable[[str], None] | None = None) -> ApiServer:
+    """`on_peer_connection(node)` hears of every connection a node (a client with a node certificate) opens;
+    `member_host(ip)` says whether an admitted member advertises that address (its connections share the
+    members' budget), `on_refused(budget)` of each connection closed over a budget."""
     protocol = type("PeerAwareProtocol", (_PeerAwareProtocol,),
                     {"on_peer_connection": staticmethod(on_peer_connection) if on_peer_connection else None})
     config = uvicorn.Config(
@@ -132,4 +154,6 @@ def make_server(app: Any, host: str, port: int, tls: ssl.SSLContext | None,
         timeout_keep_alive=SERVER_KEEPALIVE_S,
         ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
     )
-    return ApiServer(config)
+    server = ApiServer(config)
+    server.budget = ConnectionBudget(member_host, on_refused=on_refused)
+    return server

@@ -41,7 +41,7 @@ import ipaddress
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, cast
 
@@ -62,7 +62,6 @@ STRANGER_BURST = 200.0
 LOOKUP_KEPT_S = 60.0  # a host name's addresses are looked up again after this
 LOOKUP_THREADS = 2  # lookups under way at once, in threads of their own; a probe that needs another is lost
 MAX_LOOKUPS = 1024  # host names kept (finished lookups are dropped past it)
-MEMBER_HOSTS_S = 10.0  # the member addresses are read again at most this often after a membership change
 MAX_PENDING = 4096  # probes waiting for an answer; more are reported lost at once (never happens in use)
 
 
@@ -280,33 +279,3 @@ def member_pinger(echo: Echo, locate: Callable[[str], _Located | None]
         return await echo.ping_many([target(name) for name in names], timeout)
 
     return ping
-
-
-class MemberHosts:
-    """`member_host` for Echo: the hosts of the admitted members' API addresses, read again after a membership
-    change (`stale()`), at most every MEMBER_HOSTS_S (a member that just joined shares the strangers'
-    budget meanwhile): a read is O(N), a lookup a set's."""
-
-    def __init__(self, hosts: Callable[[], Iterable[str]], clock: Callable[[], float] = time.monotonic) -> None:
-        self._hosts, self._clock = hosts, clock
-        self._known: set[str] = set()
-        self._stale, self._read_at = True, float("-inf")
-
-    def stale(self) -> None:
-        self._stale = True
-
-    def __call__(self, host: str) -> bool:
-        if self._stale and self._clock() - self._read_at >= MEMBER_HOSTS_S:
-            self._stale, self._read_at = False, self._clock()
-            self._known = {_canonical(h) for h in self._hosts()}
-        return host in self._known
-
-
-def _canonical(host: str) -> str:
-    """An IP address as the socket reports a datagram's source (`0:0::1` is `::1`, an IPv4-mapped one its
-    IPv4 form); a host name as it is (a member that advertises one shares the strangers' budget)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
