@@ -7,8 +7,10 @@ import asyncio
 import json
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
+from hypercore.api.ratelimit import FANOUT_BURST
 from hypercore.runtime.gc import GarbageCollector, gc_interval
 from hypercore.workload import WorkloadState
 from tests.inprocess.harness import FakeCluster
@@ -152,3 +154,26 @@ async def test_a_bad_registry_row_is_listed_quarantined_and_never_fails_a_start(
     assert [r.id for r in await node.manager.adopt()] == []
     assert node.manager.queue_depth() >= 1 and node.manager.usage()[0] == 0.1
     assert {r.id for r in node.manager.list()} == {good}
+
+
+async def test_requests_that_ask_every_node_are_limited_per_user(fake: FakeCluster) -> None:
+    # Found attacking the API: a status of a workload id no holder knows asks every node, so one user's loop of
+    # made-up ids sent N node requests per request, through any node, without limit.
+    for name in ("a", "b", "c"):
+        fake.add(name)
+    sent = fake["a"].transport.calls  # type: ignore[attr-defined]
+    async with fake.client("a", fake.token("alice")) as alice, fake.client("a", fake.token("bob")) as bob:
+        made_up = [str(uuid.uuid4()) for _ in range(FANOUT_BURST + 10)]
+        answers = [await alice.get(f"/v1/workloads/{wid}") for wid in made_up]
+        codes = [r.status_code for r in answers]
+        assert set(codes) == {404, 429} and codes.count(404) >= FANOUT_BURST, codes
+        refused = next(r for r in answers if r.status_code == 429)
+        assert int(refused.headers["retry-after"]) >= 1 and "asking every node" in refused.json()["error"]["message"]
+        # What the refused ones cost: nothing past the holders asked for an entry (no request to every node).
+        asked_all = [wid for wid in made_up if sum(1 for _, _, p in sent if p == f"/v1/local/workloads/{wid}") >= 2]
+        assert len(asked_all) == codes.count(404), (len(asked_all), codes.count(404))
+        # The same bucket for a list of every node's workloads; a list of a few named nodes is not one.
+        assert (await alice.get("/v1/workloads")).status_code == 429
+        assert (await alice.get("/v1/workloads", params={"nodes": "a,b"})).status_code == 200
+        assert (await alice.get("/v1/decisions", params={"cluster": "true"})).status_code == 429
+        assert (await bob.get("/v1/workloads")).status_code == 200  # another user has a bucket of their own

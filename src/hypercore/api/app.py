@@ -32,6 +32,7 @@ from hypercore.api.failover_routes import failover_router
 from hypercore.api.limits import MAX_BODY_BYTES, BodyLimit
 from hypercore.api.node_routes import node_router
 from hypercore.api.pages import MAX_LIMIT, checked_after, checked_limit, page_of
+from hypercore.api.ratelimit import FANOUT_BURST, FANOUT_RATE, FanOutLimiter
 from hypercore.api.user_routes import checked_near, user_router
 from hypercore.policy import NoQualifyingNode, PolicyError, parse_json_strict
 from hypercore.runtime.base import RuntimeRefused, WorkloadNotFound
@@ -80,7 +81,10 @@ async def _unparsable_body(request: Request, exc: StarletteHTTPException) -> JSO
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, str(exc), **exc.extra)
+        response = error_response(exc.status, exc.code, str(exc), **exc.extra)
+        if "retry_after" in exc.extra:
+            response.headers["Retry-After"] = str(exc.extra["retry_after"])
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -181,11 +185,12 @@ def create_app(agent: "Node", allowed_hosts: Iterable[str] = ("*",)) -> FastAPI:
     async def get_policy() -> dict[str, Any]:
         return agent.engine.policy.model_dump(mode="json")
 
-    app.include_router(user_router(agent, user_auth))
+    fanouts = FanOutLimiter(FANOUT_RATE, FANOUT_BURST)  # requests that ask every node, per user
+    app.include_router(user_router(agent, user_auth, fanouts))
     app.include_router(node_router(agent, node_auth))
     app.include_router(failover_router(agent, node_auth))
     app.include_router(directory_router(agent, node_auth))
-    install_console(app, agent, user_auth, node_auth)  # the web console at /ui/ (hypercore.api.console)
+    install_console(app, agent, user_auth, node_auth, fanouts)  # the web console at /ui/ (hypercore.api.console)
     prepare_routing(app)
     return app
 

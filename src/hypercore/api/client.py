@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import ssl
+import time
 from urllib.parse import quote
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
 from hypercore.errors import HypercoreError, error_from_body
+
+
+READ_RETRIES: Final = 3  # a read answered 429 is sent again at most this often, after the wait it was told
+READ_RETRY_MAX_S: Final = 10.0  # and only if that wait is at most this long
 
 
 class ApiClientError(HypercoreError):
@@ -39,8 +44,27 @@ class ApiClient:
         self._client = httpx.Client(base_url=self.addr, headers=headers, timeout=timeout, verify=_verify(ca_file))
 
     def request(self, method: str, path: str, json: Any = None, text: bool = False) -> Any:
+        for waits_left in range(READ_RETRIES, -1, -1):
+            response = self._send(method, path, json)
+            # A read refused for going too fast (e.g. a listing read page by page: each page asks every node,
+            # hypercore.api.ratelimit) waits as told and goes on; a write is the user's to repeat.
+            wait = _retry_after(response) if method == "GET" and waits_left else None
+            if wait is None or wait > READ_RETRY_MAX_S:
+                break
+            time.sleep(wait)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            _code, message = error_from_body(response.text)
+            raise ApiClientError(f"{message} (HTTP {response.status_code})", response.status_code,
+                                 body if isinstance(body, dict) else {})
+        return response.text if text else response.json()
+
+    def _send(self, method: str, path: str, json: Any) -> httpx.Response:
         try:
-            response = self._client.request(method, path, json=json)
+            return self._client.request(method, path, json=json)
         except httpx.ConnectError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 raise ApiClientError(f"the agent at {self.addr} has a certificate this client does not trust ({exc}); "
@@ -52,15 +76,12 @@ class ApiClient:
                                  "(unless run with --insecure)") from None
         except httpx.HTTPError as exc:
             raise ApiClientError(f"{self.addr}{path}: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            _code, message = error_from_body(response.text)
-            raise ApiClientError(f"{message} (HTTP {response.status_code})", response.status_code,
-                                 body if isinstance(body, dict) else {})
-        return response.text if text else response.json()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds a 429 answer asks to wait (its Retry-After header, whole seconds), or None."""
+    value = response.headers.get("retry-after", "") if response.status_code == 429 else ""
+    return float(value) if value.isascii() and value.isdigit() else None
 
 
 def fetch_node_records(addr: str, token: str | None, ca_file: Path | None = None,

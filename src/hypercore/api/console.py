@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hypercore.api.auth import Caller, can_see
 from hypercore.api.errors import error_response
+from hypercore.api.ratelimit import FanOutLimiter
 from hypercore.identity.tokens import User
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def visible_decisions(agent: "Node", user: User | None) -> list[dict[str, Any]]:
 
 
 def install_console(app: FastAPI, agent: "Node", user_auth: Callable[[Request], Awaitable[User]],
-                    node_auth: Callable[[Request], Awaitable[Caller]]) -> None:
+                    node_auth: Callable[[Request], Awaitable[Caller]], fanouts: FanOutLimiter) -> None:
     """Add the console's routes and mount its files at /ui/ on `app`."""
     router = APIRouter(tags=["console"])
     CurrentUser = Annotated[User, Depends(user_auth)]
@@ -92,6 +93,7 @@ def install_console(app: FastAPI, agent: "Node", user_auth: Callable[[Request], 
             description="Ask every reachable node, not only this one.")] = False) -> dict[str, Any]:
         if not cluster:
             return {"decisions": visible_decisions(agent, user), "unreachable": {}}
+        fanouts.check(user.name)
         found: list[dict[str, Any]] = []
         errors: dict[str, str] = {}
         for node, result in await agent.scheduler.gather("/v1/local/decisions", user=user):

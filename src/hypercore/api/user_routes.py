@@ -20,7 +20,7 @@ from hypercore.api import paging
 from hypercore.api.auth import can_see, require_management
 from hypercore.api.errors import ApiError
 from hypercore.api.models import PlacementRequest, SpawnRequest
-from hypercore.api.ratelimit import SpawnLimiter
+from hypercore.api.ratelimit import FanOutLimiter, SpawnLimiter
 from hypercore.identity.tokens import User
 from hypercore.policy import Policy, loads_policy, parse_policy
 from hypercore.placement import forward_to_owner, user_request_id
@@ -37,6 +37,7 @@ log = logging.getLogger("hypercore.api")
 # `?tail=N`: the last N lines of a log (the answer stays capped at the node's --max-log-mb).
 TailLines = Annotated[int | None, Query(ge=0, le=1_000_000_000, description="Only the last N lines.")]
 
+FANOUT_FREE_NODES = 10  # a list asking at most this many named nodes is not a request that asks every node
 NAMED_ASKED = 3  # of the nodes a directory entry names (where it went, where attempts went), asked in turn
 
 
@@ -111,7 +112,7 @@ def checked_near(agent: "Node", near: str | None) -> str:
     return near
 
 
-def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) -> APIRouter:
+def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]], fanouts: FanOutLimiter) -> APIRouter:
     router = APIRouter(tags=["users"])
     CurrentUser = Annotated[User, Depends(user_auth)]
     limiter = SpawnLimiter(agent.spawn_rate, agent.spawn_burst)
@@ -131,8 +132,7 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
 
     @router.post("/v1/workloads", status_code=201)
     async def spawn(req: SpawnRequest, user: CurrentUser) -> JSONResponse:
-        if (wait := limiter.take(user.name)) > 0:
-            return limiter.refusal(user.name, wait)
+        limiter.check(user.name)
         if req.request_id and not req.dry_run:
             # The owner decides, but latency stays measured from where the user asked (here, or `near`).
             body = {**req.model_dump(mode="json"), "near": checked_near(agent, req.near)}
@@ -154,6 +154,8 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
         page of them and the cursor of the next (`next`, null on the last page). One request to each node asked
         per page (docs/scale.md)."""
         cursor, only = paging.parse_cursor(after), paging.parse_nodes(nodes)
+        if only is None or len(only) > FANOUT_FREE_NODES:
+            fanouts.check(user.name)
         workloads: list[dict[str, Any]] = []
         errors: dict[str, str] = {}
         more = False
@@ -196,6 +198,7 @@ def user_router(agent: "Node", user_auth: Callable[[Request], Awaitable[User]]) 
                         if r.status == 200:
                             agent.scheduler.note_holder(workload_id, node)  # the next stop or logs asks it first
                             return node
+            fanouts.check(user.name)
             for node, result in await agent.scheduler.gather(f"/v1/local/workloads/{workload_id}", user=user):
                 if node != agent.name and not isinstance(result, Exception):
                     agent.scheduler.note_holder(workload_id, node)
