@@ -24,7 +24,11 @@ Measures, in this order:
                          idle rate (from the idle window) over as long, per spawn: what a spawn costs the
                          whole cluster (supervisors and workloads not counted);
   spawn_p50_ms/p90_ms    --spawns sequential spawns with request ids through node 0
-                         (`sleep 300`, cpu 0.01, mem 1), back to back, stopped afterwards;
+                         (`sleep 300`, cpu 0.01, mem 1), back to back, stopped afterwards; the ids
+                         name node 0 as their home (`<uuid>@n000`), as `hypercore cluster spawn`
+                         makes them, so node 0 places them (no forward);
+                         spawn_hashed_p50_ms / p90_ms: as many more with ids that name no home (as an
+                         API client may send its own), placed by the owner their hash picks;
                          spawn_start_ms: the chosen nodes' mean time from an attempt's arrival to
                          the workload running (hypercore_workload_start_seconds);
                          spawn_p50_paced_ms / spawn_start_paced_ms: the same for 20 spawns 1.5 s
@@ -369,14 +373,15 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
 
         sent: list[tuple[float, float, str]] = []  # (sent, answered, workload id), wall clock: for spawn_phases
 
-        def spawn_all(client: httpx.Client, count: int, pace: float) -> tuple[list[float], list[str]]:
+        def spawn_all(client: httpx.Client, count: int, pace: float, home: bool = True) -> tuple[list[float], list[str]]:
             times, ids = [], []
             for _ in range(count):
-                body = {"spec": SPEC, "request_id": f"scale-{uuid.uuid4().hex}"}
+                # As `hypercore cluster spawn` makes them (the node asked is the home), or an id of one's own.
+                body = {"spec": SPEC, "request_id": f"{uuid.uuid4()}@{first.name}" if home else f"scale-{uuid.uuid4().hex}"}
                 start, wall = time.perf_counter(), time.time()
                 r = client.post(f"{first.url}/v1/workloads", json=body)
                 times.append((time.perf_counter() - start) * 1000)
-                if r.status_code == 201 and pace == 0.0:
+                if r.status_code == 201 and pace == 0.0 and home:
                     sent.append((wall, time.time(), r.json()["id"]))
                 if r.status_code != 201:
                     raise RuntimeError(f"spawn failed: HTTP {r.status_code} {r.text[:300]}")
@@ -401,6 +406,10 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             for wid in ids:
                 client.delete(f"{first.url}/v1/workloads/{wid}")
             time.sleep(PACE_SETTLE_S)
+            hashed, hashed_ids = spawn_all(client, spawns, 0.0, home=False)
+            for wid in hashed_ids:
+                client.delete(f"{first.url}/v1/workloads/{wid}")
+            time.sleep(PACE_SETTLE_S)
             paced_before = start_seconds(scrape(cluster, names))
             paced, paced_ids = spawn_all(client, PACED_SPAWNS, PACE_S)
             paced_after = start_seconds(scrape(cluster, names))
@@ -412,6 +421,8 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         say(f"spawn p50 {p50:.1f} ms, p90 {p90:.1f} ms over {spawns} back to back (start on the chosen node "
             f"{start_ms:.1f} ms on average); {PACED_SPAWNS} spawns {PACE_S:g} s apart: p50 {paced_p50:.1f} ms, "
             f"p90 {pct(paced, 0.9):.1f} ms (start {paced_start_ms:.1f} ms); placed on {len(placed_on)} nodes")
+        say(f"with request ids that name no home (placed by the owner their hash picks): p50 "
+            f"{statistics.median(hashed):.1f} ms, p90 {pct(hashed, 0.9):.1f} ms over {spawns} back to back")
         say(f"CPU per spawn, every agent and Serf together, above their idle rate: {spawn_cpu_ms:.1f} ms "
             f"(the supervisors and workloads not counted)")
         delta = {k: counted_after.get(k, 0) - counted_before.get(k, 0) for k in counted_after}
@@ -432,7 +443,8 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
         phases = spawn_phases(logs, sent)
         say("where the back-to-back spawns' time went (p50, from the placing node's log): "
             + ", ".join(f"{k} {v:.1f} ms" for k, v in phases.items())
-            + " (forward_decide: to the request id's owner and its decision; claim: on the two other holders; "
+            + " (forward_decide: to the request id's owner, none for these ids (node 0 is their home), and its "
+              "decision; claim: on the two other holders; "
               "attempt: to the chosen node and the start there; back: the answer to the client)")
 
         timeouts = slow_broadcasts = 0
@@ -460,6 +472,8 @@ def run(n: int, spawns: int, root: Path, profile: str = "lan") -> dict[str, Any]
             "spawn_p50_ms": round(p50, 2),
             "spawn_p90_ms": round(p90, 2),
             "spawn_start_ms": round(start_ms, 2),
+            "spawn_hashed_p50_ms": round(statistics.median(hashed), 2),
+            "spawn_hashed_p90_ms": round(pct(hashed, 0.9), 2),
             "spawn_p50_paced_ms": round(paced_p50, 2),
             "spawn_start_paced_ms": round(paced_start_ms, 2),
             "spawn_cpu_ms": round(spawn_cpu_ms, 1),

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from hypercore.placement.directory import HOLDERS, holders_of
-from hypercore.placement.ids import rendezvous_rank, request_rank, workload_id_for
+from hypercore.placement.ids import home_of, rendezvous_rank, request_rank, workload_id_for
 
 MASK = (1 << 64) - 1
 
@@ -118,3 +118,27 @@ def test_equal_weights_are_ranked_by_name_whatever_is_asked_for() -> None:
         assert full[start:start + 4] == tied
         for n in range(1, 13):
             assert nodes.rank(key, n) == full[:n]
+
+
+def test_a_request_id_that_names_its_home_is_held_there_first_and_by_its_workload_ids_nodes_after() -> None:
+    nodes = names(50)
+    rng = random.Random(7)
+    for i in range(300):
+        home = rng.choice(nodes)
+        key = f"alice/{i:04d}-{rng.getrandbits(32):08x}@{home}"
+        assert home_of(key) == home
+        held = holders_of(key, nodes)
+        ranked = rendezvous_rank(workload_id_for(key), nodes)
+        assert held == [home, *[x for x in ranked if x != home][:HOLDERS - 1]]
+        # A node that knows only the workload id asks its first HOLDERS nodes: every holder but the home is there.
+        assert set(held[1:]) <= set(ranked[:HOLDERS])
+        # The home gone, its first buddy places the request and both buddies still hold it.
+        assert holders_of(key, [n for n in nodes if n != home])[:2] == held[1:]
+
+
+def test_a_home_that_is_no_member_or_a_user_name_with_an_at_is_no_home() -> None:
+    nodes = names(10)
+    for key in ("alice/job-1@node-999", "alice@example.com/job-1", "alice/job-1"):
+        assert holders_of(key, nodes) == request_rank(key, nodes, HOLDERS)
+    assert home_of("alice@example.com/job-1") is None and home_of("alice/job-1@") is None
+    assert home_of("a@b/c@node-001") == "node-001"

@@ -104,6 +104,48 @@ def test_one_spawn_with_a_request_id_costs_at_most_five_node_requests_on_five_no
           f"{sum(lookups.values())} (before: about 3 N + 3 = 18)")
 
 
+def test_a_request_id_naming_its_home_is_placed_there_and_found_there_and_after_it(cluster: Cluster) -> None:
+    # What every `hypercore cluster spawn` sends since the thirteenth session: "<uuid>@<the node asked>". The node
+    # asked places it itself (no forward to an owner the hash picks, maybe across the world); a retry sent
+    # elsewhere is forwarded there; once the home is dead its first buddy owns the request and finds the copy.
+    names = ["n1", "n2", "n3", "n4", "n5"]
+    for i, name in enumerate(names):
+        cluster.add(name, *EXEC, "--beacon-price", f"0.0{i + 1}")  # n1 is the cheapest
+    cluster.wait_converged()
+    # An id whose hash alone would make another node its owner, and whose holders do not include n1.
+    rid = next(r for r in (f"home-{uuid.uuid4().hex}@n5" for _ in range(2000))
+               if "n1" not in holders_of(user_request_id(USER, r), names)
+               and request_rank(user_request_id(USER, r), names)[0] != "n5")
+    key = user_request_id(USER, rid)
+    holders = holders_of(key, names)
+    assert holders[0] == "n5"
+    body = {"spec": SPEC, "policy": COST, "request_id": rid}
+    before = sent(cluster, names)
+    r = cluster["n5"].post("/v1/workloads", body)
+    assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+    time.sleep(FLUSH_S + 1)
+    first = spawn_requests(before, sent(cluster, names))
+    assert first == Counter({("n5", "PUT /v1/local/directory"): 2, ("n5", "POST /v1/local/workloads"): 1}), first
+    for buddy in holders[1:]:
+        held = cluster[buddy].node_request("GET", f"/v1/local/directory/{key}")
+        assert held.status_code == 200 and held.json()["trying"] == ["n1"], held.text
+    # Sent to another node: forwarded to the home, which asks the node its entry names.
+    via = next(n for n in names if n not in holders and n != "n1")
+    before = sent(cluster, names)
+    again = cluster[via].post("/v1/workloads", body)
+    assert again.status_code == 200 and again.json()["existing"] is True and again.json()["node"] == "n1", again.text
+    assert spawn_requests(before, sent(cluster, names)) == Counter(
+        {(via, "POST /v1/local/spawn"): 1, ("n5", "GET /v1/local/workloads/{id}"): 1})
+    # The home dead: its first buddy owns the request id and finds the copy; nothing new starts.
+    cluster["n5"].kill()
+    _wait_failed(cluster, "n5", names)
+    alive = [n for n in names if n != "n5"]
+    assert holders_of(key, alive)[:2] == holders[1:]
+    third = cluster[via].post("/v1/workloads", body)
+    assert third.status_code == 200 and third.json()["existing"] is True and third.json()["node"] == "n1", third.text
+    assert live_workload_processes()[r.json()["id"]] == 1
+
+
 def _killed_owner_cluster(cluster: Cluster, owner_flags: tuple[str, ...] = ()) -> tuple[str, list[str]]:
     """Five nodes: w (the cheapest, where COST places), o (owner of the returned request id), b1–b3.
 

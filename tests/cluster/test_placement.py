@@ -187,6 +187,9 @@ def test_cli_spawn_list_metrics_and_explain_snapshot(trio: Cluster, tmp_path: Pa
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
         assert out["node"] == "cheap" and out["decision"]["policy"] == "cost-optimized"
+        # Its request id names the node asked as its home: that node placed it and holds its entry.
+        entry = trio["trusted"].node_request("GET", f"/v1/local/entries/{out['id']}")
+        assert entry.status_code == 200 and entry.json()["key"].endswith("@trusted"), entry.text
         listed = json.loads(cli("cluster", "list", "--json", addr=addr, env=env).stdout)["workloads"]
         running = [(w["id"], w["node"]) for w in listed if w["state"] == "running"]
         assert running == [(out["id"], "cheap")]

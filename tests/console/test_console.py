@@ -265,6 +265,9 @@ def test_console_in_a_browser(trio: Cluster, browser: Any) -> None:
     expect(placed).to_contain_text("Placed")
     expect(placed).to_contain_text("on alpha")
     workload_id = placed.locator("code").inner_text()
+    # Its request id names the node the console runs on as its home: alpha placed it and holds its entry.
+    entry = trio["alpha"].node_request("GET", f"/v1/local/entries/{workload_id}")
+    assert entry.status_code == 200 and entry.json()["key"].endswith("@alpha"), entry.text
 
     # Workloads: it runs on alpha; its log opens; the hostile command is text; stop, then remove.
     page.click("#tabs a[data-tab=workloads]")

@@ -23,7 +23,10 @@ class SpawnRequest(BaseModel):
     spec: WorkloadSpec
     policy: dict[str, Any] | None = Field(default=None, description="Inline policy (same JSON as a policy file).")
     dry_run: bool = False
-    request_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    # Letters, digits and . _ : -, and at the end "@node" for a request id that names its home (the node that
+    # places it while it is a member: hypercore.placement.ids.home_of), a node name as certificates hold them.
+    request_id: str | None = Field(default=None, min_length=1, max_length=128,
+                                   pattern=r"^[A-Za-z0-9._:-]+(@[A-Za-z0-9][A-Za-z0-9.-]{0,62})?$")
     near: str | None = Field(default=None, min_length=1, max_length=253,
                              description="Node whose network position latency is measured from "
                                          "(default: the node that receives the request).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import shlex
 import sys
 import uuid
@@ -101,6 +102,23 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
+# A node name as certificates hold them (hypercore.identity.pki.NODE_NAME_RE, not imported: it brings the
+# cryptography package into every command); a name outside it cannot be a request id's home.
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", re.ASCII)
+
+
+def _home_request_id(client: ApiClient) -> str:
+    """A new request id that names the node asked as its home (`<uuid>@<node>`): that node places it itself,
+    where an id without one goes to an owner its hash picks, most often another node, maybe in another region
+    (docs/placement-protocol.md, "Home"). Plain when the node cannot say its name."""
+    try:
+        node = client.request("GET", "/v1/ping").get("node")
+    except (ApiClientError, AttributeError):
+        node = None
+    fresh = str(uuid.uuid4())
+    return f"{fresh}@{node}" if isinstance(node, str) and _NODE_NAME.fullmatch(node) else fresh
+
+
 @cluster_group.command("spawn")
 @click.option("--command", "command", help="Shell command to run (needs a node with --enable-exec).")
 @click.option("--image-ref", help="Image to run (must be on the node): as a container, or with --runtime vm as a microVM.")
@@ -132,7 +150,7 @@ def spawn(command: str | None, image_ref: str | None, runtime: str | None, cpu: 
         fail("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-') or 'spec'}: {e['msg'].removeprefix('Value error, ')}"
                       for e in exc.errors()))
     body: dict[str, Any] = {"spec": spec.model_dump(mode="json", exclude_none=True), "dry_run": dry_run,
-                            "request_id": request_id or str(uuid.uuid4())}
+                            "request_id": request_id or _home_request_id(client)}
     if near is not None:
         body["near"] = near
     if policy_file is not None:

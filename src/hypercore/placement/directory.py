@@ -34,7 +34,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hypercore.placement.ids import rendezvous_rank, workload_id_for
+from hypercore.placement.ids import home_of, node_set, rendezvous_rank, workload_id_for
 from hypercore.sqlite import open_private_db
 from hypercore.workload import WORKLOAD_ID_PATTERN
 
@@ -100,8 +100,19 @@ def holders_of_workload(workload_id: str, alive: Iterable[str], n: int = HOLDERS
 
 
 def holders_of(key: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
-    """The nodes that keep `key`'s entry, owner first: those of its workload id (placement.ids.request_rank)."""
-    return holders_of_workload(workload_id_for(key), alive, n)
+    """The nodes that keep `key`'s entry, owner first: those of its workload id (placement.ids.request_rank);
+    for a request id that names its home (`…@node`, placement.ids.home_of), that node first while it is in
+    `alive`, then the first n - 1 others of its workload id.
+
+    Either way the entry's holders other than a home are among the first n of the workload id's nodes, so a
+    node that knows only the workload id finds them (holders_of_workload), and a home that leaves hands its
+    requests to the first of them, which holds their claims: the order of the others does not change.
+    """
+    workload_id, home = workload_id_for(key), home_of(key)
+    nodes = node_set(alive)
+    if home is None or home not in nodes:
+        return nodes.rank(workload_id, n)
+    return [home, *[x for x in nodes.rank(workload_id, n) if x != home][:n - 1]]
 
 
 def next_version(above: int) -> int:

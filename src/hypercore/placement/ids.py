@@ -5,6 +5,7 @@ Pure functions, shared by placement and failover (buddies are ranked the same wa
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import uuid
 from collections.abc import Iterable
@@ -17,6 +18,21 @@ from hypercore.workload import new_workload_id
 # Workload ids of requests that carry a request id are derived from it, so the
 # same request yields the same workload id on every node and every retry.
 REQUEST_NAMESPACE = uuid.UUID("5f0c2f4e-3a8b-4e53-9a57-2f1f4f8e6b21")
+
+
+HOME_MARK = "@"  # a request id "<id>@<node>" is placed by that node while it is a member (its home)
+
+
+def home_of(key: str) -> str | None:
+    """The node a (user-scoped) request id names as its home, `…@node`; None when it names none.
+
+    The node a user asks places the request itself when its id names it: `hypercore cluster spawn` makes ids
+    so (docs/placement-protocol.md, "Home"). A user who sends the same request to another node sends the same
+    id, so that node forwards it to the home and the two meet there, as they meet at a hashed owner.
+    """
+    request_id = key.rsplit("/", 1)[-1]  # the user part may hold anything; a request id holds no "/"
+    _, mark, home = request_id.rpartition(HOME_MARK)
+    return home if mark and home else None
 
 
 def user_request_id(user: str, request_id: str) -> str:
@@ -71,6 +87,10 @@ class NodeSet:
         self.names = sorted(set(nodes))
         self._seeds = np.fromiter((_digest64(n) for n in self.names), dtype=np.uint64, count=len(self.names))
 
+    def __contains__(self, name: object) -> bool:
+        i = bisect.bisect_left(self.names, name) if isinstance(name, str) else len(self.names)
+        return i < len(self.names) and self.names[i] == name
+
     def rank(self, key: str, n: int | None = None) -> list[str]:
         """The names by weight for `key`, highest first; only the first `n` when given."""
         count = len(self.names)
@@ -109,7 +129,8 @@ def rendezvous_rank(key: str, nodes: Iterable[str], n: int | None = None) -> lis
 
 
 def request_rank(request_id: str, nodes: Iterable[str], n: int | None = None) -> list[str]:
-    """Nodes in the order that makes a (user-scoped) request id's owner and holders, best first.
+    """Nodes in the order that makes a (user-scoped) request id's owner and holders, best first (for an id
+    that names no home: placement.directory.holders_of).
 
     Ranked by the request's workload id, not by the request id itself: a node
     that knows only a workload id (a user's `stop` or `logs` sent to any node)

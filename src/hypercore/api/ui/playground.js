@@ -118,9 +118,13 @@ export function playgroundTab() {
     button.disabled = true;
     fill($("spawn-result"), h("p", { class: "muted" }, "placing…"));
     try {
-      // A request id makes a retry of this same click land once (docs/placement-protocol.md).
+      // A request id makes a retry of this same click land once (docs/placement-protocol.md); naming this node
+      // as its home ("<uuid>@<node>"), this node places it itself rather than the owner its hash would pick.
       const origin = near();
-      const placed = await api.post("/v1/workloads", { spec: spec(), policy: body, request_id: crypto.randomUUID(),
+      const home = await api.get("/v1/ping").then((p) => p.node, () => null);
+      const fresh = crypto.randomUUID();
+      const requestId = typeof home === "string" && /^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(home) ? `${fresh}@${home}` : fresh;
+      const placed = await api.post("/v1/workloads", { spec: spec(), policy: body, request_id: requestId,
         ...(origin ? { near: origin } : {}) });
       fill($("spawn-result"), h("p", { class: "success", role: "status" }, "Placed ", h("code", {}, placed.id), " on ",
         h("strong", {}, placed.node), ". ", h("a", { href: "#workloads" }, "See it in Workloads"), " · ",
