@@ -4,18 +4,21 @@
 
 Starts `hypercore dev up --topology examples/topologies/three-regions.json` (7 nodes in 3 regions, RTT eu-us
 80 ms, eu-ap 160 ms, us-ap 120 ms, 2 ms inside a region, 1 % loss on ap's links) and, from the first node of
-each region (where users ask; it runs nothing itself), sends --spawns spawns under the low-latency policy
-(`sleep 60`, each stopped after), alternating: with a request id (what `hypercore cluster spawn` always sends:
-exactly once) and without one. Prints, per region asked, p50/p90 of each and where they landed, and for the
-spawns with a request id the protocol's floor: the round trips its messages must make on connections that
-are already open (docs/placement-protocol.md, "The request path"):
+each region (where users ask; it runs nothing itself), sends --spawns spawns of each kind under the
+low-latency policy (`sleep 60`, each stopped after), in turn: with a request id that names the node asked as
+its home (`<uuid>@<node>`, what `hypercore cluster spawn` sends since the thirteenth session), with one that
+names none (an API client's own id, placed by the owner its hash picks), and without one (no exactly-once).
+Prints, per region asked, p50/p90 of each and where they landed, and for the spawns with a request id the
+protocol's floor: the round trips its messages must make on connections that are already open
+(docs/placement-protocol.md, "The request path"):
 
-    floor = RTT(asked, owner) + max RTT(owner, buddy) + RTT(owner, chosen node)
+    home id:    max RTT(asked, buddy) + RTT(asked, chosen node)
+    hashed id:  RTT(asked, owner) + max RTT(owner, buddy) + RTT(owner, chosen node)
 
 (the forward, the claim on the request id's two other holders, the attempt; a term is 0 when both ends are
-the same node). The holders come from the same ranking the agents use (placement.ids.request_rank, over the
-user-scoped request id). A spawn without a request id is placed by the node asked: RTT(asked, chosen).
-Also printed, as what two other designs would make of the same spawns (neither is built; docs/scale.md):
+the same node). The holders come from the same ranking the agents use (placement.directory.holders_of, over
+the user-scoped request id). A spawn without a request id is placed by the node asked: RTT(asked, chosen).
+Also printed, as what two other designs would make of the hashed-id spawns (neither is built; docs/scale.md):
 
     asker attempts:  RTT(asked, owner) + max RTT(owner, buddy) + RTT(asked, chosen)
     asker claims:    the second-nearest holder's RTT from the node asked (a majority of 3) + RTT(asked, chosen)
@@ -44,7 +47,8 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 import jwt  # noqa: E402
 
-from hypercore.placement.ids import request_rank, user_request_id  # noqa: E402
+from hypercore.placement.directory import holders_of  # noqa: E402
+from hypercore.placement.ids import user_request_id  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = ROOT / "examples" / "topologies" / "three-regions.json"
@@ -104,15 +108,15 @@ def run(spawns: int) -> dict[str, Any]:
                     f"{n['name']} {n.get('latency_ms')} / {n.get('jitter_ms')} / {n.get('packet_loss')}"
                     for n in seen if n["name"] != "us-1"), flush=True)
                 for asked in ASKED:
-                    cases: dict[str, list[float]] = {"request_id": [], "none": []}
-                    floors: list[float] = []
+                    cases: dict[str, list[float]] = {"home": [], "hashed": [], "none": []}
+                    floors: dict[str, list[float]] = {"home": [], "hashed": []}
                     others: dict[str, list[float]] = {"asker_attempts": [], "asker_claims": []}
                     landed: dict[str, int] = {}
-                    for i in range(2 * spawns):
-                        with_id = i % 2 == 0
+                    for i in range(3 * spawns):
+                        kind = ("home", "hashed", "none")[i % 3]
                         body: dict[str, Any] = {"spec": SPEC, "policy": policy}
-                        rid = f"geo-{uuid.uuid4().hex}"
-                        if with_id:
+                        rid = f"{uuid.uuid4()}@{asked}" if kind == "home" else f"geo-{uuid.uuid4().hex}"
+                        if kind != "none":
                             body["request_id"] = rid
                         t0 = time.perf_counter()
                         r = client.post(f"{api[asked]}/v1/workloads", json=body)
@@ -121,25 +125,31 @@ def run(spawns: int) -> dict[str, Any]:
                             raise SystemExit(f"spawn at {asked} failed: HTTP {r.status_code} {r.text[:300]}")
                         node = r.json()["node"]
                         landed[node] = landed.get(node, 0) + 1
-                        cases["request_id" if with_id else "none"].append(ms)
-                        if with_id:
-                            owner, *buddies = request_rank(user_request_id(user, rid), list(api), 3)
-                            floors.append(rtt(asked, owner) + max(rtt(owner, b) for b in buddies) + rtt(owner, node))
+                        cases[kind].append(ms)
+                        if kind != "none":
+                            owner, *buddies = holders_of(user_request_id(user, rid), list(api), 3)
                             claim = max(rtt(owner, b) for b in buddies)
+                            floors[kind].append(rtt(asked, owner) + claim + rtt(owner, node))
+                        if kind == "hashed":
                             others["asker_attempts"].append(rtt(asked, owner) + claim + rtt(asked, node))
                             majority = sorted(rtt(asked, h) for h in (owner, *buddies))[1]
                             others["asker_claims"].append(majority + rtt(asked, node))
                         client.delete(f"{api[asked]}/v1/workloads/{r.json()['id']}")
-                    with_id, without = cases["request_id"], cases["none"]
-                    print(f"asked at {asked} ({region[asked]}): with a request id p50 {statistics.median(with_id):.0f} ms, "
-                          f"p90 {pct(with_id, 0.9):.0f} ms (protocol floor p50 {statistics.median(floors):.0f} ms; "
-                          f"if the asker attempted {statistics.median(others['asker_attempts']):.0f}, if it claimed "
+                    home, hashed, without = cases["home"], cases["hashed"], cases["none"]
+                    print(f"asked at {asked} ({region[asked]}): home id p50 {statistics.median(home):.0f} ms, "
+                          f"p90 {pct(home, 0.9):.0f} ms (floor {statistics.median(floors['home']):.0f}); "
+                          f"hashed id p50 {statistics.median(hashed):.0f} ms, p90 {pct(hashed, 0.9):.0f} ms (floor "
+                          f"{statistics.median(floors['hashed']):.0f}; if the asker attempted "
+                          f"{statistics.median(others['asker_attempts']):.0f}, if it claimed "
                           f"{statistics.median(others['asker_claims']):.0f}); "
                           f"without p50 {statistics.median(without):.0f} ms, p90 {pct(without, 0.9):.0f} ms; landed "
                           + ", ".join(f"{n} {c}" for n, c in sorted(landed.items())), flush=True)
-                    out[asked] = {"with_request_id_p50_ms": round(statistics.median(with_id), 1),
-                                  "with_request_id_p90_ms": round(pct(with_id, 0.9), 1),
-                                  "floor_p50_ms": round(statistics.median(floors), 1),
+                    out[asked] = {"home_p50_ms": round(statistics.median(home), 1),
+                                  "home_p90_ms": round(pct(home, 0.9), 1),
+                                  "home_floor_p50_ms": round(statistics.median(floors["home"]), 1),
+                                  "with_request_id_p50_ms": round(statistics.median(hashed), 1),
+                                  "with_request_id_p90_ms": round(pct(hashed, 0.9), 1),
+                                  "floor_p50_ms": round(statistics.median(floors["hashed"]), 1),
                                   "floor_asker_attempts_p50_ms": round(statistics.median(others["asker_attempts"]), 1),
                                   "floor_asker_claims_p50_ms": round(statistics.median(others["asker_claims"]), 1),
                                   "without_p50_ms": round(statistics.median(without), 1),

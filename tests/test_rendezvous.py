@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from hypercore.placement.directory import HOLDERS, holders_of
+from hypercore.placement.directory import HOLDERS, holders_of, pointer_of
 from hypercore.placement.ids import home_of, rendezvous_rank, request_rank, workload_id_for
 
 MASK = (1 << 64) - 1
@@ -120,7 +120,9 @@ def test_equal_weights_are_ranked_by_name_whatever_is_asked_for() -> None:
             assert nodes.rank(key, n) == full[:n]
 
 
-def test_a_request_id_that_names_its_home_is_held_there_first_and_by_its_workload_ids_nodes_after() -> None:
+def test_a_request_id_that_names_its_home_is_held_there_and_by_the_homes_own_buddies() -> None:
+    # The home's buddies are the rendezvous order of its name (as failover ranks a node's buddies): the nodes
+    # it talks to anyway, so a claim goes out on open connections, not on new ones to nodes a hash picked.
     nodes = names(50)
     rng = random.Random(7)
     for i in range(300):
@@ -128,17 +130,21 @@ def test_a_request_id_that_names_its_home_is_held_there_first_and_by_its_workloa
         key = f"alice/{i:04d}-{rng.getrandbits(32):08x}@{home}"
         assert home_of(key) == home
         held = holders_of(key, nodes)
-        ranked = rendezvous_rank(workload_id_for(key), nodes)
-        assert held == [home, *[x for x in ranked if x != home][:HOLDERS - 1]]
-        # A node that knows only the workload id asks its first HOLDERS nodes: every holder but the home is there.
-        assert set(held[1:]) <= set(ranked[:HOLDERS])
+        assert held == [home, *[x for x in rendezvous_rank(home, nodes) if x != home][:HOLDERS - 1]]
+        assert holders_of(f"bob/{i}@{home}", nodes) == held  # every request of that home: the same three
         # The home gone, its first buddy places the request and both buddies still hold it.
         assert holders_of(key, [n for n in nodes if n != home])[:2] == held[1:]
+        # A lookup by workload id asks the workload id's first node: it gets a copy unless it holds the entry.
+        first = rendezvous_rank(workload_id_for(key), nodes, 1)[0]
+        assert pointer_of(key, nodes) == (None if first in held else first)
+    assert pointer_of("alice/job-1", nodes) is None  # an entry of a hashed id is where lookups ask already
 
 
 def test_a_home_that_is_no_member_or_a_user_name_with_an_at_is_no_home() -> None:
     nodes = names(10)
-    for key in ("alice/job-1@node-999", "alice@example.com/job-1", "alice/job-1"):
+    for key in ("alice@example.com/job-1", "alice/job-1"):
         assert holders_of(key, nodes) == request_rank(key, nodes, HOLDERS)
+    # A home that is not a member: its buddies hold it, the first of them owns it (as once the home leaves).
+    assert holders_of("alice/job-1@node-999", nodes) == rendezvous_rank("node-999", nodes, HOLDERS)
     assert home_of("alice@example.com/job-1") is None and home_of("alice/job-1@") is None
     assert home_of("a@b/c@node-001") == "node-001"

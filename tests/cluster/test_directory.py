@@ -21,8 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hypercore.devcluster import USER, Cluster, live_workload_processes, wait_for
-from hypercore.placement import request_rank, user_request_id, workload_id_for
-from hypercore.placement.directory import holders_of
+from hypercore.placement import rendezvous_rank, request_rank, user_request_id, workload_id_for
+from hypercore.placement.directory import holders_of, pointer_of
 from hypercore.placement.directory_sync import FLUSH_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,31 +106,42 @@ def test_one_spawn_with_a_request_id_costs_at_most_five_node_requests_on_five_no
 
 def test_a_request_id_naming_its_home_is_placed_there_and_found_there_and_after_it(cluster: Cluster) -> None:
     # What every `hypercore cluster spawn` sends since the thirteenth session: "<uuid>@<the node asked>". The node
-    # asked places it itself (no forward to an owner the hash picks, maybe across the world); a retry sent
-    # elsewhere is forwarded there; once the home is dead its first buddy owns the request and finds the copy.
+    # asked places it itself (no forward to an owner the hash picks, maybe across the world) and claims it on its
+    # own buddies; a lookup by workload id finds the entry where it looks; a retry sent elsewhere is forwarded to
+    # the home; once the home is dead its first buddy owns the request and finds the copy.
     names = ["n1", "n2", "n3", "n4", "n5"]
     for i, name in enumerate(names):
         cluster.add(name, *EXEC, "--beacon-price", f"0.0{i + 1}")  # n1 is the cheapest
     cluster.wait_converged()
-    # An id whose hash alone would make another node its owner, and whose holders do not include n1.
+    # An id whose hash alone would make another node its owner.
     rid = next(r for r in (f"home-{uuid.uuid4().hex}@n5" for _ in range(2000))
-               if "n1" not in holders_of(user_request_id(USER, r), names)
-               and request_rank(user_request_id(USER, r), names)[0] != "n5")
+               if request_rank(user_request_id(USER, r), names)[0] != "n5")
     key = user_request_id(USER, rid)
-    holders = holders_of(key, names)
-    assert holders[0] == "n5"
+    holders, pointer = holders_of(key, names), pointer_of(key, names)
+    assert holders[0] == "n5" and holders[1:] == [x for x in rendezvous_rank("n5", names) if x != "n5"][:2]
     body = {"spec": SPEC, "policy": COST, "request_id": rid}
     before = sent(cluster, names)
     r = cluster["n5"].post("/v1/workloads", body)
     assert r.status_code == 201 and r.json()["node"] == "n1", r.text
+    wid = r.json()["id"]
     time.sleep(FLUSH_S + 1)
     first = spawn_requests(before, sent(cluster, names))
-    assert first == Counter({("n5", "PUT /v1/local/directory"): 2, ("n5", "POST /v1/local/workloads"): 1}), first
-    for buddy in holders[1:]:
-        held = cluster[buddy].node_request("GET", f"/v1/local/directory/{key}")
-        assert held.status_code == 200 and held.json()["trying"] == ["n1"], held.text
-    # Sent to another node: forwarded to the home, which asks the node its entry names.
+    # No forward: the claim on n5's two buddies, the attempt, and (with the flush) the copy of the entry for
+    # the node a lookup by workload id asks first, when that is none of the holders.
+    assert first == Counter({("n5", "PUT /v1/local/directory"): 2 + (pointer is not None),
+                             ("n5", "POST /v1/local/workloads"): 1}), first
+    for holder in [*holders[1:], *([pointer] if pointer else [])]:
+        held = cluster[holder].node_request("GET", f"/v1/local/directory/{key}")
+        assert held.status_code == 200 and held.json()["trying"] == ["n1"], (holder, held.text)
+    # Its status asked of a node that neither placed nor runs it: one entry, then the node it names (asked where
+    # it runs, then for its status); no fan-out.
     via = next(n for n in names if n not in holders and n != "n1")
+    before = sent(cluster, names)
+    assert cluster[via].get(f"/v1/workloads/{wid}").status_code == 200
+    lookup = spawn_requests(before, sent(cluster, names))
+    assert lookup == Counter({(via, "GET /v1/local/entries/{id}"): 1, (via, "GET /v1/local/workloads/{id}"): 2}) \
+        or lookup == Counter({(via, "GET /v1/local/workloads/{id}"): 2}), lookup  # none when via is that first node
+    # Sent to another node: forwarded to the home, which asks the node its entry names.
     before = sent(cluster, names)
     again = cluster[via].post("/v1/workloads", body)
     assert again.status_code == 200 and again.json()["existing"] is True and again.json()["node"] == "n1", again.text
@@ -143,7 +154,7 @@ def test_a_request_id_naming_its_home_is_placed_there_and_found_there_and_after_
     assert holders_of(key, alive)[:2] == holders[1:]
     third = cluster[via].post("/v1/workloads", body)
     assert third.status_code == 200 and third.json()["existing"] is True and third.json()["node"] == "n1", third.text
-    assert live_workload_processes()[r.json()["id"]] == 1
+    assert live_workload_processes()[wid] == 1
 
 
 def _killed_owner_cluster(cluster: Cluster, owner_flags: tuple[str, ...] = ()) -> tuple[str, list[str]]:

@@ -129,7 +129,8 @@ def _home_request_id(client: ApiClient) -> str:
 @click.option("--ports", default="", help="HOST:CONTAINER mappings, comma-separated.")
 @click.option("--env", multiple=True, help="KEY=VALUE, repeatable.")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="Policy file for this spawn (read here, sent inline).")
-@click.option("--request-id", help="Idempotency key (default: a new UUID).")
+@click.option("--request-id", help="Idempotency key, sent as given; ID@NODE names NODE as the node that places it "
+                                    "(default: a new UUID naming the node asked, as UUID@NODE).")
 @click.option("--near", help="Measure latency from this node (default: the node at --addr).")
 @click.option("--dry-run", is_flag=True, help="Show the placement decision; start nothing.")
 @click.option("--json", "as_json", is_flag=True)
@@ -150,7 +151,7 @@ def spawn(command: str | None, image_ref: str | None, runtime: str | None, cpu: 
         fail("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-') or 'spec'}: {e['msg'].removeprefix('Value error, ')}"
                       for e in exc.errors()))
     body: dict[str, Any] = {"spec": spec.model_dump(mode="json", exclude_none=True), "dry_run": dry_run,
-                            "request_id": request_id or _home_request_id(client)}
+                            "request_id": request_id or (str(uuid.uuid4()) if dry_run else _home_request_id(client))}
     if near is not None:
         body["near"] = near
     if policy_file is not None:

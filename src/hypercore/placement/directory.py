@@ -100,19 +100,32 @@ def holders_of_workload(workload_id: str, alive: Iterable[str], n: int = HOLDERS
 
 
 def holders_of(key: str, alive: Iterable[str], n: int = HOLDERS) -> list[str]:
-    """The nodes that keep `key`'s entry, owner first: those of its workload id (placement.ids.request_rank);
-    for a request id that names its home (`…@node`, placement.ids.home_of), that node first while it is in
-    `alive`, then the first n - 1 others of its workload id.
+    """The nodes that keep `key`'s entry, owner first: those of its workload id (placement.ids.request_rank).
 
-    Either way the entry's holders other than a home are among the first n of the workload id's nodes, so a
-    node that knows only the workload id finds them (holders_of_workload), and a home that leaves hands its
-    requests to the first of them, which holds their claims: the order of the others does not change.
+    A request id that names its home (`…@node`, placement.ids.home_of) is kept by that node while it is in
+    `alive`, and by the home's own buddies: the first n - 1 others in the rendezvous order of the home's name,
+    the order failover gives a node's buddies (hypercore.failover.model). Those are the nodes the home talks
+    to anyway, so a claim goes out on connections it holds open, not on new ones to nodes a hash picked (most
+    of a spawn's cost at 100 nodes: docs/scale.md). Once the home is gone, its first buddy owns its requests
+    and holds their claims: the order of the others does not change. A node that knows only the workload id
+    finds such an entry on the workload id's first node, which the home sends it to (Directory.claim).
     """
-    workload_id, home = workload_id_for(key), home_of(key)
+    home = home_of(key)
     nodes = node_set(alive)
-    if home is None or home not in nodes:
-        return nodes.rank(workload_id, n)
-    return [home, *[x for x in nodes.rank(workload_id, n) if x != home][:n - 1]]
+    if home is None:
+        return nodes.rank(workload_id_for(key), n)
+    if home not in nodes:
+        return nodes.rank(home, n)
+    return [home, *[x for x in nodes.rank(home, n) if x != home][:n - 1]]
+
+
+def pointer_of(key: str, alive: Iterable[str]) -> str | None:
+    """For a request id that names its home: the node that a lookup by its workload id asks first
+    (holders_of_workload), which keeps a copy of the entry when it is not one of the request id's holders."""
+    if home_of(key) is None:
+        return None
+    first = holders_of_workload(workload_id_for(key), alive, 1)
+    return first[0] if first and first[0] not in holders_of(key, alive) else None
 
 
 def next_version(above: int) -> int:

@@ -43,6 +43,7 @@ from hypercore.placement.directory import (
     holders_of,
     holders_of_workload,
     next_version,
+    pointer_of,
 )
 from hypercore.placement.ids import derived_from_request, node_set
 from hypercore.transport import PeerUnreachable, Transport
@@ -173,6 +174,8 @@ class Directory:
         above = 0
         for _ in range(CLAIM_ROUNDS):
             write = self._record(key, workload_id, "placing", trying=trying, above=above)
+            if (pointer := pointer_of(key, self.view.peers())) is not None:
+                self._queue(pointer, write)  # where a lookup by workload id asks: with the next flush
             others = [h for h in self.holders(key) if h != self.name]
             answers = await asyncio.gather(*(self._push_with_pending(h, write) for h in others))
             unknown = [held for answer in answers for w, stored, held in answer
@@ -199,13 +202,18 @@ class Directory:
         write = self._record(key, workload_id, state, node=node, trying=trying, above=above)
         if claimed is not None and set(claimed.maybe_holding()) == set(write.entry.maybe_holding()):
             return
-        for holder in self.holders(key):
+        pointer = pointer_of(key, self.view.peers())
+        for holder in [*self.holders(key), *([pointer] if pointer else [])]:
             if holder != self.name:
-                queued = self._pending[holder]
-                queued.pop(key, None)
-                queued[key] = write  # newest last: the oldest go first when a silent holder's queue is full
-                while len(queued) > MAX_PENDING:
-                    queued.pop(next(iter(queued)))
+                self._queue(holder, write)
+
+    def _queue(self, holder: str, write: DirectoryWrite) -> None:
+        """`write` goes to `holder` with the next push to it (a claim there, or the flush every FLUSH_S)."""
+        queued = self._pending[holder]
+        queued.pop(write.entry.key, None)
+        queued[write.entry.key] = write  # newest last: the oldest go first when a silent holder's queue is full
+        while len(queued) > MAX_PENDING:
+            queued.pop(next(iter(queued)))
 
     # -- between holders ---------------------------------------------------------------------
 
