@@ -54,11 +54,17 @@ def spawn_requests(before: Counter[tuple[str, str]], after: Counter[tuple[str, s
     return Counter({k: after[k] - before[k] for k in after if k[1] in SPAWN_ROUTES and after[k] > before[k]})
 
 
-def test_one_spawn_with_a_request_id_costs_at_most_five_node_requests_on_five_nodes(cluster: Cluster) -> None:
+def _five_priced(cluster: Cluster) -> list[str]:
+    """Five exec nodes n1–n5, n1 the cheapest (where COST places), converged."""
     names = ["n1", "n2", "n3", "n4", "n5"]
     for i, name in enumerate(names):
-        cluster.add(name, *EXEC, "--beacon-price", f"0.0{i + 1}")  # n1 is the cheapest
+        cluster.add(name, *EXEC, "--beacon-price", f"0.0{i + 1}")
     cluster.wait_converged()
+    return names
+
+
+def test_one_spawn_with_a_request_id_costs_at_most_five_node_requests_on_five_nodes(cluster: Cluster) -> None:
+    names = _five_priced(cluster)
     # Sent to n5, owned by n3, placed on n1: the forward, the claim and the attempt all cross the network.
     rid = next(r for r in (f"cnt-{uuid.uuid4().hex}" for _ in range(2000))
                if (rank := request_rank(user_request_id(USER, r), names))[0] == "n3"
@@ -109,10 +115,7 @@ def test_a_request_id_naming_its_home_is_placed_there_and_found_there_and_after_
     # asked places it itself (no forward to an owner the hash picks, maybe across the world) and claims it on its
     # own buddies; a lookup by workload id finds the entry where it looks; a retry sent elsewhere is forwarded to
     # the home; once the home is dead its first buddy owns the request and finds the copy.
-    names = ["n1", "n2", "n3", "n4", "n5"]
-    for i, name in enumerate(names):
-        cluster.add(name, *EXEC, "--beacon-price", f"0.0{i + 1}")  # n1 is the cheapest
-    cluster.wait_converged()
+    names = _five_priced(cluster)
     # An id whose hash alone would make another node its owner.
     rid = next(r for r in (f"home-{uuid.uuid4().hex}@n5" for _ in range(2000))
                if request_rank(user_request_id(USER, r), names)[0] != "n5")
