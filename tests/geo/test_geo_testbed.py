@@ -77,14 +77,16 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     tmp = tmp_path_factory.mktemp("geo")
     state_file, root = tmp / "state.json", tmp / "bed"
     out = open(tmp / "dev-up.out", "wb")
+    # Serf's coordinates match the topology 20-40 s after start on a quiet machine; once, in a full CI run (4
+    # workers of cluster tests on 2 cores), one estimate was still 30 % short after 71 s: the bed gets 150 s.
     proc = subprocess.Popen([*HYPERCORE, "dev", "up", "--topology", str(TOPOLOGY), "--state-file", str(state_file),
-                             "--dir", str(root), "--timeout", "80"], stdout=out, stderr=subprocess.STDOUT)
+                             "--dir", str(root), "--timeout", "150"], stdout=out, stderr=subprocess.STDOUT)
     state: dict[str, Any] = {}
     try:
-        deadline = time.monotonic() + 100
+        deadline = time.monotonic() + 170
         while not state_file.exists():
             assert proc.poll() is None, f"dev up exited {proc.returncode}:\n{(tmp / 'dev-up.out').read_text()}"
-            assert time.monotonic() < deadline, f"dev up not ready in 100 s:\n{(tmp / 'dev-up.out').read_text()}"
+            assert time.monotonic() < deadline, f"dev up not ready in 170 s:\n{(tmp / 'dev-up.out').read_text()}"
             time.sleep(0.5)
         state = json.loads(state_file.read_text())
         yield Bed(proc, state, root, state_file)
