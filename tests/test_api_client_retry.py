@@ -4,6 +4,7 @@ node per page: hypercore.api.ratelimit). A real HTTP server on loopback answers 
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -73,3 +74,54 @@ def test_a_read_refused_more_often_than_it_retries_is_an_error(
     with pytest.raises(ApiClientError):
         ApiClient(addr).request("GET", "/v1/workloads")
     assert len(received) == 4  # the first and three more
+
+
+
+def test_cluster_spawn_names_the_node_asked_as_home_and_falls_back_for_an_agent_that_refuses_it() -> None:
+    # Stands for an agent from before home ids (beacon protocol 3), which cannot run here: a real HTTP server on
+    # loopback that says its name and refuses a request id with "@" as that agent's validation did (422).
+    from click.testing import CliRunner
+
+    from hypercore.cli.main import cli
+
+    spawned: list[str] = []
+
+    class OldAgent(http.server.BaseHTTPRequestHandler):
+        def _send(self, status: int, body: dict[str, object]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._send(200, {"node": "old-1"})
+
+        def do_POST(self) -> None:
+            rid = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["request_id"]
+            spawned.append(rid)
+            if "@" in rid:
+                self._send(422, {"error": {"code": "invalid_request",
+                                           "message": "request_id: String should match pattern '^[A-Za-z0-9._:-]+$'"}})
+            else:
+                self._send(201, {"id": "w-1", "node": "old-1", "attempts": [],
+                                 "decision": {"policy": "p", "summary": "1/1 nodes match"}})
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OldAgent)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = CliRunner().invoke(cli, ["cluster", "spawn", "--command", "true", "--json",
+                                          "--addr", f"http://127.0.0.1:{server.server_address[1]}"])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["node"] == "old-1"
+    home, plain = spawned
+    assert home.endswith("@old-1") and plain == home.split("@")[0]  # the same request, its id without the home

@@ -40,9 +40,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypercore.beacon import keys
 
 # The beacon protocol's version: nodes of different versions do not admit each other. 2: holders ranked by the
-# workload id (2026-11-29); 3: rendezvous weights from NumPy (2026-11-30): two rankings would send one request
-# id to two owners (docs/placement-protocol.md, "Upgrading").
-VERSION = "3"
+# workload id (2026-11-29); 3: rendezvous weights from NumPy (2026-11-30); 4: request ids that name their home,
+# held by the home's buddies (2026-11-30, thirteenth session): two rankings would send one request id to two
+# owners, or refuse each other's claims (docs/placement-protocol.md, "Upgrading").
+VERSION = "4"
 SERF_TAGS_LIMIT = 512
 REFRESH_S = 30.0  # the shortest beacon refresh without news (see refresh_period)
 MAX_AGE_S = 3 * REFRESH_S + 10.0  # 100 s: stale_after(REFRESH_S), the limit in clusters of up to 11 nodes

@@ -119,6 +119,18 @@ def _home_request_id(client: ApiClient) -> str:
     return f"{fresh}@{node}" if isinstance(node, str) and _NODE_NAME.fullmatch(node) else fresh
 
 
+def _post_spawn(client: ApiClient, body: dict[str, Any], home_made: bool) -> Any:
+    """POST the spawn; an agent from before request ids named their home (beacon protocol 3) refuses a made
+    `<uuid>@<node>` id (422, before anything is placed): then the same request once more, the id without it."""
+    try:
+        return client.request("POST", "/v1/workloads", json=body)
+    except ApiClientError as exc:
+        rid = body["request_id"]
+        if not (home_made and exc.status == 422 and "@" in rid and "request_id" in str(exc)):
+            raise
+        return client.request("POST", "/v1/workloads", json={**body, "request_id": rid.split("@", 1)[0]})
+
+
 @cluster_group.command("spawn")
 @click.option("--command", "command", help="Shell command to run (needs a node with --enable-exec).")
 @click.option("--image-ref", help="Image to run (must be on the node): as a container, or with --runtime vm as a microVM.")
@@ -157,7 +169,7 @@ def spawn(command: str | None, image_ref: str | None, runtime: str | None, cpu: 
     if policy_file is not None:
         body["policy"] = load_policy_file(policy_file).model_dump(mode="json")
     try:
-        result = client.request("POST", "/v1/workloads", json=body)
+        result = _post_spawn(client, body, home_made=request_id is None)
     except ApiClientError as exc:
         decision = exc.body.get("error", {}).get("decision")
         if exc.status == 409 and decision is not None:

@@ -178,8 +178,8 @@ class Directory:
                 self._queue(pointer, write)  # where a lookup by workload id asks: with the next flush
             others = [h for h in self.holders(key) if h != self.name]
             answers = await asyncio.gather(*(self._push_with_pending(h, write) for h in others))
-            unknown = [held for answer in answers for w, stored, held in answer
-                       if w.entry.key == key and not stored and held is not None]
+            unknown = [held for answer in answers for w, stored, held in answer  # newer than what this node knew
+                       if w.entry.key == key and not stored and held is not None and held.version > w.base]
             if not unknown:
                 return None
             newest = max(unknown, key=lambda e: e.version)
@@ -276,7 +276,12 @@ class Directory:
             elif check_caller and caller not in holders_of(entry.key, alive):
                 refused = f"node {caller} is not a holder of this request id"
             if refused is not None:
-                out.append({"key": entry.key, "stored": False, "held": None, "refused": refused})
+                # With what is held here: a writer this node does not count as a holder may be one whose view is
+                # ahead of this node's (a home that just came back), and must look at the nodes this entry names
+                # before it places (Directory.claim), not place blind.
+                held = self.store.get(entry.key) if entry.by == caller else None
+                out.append({"key": entry.key, "stored": False, "refused": refused,
+                            "held": held.model_dump(mode="json") if held is not None else None})
                 continue
             stored, held = self.store.write(entry, write.base)
             out.append({"key": entry.key, "stored": stored,
