@@ -3,6 +3,7 @@ node per page: hypercore.api.ratelimit). A real HTTP server on loopback answers 
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
@@ -12,6 +13,20 @@ from collections.abc import Iterator
 import pytest
 
 from hypercore.api.client import ApiClient, ApiClientError
+
+
+@contextlib.contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on loopback answering with `handler`, in a thread; its address."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 @pytest.fixture
@@ -37,15 +52,8 @@ def staged() -> Iterator[tuple[str, list[tuple[int, str]], list[str]]]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", answers, received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with _serving(Handler) as addr:
+        yield addr, answers, received
 
 
 def test_a_read_told_to_wait_waits_and_goes_on(staged: tuple[str, list[tuple[int, str]], list[str]]) -> None:
@@ -111,16 +119,8 @@ def test_cluster_spawn_names_the_node_asked_as_home_and_falls_back_for_an_agent_
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OldAgent)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        result = CliRunner().invoke(cli, ["cluster", "spawn", "--command", "true", "--json",
-                                          "--addr", f"http://127.0.0.1:{server.server_address[1]}"])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with _serving(OldAgent) as addr:
+        result = CliRunner().invoke(cli, ["cluster", "spawn", "--command", "true", "--json", "--addr", addr])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["node"] == "old-1"
     home, plain = spawned
