@@ -46,18 +46,21 @@ class ConnectionBudget:
         self._member_host = member_host or (lambda _host: False)
         self._limits = {"members": members, "strangers": strangers, "address": per_address}
         self._on_refused = on_refused
-        self.open: Counter[str] = Counter()  # "members", "strangers" and each stranger's address
+        self.open: Counter[str] = Counter()  # "members", "strangers" and "address <ip>" for each stranger's
         self._refused: Counter[str] = Counter()
         self._logged_at = float("-inf")
 
     def admit(self, host: str) -> Callable[[], None] | None:
         """A place for a connection from `host` (its release, to call once when it closes), or None."""
         host = canonical_ip(host)
-        keys = ("members",) if self._member_host(host) else ("strangers", host)
-        over = next((k for k in keys if self.open[k] >= self._limits["address" if k == host else k]), None)
+        # (what is counted, the budget that bounds it): a stranger's address is its own count, with its own name
+        checks = ((("members", "members"),) if self._member_host(host)
+                  else (("strangers", "strangers"), (f"address {host}", "address")))
+        over = next((budget for key, budget in checks if self.open[key] >= self._limits[budget]), None)
         if over is not None:
-            self._refuse("address" if over == host else over)
+            self._refuse(over)
             return None
+        keys = [key for key, _budget in checks]
         for key in keys:
             self.open[key] += 1
         released = False

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-
 from typing import Final
 
 from hypercore.api.errors import ApiError
@@ -35,7 +34,7 @@ FANOUT_BURST: Final = 30
 
 
 class _UserLimiter(TokenBuckets):
-    doing = "sending requests"
+    doing: str  # what the user is doing too fast, for the refusal's message
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0 or burst < 1:

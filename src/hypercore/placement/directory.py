@@ -124,8 +124,9 @@ def pointer_of(key: str, alive: Iterable[str]) -> str | None:
     (holders_of_workload), which keeps a copy of the entry when it is not one of the request id's holders."""
     if home_of(key) is None:
         return None
-    first = holders_of_workload(workload_id_for(key), alive, 1)
-    return first[0] if first and first[0] not in holders_of(key, alive) else None
+    nodes = node_set(alive)  # ranked twice below: the seeds hashed (or found) once
+    first = holders_of_workload(workload_id_for(key), nodes, 1)
+    return first[0] if first and first[0] not in holders_of(key, nodes) else None
 
 
 def next_version(above: int) -> int:

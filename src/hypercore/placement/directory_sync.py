@@ -172,11 +172,11 @@ class Directory:
         cannot be reached is passed over (docs/placement-protocol.md, Limits).
         """
         above = 0
+        others, pointer = self._targets(key)
         for _ in range(CLAIM_ROUNDS):
             write = self._record(key, workload_id, "placing", trying=trying, above=above)
-            if (pointer := pointer_of(key, self.view.peers())) is not None:
+            if pointer is not None:
                 self._queue(pointer, write)  # where a lookup by workload id asks: with the next flush
-            others = [h for h in self.holders(key) if h != self.name]
             answers = await asyncio.gather(*(self._push_with_pending(h, write) for h in others))
             unknown = [held for answer in answers for w, stored, held in answer  # newer than what this node knew
                        if w.entry.key == key and not stored and held is not None and held.version > w.base]
@@ -202,10 +202,16 @@ class Directory:
         write = self._record(key, workload_id, state, node=node, trying=trying, above=above)
         if claimed is not None and set(claimed.maybe_holding()) == set(write.entry.maybe_holding()):
             return
-        pointer = pointer_of(key, self.view.peers())
-        for holder in [*self.holders(key), *([pointer] if pointer else [])]:
-            if holder != self.name:
-                self._queue(holder, write)
+        others, pointer = self._targets(key)
+        for holder in [*others, *([pointer] if pointer else [])]:
+            self._queue(holder, write)
+
+    def _targets(self, key: str) -> tuple[list[str], str | None]:
+        """`key`'s holders other than this node, and the node that keeps a copy of a home's entry for lookups by
+        workload id (placement.directory.pointer_of), from one read of the members."""
+        peers = node_set(self.view.peers())
+        pointer = pointer_of(key, peers)
+        return [h for h in holders_of(key, peers) if h != self.name], pointer if pointer != self.name else None
 
     def _queue(self, holder: str, write: DirectoryWrite) -> None:
         """`write` goes to `holder` with the next push to it (a claim there, or the flush every FLUSH_S)."""
