@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 import hypercore
 from hypercore.beacon.keys import generate
 from hypercore.beacon.tags import Beacon, BeaconInvalid, decode, encode
+from hypercore.api.models import SpawnRequest
 from hypercore.workload import LocalSpawnRequest, WorkloadSpec
 
 # --------------------------------------------------------------------------- WorkloadSpec
@@ -238,3 +239,12 @@ def test_every_compiled_validation_regex_is_ascii_and_anchored_for_fullmatch() -
         if rx.flags & re.IGNORECASE and not rx.flags & re.ASCII:
             bad.append(f"{where}: {rx.pattern!r} is IGNORECASE without re.ASCII (the Kelvin sign matches k)")
     assert bad == [], "\n".join(bad)
+
+
+def test_a_bad_request_id_is_told_what_a_request_id_may_hold() -> None:
+    # Since request ids may name a home (`<id>@<node>`), the refusal says so rather than quoting the regex.
+    for bad in ("job@bad_name", "job@@n1", "jöb", "job 1"):
+        with pytest.raises(ValidationError) as info:
+            SpawnRequest.model_validate({"spec": {"command": "true"}, "request_id": bad})
+        assert "is not a request id" in str(info.value) and "@NODE" in str(info.value)
+    assert SpawnRequest.model_validate({"spec": {"command": "true"}, "request_id": "job-1@node-a.1"}).request_id
